@@ -1,0 +1,56 @@
+package policy
+
+import (
+	"context"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/tester"
+)
+
+// TestRegoUnitTests runs the *_test.rego files as `opa test` would, so a
+// policy change that breaks them fails go test too.
+func TestRegoUnitTests(t *testing.T) {
+	cases := []struct {
+		name  string
+		paths []string
+		// the policy under test, also compiled with Compile so the
+		// restrictions of the Vault layer (unsafe built-ins) apply to it
+		policy string
+	}{
+		{name: "builtin", paths: []string{"builtin.rego", "builtin_test.rego"}, policy: "builtin.rego"},
+		{name: "allow_team_dirs", paths: []string{"examples"}, policy: "examples/allow_team_dirs.rego"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			results, err := tester.Run(ctx, tc.paths...)
+			if err != nil {
+				t.Fatalf("load and run rego tests in %v: %v", tc.paths, err)
+			}
+			if len(results) == 0 {
+				t.Fatalf("no rego tests found in %v", tc.paths)
+			}
+			for _, r := range results {
+				if !r.Pass() {
+					t.Errorf("%s.%s (%s): %s\n%s", r.Package, r.Name, r.Location, failure(r), r.Output)
+				}
+			}
+			t.Logf("%d rego tests ran", len(results))
+			if _, err := Compile(ctx, readFile(t, tc.policy)); err != nil {
+				t.Fatalf("Compile(%s): %v", tc.policy, err)
+			}
+		})
+	}
+}
+
+func failure(r *tester.Result) string {
+	switch {
+	case r.Error != nil:
+		return "error: " + r.Error.Error()
+	case r.Skip:
+		return "skipped (todo_test_ prefix): rename it or delete it"
+	case r.Fail:
+		return "failed"
+	}
+	return "did not pass"
+}
