@@ -174,18 +174,25 @@ func compile(ctx context.Context, filename, source string) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse policy: %w", err)
 	}
-	r := rego.New(
+	// Compiling the module here, not inside rego.New, gives the operator the
+	// compiler's own message instead of one wrapped in bundle wording.
+	compiler := ast.NewCompiler().
+		WithDefaultRegoVersion(ast.RegoV1).
+		WithUnsafeBuiltins(unsafeBuiltins())
+	if compiler.Compile(map[string]*ast.Module{filename: module}); compiler.Failed() {
+		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
+	}
+	query, err := rego.New(
 		rego.Query(Query),
-		rego.ParsedModule(module),
+		rego.Compiler(compiler),
 		rego.SetRegoVersion(ast.RegoV1),
 		// Without strict errors a failing built-in makes its expression
 		// undefined, which would silently drop a violation: fail open.
 		rego.StrictBuiltinErrors(true),
 		rego.UnsafeBuiltins(unsafeBuiltins()),
-	)
-	query, err := r.PrepareForEval(ctx)
+	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("compile policy: %w", err)
+		return nil, fmt.Errorf("prepare policy query %s: %w", Query, err)
 	}
 	return &Engine{query: query, packages: []string{module.Package.Path.String()}}, nil
 }
@@ -205,6 +212,11 @@ func unsafeBuiltins() map[string]struct{} {
 // yields something other than strings denies, with a violation saying why;
 // the error is reserved for ctx ending before a decision was made.
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
+	// OPA notices cancellation only between evaluation steps, so a short
+	// policy could still run to the end on an already ended context.
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("policy evaluation not started: %w", err)
+	}
 	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(in.value()))
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
