@@ -1,0 +1,132 @@
+// Package backend is the Vault face of flant_gitops: the framework.Backend,
+// one path_*.go file per path family with its help text, and the typed
+// storage entries the watch and patch halves read.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// backend holds all state of one mount. Vault creates one per mount (and a
+// new one after a plugin reload), so nothing lives in package variables.
+type backend struct {
+	*framework.Backend
+
+	// configMu serialises read-modify-write of configuration entries:
+	// partial updates of configure / configure_vault_access and the env var
+	// collision check of vault requests.
+	configMu sync.Mutex
+
+	// onInit and onClean let components that own goroutines or connections
+	// (the watch worker, the AppRole client) start after Vault finished
+	// mounting and stop on unmount, reload or seal. Register them in
+	// newBackend; they run in registration order (clean in reverse).
+	onInit  []func(context.Context, *logical.InitializationRequest) error
+	onClean []func(context.Context)
+
+	// approle is the session with the target Vault of the vault requests
+	// (vaultclient.go); its token is revoked on Clean.
+	approle *approleClient
+}
+
+// Factory is the logical.Factory Vault calls for each mount.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend()
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, fmt.Errorf("set up flant_gitops backend: %w", err)
+	}
+	return b, nil
+}
+
+func newBackend() *backend {
+	b := &backend{}
+	b.Backend = &framework.Backend{
+		Help:           strings.TrimSpace(backendHelp),
+		BackendType:    logical.TypeLogical,
+		RunningVersion: Version,
+		PathsSpecial: &logical.Paths{
+			// Entries holding credentials get seal wrapping where the
+			// Vault edition supports it.
+			SealWrapStorage: []string{
+				storageKeyGitCredential,
+				storageKeyVaultAccess,
+			},
+		},
+		Paths:          b.paths(),
+		InitializeFunc: b.initialize,
+		Clean:          b.clean,
+	}
+	b.approle = newApproleClient(b.Backend.Logger)
+	b.onClean = append(b.onClean, b.approle.reset)
+	return b
+}
+
+// paths lists every path family of the plugin. A new family is one
+// constructor in its own path_<family>.go, appended here.
+func (b *backend) paths() []*framework.Path {
+	return framework.PathAppend(
+		pathConfigure(b),
+		pathGitCredential(b),
+		pathTrustedPGPPublicKey(b),
+		pathConfigureVaultAccess(b),
+		pathVaultRequest(b),
+	)
+}
+
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	for _, f := range b.onInit {
+		if err := f(ctx, req); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backend) clean(ctx context.Context) {
+	for i := len(b.onClean) - 1; i >= 0; i-- {
+		b.onClean[i](ctx)
+	}
+}
+
+// errorResponse is the 400 answer for a request the operator must fix. The
+// message names the field and says what to do.
+func errorResponse(format string, args ...any) (*logical.Response, error) {
+	return logical.ErrorResponse(format, args...), nil
+}
+
+// fieldError wraps a validation failure so that handlers can tell it apart
+// from storage failures and answer 400 instead of 500.
+type fieldError struct{ msg string }
+
+func (e *fieldError) Error() string { return e.msg }
+
+func invalidf(format string, args ...any) error {
+	return &fieldError{msg: fmt.Sprintf(format, args...)}
+}
+
+// respondErr turns a validation error into a 400 response and passes any
+// other error on to Vault (a 500 with the wrapped cause).
+func respondErr(err error) (*logical.Response, error) {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return logical.ErrorResponse(fe.msg), nil
+	}
+	return nil, err
+}
+
+const backendHelp = `
+The flant_gitops secrets engine makes a Git repository the trusted source of
+operations. It polls one branch; when a new commit carries the required number
+of signatures from trusted PGP keys it runs the configured commands in a
+Docker container with the commit's files at /git, optionally passing
+response-wrapped tokens for preconfigured Vault requests.
+
+Start with "vault path-help flant_gitops/configure".
+`

@@ -1,0 +1,295 @@
+package backend
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	defaultBranch      = "main"
+	defaultPollPeriod  = 5 * time.Minute
+	defaultRunTimeout  = 30 * time.Minute
+	defaultNetworkMode = "bridge"
+)
+
+func pathConfigure(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "configure$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "flant-gitops",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"git_repo_url": {
+				Type:        framework.TypeString,
+				Description: "Git repository to watch: https://, http:// or ssh:// URL (or git's user@host:path form). Credentials go to configure/git_credential, never into the URL. Required on first write.",
+			},
+			"git_branch_name": {
+				Type:        framework.TypeString,
+				Default:     defaultBranch,
+				Description: "Branch to watch for new commits, without refs/heads/.",
+			},
+			"git_poll_period": {
+				Type:        framework.TypeDurationSecond,
+				Default:     int(defaultPollPeriod.Seconds()),
+				Description: "How often to fetch the branch, e.g. 5m. Vault ticks about once a minute, so shorter periods poll about every minute.",
+			},
+			"required_number_of_verified_signatures_on_commit": {
+				Type:        framework.TypeInt,
+				Default:     0,
+				Description: "How many distinct trusted PGP keys (configure/trusted_pgp_public_key) must have signed a new commit before it runs; 0 disables the check. Signatures in the commit and in trdl-style git notes count.",
+			},
+			"initial_last_successful_commit": {
+				Type:        framework.TypeString,
+				Description: "Full 40-hex commit SHA treated as already run before the first poll; new commits must descend from it. Empty: the first commit seen is run.",
+			},
+			"docker_image": {
+				Type:        framework.TypeString,
+				Description: "Image the commands run in, pinned: name@sha256:<64 hex> or a local image ID sha256:<64 hex>. Tags are refused because they can move. Required on first write.",
+			},
+			"commands": {
+				Type:        framework.TypeStringSlice,
+				Description: "Shell commands run in order with `sh -c` inside the container, with the commit's files at /git; the run fails at the first non-zero exit. Repeat commands= on the CLI for several. Required on first write.",
+			},
+			"run_timeout": {
+				Type:        framework.TypeDurationSecond,
+				Default:     int(defaultRunTimeout.Seconds()),
+				Description: "Longest a run may take, e.g. 30m; the container is stopped and the run fails after it.",
+			},
+			"memory_limit": {
+				Type:        framework.TypeString,
+				Description: "Memory limit of the container in Docker syntax, e.g. 512m or 2g (at least 6m); empty or 0 for no limit.",
+			},
+			"cpu_limit": {
+				Type:        framework.TypeString,
+				Description: "CPU limit of the container as a number of CPUs, e.g. 1.5; empty or 0 for no limit.",
+			},
+			"network_mode": {
+				Type:        framework.TypeString,
+				Default:     defaultNetworkMode,
+				Description: "Docker network of the container: bridge, host, none or the name of an existing Docker network.",
+			},
+		},
+		ExistenceCheck: b.configExists,
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathConfigRead,
+				Summary:  "Read the main configuration.",
+			},
+			logical.CreateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				Summary:  "Configure the repository, branch, quorum, image and commands.",
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathConfigWrite,
+				Summary:  "Change some fields of the configuration; fields not given keep their values.",
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback: b.pathConfigDelete,
+				Summary:  "Delete the main configuration; polling stops.",
+			},
+		},
+		HelpSynopsis:    pathConfigureHelpSyn,
+		HelpDescription: pathConfigureHelpDesc,
+	}}
+}
+
+func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	return cfg != nil, err
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	resp := &logical.Response{Data: configResponse(cfg)}
+	if msg, err := quorumProblem(ctx, req.Storage); err != nil {
+		return nil, err
+	} else if msg != "" {
+		resp.AddWarning(msg)
+	}
+	return resp, nil
+}
+
+// configResponse is the allow-list of what a read shows.
+func configResponse(cfg *configEntry) map[string]any {
+	return map[string]any{
+		"git_repo_url":    cfg.GitRepoURL,
+		"git_branch_name": cfg.GitBranchName,
+		"git_poll_period": int64(cfg.GitPollPeriod.Seconds()),
+		"required_number_of_verified_signatures_on_commit": cfg.RequiredSignatures,
+		"initial_last_successful_commit":                   cfg.InitialLastSuccessfulCommit,
+		"docker_image":                                     cfg.DockerImage,
+		"commands":                                         cfg.Commands,
+		"run_timeout":                                      int64(cfg.RunTimeout.Seconds()),
+		"memory_limit":                                     cfg.MemoryLimit,
+		"cpu_limit":                                        cfg.CPULimit,
+		"network_mode":                                     cfg.NetworkMode,
+	}
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	creating := cfg == nil
+	if creating {
+		cfg = &configEntry{
+			GitBranchName: defaultBranch,
+			GitPollPeriod: defaultPollPeriod,
+			RunTimeout:    defaultRunTimeout,
+			NetworkMode:   defaultNetworkMode,
+		}
+	}
+	if err := applyConfigFields(cfg, d); err != nil {
+		return respondErr(err)
+	}
+	if creating {
+		var missing []string
+		if cfg.GitRepoURL == "" {
+			missing = append(missing, "git_repo_url")
+		}
+		if cfg.DockerImage == "" {
+			missing = append(missing, "docker_image")
+		}
+		if len(cfg.Commands) == 0 {
+			missing = append(missing, "commands")
+		}
+		if len(missing) > 0 {
+			return respondErr(invalidf("missing %s: the first write of configure must give git_repo_url, docker_image and commands (see `vault path-help %sconfigure`)", strings.Join(missing, ", "), req.MountPoint))
+		}
+	}
+	if err := putEntry(ctx, req.Storage, storageKeyConfig, cfg); err != nil {
+		return nil, err
+	}
+	msg, err := quorumProblem(ctx, req.Storage)
+	if err != nil || msg == "" {
+		return nil, err
+	}
+	resp := &logical.Response{}
+	resp.AddWarning(msg)
+	return resp, nil
+}
+
+// applyConfigFields copies the fields present in the request into cfg,
+// validating each; fields not given are left as they are.
+func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
+	if v, ok := d.GetOk("git_repo_url"); ok {
+		s, err := validateGitRepoURL(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.GitRepoURL = s
+	}
+	if v, ok := d.GetOk("git_branch_name"); ok {
+		s, err := validateBranchName(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.GitBranchName = s
+	}
+	if v, ok := d.GetOk("git_poll_period"); ok {
+		period := time.Duration(v.(int)) * time.Second
+		if period < time.Second {
+			return invalidf("git_poll_period must be positive: give a duration such as 5m")
+		}
+		cfg.GitPollPeriod = period
+	}
+	if v, ok := d.GetOk("required_number_of_verified_signatures_on_commit"); ok {
+		n := v.(int)
+		if n < 0 {
+			return invalidf("required_number_of_verified_signatures_on_commit is %d: give 0 (no signature check) or the number of distinct trusted keys that must sign each commit", n)
+		}
+		cfg.RequiredSignatures = n
+	}
+	if v, ok := d.GetOk("initial_last_successful_commit"); ok {
+		s, err := validateCommit(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.InitialLastSuccessfulCommit = s
+	}
+	if v, ok := d.GetOk("docker_image"); ok {
+		s, err := validateDockerImage(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.DockerImage = s
+	}
+	if v, ok := d.GetOk("commands"); ok {
+		cmds, err := validateCommands(v.([]string))
+		if err != nil {
+			return err
+		}
+		cfg.Commands = cmds
+	}
+	if v, ok := d.GetOk("run_timeout"); ok {
+		timeout := time.Duration(v.(int)) * time.Second
+		if timeout < time.Second {
+			return invalidf("run_timeout must be positive: give a duration such as 30m")
+		}
+		cfg.RunTimeout = timeout
+	}
+	if v, ok := d.GetOk("memory_limit"); ok {
+		text, n, err := parseMemoryLimit(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.MemoryLimit, cfg.MemoryLimitBytes = text, n
+	}
+	if v, ok := d.GetOk("cpu_limit"); ok {
+		text, n, err := parseCPULimit(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.CPULimit, cfg.NanoCPUs = text, n
+	}
+	if v, ok := d.GetOk("network_mode"); ok {
+		s, err := validateNetworkMode(v.(string))
+		if err != nil {
+			return err
+		}
+		cfg.NetworkMode = s
+	}
+	return nil
+}
+
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	return nil, deleteEntry(ctx, req.Storage, storageKeyConfig)
+}
+
+const pathConfigureHelpSyn = `Configure the repository to watch and the commands to run on each new commit.`
+
+const pathConfigureHelpDesc = `
+The main configuration. Once written, the plugin polls git_branch_name of
+git_repo_url every git_poll_period. A new commit that descends from the last
+successful one and carries at least
+required_number_of_verified_signatures_on_commit signatures from distinct
+trusted keys (configure/trusted_pgp_public_key) is checked out at /git of a
+container made from docker_image, where commands run in order, limited by
+run_timeout, memory_limit, cpu_limit and network_mode.
+
+The first write needs git_repo_url, docker_image and commands; later writes
+change only the fields they give. Reads never show credentials: those live in
+configure/git_credential, which cannot be read.
+
+Example:
+
+  vault write flant_gitops/configure \
+      git_repo_url=https://gitlab.example.com/infra/deploy.git \
+      git_branch_name=main \
+      required_number_of_verified_signatures_on_commit=2 \
+      docker_image=alpine@sha256:<64 hex> \
+      commands="sh /git/deploy.sh"
+`

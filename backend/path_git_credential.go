@@ -1,0 +1,155 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/crypto/ssh"
+)
+
+func pathGitCredential(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern: "configure/git_credential$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "flant-gitops",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"username": {
+				Type:        framework.TypeString,
+				Description: "User name for HTTP(S) basic authentication (for GitLab tokens any non-empty name, e.g. oauth2). Given together with password.",
+			},
+			"password": {
+				Type:         framework.TypeString,
+				Description:  "Password or access token for HTTP(S) basic authentication. Write-only: never returned.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
+			"ssh_private_key": {
+				Type:         framework.TypeString,
+				Description:  "Unencrypted SSH private key in PEM/OpenSSH form for ssh:// repositories; needs known_hosts. Write-only: never returned.",
+				DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+			},
+			"known_hosts": {
+				Type:        framework.TypeString,
+				Description: "known_hosts lines (as ssh-keyscan prints them) that the SSH server's host key must match. Required with ssh_private_key.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathGitCredentialWrite,
+				Summary:  "Set the credential used to fetch the repository, replacing the previous one.",
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback: b.pathGitCredentialDelete,
+				Summary:  "Remove the credential; the repository is fetched anonymously.",
+			},
+		},
+		HelpSynopsis:    pathGitCredentialHelpSyn,
+		HelpDescription: pathGitCredentialHelpDesc,
+	}}
+}
+
+func (b *backend) pathGitCredentialWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	cred, err := gitCredentialFromFields(d)
+	if err != nil {
+		return respondErr(err)
+	}
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	return nil, putEntry(ctx, req.Storage, storageKeyGitCredential, cred)
+}
+
+// gitCredentialFromFields validates a complete credential: a write
+// replaces the previous credential as a whole, so a half-changed pair can
+// never be stored.
+func gitCredentialFromFields(d *framework.FieldData) (*gitCredentialEntry, error) {
+	cred := &gitCredentialEntry{
+		Username:      strings.TrimSpace(d.Get("username").(string)),
+		Password:      d.Get("password").(string),
+		SSHPrivateKey: strings.TrimSpace(d.Get("ssh_private_key").(string)),
+		KnownHosts:    strings.TrimSpace(d.Get("known_hosts").(string)),
+	}
+	basic := cred.Username != "" || cred.Password != ""
+	sshKey := cred.SSHPrivateKey != "" || cred.KnownHosts != ""
+	switch {
+	case basic && sshKey:
+		return nil, invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
+	case !basic && !sshKey:
+		return nil, invalidf("no credential given: write username and password for HTTPS, or ssh_private_key and known_hosts for SSH; to fetch anonymously delete this path instead")
+	case basic && cred.Username == "":
+		return nil, invalidf("username is empty: HTTPS basic authentication needs a user name with the password (for a GitLab token use e.g. username=oauth2)")
+	case basic && cred.Password == "":
+		return nil, invalidf("password is empty: give the password or access token for username %q", cred.Username)
+	case sshKey && cred.SSHPrivateKey == "":
+		return nil, invalidf("ssh_private_key is empty: known_hosts alone cannot authenticate; give the private key too")
+	case sshKey && cred.KnownHosts == "":
+		return nil, invalidf("known_hosts is empty: give the server's host key lines, e.g. known_hosts=\"$(ssh-keyscan gitlab.example.com)\", so the plugin can tell the real server from an impostor")
+	}
+	if sshKey {
+		if err := checkSSHPrivateKey(cred.SSHPrivateKey); err != nil {
+			return nil, err
+		}
+		cred.SSHPrivateKey += "\n"
+		if err := checkKnownHosts(cred.KnownHosts); err != nil {
+			return nil, err
+		}
+		cred.KnownHosts += "\n"
+	}
+	return cred, nil
+}
+
+func checkSSHPrivateKey(key string) error {
+	_, err := ssh.ParseRawPrivateKey([]byte(key))
+	var missing *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &missing):
+		return invalidf("ssh_private_key is protected by a passphrase: the plugin cannot type it; give an unencrypted deploy key (ssh-keygen -p -N '' -f KEY)")
+	case err != nil:
+		// The parser's message never includes key material.
+		return invalidf("ssh_private_key cannot be parsed (%v): give the private key file's whole content, e.g. ssh_private_key=@id_ed25519", err)
+	}
+	return nil
+}
+
+func checkKnownHosts(text string) error {
+	rest := []byte(text)
+	entries := 0
+	for len(bytes.TrimSpace(rest)) > 0 {
+		_, _, _, _, next, err := ssh.ParseKnownHosts(rest)
+		if err != nil {
+			return invalidf("known_hosts cannot be parsed (%v): give lines as ssh-keyscan prints them, e.g. \"gitlab.example.com ssh-ed25519 AAAA...\"", err)
+		}
+		entries++
+		rest = next
+	}
+	if entries == 0 {
+		return invalidf("known_hosts holds no host key line: give lines as ssh-keyscan prints them")
+	}
+	return nil
+}
+
+func (b *backend) pathGitCredentialDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	return nil, deleteEntry(ctx, req.Storage, storageKeyGitCredential)
+}
+
+const pathGitCredentialHelpSyn = `Write-only credential for fetching the watched repository.`
+
+const pathGitCredentialHelpDesc = `
+The credential the plugin uses to fetch git_repo_url: either username and
+password (or access token) for https:// and http:// URLs, or an unencrypted
+SSH private key with the server's known_hosts lines for ssh:// URLs.
+
+This path cannot be read: the credential never leaves Vault's storage. A write
+replaces the whole credential; delete it to fetch anonymously.
+
+Examples:
+
+  vault write flant_gitops/configure/git_credential username=oauth2 password=glpat-XXXX
+  vault write flant_gitops/configure/git_credential \
+      ssh_private_key=@deploy_key known_hosts="$(ssh-keyscan gitlab.example.com)"
+`
