@@ -1,0 +1,266 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// storageKeySecretIDRotation holds a secret_id rotation in flight. It shares
+// the prefix of storageKeyVaultAccess, so seal wrapping covers it too.
+const storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
+
+// secretIDRotation is the write-ahead record of one rotation: while it
+// exists both secret_ids are in storage, so a crash at any step leaves at
+// least one that works, and the next call finishes or rolls back.
+type secretIDRotation struct {
+	OldSecretID         string    `json:"old_secret_id"`
+	NewSecretID         string    `json:"new_secret_id"`
+	NewSecretIDAccessor string    `json:"new_secret_id_accessor"`
+	StartedAt           time.Time `json:"started_at"`
+}
+
+// secretIDRotationDue says whether the secret_id should be replaced at now:
+// once two thirds of secret_id_ttl have passed since it was issued, which
+// leaves a third of its life to retry a failed rotation.
+func secretIDRotationDue(e *vaultAccessEntry, now time.Time) bool {
+	if e == nil || e.SecretIDTTL <= 0 || e.SecretID == "" {
+		return false
+	}
+	return !now.Before(e.SecretIDIssuedAt.Add(e.SecretIDTTL * 2 / 3))
+}
+
+func targetFromEntry(e *vaultAccessEntry) targetVault {
+	return targetVault{
+		Addr:          e.VaultAddr,
+		TLSServerName: e.VaultTLSServerName,
+		CACert:        e.VaultCACert,
+		MountPoint:    e.ApproleMountPoint,
+		RoleName:      e.RoleName,
+		RoleID:        e.RoleID,
+		SecretID:      e.SecretID,
+		SecretIDTTL:   e.SecretIDTTL,
+	}
+}
+
+func (t targetVault) rolePath(suffix string) string {
+	return t.mount() + "/role/" + t.RoleName + suffix
+}
+
+// rotateSecretID finishes a rotation a crash left behind and rotates the
+// secret_id when it is due. The periodic function calls it, so a secret_id
+// is renewed even when no run happens for longer than its TTL.
+func (b *backend) rotateSecretID(ctx context.Context, s logical.Storage) error {
+	a := b.approle
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return b.rotateSecretIDLocked(ctx, s)
+}
+
+// rotateSecretIDLocked: generate a new secret_id for role_name, store it
+// next to the old one, log in with it, make it the configured one, destroy
+// the old one on the target, drop the old one from storage. a.mu is held.
+func (b *backend) rotateSecretIDLocked(ctx context.Context, s logical.Storage) error {
+	a := b.approle
+	if err := b.recoverSecretIDRotationLocked(ctx, s); err != nil {
+		return err
+	}
+	entry, err := getVaultAccess(ctx, s)
+	if err != nil || !secretIDRotationDue(entry, a.now()) {
+		return err
+	}
+	t := targetFromEntry(entry)
+	if t.RoleName == "" {
+		return errors.New("secret_id_ttl is set but role_name is not: set role_name in configure_vault_access so the plugin can rotate the secret_id before it expires")
+	}
+	c, token, err := a.tokenLocked(ctx, t)
+	if err != nil {
+		return fmt.Errorf("rotate secret_id: %w", err)
+	}
+	gen, err := as(c, token, "").Logical().WriteWithContext(ctx, t.rolePath("/secret-id"), nil)
+	if err != nil {
+		return fmt.Errorf("rotate secret_id: generate a new one at %s on %s (the AppRole token needs \"update\" on it and on %s): %w",
+			t.rolePath("/secret-id"), t.Addr, t.rolePath("/secret-id/destroy"), err)
+	}
+	newID, _ := dataString(gen, "secret_id")
+	newAccessor, _ := dataString(gen, "secret_id_accessor")
+	if newID == "" {
+		return fmt.Errorf("rotate secret_id: %s on %s answered without a secret_id", t.rolePath("/secret-id"), t.Addr)
+	}
+	if ttl, ok := dataInt(gen, "secret_id_ttl"); ok && ttl > 0 && time.Duration(ttl)*time.Second < t.SecretIDTTL {
+		b.Logger().Warn("the role's secret_id_ttl on the target Vault is shorter than configure_vault_access secret_id_ttl; set it no longer than the role's, or the secret_id expires before the plugin rotates it",
+			"role_name", t.RoleName, "role_secret_id_ttl", time.Duration(ttl)*time.Second, "secret_id_ttl", t.SecretIDTTL)
+	}
+	rot := &secretIDRotation{OldSecretID: entry.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now()}
+	if err := putEntry(ctx, s, storageKeySecretIDRotation, rot); err != nil {
+		b.destroySecretIDLocked(ctx, c, token, t, "", newAccessor)
+		return fmt.Errorf("rotate secret_id: %w", err)
+	}
+	return b.commitSecretIDRotationLocked(ctx, s, t, rot)
+}
+
+// commitSecretIDRotationLocked proves the new secret_id by logging in with
+// it, makes it the configured one, then destroys the old one. A failed login
+// rolls the rotation back; the old secret_id is still configured then.
+func (b *backend) commitSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
+	a := b.approle
+	c, err := a.clientLocked(ctx, t)
+	if err != nil {
+		return fmt.Errorf("rotate secret_id: %w", err)
+	}
+	fresh, err := approleLoginWith(ctx, c, t, rot.NewSecretID, a.now)
+	if err != nil {
+		// Only the target's refusal proves the new secret_id useless; when
+		// the target was unreachable the record stays for the next try.
+		var re *api.ResponseError
+		if errors.As(err, &re) {
+			b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+		}
+		return fmt.Errorf("rotate secret_id: log in with the new secret_id: %w", err)
+	}
+	entry, changed, err := b.swapSecretID(ctx, s, t, rot)
+	if err != nil {
+		a.revoke(ctx, c, fresh)
+		return fmt.Errorf("rotate secret_id: %w", err)
+	}
+	if changed {
+		a.revoke(ctx, c, fresh)
+		b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+		return nil
+	}
+	// The session now belongs to the new secret_id; the token obtained with
+	// the old one is revoked.
+	a.identity = targetFromEntry(entry).identity()
+	a.replaceTokenLocked(ctx, fresh)
+	b.Logger().Info("rotated the AppRole secret_id on the target Vault", "vault_addr", t.Addr, "role_name", t.RoleName, "next_rotation_after", entry.SecretIDTTL*2/3)
+	return b.finishSecretIDRotationLocked(ctx, s, targetFromEntry(entry), rot)
+}
+
+// swapSecretID makes the rotation's new secret_id the configured one, under
+// configMu so that an operator's write is not lost. changed reports that the
+// operator wrote configure_vault_access since the rotation started (or
+// deleted it); their values win and nothing is written.
+func (b *backend) swapSecretID(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) (entry *vaultAccessEntry, changed bool, err error) {
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	entry, err = getVaultAccess(ctx, s)
+	if err != nil {
+		return nil, false, err
+	}
+	if entry == nil || entry.SecretID != rot.OldSecretID || targetFromEntry(entry).identity() != t.identity() {
+		return nil, true, nil
+	}
+	entry.SecretID = rot.NewSecretID
+	entry.SecretIDIssuedAt = b.approle.now()
+	if err := putVaultAccess(ctx, s, entry); err != nil {
+		return nil, false, err
+	}
+	return entry, false, nil
+}
+
+// finishSecretIDRotationLocked destroys the old secret_id on the target and
+// then forgets it. If destroying fails the record stays and the next call
+// tries again; the new secret_id is already in use either way.
+func (b *backend) finishSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
+	a := b.approle
+	c, token, err := a.tokenLocked(ctx, t)
+	if err != nil {
+		return fmt.Errorf("rotate secret_id: destroy the old secret_id: %w", err)
+	}
+	if rot.OldSecretID != "" {
+		_, err := as(c, token, "").Logical().WriteWithContext(ctx, t.rolePath("/secret-id/destroy"), map[string]any{"secret_id": rot.OldSecretID})
+		if err != nil {
+			return fmt.Errorf("rotate secret_id: destroy the old secret_id at %s on %s (the new one is in use; retried on the next tick): %w",
+				t.rolePath("/secret-id/destroy"), t.Addr, err)
+		}
+	}
+	return deleteEntry(ctx, s, storageKeySecretIDRotation)
+}
+
+// rollBackSecretIDRotationLocked destroys the unused new secret_id (best
+// effort: it is only in our storage) and forgets the rotation.
+func (b *backend) rollBackSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) {
+	a := b.approle
+	if c, token, err := a.tokenLocked(ctx, t); err == nil {
+		b.destroySecretIDLocked(ctx, c, token, t, rot.NewSecretID, rot.NewSecretIDAccessor)
+	} else {
+		b.Logger().Warn("could not log in to destroy an unused secret_id; it expires with its TTL", "role_name", t.RoleName, "error", err)
+	}
+	if err := deleteEntry(ctx, s, storageKeySecretIDRotation); err != nil {
+		b.Logger().Error("dropping the rolled-back secret_id rotation failed; retried on the next tick", "error", err)
+	}
+}
+
+// destroySecretIDLocked destroys an unused secret_id by accessor when known.
+func (b *backend) destroySecretIDLocked(ctx context.Context, c *api.Client, token string, t targetVault, secretID, accessor string) {
+	var err error
+	switch {
+	case accessor != "":
+		_, err = as(c, token, "").Logical().WriteWithContext(ctx, t.rolePath("/secret-id-accessor/destroy"), map[string]any{"secret_id_accessor": accessor})
+	case secretID != "":
+		_, err = as(c, token, "").Logical().WriteWithContext(ctx, t.rolePath("/secret-id/destroy"), map[string]any{"secret_id": secretID})
+	default:
+		return
+	}
+	if err != nil {
+		b.Logger().Warn("destroying an unused secret_id on the target Vault failed; it expires with its TTL", "role_name", t.RoleName, "error", err)
+	}
+}
+
+// recoverSecretIDRotationLocked finishes or rolls back a rotation that a
+// crash (or a failed step) left in storage:
+//   - the new secret_id is configured: only the old one is left to destroy;
+//   - the old one is still configured: commit if the new one logs in,
+//     otherwise roll back;
+//   - the operator wrote another secret_id (or deleted the access): drop
+//     the unused new one.
+func (b *backend) recoverSecretIDRotationLocked(ctx context.Context, s logical.Storage) error {
+	rot, err := getEntry[secretIDRotation](ctx, s, storageKeySecretIDRotation)
+	if err != nil || rot == nil {
+		return err
+	}
+	entry, err := getVaultAccess(ctx, s)
+	if err != nil {
+		return err
+	}
+	if entry == nil {
+		return deleteEntry(ctx, s, storageKeySecretIDRotation)
+	}
+	t := targetFromEntry(entry)
+	switch entry.SecretID {
+	case rot.NewSecretID:
+		return b.finishSecretIDRotationLocked(ctx, s, t, rot)
+	case rot.OldSecretID:
+		b.Logger().Info("finishing a secret_id rotation interrupted by a restart", "role_name", t.RoleName, "started_at", rot.StartedAt)
+		return b.commitSecretIDRotationLocked(ctx, s, t, rot)
+	default:
+		b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+		return nil
+	}
+}
+
+func dataString(s *api.Secret, key string) (string, bool) {
+	if s == nil || s.Data == nil {
+		return "", false
+	}
+	v, ok := s.Data[key].(string)
+	return v, ok
+}
+
+func dataInt(s *api.Secret, key string) (int64, bool) {
+	if s == nil || s.Data == nil {
+		return 0, false
+	}
+	switch v := s.Data[key].(type) {
+	case float64:
+		return int64(v), true
+	case interface{ Int64() (int64, error) }:
+		n, err := v.Int64()
+		return n, err == nil
+	}
+	return 0, false
+}

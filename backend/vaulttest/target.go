@@ -1,0 +1,279 @@
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// TargetServerName is the only name in a Target's TLS certificate. Clients
+// connect to 127.0.0.1, so verification passes only when they set it as the
+// TLS server name.
+const TargetServerName = "vault.test"
+
+// Target is a second real Vault (`vault server -dev`, no plugin) that the
+// plugin reaches as a client: the target of vault requests. It listens with
+// TLS on loopback, with a certificate for TargetServerName signed by a CA
+// made for the test, and writes a raw audit log of every request so a test
+// can learn each token and secret_id the target handed out.
+type Target struct {
+	// Addr is https://127.0.0.1:PORT.
+	Addr string
+	// CACert is the PEM of the CA that signed the certificate.
+	CACert string
+	// Client talks to Addr with the root token, verifying TLS against
+	// CACert and TargetServerName.
+	Client *api.Client
+
+	auditPath string
+	log       *targetLog
+}
+
+// NewTarget starts a target Vault and stops it when the test ends. It fails
+// the test when no vault binary can be found.
+func NewTarget(t testing.TB) *Target {
+	t.Helper()
+	bin := targetVaultBinary(t)
+	dir := t.TempDir()
+
+	caPEM, certPEM, keyPEM := targetCertificates(t)
+	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	writeTargetFile(t, certFile, certPEM, 0o600)
+	writeTargetFile(t, keyFile, keyPEM, 0o600)
+
+	tlsAddr, devAddr := targetFreeAddr(t), targetFreeAddr(t)
+	cfgFile := filepath.Join(dir, "listener.hcl")
+	writeTargetFile(t, cfgFile, fmt.Appendf(nil, "listener \"tcp\" {\n  address = %q\n  tls_cert_file = %q\n  tls_key_file = %q\n}\n", tlsAddr, certFile, keyFile), 0o600)
+
+	const rootToken = "target-root"
+	cmd := exec.Command(bin, "server", "-dev",
+		"-dev-root-token-id="+rootToken,
+		"-dev-listen-address="+devAddr,
+		"-dev-no-store-token",
+		"-config="+cfgFile)
+	// The server inherits nothing that could point it elsewhere.
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}
+	logs := &targetLog{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start target vault %s: %v", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	tg := &Target{Addr: "https://" + tlsAddr, CACert: string(caPEM), log: logs}
+	c, err := tg.NewClient(string(caPEM), TargetServerName)
+	if err != nil {
+		t.Fatalf("target vault client: %v", err)
+	}
+	c.SetToken(rootToken)
+	tg.Client = c
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		h, err := c.Sys().HealthWithContext(ctx)
+		if err == nil && h.Initialized && !h.Sealed {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("target vault did not become ready at %s (last error: %v); its log:\n%s", tg.Addr, err, logs.String())
+		case <-exited:
+			t.Fatalf("target vault exited before it was ready; its log:\n%s", logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	tg.auditPath = filepath.Join(dir, "audit.log")
+	if err := c.Sys().EnableAuditWithOptionsWithContext(ctx, "file", &api.EnableAuditOptions{
+		Type:    "file",
+		Options: map[string]string{"file_path": tg.auditPath, "log_raw": "true"},
+	}); err != nil {
+		t.Fatalf("enable raw audit log on the target vault: %v", err)
+	}
+	return tg
+}
+
+// NewClient returns a client without token for the target that trusts
+// caPEM and verifies serverName ("" means the host of Addr, which the
+// certificate does not name). It reads nothing from the environment.
+func (tg *Target) NewClient(caPEM, serverName string) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = tg.Addr
+	if err := cfg.ConfigureTLS(&api.TLSConfig{CACertBytes: []byte(caPEM), TLSServerName: serverName}); err != nil {
+		return nil, err
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.ClearToken()
+	c.ClearNamespace()
+	return c, nil
+}
+
+// AuditLog returns the raw audit log: every request and response the target
+// served, with tokens and secret_ids in clear.
+func (tg *Target) AuditLog(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile(tg.auditPath)
+	if err != nil {
+		t.Fatalf("read target audit log: %v", err)
+	}
+	return b
+}
+
+// Log is the target server's output so far.
+func (tg *Target) Log() string { return tg.log.String() }
+
+type targetLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *targetLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *targetLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// targetVaultBinary finds vault on PATH or in the module's bin/ (where
+// `make` builds it from scripts/vaultbin).
+func targetVaultBinary(t testing.TB) string {
+	t.Helper()
+	if p, err := exec.LookPath("vault"); err == nil {
+		return p
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatalf("getwd: %v", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, "bin", "vault")
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	t.Fatalf("no vault binary: put vault on PATH or build bin/vault with `cd scripts/vaultbin && go build -o ../../bin/vault .`")
+	return ""
+}
+
+func targetFreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func writeTargetFile(t testing.TB, path string, b []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
+
+// targetCertificates makes a CA and a server certificate naming only
+// TargetServerName (no IP address), in PEM.
+func targetCertificates(t testing.TB) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	ca, caKey := NewTestCA(t, "flant_gitops test target CA")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("server key: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: TargetServerName},
+		DNSNames:     []string{TargetServerName},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatalf("server certificate: %v", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatalf("marshal server key: %v", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// NewTestCA makes a self-signed CA certificate and its key; a second call
+// gives an unrelated CA, for tests that need a wrong one.
+func NewTestCA(t testing.TB, name string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatalf("CA key: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("CA certificate: %v", err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("parse CA certificate: %v", err)
+	}
+	return ca, key
+}
+
+// CACertPEM encodes a certificate made by NewTestCA.
+func CACertPEM(ca *x509.Certificate) string {
+	return strings.TrimSpace(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}))) + "\n"
+}
