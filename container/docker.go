@@ -1,0 +1,515 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// runScript runs each positional parameter with its own /bin/sh -c and stops
+// at the first failure with its exit code. Commands travel as arguments, never
+// spliced into the script, so no quoting can break out and nothing is echoed.
+const runScript = `for c in "$@"; do /bin/sh -c "$c" || exit $?; done`
+
+// Docker is a Runner on the Docker Engine API.
+type Docker struct {
+	cli            *client.Client
+	cleanupTimeout time.Duration
+	logDrain       time.Duration
+}
+
+var _ Runner = (*Docker)(nil)
+
+// Option configures NewDocker.
+type Option func(*dockerOptions)
+
+type dockerOptions struct {
+	host           string
+	cleanupTimeout time.Duration
+	pingTimeout    time.Duration
+}
+
+// WithHost overrides DOCKER_HOST, for example "unix:///run/docker.sock".
+func WithHost(host string) Option { return func(o *dockerOptions) { o.host = host } }
+
+// WithCleanupTimeout bounds kill and removal, which run on a fresh context so
+// they happen even after the caller's context has ended. Default 30s.
+func WithCleanupTimeout(d time.Duration) Option {
+	return func(o *dockerOptions) { o.cleanupTimeout = d }
+}
+
+// NewDocker connects to the Docker engine named by the environment
+// (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), negotiates the API
+// version and checks that the engine answers.
+func NewDocker(ctx context.Context, opts ...Option) (*Docker, error) {
+	o := dockerOptions{cleanupTimeout: 30 * time.Second, pingTimeout: 15 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	copts := []client.Opt{client.FromEnv}
+	if o.host != "" {
+		copts = append(copts, client.WithHost(o.host))
+	}
+	cli, err := client.New(copts...)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the Docker client: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, o.pingTimeout)
+	defer cancel()
+	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		host := cli.DaemonHost()
+		_ = cli.Close()
+		return nil, fmt.Errorf("%w at %s (is dockerd running, and do DOCKER_HOST and the socket permissions let this process in?): %w", ErrDaemonUnreachable, host, err)
+	}
+	return &Docker{cli: cli, cleanupTimeout: o.cleanupTimeout, logDrain: 5 * time.Second}, nil
+}
+
+// Client exposes the engine client, for helpers such as dockertest.
+func (d *Docker) Client() *client.Client { return d.cli }
+
+// Close releases the client's connections.
+func (d *Docker) Close() error { return d.cli.Close() }
+
+// cleanupContext outlives the caller's cancellation but stays bounded.
+func (d *Docker) cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d.cleanupTimeout)
+}
+
+// Run implements Runner.
+func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
+	if err := spec.validate(); err != nil {
+		return Result{}, err
+	}
+	if ctx.Err() != nil {
+		return Result{Reason: ReasonCanceled}, nil
+	}
+	img, err := d.cli.ImageInspect(ctx, spec.Image)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return Result{}, fmt.Errorf("%w: %s (this runner never pulls: load it with docker load or docker import on the Docker host)", ErrImageMissing, spec.Image)
+		}
+		return canceledOr(ctx, Result{}, fmt.Errorf("inspecting image %s: %w", spec.Image, err))
+	}
+
+	name, err := containerName()
+	if err != nil {
+		return Result{}, err
+	}
+	created, err := d.cli.ContainerCreate(ctx, d.createOptions(name, img.ID, &spec))
+	if err != nil {
+		// The engine may have created it before the reply was lost: remove by name.
+		rmErr := d.remove(ctx, name)
+		if cerrdefs.IsNotFound(rmErr) {
+			rmErr = nil
+		}
+		return canceledOr(ctx, Result{}, errors.Join(fmt.Errorf("creating the container from %s: %w", spec.Image, err), rmErr))
+	}
+	res.ContainerID = created.ID
+	defer func() {
+		if rmErr := d.remove(ctx, created.ID); rmErr != nil && !cerrdefs.IsNotFound(rmErr) {
+			err = errors.Join(err, fmt.Errorf("removing container %s: %w", created.ID, rmErr))
+		}
+	}()
+
+	if err := d.copyFiles(ctx, created.ID, &spec); err != nil {
+		return canceledOr(ctx, res, err)
+	}
+
+	// Wait and attach are set up before start so neither a fast exit nor the
+	// first output can be missed; both outlive ctx so a kill still reports.
+	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWait()
+	wait := d.cli.ContainerWait(waitCtx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	att, err := d.cli.ContainerAttach(ctx, created.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		return canceledOr(ctx, res, fmt.Errorf("attaching to container %s: %w", created.ID, err))
+	}
+	logs := d.streamLogs(att.HijackedResponse, spec.Log)
+	defer logs.stop()
+
+	if _, err := d.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		return canceledOr(ctx, res, fmt.Errorf("starting container %s: %w", created.ID, err))
+	}
+	res.Started = time.Now()
+	return d.follow(ctx, res, wait, logs, spec.Timeout)
+}
+
+func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerCreateOptions {
+	labels := maps.Clone(spec.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[LabelManaged] = "true"
+
+	env := make([]string, 0, len(spec.Env))
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+
+	res := container.Resources{NanoCPUs: spec.NanoCPUs}
+	if spec.MemoryBytes > 0 {
+		res.Memory = spec.MemoryBytes
+		res.MemorySwap = spec.MemoryBytes // no swap beyond the limit
+	}
+	if spec.PidsLimit > 0 {
+		res.PidsLimit = &spec.PidsLimit
+	}
+
+	return client.ContainerCreateOptions{
+		Name: name,
+		Config: &container.Config{
+			Image: image,
+			// The entrypoint is replaced so an image's own ENTRYPOINT cannot
+			// wrap or ignore the commands.
+			Entrypoint:   []string{"/bin/sh", "-c", runScript, "flant_gitops"},
+			Cmd:          spec.Commands,
+			WorkingDir:   WorkDir,
+			Env:          env,
+			Labels:       labels,
+			AttachStdout: true,
+			AttachStderr: true,
+		},
+		HostConfig: &container.HostConfig{
+			NetworkMode: container.NetworkMode(spec.NetworkMode),
+			Resources:   res,
+			CapDrop:     []string{"ALL"},
+			SecurityOpt: []string{"no-new-privileges"},
+			// We remove the container ourselves, after reading its exit code.
+			AutoRemove: false,
+		},
+	}
+}
+
+// copyFiles puts the commit under /git and the extra files at their paths.
+func (d *Docker) copyFiles(ctx context.Context, id string, spec *Spec) error {
+	if err := d.copyTar(ctx, id, func(w io.Writer) error {
+		if spec.Files == nil {
+			return rebaseTar(w, emptyTar{}, WorkDir[1:])
+		}
+		return pipeThrough(spec.Files, func(r io.Reader) error { return rebaseTar(w, r, WorkDir[1:]) })
+	}); err != nil {
+		return fmt.Errorf("copying the commit's files to %s in container %s: %w", WorkDir, id, err)
+	}
+	if len(spec.ExtraFiles) == 0 {
+		return nil
+	}
+	if err := d.copyTar(ctx, id, func(w io.Writer) error { return extraFilesTar(w, spec.ExtraFiles) }); err != nil {
+		return fmt.Errorf("copying extra files into container %s: %w", id, err)
+	}
+	return nil
+}
+
+// copyTar streams the archive produced by write into the container at "/".
+func (d *Docker) copyTar(ctx context.Context, id string, write func(io.Writer) error) error {
+	pr, pw := io.Pipe()
+	writeErr := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		pw.CloseWithError(err)
+		writeErr <- err
+	}()
+	_, copyErr := d.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: pr})
+	// Unblock the writer if the engine stopped reading early.
+	pr.CloseWithError(errCopyEnded)
+	werr := <-writeErr
+	switch {
+	case werr == nil || errors.Is(werr, errCopyEnded):
+		return copyErr
+	case copyErr == nil:
+		return werr
+	default:
+		// The archive's own failure is the root cause; the engine then saw a
+		// truncated stream.
+		return errors.Join(werr, copyErr)
+	}
+}
+
+var errCopyEnded = errors.New("the engine stopped reading the archive")
+
+// pipeThrough runs produce into a pipe whose reading end is given to consume.
+// The consumer's error wins: a producer failure reaches it as a read error.
+func pipeThrough(produce func(io.Writer) error, consume func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	prodErr := make(chan error, 1)
+	go func() {
+		err := produce(pw)
+		pw.CloseWithError(err)
+		prodErr <- err
+	}()
+	consErr := consume(pr)
+	pr.CloseWithError(errCopyEnded)
+	perr := <-prodErr
+	if consErr != nil {
+		return consErr
+	}
+	if perr != nil {
+		return fmt.Errorf("writing the commit's file archive: %w", perr)
+	}
+	return nil
+}
+
+type emptyTar struct{}
+
+func (emptyTar) Read([]byte) (int, error) { return 0, io.EOF }
+
+// logStream copies a container's multiplexed output to a writer.
+type logStream struct {
+	conn  *client.HijackedResponse // nil when there is no stream
+	done  chan struct{}
+	drain time.Duration
+	once  sync.Once
+}
+
+func (d *Docker) streamLogs(conn client.HijackedResponse, w io.Writer) *logStream {
+	if w == nil {
+		w = io.Discard
+	}
+	ls := &logStream{conn: &conn, done: make(chan struct{}), drain: d.logDrain}
+	go func() {
+		defer close(ls.done)
+		// The stream ends with the container, or with an error when stop
+		// closes it: either way there is nothing more to forward.
+		_, _ = stdcopy.StdCopy(&forwardWriter{w: w}, &forwardWriter{w: w}, conn.Reader)
+	}()
+	return ls
+}
+
+func noLogs() *logStream {
+	ls := &logStream{done: make(chan struct{})}
+	close(ls.done)
+	return ls
+}
+
+// finish waits a little for the output still in flight after the exit.
+func (ls *logStream) finish() {
+	select {
+	case <-ls.done:
+	case <-time.After(ls.drain):
+	}
+	ls.stop()
+}
+
+// stop closes the stream and waits for the copier, so nothing is written to
+// the caller's writer after Run returns.
+func (ls *logStream) stop() {
+	ls.once.Do(func() {
+		if ls.conn != nil {
+			ls.conn.Close()
+		}
+		<-ls.done
+	})
+}
+
+// forwardWriter never fails, so the stream keeps draining after the caller's
+// writer gave up (a stalled reader would eventually block the container).
+type forwardWriter struct {
+	w      io.Writer
+	failed bool
+}
+
+func (f *forwardWriter) Write(p []byte) (int, error) {
+	if !f.failed {
+		if _, err := f.w.Write(p); err != nil {
+			f.failed = true
+		}
+	}
+	return len(p), nil
+}
+
+// follow waits for the container to exit, the timeout or ctx; it kills the
+// container in the latter two cases.
+func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWaitResult, logs *logStream, timeout time.Duration) (Result, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	var exit container.WaitResponse
+	select {
+	case exit = <-wait.Result:
+		res.Reason = ReasonExit
+	case err := <-wait.Error:
+		return canceledOr(ctx, res, fmt.Errorf("waiting for container %s: %w", res.ContainerID, err))
+	case <-timer.C:
+		res.Reason = ReasonTimeout
+	case <-ctx.Done():
+		res.Reason = ReasonCanceled
+	}
+	cctx, cancel := d.cleanupContext(ctx)
+	defer cancel()
+	if res.Reason != ReasonExit {
+		_, err := d.cli.ContainerKill(cctx, res.ContainerID, client.ContainerKillOptions{Signal: "KILL"})
+		if err != nil && !cerrdefs.IsConflict(err) {
+			return res, fmt.Errorf("killing container %s after %s: %w", res.ContainerID, res.Reason, err)
+		}
+		select {
+		case exit = <-wait.Result:
+		case err := <-wait.Error:
+			return res, fmt.Errorf("waiting for container %s to die after %s: %w", res.ContainerID, res.Reason, err)
+		case <-cctx.Done():
+			return res, fmt.Errorf("container %s did not die after %s: %w", res.ContainerID, res.Reason, cctx.Err())
+		}
+		if err != nil {
+			// Not running when the kill arrived: it had exited by itself.
+			res.Reason = ReasonExit
+		}
+	}
+	res.Finished = time.Now()
+	res.ExitCode = int(exit.StatusCode)
+	if exit.Error != nil && exit.Error.Message != "" {
+		return res, fmt.Errorf("container %s: engine reported: %s", res.ContainerID, exit.Error.Message)
+	}
+	if res.Reason == ReasonExit && res.ExitCode != 0 {
+		if insp, err := d.cli.ContainerInspect(cctx, res.ContainerID, client.ContainerInspectOptions{}); err == nil && insp.Container.State != nil && insp.Container.State.OOMKilled {
+			res.Reason = ReasonOOMKilled
+		}
+	}
+	logs.finish()
+	return res, nil
+}
+
+// Find implements Runner.
+func (d *Docker) Find(ctx context.Context, labels map[string]string) ([]Found, error) {
+	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	for k, v := range labels {
+		f.Add("label", k+"="+v)
+	}
+	list, err := d.cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("listing managed containers: %w", err)
+	}
+	found := make([]Found, 0, len(list.Items))
+	for _, c := range list.Items {
+		fc := Found{ID: c.ID, Labels: c.Labels, State: string(c.State), Created: time.Unix(c.Created, 0)}
+		if len(c.Names) > 0 {
+			fc.Name = trimSlash(c.Names[0])
+		}
+		found = append(found, fc)
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].Created.Before(found[j].Created) })
+	return found, nil
+}
+
+// Attach implements Runner. A timeout <= 0 means the run's time is already
+// up: a running container is killed at once with ReasonTimeout.
+func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (res Result, err error) {
+	insp, err := d.inspectManaged(ctx, id)
+	if err != nil {
+		return Result{}, err
+	}
+	res.ContainerID = insp.ID
+	defer func() {
+		if rmErr := d.remove(ctx, insp.ID); rmErr != nil && !cerrdefs.IsNotFound(rmErr) {
+			err = errors.Join(err, fmt.Errorf("removing container %s: %w", insp.ID, rmErr))
+		}
+	}()
+	st := insp.State
+	res.Started = parseTime(st.StartedAt)
+	switch st.Status {
+	case container.StateCreated:
+		return res, fmt.Errorf("container %s: %w; it has been removed", insp.ID, ErrNeverStarted)
+	case container.StateRunning, container.StatePaused, container.StateRestarting:
+	default:
+		res.Reason, res.ExitCode, res.Finished = ReasonExit, st.ExitCode, parseTime(st.FinishedAt)
+		if st.OOMKilled {
+			res.Reason = ReasonOOMKilled
+		}
+		return res, nil
+	}
+
+	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWait()
+	wait := d.cli.ContainerWait(waitCtx, insp.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	logs := noLogs()
+	att, err := d.cli.ContainerAttach(ctx, insp.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	switch {
+	case err == nil:
+		logs = d.streamLogs(att.HijackedResponse, log)
+	case ctx.Err() != nil:
+		return canceledOr(ctx, res, err)
+	default:
+		// It may have exited between inspect and attach: the wait tells, and
+		// there is no output left to follow.
+	}
+	defer logs.stop()
+	return d.follow(ctx, res, wait, logs, max(timeout, time.Nanosecond))
+}
+
+// Remove implements Runner.
+func (d *Docker) Remove(ctx context.Context, id string) error {
+	insp, err := d.inspectManaged(ctx, id)
+	if cerrdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := d.remove(ctx, insp.ID); err != nil && !cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("removing container %s: %w", insp.ID, err)
+	}
+	return nil
+}
+
+func (d *Docker) inspectManaged(ctx context.Context, id string) (container.InspectResponse, error) {
+	insp, err := d.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return container.InspectResponse{}, fmt.Errorf("inspecting container %s: %w", id, err)
+	}
+	c := insp.Container
+	if c.Config == nil || c.Config.Labels[LabelManaged] != "true" || c.State == nil {
+		return container.InspectResponse{}, fmt.Errorf("container %s: %w", id, ErrNotManaged)
+	}
+	return c, nil
+}
+
+// remove force-removes a container and its anonymous volumes on a fresh
+// context, so cleanup happens even when ctx is already done.
+func (d *Docker) remove(ctx context.Context, id string) error {
+	cctx, cancel := d.cleanupContext(ctx)
+	defer cancel()
+	_, err := d.cli.ContainerRemove(cctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+	return err
+}
+
+// canceledOr turns a failure caused by the caller's cancellation into the
+// canceled outcome, and passes any other failure through.
+func canceledOr(ctx context.Context, res Result, err error) (Result, error) {
+	if ctx.Err() != nil {
+		res.Reason = ReasonCanceled
+		return res, nil
+	}
+	return res, err
+}
+
+func containerName() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generating a container name: %w", err)
+	}
+	return "flant_gitops-" + hex.EncodeToString(b), nil
+}
+
+func trimSlash(s string) string {
+	if len(s) > 0 && s[0] == '/' {
+		return s[1:]
+	}
+	return s
+}
+
+func parseTime(s string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}
