@@ -13,7 +13,8 @@ func TestParseKey(t *testing.T) {
 	bob := pgptest.NewKey(t, "Bob")
 	created := time.Now().Add(-48 * time.Hour).Truncate(time.Second)
 	expiring := pgptest.NewKey(t, "Carol", pgptest.CreatedAt(created), pgptest.Lifetime(24*time.Hour))
-	revoked := pgptest.NewKey(t, "Dave", pgptest.Revoked())
+	revoked := pgptest.NewKey(t, "Dave")
+	revoked.Revoke(t)
 	aliceArmored := alice.PublicArmored(t)
 
 	tests := []struct {

@@ -31,7 +31,6 @@ type keyConfig struct {
 	created      time.Time
 	lifetime     time.Duration
 	signSubkey   bool
-	revoked      bool
 	extraUserIDs []string
 }
 
@@ -45,9 +44,6 @@ func Lifetime(d time.Duration) KeyOption { return func(c *keyConfig) { c.lifetim
 // SigningSubkey adds a signing-capable subkey; signatures are then made by
 // the subkey, as with most real-world keys.
 func SigningSubkey() KeyOption { return func(c *keyConfig) { c.signSubkey = true } }
-
-// Revoked adds a key revocation signature to the primary key.
-func Revoked() KeyOption { return func(c *keyConfig) { c.revoked = true } }
 
 // ExtraUserID adds another self-certified user ID ("Name <email>").
 func ExtraUserID(name, email string) KeyOption {
@@ -81,12 +77,16 @@ func NewKey(t testing.TB, name string, opts ...KeyOption) *Key {
 			t.Fatalf("pgptest: add signing subkey to %q: %v", name, err)
 		}
 	}
-	if c.revoked {
-		if err := e.RevokeKey(packet.KeyRetired, "retired by test", cfg); err != nil {
-			t.Fatalf("pgptest: revoke %q: %v", name, err)
-		}
-	}
 	return &Key{Entity: e, Name: name}
+}
+
+// Revoke adds a key revocation signature to the primary key. Sign what the
+// test needs first: a revoked key can no longer make signatures.
+func (k *Key) Revoke(t testing.TB) {
+	t.Helper()
+	if err := k.Entity.RevokeKey(packet.KeyRetired, "retired by test", nil); err != nil {
+		t.Fatalf("pgptest: revoke %q: %v", k.Name, err)
+	}
 }
 
 // Fingerprint is the primary key fingerprint in upper-case hex.
