@@ -189,8 +189,10 @@ func TestVerifyTrustSuite(t *testing.T) {
 			ignored:  "not yet valid",
 		},
 		{
-			name:     "signature dated in the future counts zero",
-			setup:    func(t *testing.T) string { return commit(gittest.SignKey(keys.alice), gittest.SignedAt(now.Add(time.Hour))) },
+			name: "signature dated in the future counts zero",
+			setup: func(t *testing.T) string {
+				return commit(gittest.SignKey(keys.alice), gittest.SignedAt(now.Add(time.Hour)))
+			},
 			required: 1,
 			ignored:  "future",
 		},
@@ -266,8 +268,12 @@ func TestVerifyTrustSuite(t *testing.T) {
 			ignored: "only 3 distinct trusted keys",
 		},
 		{
-			name:  "real gpg: git commit -S and a git-signatures note",
-			setup: func(t *testing.T) string { c := commit(gittest.SignGPG(keys.gpg, keys.gpgFP)); repo.NoteSignatureGPG(t, c, keys.gpg, keys.gpgFP); return c },
+			name: "real gpg: git commit -S and a git-signatures note",
+			setup: func(t *testing.T) string {
+				c := commit(gittest.SignGPG(keys.gpg, keys.gpgFP))
+				repo.NoteSignatureGPG(t, c, keys.gpg, keys.gpgFP)
+				return c
+			},
 			trusted: func(t *testing.T) []TrustedKey {
 				return []TrustedKey{{Name: "gina", Armored: keys.gpg.ExportPublic(t, keys.gpgFP)}}
 			},
