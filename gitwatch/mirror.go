@@ -248,6 +248,7 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		case !onRemote && !have.IsZero():
 			stale = append(stale, localName)
 		case !onRemote:
+			continue
 		case want != have || !m.hasObject(want):
 			specs = append(specs, config.RefSpec("+"+remoteName.String()+":"+localName.String()))
 		default:
