@@ -1,0 +1,109 @@
+package backend
+
+import (
+	"context"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+var commitIDPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func pathLastSuccessfulCommit(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern:      "configure/last_successful_commit/?$",
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+		Fields: map[string]*framework.FieldSchema{
+			"commit": {
+				Type:        framework.TypeString,
+				Description: "Full 40-hex id of the commit runs resume after: the next run is for a HEAD that descends from it (HEAD itself marks HEAD as done).",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathLastSuccessfulRead,
+				Summary:  "Show the last successful commit and where it came from.",
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathLastSuccessfulWrite,
+				Summary:  "Set the commit runs resume after (recovery after a force-push).",
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback: b.pathLastSuccessfulDelete,
+				Summary:  "Forget it; initial_last_successful_commit applies again.",
+			},
+		},
+		HelpSynopsis:    "The commit the next run must descend from; set it to recover from a force-push.",
+		HelpDescription: pathLastSuccessfulHelpDesc,
+	}}
+}
+
+func (b *backend) pathLastSuccessfulRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	initial := ""
+	if cfg != nil {
+		initial = cfg.InitialLastSuccessfulCommit
+	}
+	ls, err := effectiveLastSuccessful(ctx, req.Storage, initial)
+	if err != nil {
+		return nil, err
+	}
+	if ls.Commit == "" {
+		return nil, nil
+	}
+	data := map[string]any{"commit": ls.Commit, "source": ls.Source}
+	if ls.RunID != "" {
+		data["run_id"] = ls.RunID
+	}
+	if !ls.SetAt.IsZero() {
+		data["set_at"] = formatTime(ls.SetAt)
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *backend) pathLastSuccessfulWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	commit := strings.ToLower(strings.TrimSpace(d.Get("commit").(string)))
+	if !commitIDPattern.MatchString(commit) {
+		return errorResponse("commit must be a full 40-hex commit id (git rev-parse HEAD prints one), got %q", d.Get("commit"))
+	}
+	ls := &lastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: b.watch.deps.now()}
+	if err := putLastSuccessful(ctx, req.Storage, ls); err != nil {
+		return nil, err
+	}
+	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+func (b *backend) pathLastSuccessfulDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if err := deleteEntry(ctx, req.Storage, lastSuccessfulKey); err != nil {
+		return nil, err
+	}
+	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+const pathLastSuccessfulHelpDesc = `
+The last successful commit is the commit the watch considers done: a new HEAD
+runs only when it descends from it. A successful run moves it to the run's
+commit. Before the first success, initial_last_successful_commit of
+flant_gitops/configure applies.
+
+After a force-push the old commit is no longer an ancestor of HEAD and the
+watch refuses to run (status says so). Check the new history, then write the
+commit to resume after:
+
+  vault write flant_gitops/configure/last_successful_commit commit=<sha>
+
+Writing HEAD itself accepts HEAD without running it; writing its parent runs
+HEAD at the next poll. Deleting falls back to initial_last_successful_commit.
+Either clears the retry backoff of a failing commit.
+`

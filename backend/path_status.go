@@ -1,0 +1,130 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func pathStatus(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern:      "status/?$",
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathStatusRead,
+				Summary:  "Show what the watch last saw and did.",
+			},
+		},
+		HelpSynopsis:    "Where the watch stands: last successful commit, HEAD, last poll, current run.",
+		HelpDescription: pathStatusHelpDesc,
+	}}
+}
+
+func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	s := req.Storage
+	cfg, err := getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	initial := ""
+	if cfg != nil {
+		initial = cfg.InitialLastSuccessfulCommit
+	}
+	ls, err := effectiveLastSuccessful(ctx, s, initial)
+	if err != nil {
+		return nil, err
+	}
+	st, err := getWatchState(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	problem, err := quorumProblem(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	busy, _ := b.watch.snapshot()
+	worker := "idle"
+	if busy {
+		worker = "busy"
+	}
+	data := map[string]any{
+		"configured":                    cfg != nil,
+		"last_successful_commit":        ls.Commit,
+		"last_successful_commit_source": ls.Source,
+		"head_commit":                   st.HeadCommit,
+		"last_poll_at":                  formatTime(st.LastPollAt),
+		"last_poll_result":              st.LastPollResult,
+		"last_poll_outcome":             st.LastPollOutcome,
+		"current_run":                   nil,
+		"last_run":                      nil,
+		"quorum_problem":                problem,
+		"worker":                        worker,
+	}
+	if st.Quorum != nil {
+		data["signatures"] = map[string]any{
+			"commit":   st.Quorum.Commit,
+			"required": st.Quorum.Required,
+			"verified": st.Quorum.Verified,
+			"missing":  st.Quorum.Missing,
+			"signers":  st.Quorum.Signers,
+		}
+	}
+	if st.FailedCommit != "" {
+		retry := map[string]any{
+			"commit":               st.FailedCommit,
+			"consecutive_failures": st.Failures,
+			"held_after_cancel":    st.Held,
+		}
+		if !st.Held {
+			retry["next_attempt_at"] = formatTime(st.NextAttemptAt)
+		}
+		data["retry"] = retry
+	}
+	for field, id := range map[string]string{"current_run": st.CurrentRunID, "last_run": st.LastRunID} {
+		if id == "" {
+			continue
+		}
+		r, err := getRun(ctx, s, id)
+		if errors.Is(err, errRunNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		data[field] = r.responseData()
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+const pathStatusHelpDesc = `
+Reads what the watch last saw and did:
+
+  last_successful_commit  the commit the next run must descend from, and its
+                          source (a run, an operator, or
+                          initial_last_successful_commit)
+  head_commit             the branch HEAD seen by the last poll
+  last_poll_at, last_poll_result, last_poll_outcome
+                          when the branch was last polled and what came of it
+                          (up_to_date, ran, refused, backoff, held, error,
+                          not_configured); a refusal says why: how many
+                          signatures are missing and who signed, or a
+                          force-push with the recovery path
+  signatures              the last signature check of HEAD
+  retry                   a failing commit: failures in a row and when it is
+                          tried again
+  current_run, last_run   the run in progress and the last one
+  quorum_problem          set when the quorum cannot be met by the
+                          configured trusted keys
+  worker                  busy while a poll or a run is in progress
+`

@@ -1,0 +1,238 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// A run's log is stored as numbered chunks under runlog/<id>/. Chunk n holds
+// bytes [n*chunkSize, (n+1)*chunkSize) of the log, so a byte offset maps to a
+// chunk without reading any other. When a log grows past maxChunks, the
+// oldest chunks are deleted: the tail of a log is where failures are.
+const runLogPrefix = "runlog/"
+
+type logLimits struct {
+	chunkSize     int
+	maxChunks     int
+	flushInterval time.Duration
+}
+
+// defaultLogLimits keeps at most 2 MiB of log per run and shows new output
+// to readers within a second.
+func defaultLogLimits() logLimits {
+	return logLimits{chunkSize: 64 << 10, maxChunks: 32, flushInterval: time.Second}
+}
+
+func runLogKey(id string, chunk int64) string {
+	return fmt.Sprintf("%s%s/%010d", runLogPrefix, id, chunk)
+}
+
+// runLogWriter buffers the container's output and writes the current chunk to
+// storage when it fills up and at every flush interval, so a reader sees the
+// log while the command is still running.
+type runLogWriter struct {
+	storage logical.Storage
+	id      string
+	limits  logLimits
+
+	mu      sync.Mutex
+	chunk   int64  // index of the chunk being filled
+	buf     []byte // its bytes so far
+	dirty   bool
+	oldest  int64 // oldest chunk still stored
+	err     error // first storage error; later writes are dropped
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// openRunLog continues an existing log (a re-attached run) or starts one.
+func openRunLog(ctx context.Context, s logical.Storage, id string, limits logLimits) (*runLogWriter, error) {
+	w := &runLogWriter{storage: s, id: id, limits: limits, stop: make(chan struct{}), stopped: make(chan struct{})}
+	chunks, err := listLogChunks(ctx, s, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(chunks) > 0 {
+		w.oldest = chunks[0]
+		w.chunk = chunks[len(chunks)-1]
+		e, err := s.Get(ctx, runLogKey(id, w.chunk))
+		if err != nil {
+			return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
+		}
+		if e != nil {
+			w.buf = append(w.buf, e.Value...)
+		}
+	}
+	go w.flushLoop(context.WithoutCancel(ctx))
+	return w, nil
+}
+
+func (w *runLogWriter) flushLoop(ctx context.Context) {
+	defer close(w.stopped)
+	t := time.NewTicker(w.limits.flushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.mu.Lock()
+			w.flushLocked(ctx)
+			w.mu.Unlock()
+		}
+	}
+}
+
+// Write never blocks on storage for longer than one chunk put and never fails
+// the container: a storage problem is reported by Close.
+func (w *runLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		room := w.limits.chunkSize - len(w.buf)
+		take := min(room, len(p))
+		w.buf = append(w.buf, p[:take]...)
+		w.dirty = true
+		p = p[take:]
+		if len(w.buf) == w.limits.chunkSize {
+			w.flushLocked(context.Background())
+			w.chunk++
+			w.buf = w.buf[:0]
+			w.dirty = false
+			w.dropOldLocked(context.Background())
+		}
+	}
+	return n, nil
+}
+
+func (w *runLogWriter) flushLocked(ctx context.Context) {
+	if !w.dirty || w.err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := w.storage.Put(ctx, &logical.StorageEntry{Key: runLogKey(w.id, w.chunk), Value: append([]byte(nil), w.buf...)}); err != nil {
+		w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
+		return
+	}
+	w.dirty = false
+}
+
+func (w *runLogWriter) dropOldLocked(ctx context.Context) {
+	for w.err == nil && w.chunk-w.oldest >= int64(w.limits.maxChunks) {
+		if err := w.storage.Delete(ctx, runLogKey(w.id, w.oldest)); err != nil {
+			w.err = fmt.Errorf("trimming the log of run %s: %w", w.id, err)
+			return
+		}
+		w.oldest++
+	}
+}
+
+// Close flushes what is buffered and stops the flush loop.
+func (w *runLogWriter) Close(ctx context.Context) error {
+	close(w.stop)
+	<-w.stopped
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushLocked(ctx)
+	return w.err
+}
+
+func listLogChunks(ctx context.Context, s logical.Storage, id string) ([]int64, error) {
+	keys, err := s.List(ctx, runLogPrefix+id+"/")
+	if err != nil {
+		return nil, fmt.Errorf("listing the log of run %s: %w", id, err)
+	}
+	chunks := make([]int64, 0, len(keys))
+	for _, k := range keys {
+		n, err := strconv.ParseInt(k, 10, 64)
+		if err != nil || n < 0 {
+			continue // not a chunk key
+		}
+		chunks = append(chunks, n)
+	}
+	sort.Slice(chunks, func(i, j int) bool { return chunks[i] < chunks[j] })
+	return chunks, nil
+}
+
+// logPage is one read of a run's log.
+type logPage struct {
+	Text string
+	// Offset is where Text starts; it is past the requested offset when the
+	// requested bytes were dropped to keep the log bounded.
+	Offset     int64
+	NextOffset int64
+	Size       int64 // bytes written so far
+	Dropped    int64 // bytes deleted from the head of the log
+}
+
+func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit int64, chunkSize int) (*logPage, error) {
+	chunks, err := listLogChunks(ctx, s, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(chunks) == 0 {
+		return &logPage{Offset: 0, NextOffset: 0}, nil
+	}
+	cs := int64(chunkSize)
+	last := chunks[len(chunks)-1]
+	lastEntry, err := s.Get(ctx, runLogKey(id, last))
+	if err != nil {
+		return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
+	}
+	size := last * cs
+	if lastEntry != nil {
+		size += int64(len(lastEntry.Value))
+	}
+	page := &logPage{Size: size, Dropped: chunks[0] * cs}
+	offset = max(offset, page.Dropped)
+	offset = min(offset, size)
+	page.Offset = offset
+	var out []byte
+	for pos := offset; pos < size && int64(len(out)) < limit; {
+		n := pos / cs
+		var val []byte
+		if n == last && lastEntry != nil {
+			val = lastEntry.Value
+		} else {
+			e, err := s.Get(ctx, runLogKey(id, n))
+			if err != nil {
+				return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
+			}
+			if e == nil { // dropped while we read; start over from what is left
+				break
+			}
+			val = e.Value
+		}
+		from := pos - n*cs
+		if from >= int64(len(val)) {
+			break
+		}
+		take := min(int64(len(val))-from, limit-int64(len(out)))
+		out = append(out, val[from:from+take]...)
+		pos += take
+	}
+	page.Text = string(out)
+	page.NextOffset = offset + int64(len(out))
+	return page, nil
+}
+
+func deleteRunLog(ctx context.Context, s logical.Storage, id string) error {
+	chunks, err := listLogChunks(ctx, s, id)
+	if err != nil {
+		return err
+	}
+	for _, n := range chunks {
+		if err := s.Delete(ctx, runLogKey(id, n)); err != nil {
+			return fmt.Errorf("deleting the log of run %s: %w", id, err)
+		}
+	}
+	return nil
+}

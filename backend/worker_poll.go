@@ -1,0 +1,421 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/container"
+)
+
+// finishTimeout bounds the storage writes that record how a run ended; they
+// use a context detached from the worker's, so a stopping plugin still
+// records the interruption.
+const finishTimeout = 30 * time.Second
+
+// pollOnce is one pass of the watch: fetch, check, maybe run, record.
+func (w *watcher) pollOnce(ctx context.Context, s logical.Storage) {
+	w.mu.Lock()
+	trigger, force := w.trigger, w.forceRetry
+	w.trigger, w.forceRetry = "", false
+	now := w.deps.now()
+	w.lastPollAt = now
+	w.mu.Unlock()
+	if trigger == "" {
+		trigger = "periodic"
+	}
+
+	outcome, result := w.poll(ctx, s, trigger, force)
+	if ctx.Err() != nil && outcome != outcomeRan {
+		return // the plugin is stopping; the next instance polls again
+	}
+	w.log().Debug("poll finished", "trigger", trigger, "outcome", outcome, "result", result)
+	// Detached: a run interrupted by a stopping plugin is still reported.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	err := w.updateState(fctx, s, func(st *watchState) {
+		st.LastPollAt = now
+		st.LastPollOutcome = outcome
+		st.LastPollResult = result
+	})
+	if err != nil {
+		w.log().Error("could not record the poll result", "error", err)
+	}
+}
+
+// poll returns the outcome word and the sentence `status` shows.
+func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, force bool) (string, string) {
+	ws, err := w.deps.settings(ctx, s)
+	if errors.Is(err, errNotConfigured) {
+		return outcomeNotConfigured, errNotConfigured.Error()
+	}
+	if err != nil {
+		return outcomeError, fmt.Sprintf("reading the configuration: %v", err)
+	}
+	w.mu.Lock()
+	w.pollPeriod = ws.PollPeriod
+	w.mu.Unlock()
+
+	m, err := w.mirrorFor(ctx, ws)
+	if err != nil {
+		return outcomeError, err.Error()
+	}
+	fr, err := m.Fetch(ctx)
+	if err != nil {
+		return outcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
+	}
+	head := fr.Head
+	if err := w.updateState(ctx, s, func(st *watchState) { st.HeadCommit = head }); err != nil {
+		return outcomeError, err.Error()
+	}
+	last, err := effectiveLastSuccessful(ctx, s, ws.InitialLastSuccessful)
+	if err != nil {
+		return outcomeError, err.Error()
+	}
+	st, err := getWatchState(ctx, s)
+	if err != nil {
+		return outcomeError, err.Error()
+	}
+	now := w.deps.now()
+	switch decide(now, head, last.Commit, st, force) {
+	case decideUpToDate:
+		err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = nil })
+		if err != nil {
+			return outcomeError, err.Error()
+		}
+		return outcomeUpToDate, fmt.Sprintf("up to date: HEAD %s is the last successful commit", head)
+	case decideHeld:
+		return outcomeHeld, fmt.Sprintf("HEAD %s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head)
+	case decideBackoff:
+		return outcomeBackoff, fmt.Sprintf("HEAD %s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
+			head, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
+	}
+
+	if last.Commit != "" {
+		ok, err := m.IsAncestor(ctx, last.Commit, head)
+		if err != nil && ctx.Err() != nil {
+			return outcomeError, err.Error()
+		}
+		if err != nil || !ok {
+			why := "is not an ancestor of"
+			if err != nil {
+				why = fmt.Sprintf("cannot be checked as an ancestor (%v) of", err)
+			}
+			return outcomeRefused, fmt.Sprintf("refused: the last successful commit %s %s HEAD %s: the branch was force-pushed or rewritten. "+
+				"Nothing runs until an operator checks the branch and sets the commit to continue from with "+
+				"`vault write flant_gitops/configure/last_successful_commit commit=<sha>` (the commit after which runs resume; HEAD itself to skip it), "+
+				"or deletes it to fall back to initial_last_successful_commit", last.Commit, why, head)
+		}
+	}
+
+	q, err := m.Verify(ctx, head, ws.Keys, ws.Required)
+	if err != nil {
+		return outcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
+	}
+	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers)}
+	if err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = qi }); err != nil {
+		return outcomeError, err.Error()
+	}
+	if !q.OK {
+		signed := "nobody trusted"
+		if len(qi.Signers) > 0 {
+			signed = strings.Join(qi.Signers, "; ")
+		}
+		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
+		if len(q.Ignored) > 0 {
+			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
+		}
+		return outcomeRefused, msg
+	}
+
+	attempt := 1
+	if st.FailedCommit == head {
+		attempt = st.Failures + 1
+	}
+	run, err := w.newRun(ctx, s, head, attempt, trigger, qi.Signers)
+	if err != nil {
+		return outcomeError, err.Error()
+	}
+	w.execute(ctx, s, run, ws, m)
+	return outcomeRan, fmt.Sprintf("run %s for commit %s: %s", run.ID, head, describeRun(run))
+}
+
+func describeRun(r *runRecord) string {
+	if r.Reason == "" {
+		return r.Status
+	}
+	return r.Status + ": " + r.Reason
+}
+
+// newRun writes the run record, queued, before anything else happens for it.
+func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit string, attempt int, trigger string, signers []string) (*runRecord, error) {
+	now := w.deps.now()
+	id, err := newRunID(now)
+	if err != nil {
+		return nil, err
+	}
+	r := &runRecord{ID: id, Commit: commit, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	if err := putRun(ctx, s, r); err != nil {
+		return nil, err
+	}
+	if err := w.updateState(ctx, s, func(st *watchState) { st.CurrentRunID = id }); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// execute runs a queued run to its end and records the outcome.
+func (w *watcher) execute(ctx context.Context, s logical.Storage, run *runRecord, ws *watchSettings, m mirror) {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	active := &activeRun{id: run.ID, commit: run.Commit, cancel: cancel, done: make(chan struct{})}
+	w.mu.Lock()
+	w.current = active
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.current = nil
+		w.mu.Unlock()
+		close(active.done)
+	}()
+
+	res, runErr := w.startAndFollow(runCtx, s, run, ws, m)
+	w.finish(runCtx, s, run, ws.PollPeriod, res, runErr)
+}
+
+// startAndFollow does the vault requests, marks the run running and runs the
+// container. The returned error means the container did not run to an end.
+func (w *watcher) startAndFollow(ctx context.Context, s logical.Storage, run *runRecord, ws *watchSettings, m mirror) (container.Result, error) {
+	env, files, err := w.deps.vaultRequests(ctx, s)
+	if err != nil {
+		return container.Result{}, fmt.Errorf("no container started: %w", err)
+	}
+	runner, err := w.getRunner(ctx)
+	if err != nil {
+		return container.Result{}, fmt.Errorf("connecting to the Docker engine: %w", err)
+	}
+	logw, err := openRunLog(ctx, s, run.ID, w.logLimits)
+	if err != nil {
+		return container.Result{}, err
+	}
+	now := w.deps.now()
+	run.Status, run.StartedAt, run.Deadline = runRunning, now, now.Add(ws.RunTimeout)
+	if err := putRun(ctx, s, run); err != nil {
+		_ = logw.Close(context.WithoutCancel(ctx))
+		return container.Result{}, err
+	}
+	spec := container.Spec{
+		Image:       ws.Image,
+		Commands:    ws.Commands,
+		Files:       func(wr io.Writer) error { return m.WriteTar(ctx, run.Commit, wr) },
+		ExtraFiles:  files,
+		Env:         env,
+		Labels:      w.labels(run.ID),
+		MemoryBytes: ws.MemoryBytes,
+		NanoCPUs:    ws.NanoCPUs,
+		NetworkMode: ws.NetworkMode,
+		Timeout:     ws.RunTimeout,
+		Log:         logw,
+	}
+	res, err := runner.Run(ctx, spec)
+	if cerr := logw.Close(context.WithoutCancel(ctx)); cerr != nil {
+		w.log().Warn("part of a run's log could not be stored", "run", run.ID, "error", cerr)
+	}
+	return res, err
+}
+
+// finish records how a run ended and what it means for the commit: success
+// moves last_successful_commit, a failure schedules a retry with backoff, an
+// interruption (plugin stopping) retries at once in the next instance, an
+// operator's cancel holds the commit.
+func (w *watcher) finish(runCtx context.Context, s logical.Storage, run *runRecord, period time.Duration, res container.Result, runErr error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), finishTimeout)
+	defer cancel()
+	cause := context.Cause(runCtx)
+	now := w.deps.now()
+	classifyRun(run, res, runErr, cause)
+	run.FinishedAt = now
+	if res.ContainerID != "" {
+		run.ContainerID = res.ContainerID
+	}
+
+	if run.Status == runSucceeded {
+		// last_successful_commit first: a crash between the two writes then
+		// leaves a run that recovery marks succeeded, never a second run.
+		ls := &lastSuccessful{Commit: run.Commit, Source: lastSuccessfulByRun, RunID: run.ID, SetAt: now}
+		if err := putLastSuccessful(ctx, s, ls); err != nil {
+			w.log().Error("could not record the last successful commit", "run", run.ID, "error", err)
+			run.Status, run.Reason = runFailed, "the command succeeded but recording the commit failed: "+err.Error()
+		}
+	}
+	if err := putRun(ctx, s, run); err != nil {
+		w.log().Error("could not record the end of a run", "run", run.ID, "status", run.Status, "error", err)
+	}
+	w.recordRunOutcome(ctx, s, run, period, now)
+	if err := pruneRuns(ctx, s, runsRetained); err != nil {
+		w.log().Warn("could not prune old runs", "error", err)
+	}
+	w.log().Info("run finished", "run", run.ID, "commit", run.Commit, "status", run.Status, "reason", run.Reason)
+}
+
+// classifyRun sets status, reason and exit code from the runner's answer.
+func classifyRun(run *runRecord, res container.Result, runErr error, cause error) {
+	switch {
+	case errors.Is(cause, errCanceledByOperator):
+		run.Status, run.Reason = runCanceled, errCanceledByOperator.Error()
+	case errors.Is(cause, errPluginStopping), errors.Is(runErr, container.ErrNeverStarted):
+		run.Status, run.Reason = runInterrupted, errPluginStopping.Error()+"; the container was removed and the commit is retried"
+	case runErr != nil:
+		run.Status, run.Reason = runFailed, runErr.Error()
+	case res.Reason == container.ReasonExit && res.ExitCode == 0:
+		run.Status, run.Reason = runSucceeded, ""
+	case res.Reason == container.ReasonExit:
+		run.Status, run.Reason = runFailed, fmt.Sprintf("the command exited with code %d", res.ExitCode)
+	case res.Reason == container.ReasonTimeout:
+		run.Status, run.Reason = runFailed, container.ReasonTimeout
+	case res.Reason == container.ReasonOOMKilled:
+		run.Status, run.Reason = runFailed, "killed: out of memory (memory_limit)"
+	default:
+		run.Status, run.Reason = runFailed, fmt.Sprintf("the container ended without an exit status (%q)", res.Reason)
+	}
+	if res.Reason == container.ReasonExit || res.Reason == container.ReasonOOMKilled || (res.Reason == container.ReasonTimeout && res.ExitCode != 0) {
+		code := res.ExitCode
+		run.ExitCode = &code
+	}
+}
+
+// recordRunOutcome updates the retry bookkeeping after a run ended.
+func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *runRecord, period time.Duration, now time.Time) {
+	err := w.updateState(ctx, s, func(st *watchState) {
+		if st.CurrentRunID == run.ID {
+			st.CurrentRunID = ""
+		}
+		st.LastRunID = run.ID
+		if st.FailedCommit != run.Commit {
+			st.FailedCommit, st.Failures, st.Held = run.Commit, 0, false
+		}
+		switch run.Status {
+		case runSucceeded:
+			st.FailedCommit, st.Failures, st.Held, st.NextAttemptAt = "", 0, false, time.Time{}
+		case runInterrupted:
+			// Not the commit's fault: retry at once, no backoff step.
+			st.Held, st.NextAttemptAt = false, now
+		case runCanceled:
+			st.Held = true
+		default:
+			st.Failures++
+			st.Held = false
+			st.NextAttemptAt = now.Add(retryDelay(st.Failures, period))
+		}
+	})
+	if err != nil {
+		w.log().Error("could not record the retry state of a run", "run", run.ID, "error", err)
+	}
+}
+
+// recoverRuns settles runs a previous instance left unfinished: a container
+// still there is re-attached (and followed to its end); otherwise the run is
+// marked interrupted and its commit retried at once.
+func (w *watcher) recoverRuns(ctx context.Context, s logical.Storage) {
+	ids, err := listRunIDs(ctx, s)
+	if err != nil {
+		w.log().Error("could not list runs to recover", "error", err)
+		return
+	}
+	for _, id := range ids {
+		r, err := getRun(ctx, s, id)
+		if err != nil {
+			w.log().Error("could not read a run to recover", "run", id, "error", err)
+			continue
+		}
+		if r.finished() {
+			continue
+		}
+		w.recoverRun(ctx, s, r)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (w *watcher) recoverRun(ctx context.Context, s logical.Storage, r *runRecord) {
+	ls, err := getLastSuccessful(ctx, s)
+	if err != nil {
+		w.log().Error("could not read the last successful commit", "error", err)
+		return
+	}
+	var period time.Duration
+	if ws, err := w.deps.settings(ctx, s); err == nil {
+		period = ws.PollPeriod
+	}
+	if ls != nil && ls.RunID == r.ID {
+		// It succeeded and the plugin stopped before writing the record.
+		w.finish(ctx, s, r, period, container.Result{Reason: container.ReasonExit}, nil)
+		return
+	}
+	var found []container.Found
+	runner, err := w.getRunner(ctx)
+	if err == nil {
+		found, err = runner.Find(ctx, w.labels(r.ID))
+	}
+	if err != nil {
+		// Without Docker the container's fate is unknown; leave the run for
+		// the next start rather than risk a second run of the same commit.
+		w.log().Error("cannot check for the container of an unfinished run; will retry on the next start", "run", r.ID, "error", err)
+		return
+	}
+	if len(found) == 0 {
+		r.Status = runInterrupted
+		r.Reason = "the plugin stopped during the run and its container is gone; the commit is retried"
+		r.FinishedAt = w.deps.now()
+		if err := putRun(ctx, s, r); err != nil {
+			w.log().Error("could not mark a run interrupted", "run", r.ID, "error", err)
+			return
+		}
+		w.recordRunOutcome(ctx, s, r, period, w.deps.now())
+		w.log().Info("run interrupted by a plugin restart; its commit is retried", "run", r.ID, "commit", r.Commit)
+		return
+	}
+	w.reattach(ctx, s, r, runner, found[len(found)-1].ID, period)
+}
+
+// reattach follows a container a previous instance started, to its end.
+func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord, runner container.Runner, containerID string, period time.Duration) {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	active := &activeRun{id: r.ID, commit: r.Commit, cancel: cancel, done: make(chan struct{})}
+	w.mu.Lock()
+	w.current = active
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.current = nil
+		w.mu.Unlock()
+		close(active.done)
+	}()
+	w.log().Info("re-attaching to the container of an unfinished run", "run", r.ID, "container", containerID)
+	if err := w.updateState(ctx, s, func(st *watchState) { st.CurrentRunID = r.ID }); err != nil {
+		w.log().Error("could not record the re-attached run", "run", r.ID, "error", err)
+	}
+	r.Status, r.ContainerID = runRunning, containerID
+	if err := putRun(ctx, s, r); err != nil {
+		w.log().Error("could not record the re-attached run", "run", r.ID, "error", err)
+	}
+	logw, err := openRunLog(ctx, s, r.ID, w.logLimits)
+	if err != nil {
+		w.finish(runCtx, s, r, period, container.Result{}, err)
+		return
+	}
+	_, _ = logw.Write([]byte("\n[flant_gitops: the plugin restarted; output resumes here]\n"))
+	remaining := r.Deadline.Sub(w.deps.now())
+	res, runErr := runner.Attach(runCtx, containerID, logw, remaining)
+	if cerr := logw.Close(context.WithoutCancel(ctx)); cerr != nil {
+		w.log().Warn("part of a run's log could not be stored", "run", r.ID, "error", cerr)
+	}
+	w.finish(runCtx, s, r, period, res, runErr)
+}

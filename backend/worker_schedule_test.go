@@ -1,0 +1,94 @@
+package backend
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPollDue(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		now    time.Time
+		last   time.Time
+		period time.Duration
+		want   bool
+	}{
+		{"never polled", t0, time.Time{}, 5 * time.Minute, true},
+		{"within the period", t0.Add(4 * time.Minute), t0, 5 * time.Minute, false},
+		{"exactly one period", t0.Add(5 * time.Minute), t0, 5 * time.Minute, true},
+		{"past the period", t0.Add(time.Hour), t0, 5 * time.Minute, true},
+		{"period unknown yet", t0.Add(time.Second), t0, 0, true},
+		{"clock went back", t0.Add(-time.Minute), t0, 5 * time.Minute, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := pollDue(tt.now, tt.last, tt.period); got != tt.want {
+				t.Errorf("pollDue = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	tests := []struct {
+		name     string
+		failures int
+		period   time.Duration
+		want     time.Duration
+	}{
+		{"first failure waits one period", 1, 5 * time.Minute, 5 * time.Minute},
+		{"second doubles", 2, 5 * time.Minute, 10 * time.Minute},
+		{"fourth", 4, 5 * time.Minute, 40 * time.Minute},
+		{"capped at an hour", 5, 5 * time.Minute, time.Hour},
+		{"many failures stay capped", 1000, 5 * time.Minute, time.Hour},
+		{"never faster than a long period", 1, 3 * time.Hour, 3 * time.Hour},
+		{"long period is the cap", 3, 3 * time.Hour, 3 * time.Hour},
+		{"short period", 3, time.Second, 4 * time.Second},
+		{"zero failures behaves as one", 0, time.Minute, time.Minute},
+		{"unset period falls back to a second", 1, 0, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := retryDelay(tt.failures, tt.period)
+			if got != tt.want {
+				t.Errorf("retryDelay(%d, %s) = %s, want %s", tt.failures, tt.period, got, tt.want)
+			}
+			if tt.period > 0 && got < tt.period {
+				t.Errorf("retryDelay(%d, %s) = %s is faster than the poll period", tt.failures, tt.period, got)
+			}
+		})
+	}
+}
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		head  string
+		last  string
+		st    watchState
+		force bool
+		want  runDecision
+	}{
+		{"head is the last successful", "a", "a", watchState{}, false, decideUpToDate},
+		{"up to date wins over force", "a", "a", watchState{}, true, decideUpToDate},
+		{"new commit", "b", "a", watchState{}, false, decideRun},
+		{"first commit ever", "b", "", watchState{}, false, decideRun},
+		{"failed commit in backoff", "b", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Minute)}, false, decideBackoff},
+		{"failed commit after backoff", "b", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now}, false, decideRun},
+		{"failed commit forced", "b", "a", watchState{FailedCommit: "b", Failures: 3, NextAttemptAt: now.Add(time.Hour)}, true, decideRun},
+		{"another commit failed", "c", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Hour)}, false, decideRun},
+		{"canceled commit held", "b", "a", watchState{FailedCommit: "b", Held: true}, false, decideHeld},
+		{"canceled commit forced", "b", "a", watchState{FailedCommit: "b", Held: true}, true, decideRun},
+		{"new commit after a canceled one", "c", "a", watchState{FailedCommit: "b", Held: true}, false, decideRun},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := tt.st
+			if got := decide(now, tt.head, tt.last, &st, tt.force); got != tt.want {
+				t.Errorf("decide = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

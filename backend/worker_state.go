@@ -1,0 +1,130 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	watchStateKey          = "watch/state"
+	lastSuccessfulKey      = "watch/last_successful_commit"
+	lastSuccessfulByRun    = "run"
+	lastSuccessfulOperator = "operator"
+	lastSuccessfulInitial  = "initial_last_successful_commit"
+)
+
+// Poll outcomes, a stable word beside the human-readable result.
+const (
+	outcomeNotConfigured = "not_configured"
+	outcomeError         = "error"
+	outcomeUpToDate      = "up_to_date"
+	outcomeRefused       = "refused"
+	outcomeBackoff       = "backoff"
+	outcomeHeld          = "held"
+	outcomeRan           = "ran"
+)
+
+// quorumInfo is the last signature check of HEAD, for `status`.
+type quorumInfo struct {
+	Commit   string   `json:"commit"`
+	Required int      `json:"required"`
+	Verified int      `json:"verified"`
+	Missing  int      `json:"missing"`
+	Signers  []string `json:"signers,omitempty"`
+}
+
+// watchState is the worker's memory across polls and restarts.
+type watchState struct {
+	HeadCommit      string      `json:"head_commit,omitempty"`
+	LastPollAt      time.Time   `json:"last_poll_at,omitzero"`
+	LastPollResult  string      `json:"last_poll_result,omitempty"`
+	LastPollOutcome string      `json:"last_poll_outcome,omitempty"`
+	Quorum          *quorumInfo `json:"quorum,omitempty"`
+	CurrentRunID    string      `json:"current_run_id,omitempty"`
+	LastRunID       string      `json:"last_run_id,omitempty"`
+	// FailedCommit is the commit whose runs keep failing; Failures counts
+	// them in a row and drives the backoff until NextAttemptAt.
+	FailedCommit  string    `json:"failed_commit,omitempty"`
+	Failures      int       `json:"failures,omitempty"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	// Held is set when an operator canceled FailedCommit's run: it is not
+	// retried until a new commit arrives or `poll retry=true`.
+	Held bool `json:"held,omitempty"`
+}
+
+func getWatchState(ctx context.Context, s logical.Storage) (*watchState, error) {
+	e, err := s.Get(ctx, watchStateKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading the watch state: %w", err)
+	}
+	st := &watchState{}
+	if e == nil {
+		return st, nil
+	}
+	if err := e.DecodeJSON(st); err != nil {
+		return nil, fmt.Errorf("decoding the watch state: %w", err)
+	}
+	return st, nil
+}
+
+func putWatchState(ctx context.Context, s logical.Storage, st *watchState) error {
+	e, err := logical.StorageEntryJSON(watchStateKey, st)
+	if err != nil {
+		return fmt.Errorf("encoding the watch state: %w", err)
+	}
+	if err := s.Put(ctx, e); err != nil {
+		return fmt.Errorf("storing the watch state: %w", err)
+	}
+	return nil
+}
+
+// lastSuccessful is the commit the next run must descend from.
+type lastSuccessful struct {
+	Commit string    `json:"commit"`
+	Source string    `json:"source"`
+	RunID  string    `json:"run_id,omitempty"`
+	SetAt  time.Time `json:"set_at,omitzero"`
+}
+
+// getLastSuccessful returns the stored commit, or nil when none was ever
+// recorded (then initial_last_successful_commit applies).
+func getLastSuccessful(ctx context.Context, s logical.Storage) (*lastSuccessful, error) {
+	e, err := s.Get(ctx, lastSuccessfulKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading the last successful commit: %w", err)
+	}
+	if e == nil {
+		return nil, nil
+	}
+	var ls lastSuccessful
+	if err := e.DecodeJSON(&ls); err != nil {
+		return nil, fmt.Errorf("decoding the last successful commit: %w", err)
+	}
+	return &ls, nil
+}
+
+func putLastSuccessful(ctx context.Context, s logical.Storage, ls *lastSuccessful) error {
+	e, err := logical.StorageEntryJSON(lastSuccessfulKey, ls)
+	if err != nil {
+		return fmt.Errorf("encoding the last successful commit: %w", err)
+	}
+	if err := s.Put(ctx, e); err != nil {
+		return fmt.Errorf("storing the last successful commit: %w", err)
+	}
+	return nil
+}
+
+// effectiveLastSuccessful falls back to the configured initial commit.
+func effectiveLastSuccessful(ctx context.Context, s logical.Storage, initial string) (*lastSuccessful, error) {
+	ls, err := getLastSuccessful(ctx, s)
+	if err != nil || ls != nil {
+		return ls, err
+	}
+	if initial == "" {
+		return &lastSuccessful{}, nil
+	}
+	return &lastSuccessful{Commit: initial, Source: lastSuccessfulInitial}, nil
+}
