@@ -34,6 +34,9 @@ type backend struct {
 	// approle is the session with the target Vault of the vault requests
 	// (vaultclient.go); its token is revoked on Clean.
 	approle *approleClient
+
+	// watch is the background worker of the watch half (worker*.go).
+	watch *watcher
 }
 
 // Factory is the logical.Factory Vault calls for each mount.
@@ -65,6 +68,7 @@ func newBackend() *backend {
 	}
 	b.approle = newApproleClient(b.Backend.Logger)
 	b.onClean = append(b.onClean, b.approle.reset)
+	b.setupWatch()
 	return b
 }
 
@@ -77,6 +81,7 @@ func (b *backend) paths() []*framework.Path {
 		pathTrustedPGPPublicKey(b),
 		pathConfigureVaultAccess(b),
 		pathVaultRequest(b),
+		pathWatch(b),
 	)
 }
 
