@@ -68,7 +68,6 @@ import (
 	_ "embed"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -148,8 +147,8 @@ type Decision struct {
 // Engine is safe for concurrent use.
 type Engine struct {
 	query rego.PreparedEvalQuery
-	// packages declared by the policy, to explain an undefined result.
-	packages []string
+	// pkg is the package the policy declares, to explain an undefined result.
+	pkg string
 }
 
 // Default compiles the built-in policy.
@@ -194,7 +193,7 @@ func compile(ctx context.Context, filename, source string) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare policy query %s: %w", Query, err)
 	}
-	return &Engine{query: query, packages: []string{module.Package.Path.String()}}, nil
+	return &Engine{query: query, pkg: module.Package.Path.String()}, nil
 }
 
 // unsafeBuiltins are refused at compile time: a policy runs inside Vault on
@@ -226,7 +225,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return deny(fmt.Sprintf("policy defines no %s (its package is %s; it must be package %s with a violations rule), denying",
-			Query, strings.Join(e.packages, ", "), Package)), nil
+			Query, e.pkg, Package)), nil
 	}
 	if len(rs) > 1 {
 		return deny(fmt.Sprintf("policy gave %d results for %s, want one, denying", len(rs), Query)), nil
