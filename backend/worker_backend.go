@@ -49,10 +49,13 @@ func (b *backend) initWatch(_ context.Context, req *logical.InitializationReques
 	return nil
 }
 
-// periodic returns at once: it only decides whether a poll is due.
-func (b *backend) periodic(_ context.Context, req *logical.Request) error {
+// periodic returns at once: it only decides whether a poll is due (and
+// rotates the AppRole secret_id on the rare tick where that is due, so it
+// never expires between runs).
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if b.WriteSafeReplicationState() {
 		b.watch.tick(req.Storage)
+		b.periodicSecretIDRotation(ctx, req.Storage)
 	}
 	return nil
 }

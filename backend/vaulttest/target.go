@@ -50,7 +50,7 @@ type Target struct {
 // the test when no vault binary can be found.
 func NewTarget(t testing.TB) *Target {
 	t.Helper()
-	bin := targetVaultBinary(t)
+	bin := VaultBinary(t)
 	dir := t.TempDir()
 
 	caPEM, certPEM, keyPEM := targetCertificates(t)
@@ -69,7 +69,10 @@ func NewTarget(t testing.TB) *Target {
 		"-dev-no-store-token",
 		"-config="+cfgFile)
 	// The server inherits nothing that could point it elsewhere.
-	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH")}
+	// tlssha1=1 lets busybox wget (whose TLS 1.2 client sends no
+	// signature_algorithms) reach it from the test container; Go clients
+	// negotiate modern algorithms regardless.
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "GODEBUG=tlssha1=1"}
 	logs := &targetLog{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -166,35 +169,6 @@ func (l *targetLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
-}
-
-// targetVaultBinary finds vault on PATH or in the module's bin/ (where
-// `make` builds it from scripts/vaultbin).
-func targetVaultBinary(t testing.TB) string {
-	t.Helper()
-	if p, err := exec.LookPath("vault"); err == nil {
-		return p
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatalf("getwd: %v", err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "bin", "vault")
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	t.Fatalf("no vault binary: put vault on PATH or build bin/vault with `cd scripts/vaultbin && go build -o ../../bin/vault .`")
-	return ""
 }
 
 func targetFreeAddr(t testing.TB) string {
