@@ -1,0 +1,836 @@
+package patch
+
+import (
+	"bytes"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The editor never re-serializes a file. It finds the byte span of each node it changes from the
+// parser's positions, writes new text for that span only, and then parses the result to prove that
+// every other node kept its value, tag, anchor and style; an edit that cannot be proven is refused.
+// Everything outside the spans is copied byte for byte, which keeps comments, blank lines, key
+// order, quoting, indentation, document markers and the final newline.
+
+// splice replaces src[start:end] with text.
+type splice struct {
+	start, end int
+	text       string
+}
+
+// expectation is what verification demands of an edited node in the new tree.
+type expectation struct {
+	set       *jsonValue // the node now holds this value
+	appendKey string     // or: the mapping gained this key, with appendVal, at its end
+	appendVal *jsonValue
+}
+
+type editPlan struct {
+	splices []splice
+	expect  map[*yaml.Node]expectation
+}
+
+// setField edits f and returns the new bytes and their parse; when the value is already there the
+// input is returned unchanged.
+func setField(f *yamlFile, p fieldPath, v jsonValue, create bool, lim Limits) ([]byte, *yamlFile, *fieldError) {
+	t, err := resolveField(f, p, create)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan := &editPlan{expect: map[*yaml.Node]expectation{}}
+	if t.create != nil {
+		err = f.planCreate(plan, t.create, p, v)
+	} else {
+		for _, l := range t.locs {
+			if err = f.planSet(plan, l, v); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(plan.splices) == 0 {
+		return f.src, f, nil
+	}
+	out, err := applySplices(f.src, plan.splices)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(out) > lim.MaxFileBytes {
+		return nil, nil, errorf(KindLimit, "the edited file would be %d bytes, at most %d are allowed", len(out), lim.MaxFileBytes)
+	}
+	nf, perr := parseYAML(out, lim)
+	if perr != nil {
+		if perr.kind == KindLimit {
+			return nil, nil, perr
+		}
+		return nil, nil, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)
+	}
+	if line, ok := verifyEdit(f, nf, plan.expect); !ok {
+		return nil, nil, errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)
+	}
+	return out, nf, nil
+}
+
+func applySplices(src []byte, sp []splice) ([]byte, *fieldError) {
+	sort.SliceStable(sp, func(i, j int) bool { return sp[i].start < sp[j].start })
+	var b bytes.Buffer
+	b.Grow(len(src) + 64)
+	prev := 0
+	for _, s := range sp {
+		if s.start < prev || s.end < s.start || s.end > len(src) {
+			return nil, errorf(KindConflict, "the field matches nodes nested inside each other; they cannot all be set")
+		}
+		b.Write(src[prev:s.start])
+		b.WriteString(s.text)
+		prev = s.end
+	}
+	b.Write(src[prev:])
+	return b.Bytes(), nil
+}
+
+func isEmptyNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" && n.Value == "" && n.Style == 0
+}
+
+func isCollection(n *yaml.Node) bool {
+	return n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode
+}
+
+func isBlockCollection(n *yaml.Node) bool {
+	return isCollection(n) && n.Style&yaml.FlowStyle == 0
+}
+
+func typeClash(n *yaml.Node, v jsonValue) bool {
+	if v.kind == jsonNull {
+		return false // null clears any node
+	}
+	t := resolveAlias(n)
+	if t == nil {
+		return true
+	}
+	switch t.Kind {
+	case yaml.MappingNode:
+		return v.kind != jsonObject
+	case yaml.SequenceNode:
+		return v.kind != jsonArray
+	}
+	return v.isCollection() && t.ShortTag() != "!!null"
+}
+
+func (f *yamlFile) planSet(plan *editPlan, l loc, v jsonValue) *fieldError {
+	n := l.node()
+	if matchJSON(n, v) {
+		return nil
+	}
+	if n.Style&yaml.TaggedStyle != 0 {
+		return errAt(KindInvalid, n, "the node has the explicit tag %s; tagged nodes are not edited", n.Tag)
+	}
+	if typeClash(n, v) {
+		return errAt(KindConflict, n, "type clash: the field holds %s and the value is %s; set a field inside it or use a value of the same type (null clears any field)", kindName(n), v.typeName())
+	}
+	start, end, err := f.valueSpan(l)
+	if err != nil {
+		return err
+	}
+	key := l.key()
+	indent := f.parentIndent(l)
+	var sp splice
+	switch {
+	case l.inFlow() || isCollection(n) && n.Style&yaml.FlowStyle != 0 && len(n.Content) > 0:
+		// Keep flow style where the file chose it: args: [a, b] stays on its line.
+		sp = splice{start, end, f.flowText(v, n)}
+	case !v.isCollection() || len(v.items) == 0:
+		text := f.inlineText(v, n, indent+f.mapIndent)
+		switch {
+		case isBlockCollection(n) && key != nil:
+			a, err := f.afterColon(l)
+			if err != nil {
+				return err
+			}
+			sp = splice{a, end, " " + text}
+		case isEmptyNull(n):
+			sp = splice{start, start, " " + text}
+		default:
+			sp = splice{start, end, text}
+		}
+	case isBlockCollection(n):
+		sp = splice{start, end, f.blockText(v, n, f.column(start))}
+	case key != nil:
+		a, err := f.afterColon(l)
+		if err != nil {
+			return err
+		}
+		step := f.mapIndent
+		if v.kind == jsonArray {
+			step = f.seqIndent
+		}
+		col := f.column(f.nodeOffset(key)) + step
+		block := f.nl + strings.Repeat(" ", col) + f.blockText(v, n, col)
+		le := f.lineEnd(end)
+		tail := strings.TrimLeft(string(f.src[end:le]), " \t")
+		switch {
+		case strings.HasPrefix(tail, "#"):
+			// The line comment stays on the key's line, above the new block.
+			sp = splice{a, le, " " + tail + block}
+		case tail == "":
+			sp = splice{a, end, block}
+		default:
+			return errAt(KindInvalid, n, "refused: text follows the value on its line, a block cannot be placed there")
+		}
+	case isEmptyNull(n):
+		return errAt(KindInvalid, n, "refused: an empty sequence item cannot be replaced by a block; write null or a value there first")
+	default:
+		sp = splice{start, end, f.blockText(v, n, f.column(start))}
+	}
+	plan.splices = append(plan.splices, sp)
+	vv := v
+	plan.expect[n] = expectation{set: &vv}
+	return nil
+}
+
+// planCreate adds the missing keys of a path, as nested mappings ending in v.
+func (f *yamlFile) planCreate(plan *editPlan, st *stop, p fieldPath, v jsonValue) *fieldError {
+	var keys []string
+	for _, s := range p.steps[st.step:] {
+		keys = append(keys, s.key)
+	}
+	val := v
+	for i := len(keys) - 1; i >= 1; i-- {
+		val = jsonValue{kind: jsonObject, keys: []string{keys[i]}, items: []jsonValue{val}}
+	}
+	m := st.at.node()
+	entry := jsonValue{kind: jsonObject, keys: []string{keys[0]}, items: []jsonValue{val}}
+	if m.Kind != yaml.MappingNode || len(m.Content) == 0 {
+		return f.planSet(plan, st.at, entry)
+	}
+	if m.Style&yaml.TaggedStyle != 0 {
+		return errAt(KindInvalid, m, "the mapping has the explicit tag %s; tagged nodes are not edited", m.Tag)
+	}
+	_, end, err := f.valueSpan(st.at.child(len(m.Content) - 1))
+	if err != nil {
+		return err
+	}
+	var sp splice
+	if m.Style&yaml.FlowStyle != 0 {
+		sp = splice{end, end, ", " + f.keyText(keys[0], true) + ": " + f.flowText(val, nil)}
+	} else {
+		col := f.column(f.contentStart(m))
+		text := f.keyText(keys[0], false) + ":" + f.entryValue(val, nil, col)
+		if i := bytes.IndexByte(f.src[end:], '\n'); i >= 0 {
+			at := end + i + 1
+			sp = splice{at, at, strings.Repeat(" ", col) + text + f.nl}
+		} else {
+			sp = splice{len(f.src), len(f.src), f.nl + strings.Repeat(" ", col) + text}
+		}
+	}
+	plan.splices = append(plan.splices, sp)
+	plan.expect[m] = expectation{appendKey: keys[0], appendVal: &val}
+	return nil
+}
+
+// parentIndent is the column of the entries of the collection holding the node (-1 at top level);
+// block scalars and continuation lines must be indented further.
+func (f *yamlFile) parentIndent(l loc) int {
+	if k := l.key(); k != nil {
+		return f.column(f.nodeOffset(k))
+	}
+	if p := l.parent(); p.Kind == yaml.SequenceNode {
+		return f.column(f.contentStart(p))
+	}
+	return -1
+}
+
+// contentStart is where a collection's first entry (or opening bracket) begins, after any anchor.
+func (f *yamlFile) contentStart(n *yaml.Node) int {
+	off := f.nodeOffset(n)
+	if off < len(f.src) && (f.src[off] == '&' || f.src[off] == '!') {
+		off = f.skipBlank(f.propsEnd(off))
+	}
+	return off
+}
+
+// propsEnd skips an anchor or tag token and the spaces after it.
+func (f *yamlFile) propsEnd(off int) int {
+	for off < len(f.src) && (f.src[off] == '&' || f.src[off] == '!') {
+		for off < len(f.src) && !isSpaceOrBreak(f.src[off]) && strings.IndexByte(",[]{}", f.src[off]) < 0 {
+			off++
+		}
+		for off < len(f.src) && (f.src[off] == ' ' || f.src[off] == '\t') {
+			off++
+		}
+	}
+	return off
+}
+
+func isSpaceOrBreak(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// skipBlank skips white space, line breaks and comments.
+func (f *yamlFile) skipBlank(off int) int {
+	for off < len(f.src) {
+		switch c := f.src[off]; {
+		case isSpaceOrBreak(c):
+			off++
+		case c == '#':
+			for off < len(f.src) && f.src[off] != '\n' {
+				off++
+			}
+		default:
+			return off
+		}
+	}
+	return off
+}
+
+// afterColon is the offset just after the ':' that ends the key of a mapping value.
+func (f *yamlFile) afterColon(l loc) (int, *fieldError) {
+	key := l.key()
+	kl := loc{chain: l.chain, idx: l.idx - 1}
+	if key.Kind != yaml.ScalarNode || isEmptyNull(key) || key.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
+		return 0, errAt(KindInvalid, key, "refused: complex mapping keys are not supported for editing")
+	}
+	_, end, err := f.valueSpan(kl)
+	if err != nil {
+		return 0, err
+	}
+	for end < len(f.src) && (f.src[end] == ' ' || f.src[end] == '\t') {
+		end++
+	}
+	if end >= len(f.src) || f.src[end] != ':' {
+		return 0, errAt(KindInvalid, key, "refused: cannot find the ':' after key %q", key.Value)
+	}
+	return end + 1, nil
+}
+
+// valueSpan returns the byte span of the node at l, without its anchor and its comments.
+func (f *yamlFile) valueSpan(l loc) (int, int, *fieldError) {
+	n := l.node()
+	off := f.nodeOffset(n)
+	switch n.Kind {
+	case yaml.AliasNode:
+		if off >= len(f.src) || f.src[off] != '*' {
+			return 0, 0, errAt(KindInvalid, n, "refused: cannot locate alias *%s in the text", n.Value)
+		}
+		return off, off + 1 + len(n.Value), nil
+	case yaml.ScalarNode:
+		if isEmptyNull(n) {
+			if l.key() == nil {
+				return off, off, nil
+			}
+			a, err := f.afterColon(l)
+			return a, a, err
+		}
+		if n.Anchor != "" || n.Style&yaml.TaggedStyle != 0 {
+			off = f.propsEnd(off)
+		}
+		end, err := f.scalarEnd(n, off, l)
+		return off, end, err
+	case yaml.MappingNode, yaml.SequenceNode:
+		start := f.contentStart(n)
+		if n.Style&yaml.FlowStyle != 0 {
+			end, err := f.flowEnd(n, l, start)
+			return start, end, err
+		}
+		if len(n.Content) == 0 {
+			return 0, 0, errAt(KindInvalid, n, "refused: cannot locate an empty block collection")
+		}
+		_, end, err := f.valueSpan(l.child(len(n.Content) - 1))
+		return start, end, err
+	}
+	return 0, 0, errAt(KindInvalid, n, "refused: unsupported node")
+}
+
+func (f *yamlFile) flowEnd(n *yaml.Node, l loc, start int) (int, *fieldError) {
+	open, closing := byte('['), byte(']')
+	if n.Kind == yaml.MappingNode {
+		open, closing = '{', '}'
+	}
+	if start >= len(f.src) || f.src[start] != open {
+		return 0, errAt(KindInvalid, n, "refused: cannot locate the flow collection in the text")
+	}
+	j := start + 1
+	if len(n.Content) > 0 {
+		_, e, err := f.valueSpan(l.child(len(n.Content) - 1))
+		if err != nil {
+			return 0, err
+		}
+		j = e
+	}
+	j = f.skipBlank(j)
+	if j < len(f.src) && f.src[j] == ',' {
+		j = f.skipBlank(j + 1)
+	}
+	if j >= len(f.src) || f.src[j] != closing {
+		return 0, errAt(KindInvalid, n, "refused: cannot find the end of the flow collection")
+	}
+	return j + 1, nil
+}
+
+func (f *yamlFile) scalarEnd(n *yaml.Node, off int, l loc) (int, *fieldError) {
+	src := f.src
+	if off >= len(src) {
+		return 0, errAt(KindInvalid, n, "refused: cannot locate the value in the text")
+	}
+	switch {
+	case n.Style&yaml.DoubleQuotedStyle != 0:
+		if src[off] != '"' {
+			break
+		}
+		for j := off + 1; j < len(src); j++ {
+			switch src[j] {
+			case '\\':
+				j++
+			case '"':
+				return j + 1, nil
+			}
+		}
+	case n.Style&yaml.SingleQuotedStyle != 0:
+		if src[off] != '\'' {
+			break
+		}
+		for j := off + 1; j < len(src); j++ {
+			if src[j] == '\'' {
+				if j+1 < len(src) && src[j+1] == '\'' {
+					j++
+					continue
+				}
+				return j + 1, nil
+			}
+		}
+	case n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0:
+		if src[off] != '|' && src[off] != '>' {
+			break
+		}
+		return f.blockScalarEnd(n, off, f.parentIndent(l))
+	default:
+		if end, ok := f.plainEnd(off, n.Value, l.inFlow(), f.parentIndent(l)); ok {
+			return end, nil
+		}
+		return 0, errAt(KindInvalid, n, "refused: cannot find the end of the plain scalar")
+	}
+	return 0, errAt(KindInvalid, n, "refused: cannot locate the quoted or block scalar in the text")
+}
+
+// plainLine returns the end of the plain scalar text starting at off on its line.
+func (f *yamlFile) plainLine(off int, inFlow bool) int {
+	src := f.src
+	j := off
+	for ; j < len(src); j++ {
+		c := src[j]
+		if c == '\n' || c == '\r' {
+			break
+		}
+		if c == '#' && j > off && (src[j-1] == ' ' || src[j-1] == '\t') {
+			break
+		}
+		if c == ':' && (j+1 == len(src) || isSpaceOrBreak(src[j+1]) || inFlow && strings.IndexByte(",[]{}", src[j+1]) >= 0) {
+			break
+		}
+		if inFlow && strings.IndexByte(",[]{}", c) >= 0 {
+			break
+		}
+	}
+	for j > off && (src[j-1] == ' ' || src[j-1] == '\t') {
+		j--
+	}
+	return j
+}
+
+// plainEnd finds the end of a plain scalar, following continuation lines by folding them the way
+// YAML does until the text equals the parsed value.
+func (f *yamlFile) plainEnd(off int, value string, inFlow bool, parentIndent int) (int, bool) {
+	end := f.plainLine(off, inFlow)
+	folded := string(f.src[off:end])
+	if folded == value {
+		return end, true
+	}
+	if !strings.HasPrefix(value, folded) {
+		return 0, false
+	}
+	blank := 0
+	pos := f.lineEnd(off)
+	for pos < len(f.src) && len(folded) < len(value) {
+		if f.src[pos] == '\r' {
+			pos++
+		}
+		pos++ // '\n'
+		le := f.lineEnd(pos)
+		cs := pos
+		for cs < le && (f.src[cs] == ' ' || f.src[cs] == '\t') {
+			cs++
+		}
+		if cs == le {
+			blank++
+			pos = le
+			continue
+		}
+		if cs-pos <= parentIndent && !inFlow || f.src[cs] == '#' {
+			return 0, false
+		}
+		ce := f.plainLine(cs, inFlow)
+		if ce == cs {
+			return 0, false
+		}
+		if blank > 0 {
+			folded += strings.Repeat("\n", blank)
+		} else {
+			folded += " "
+		}
+		blank = 0
+		folded += string(f.src[cs:ce])
+		if folded == value {
+			return ce, true
+		}
+		if !strings.HasPrefix(value, folded) || ce < le {
+			return 0, false
+		}
+		pos = le
+	}
+	return 0, false
+}
+
+// blockScalarEnd finds the last content line of a literal or folded scalar. Lines belong to it
+// while they are blank or indented at least as far as its first content line (and further than
+// the parent); trailing blank lines stay outside the span.
+func (f *yamlFile) blockScalarEnd(n *yaml.Node, off, parentIndent int) (int, *fieldError) {
+	j := off + 1
+	for j < len(f.src) && (f.src[j] == '+' || f.src[j] == '-' || f.src[j] >= '0' && f.src[j] <= '9') {
+		if f.src[j] >= '0' && f.src[j] <= '9' {
+			return 0, errAt(KindInvalid, n, "refused: block scalars with an explicit indentation indicator are not supported for editing")
+		}
+		j++
+	}
+	end := j
+	contentIndent := -1
+	pos := f.lineEnd(off)
+	for pos < len(f.src) {
+		if f.src[pos] == '\r' {
+			pos++
+		}
+		pos++
+		le := f.lineEnd(pos)
+		ind := 0
+		for pos+ind < le && f.src[pos+ind] == ' ' {
+			ind++
+		}
+		if pos+ind == le {
+			pos = le
+			continue
+		}
+		if contentIndent < 0 {
+			if ind <= parentIndent {
+				break
+			}
+			contentIndent = ind
+		} else if ind < contentIndent {
+			break
+		}
+		end = le
+		pos = le
+	}
+	return end, nil
+}
+
+// Text generation. Strings keep the quoting of the scalar they replace; otherwise they are plain
+// when that reads back as the same string under both YAML 1.1 (Kubernetes, Helm) and 1.2 rules,
+// and double-quoted when not. Maps and lists become block YAML indented like the file.
+
+func (f *yamlFile) inlineText(v jsonValue, old *yaml.Node, literalIndent int) string {
+	switch {
+	case v.kind == jsonObject && len(v.items) == 0:
+		return "{}"
+	case v.kind == jsonArray && len(v.items) == 0:
+		return "[]"
+	}
+	return f.scalarText(v, old, false, literalIndent)
+}
+
+func (f *yamlFile) scalarText(v jsonValue, old *yaml.Node, inFlow bool, literalIndent int) string {
+	switch v.kind {
+	case jsonNull:
+		return "null"
+	case jsonBool, jsonNumber:
+		return v.text
+	}
+	s := v.text
+	var style yaml.Style
+	if old != nil && old.Kind == yaml.ScalarNode && old.ShortTag() == "!!str" {
+		style = old.Style
+	}
+	switch {
+	case strings.Contains(s, "\n") && !inFlow && literalOK(s):
+		return f.literal(s, literalIndent)
+	case style&yaml.DoubleQuotedStyle != 0:
+		return doubleQuote(s)
+	case style&yaml.SingleQuotedStyle != 0 && singleOK(s):
+		return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	case plainOK(s, inFlow):
+		return s
+	}
+	return doubleQuote(s)
+}
+
+func (f *yamlFile) literal(s string, indent int) string {
+	chomp := "-"
+	if strings.HasSuffix(s, "\n") {
+		chomp, s = "", s[:len(s)-1]
+	}
+	var b strings.Builder
+	b.WriteString("|" + chomp)
+	pad := strings.Repeat(" ", max(indent, 1))
+	for _, line := range strings.Split(s, "\n") {
+		b.WriteString(f.nl)
+		if line != "" {
+			b.WriteString(pad + line)
+		}
+	}
+	return b.String()
+}
+
+func (f *yamlFile) keyText(k string, inFlow bool) string {
+	if plainOK(k, inFlow) {
+		return k
+	}
+	return doubleQuote(k)
+}
+
+func (f *yamlFile) flowText(v jsonValue, old *yaml.Node) string {
+	switch v.kind {
+	case jsonObject:
+		parts := make([]string, len(v.keys))
+		for i, k := range v.keys {
+			parts[i] = f.keyText(k, true) + ": " + f.flowText(v.items[i], styleSource(old, i, k))
+		}
+		return "{" + strings.Join(parts, ", ") + "}"
+	case jsonArray:
+		parts := make([]string, len(v.items))
+		for i, item := range v.items {
+			parts[i] = f.flowText(item, styleSource(old, i, ""))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return f.scalarText(v, old, true, 0)
+}
+
+// styleSource picks the old node whose quoting a new item should copy: the value of the same key
+// in a mapping, the item at the same index in a sequence (or the last one, for appended items).
+func styleSource(old *yaml.Node, i int, key string) *yaml.Node {
+	if old == nil || len(old.Content) == 0 {
+		return nil
+	}
+	switch old.Kind {
+	case yaml.MappingNode:
+		for j := 0; j+1 < len(old.Content); j += 2 {
+			if old.Content[j].Value == key {
+				return old.Content[j+1]
+			}
+		}
+	case yaml.SequenceNode:
+		return old.Content[min(i, len(old.Content)-1)]
+	}
+	return nil
+}
+
+// blockText renders a non-empty map or list whose first line starts at column col (the caller has
+// placed it there); later lines carry their own indentation. Scalars copy the quoting of the
+// matching node of old, the collection being replaced (nil when there is none).
+func (f *yamlFile) blockText(v jsonValue, old *yaml.Node, col int) string {
+	var b strings.Builder
+	pad := strings.Repeat(" ", col)
+	if v.kind == jsonObject {
+		for i, k := range v.keys {
+			if i > 0 {
+				b.WriteString(f.nl + pad)
+			}
+			b.WriteString(f.keyText(k, false) + ":" + f.entryValue(v.items[i], styleSource(old, i, k), col))
+		}
+		return b.String()
+	}
+	for i, item := range v.items {
+		if i > 0 {
+			b.WriteString(f.nl + pad)
+		}
+		b.WriteString("- ")
+		src := styleSource(old, i, "")
+		if item.isCollection() && len(item.items) > 0 {
+			b.WriteString(f.blockText(item, src, col+2))
+		} else {
+			b.WriteString(f.inlineText(item, src, col+2))
+		}
+	}
+	return b.String()
+}
+
+// entryValue renders what follows "key:" for a key at column col.
+func (f *yamlFile) entryValue(v jsonValue, old *yaml.Node, col int) string {
+	if v.isCollection() && len(v.items) > 0 {
+		step := f.mapIndent
+		if v.kind == jsonArray {
+			step = f.seqIndent
+		}
+		return f.nl + strings.Repeat(" ", col+step) + f.blockText(v, old, col+step)
+	}
+	return " " + f.inlineText(v, old, col+f.mapIndent)
+}
+
+func doubleQuote(s string) string {
+	// strconv.Quote escapes are all valid YAML escapes, and it escapes U+0085, U+2028 and
+	// U+2029, which YAML 1.1 parsers would read as line breaks.
+	return strconv.Quote(s)
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func singleOK(s string) bool { return printable(s) }
+
+func literalOK(s string) bool {
+	if strings.HasSuffix(s, "\n\n") || strings.ContainsRune(s, '\r') {
+		return false
+	}
+	content := false
+	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		if line == "" {
+			continue
+		}
+		if strings.TrimLeft(line, " \t") == "" || !printable(strings.ReplaceAll(line, "\t", " ")) {
+			return false
+		}
+		if !content && (line[0] == ' ' || line[0] == '\t') {
+			return false // would need an indentation indicator
+		}
+		content = true
+	}
+	return content
+}
+
+// yaml11Special matches plain scalars that YAML 1.1 parsers (go-yaml v2, sigs.k8s.io/yaml, PyYAML)
+// read as booleans, numbers or nulls although YAML 1.2 reads some of them as strings.
+var yaml11Special = regexp.MustCompile(`^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|~|null|Null|NULL|` +
+	`[-+]?0b[01_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+|[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+|` +
+	`[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|=|<<)$`)
+
+// plainOK reports whether s can be written without quotes and read back as the same string.
+func plainOK(s string, inFlow bool) bool {
+	if s == "" || s != strings.TrimSpace(s) || !printable(s) {
+		return false
+	}
+	switch c := s[0]; {
+	case strings.IndexByte("?:,[]{}#&*!|>'\"%@`", c) >= 0:
+		return false
+	case c == '-' && (len(s) == 1 || s[1] == ' '):
+		return false
+	}
+	if strings.Contains(s, ": ") || strings.Contains(s, " #") || strings.HasSuffix(s, ":") {
+		return false
+	}
+	if inFlow && strings.ContainsAny(s, ",[]{}:") {
+		return false
+	}
+	if yaml11Special.MatchString(s) {
+		return false
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal([]byte(s), &n); err != nil || len(n.Content) != 1 {
+		return false
+	}
+	c := n.Content[0]
+	return c.Kind == yaml.ScalarNode && c.Style == 0 && c.ShortTag() == "!!str" && c.Value == s
+}
+
+// matchJSON reports whether node n holds exactly the value v.
+func matchJSON(n *yaml.Node, v jsonValue) bool {
+	if n == nil {
+		return false
+	}
+	switch v.kind {
+	case jsonObject:
+		if n.Kind != yaml.MappingNode || len(n.Content) != 2*len(v.keys) {
+			return false
+		}
+		for i, k := range v.keys {
+			kn := n.Content[2*i]
+			if kn.Kind != yaml.ScalarNode || kn.ShortTag() != "!!str" || kn.Value != k || !matchJSON(n.Content[2*i+1], v.items[i]) {
+				return false
+			}
+		}
+		return true
+	case jsonArray:
+		if n.Kind != yaml.SequenceNode || len(n.Content) != len(v.items) {
+			return false
+		}
+		for i := range v.items {
+			if !matchJSON(n.Content[i], v.items[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	if n.Kind != yaml.ScalarNode {
+		return false
+	}
+	switch tag := n.ShortTag(); v.kind {
+	case jsonNull:
+		return tag == "!!null"
+	case jsonBool:
+		return tag == "!!bool" && n.Value == v.text
+	case jsonNumber:
+		return (tag == "!!int" || tag == "!!float") && n.Value == v.text
+	default:
+		return tag == "!!str" && n.Value == v.text
+	}
+}
+
+// verifyEdit walks the old and new trees together: edited nodes must hold what was asked, every
+// other node must be unchanged in kind, tag, value, anchor and style. It returns the line of the
+// first difference.
+func verifyEdit(old, nf *yamlFile, exp map[*yaml.Node]expectation) (int, bool) {
+	if len(old.docs) != len(nf.docs) {
+		return 1, false
+	}
+	for i := range old.docs {
+		if line, ok := sameNode(old.docs[i], nf.docs[i], exp); !ok {
+			return line, false
+		}
+	}
+	return 0, true
+}
+
+func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool) {
+	e, edited := exp[o]
+	if edited && e.set != nil {
+		return o.Line, o.Anchor == n.Anchor && matchJSON(n, *e.set)
+	}
+	extra := 0
+	if edited {
+		extra = 2
+	}
+	if o.Kind != n.Kind || o.Value != n.Value || o.Anchor != n.Anchor || o.ShortTag() != n.ShortTag() ||
+		o.Style != n.Style || len(o.Content)+extra != len(n.Content) {
+		return o.Line, false
+	}
+	for i, c := range o.Content {
+		if line, ok := sameNode(c, n.Content[i], exp); !ok {
+			return line, false
+		}
+	}
+	if edited {
+		k, v := n.Content[len(o.Content)], n.Content[len(o.Content)+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" || k.Value != e.appendKey || !matchJSON(v, *e.appendVal) {
+			return o.Line, false
+		}
+	}
+	return 0, true
+}
