@@ -1,0 +1,399 @@
+package patch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/flant/flant_gitops/gitwatch"
+)
+
+// DefaultMaxAttempts bounds how often a transaction re-applies its commands on
+// a branch that moved under it before it answers a ConflictError.
+const DefaultMaxAttempts = 5
+
+// Remote is the branch a Repo patches.
+type Remote struct {
+	URL    string
+	Branch string
+	Auth   gitwatch.Auth
+}
+
+// Repo is one patch target: a persistent on-disk mirror of the remote branch
+// (fetched incrementally, never cloned per request) and the means to push to
+// it. A Repo is not safe for concurrent use: the caller serializes
+// transactions with one lock per repository and branch.
+type Repo struct {
+	remote Remote
+	mirror *gitwatch.Mirror
+	ep     *transport.Endpoint
+	auth   transport.AuthMethod
+}
+
+// OpenRepo opens (or creates) the mirror of remote in dir.
+func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
+	if remote.Branch == "" {
+		return nil, errors.New("opening the patch target: the branch is empty")
+	}
+	ep, err := transport.NewEndpoint(remote.URL)
+	if err != nil {
+		return nil, fmt.Errorf("opening the patch target: parsing the repository URL: %w", err)
+	}
+	auth, err := pushAuth(ep, remote.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("opening the patch target: %w", err)
+	}
+	m, err := gitwatch.OpenMirror(ctx, dir, remote.URL, remote.Branch, remote.Auth)
+	if err != nil {
+		return nil, &RemoteError{Op: "opening the mirror of", URL: remote.URL, Err: err}
+	}
+	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth}, nil
+}
+
+// Person is a commit author or committer.
+type Person struct {
+	Name  string
+	Email string
+}
+
+// Trailer is one "Key: value" line closing the commit message.
+type Trailer struct {
+	Key   string
+	Value string
+}
+
+// TxnRequest is one patch: commands applied together in one commit.
+type TxnRequest struct {
+	Commands []Command
+	Limits   Limits
+	Message  string
+	Author   Person
+	// Committer is the plugin itself.
+	Committer Person
+	// Trailers record who asked (Vault entity and request id) so that
+	// `git log` is an audit trail.
+	Trailers []Trailer
+	// Signer signs the commit; nil leaves it unsigned.
+	Signer *SigningKey
+	// DryRun computes the change and its diff and pushes nothing.
+	DryRun      bool
+	MaxAttempts int
+	// Now stamps the commit; nil means time.Now.
+	Now func() time.Time
+}
+
+// TxnResult is what a transaction did.
+type TxnResult struct {
+	// Commit is the pushed commit; on a no-op, the tip that already holds the
+	// requested content; empty on a dry run that would change something.
+	Commit string
+	// Parent is the tip the change was computed on.
+	Parent       string
+	Branch       string
+	ChangedPaths []string
+	NoOp         bool
+	// Diff is the unified diff of a dry run.
+	Diff     string
+	Attempts int
+}
+
+// ConflictError means the branch moved under every attempt: other writers
+// kept winning the race. The caller may retry later.
+type ConflictError struct {
+	Branch   string
+	Attempts int
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("branch %q moved under the patch %d times in a row (concurrent pushes); nothing was pushed, retry later", e.Branch, e.Attempts)
+}
+
+// RemoteError means the git server could not be reached, refused the
+// plugin's credentials, or rejected the push for a reason other than a race.
+type RemoteError struct {
+	Op  string
+	URL string
+	Err error
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%s %s: %v", e.Op, e.URL, e.Err)
+}
+
+func (e *RemoteError) Unwrap() error { return e.Err }
+
+// errMoved is one lost race: the branch tip was not the parent we built on.
+var errMoved = errors.New("the branch moved")
+
+// Patch runs the transaction: fetch the tip, apply every command, commit and
+// push; on a lost race re-fetch and re-apply, a bounded number of times with
+// jittered backoff. Nothing is pushed unless every command applied.
+func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
+	if err := checkPerson("author", req.Author); err != nil {
+		return TxnResult{}, err
+	}
+	if err := checkPerson("committer", req.Committer); err != nil {
+		return TxnResult{}, err
+	}
+	attempts := req.MaxAttempts
+	if attempts <= 0 {
+		attempts = DefaultMaxAttempts
+	}
+	now := req.Now
+	if now == nil {
+		now = time.Now
+	}
+	for i := 1; ; i++ {
+		res, err := r.attempt(ctx, req, now)
+		res.Attempts = i
+		if !errors.Is(err, errMoved) {
+			return res, err
+		}
+		if i >= attempts {
+			return TxnResult{Branch: r.remote.Branch, Attempts: i}, &ConflictError{Branch: r.remote.Branch, Attempts: i}
+		}
+		// Full jitter over a doubling window keeps two pipelines that collided
+		// from colliding again in lockstep.
+		backoff := time.Duration(rand.Int64N(int64(25*time.Millisecond) << i))
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return TxnResult{Branch: r.remote.Branch, Attempts: i}, fmt.Errorf("patching branch %q: %w", r.remote.Branch, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Repo) attempt(ctx context.Context, req TxnRequest, now func() time.Time) (TxnResult, error) {
+	res := TxnResult{Branch: r.remote.Branch}
+	fr, err := r.mirror.Fetch(ctx)
+	if err != nil {
+		return res, &RemoteError{Op: "fetching branch " + r.remote.Branch + " of", URL: r.remote.URL, Err: err}
+	}
+	tip := plumbing.NewHash(fr.Head)
+	res.Parent = fr.Head
+	base := r.mirror.Repository().Storer
+	parent, err := object.GetCommit(base, tip)
+	if err != nil {
+		return res, fmt.Errorf("reading the tip %s of branch %q: %w", tip, r.remote.Branch, err)
+	}
+	root, err := parent.Tree()
+	if err != nil {
+		return res, fmt.Errorf("reading the tree of %s: %w", tip, err)
+	}
+
+	changes, err := Apply(ctx, &gitTree{store: base, root: root, limits: req.Limits}, req.Commands, req.Limits)
+	if err != nil {
+		return res, err
+	}
+	var effective []Change
+	for _, c := range changes {
+		same, err := sameContent(root, c)
+		if err != nil {
+			return res, err
+		}
+		if !same {
+			effective = append(effective, c)
+		}
+	}
+	if len(effective) == 0 {
+		res.NoOp, res.Commit = true, tip.String()
+		return res, nil
+	}
+
+	overlay := memory.NewStorage()
+	w := &treeWriter{base: base, out: overlay}
+	nodes, err := buildChangeTree(effective)
+	if err != nil {
+		return res, err
+	}
+	newRoot, _, err := w.rewrite(root.Hash, "", nodes)
+	if err != nil {
+		return res, fmt.Errorf("building the new tree: %w", err)
+	}
+	if newRoot == root.Hash {
+		res.NoOp, res.Commit = true, tip.String()
+		return res, nil
+	}
+	for _, c := range effective {
+		res.ChangedPaths = append(res.ChangedPaths, c.Path)
+	}
+	if req.DryRun {
+		res.Diff, err = unifiedDiff(root, effective)
+		return res, err
+	}
+
+	commit, err := r.commit(req, now(), tip, newRoot, w)
+	if err != nil {
+		return res, err
+	}
+	if err := r.push(ctx, tip, commit, overlay, w.written); err != nil {
+		return res, err
+	}
+	res.Commit = commit.String()
+	return res, nil
+}
+
+// commit writes the commit object, signed when the request has a signer.
+func (r *Repo) commit(req TxnRequest, when time.Time, parent, tree plumbing.Hash, w *treeWriter) (plumbing.Hash, error) {
+	when = when.UTC().Truncate(time.Second)
+	c := &object.Commit{
+		Author:       object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when},
+		Committer:    object.Signature{Name: req.Committer.Name, Email: req.Committer.Email, When: when},
+		Message:      commitMessage(req.Message, req.Trailers),
+		TreeHash:     tree,
+		ParentHashes: []plumbing.Hash{parent},
+	}
+	if req.Signer != nil {
+		unsigned := w.out.NewEncodedObject()
+		if err := c.EncodeWithoutSignature(unsigned); err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("encoding the commit: %w", err)
+		}
+		payload, err := objectBytes(unsigned)
+		if err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("encoding the commit: %w", err)
+		}
+		sig, err := req.Signer.Sign(payload, when)
+		if err != nil {
+			return plumbing.ZeroHash, err
+		}
+		c.PGPSignature = sig
+	}
+	o := w.out.NewEncodedObject()
+	if err := c.Encode(o); err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("encoding the commit: %w", err)
+	}
+	return w.store(o)
+}
+
+// push sends exactly the new objects and moves the branch from parent to
+// commit. The old value in the update command makes the server refuse the
+// update if the branch moved since the fetch: a compare-and-swap, so a
+// concurrent writer is never overwritten.
+func (r *Repo) push(ctx context.Context, parent, commit plumbing.Hash, objs storer.EncodedObjectStorer, hashes []plumbing.Hash) error {
+	tr, err := client.NewClient(r.ep)
+	if err != nil {
+		return &RemoteError{Op: "pushing to", URL: r.remote.URL, Err: err}
+	}
+	sess, err := tr.NewReceivePackSession(r.ep, r.auth)
+	if err != nil {
+		return &RemoteError{Op: "pushing to", URL: r.remote.URL, Err: err}
+	}
+	defer sess.Close()
+	adv, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		return &RemoteError{Op: "pushing to", URL: r.remote.URL, Err: err}
+	}
+	ref := plumbing.NewBranchReferenceName(r.remote.Branch)
+	if cur, ok := adv.References[ref.String()]; !ok || cur != parent {
+		return errMoved
+	}
+
+	var pack bytes.Buffer
+	if _, err := packfile.NewEncoder(&pack, objs, false).Encode(hashes, 0); err != nil {
+		return fmt.Errorf("packing the new commit: %w", err)
+	}
+	upd := packp.NewReferenceUpdateRequestFromCapabilities(adv.Capabilities)
+	if adv.Capabilities.Supports(capability.Atomic) {
+		upd.Capabilities.Set(capability.Atomic)
+	}
+	upd.Commands = []*packp.Command{{Name: ref, Old: parent, New: commit}}
+	upd.Packfile = io.NopCloser(&pack)
+	report, err := sess.ReceivePack(ctx, upd)
+	if err == nil {
+		return nil
+	}
+	if report != nil && report.UnpackStatus == "ok" {
+		// The server refused the ref update. If the branch moved it was a lost
+		// race; otherwise (a protected branch, a hook) retrying cannot help.
+		moved, lerr := r.branchMoved(ctx, parent)
+		if lerr == nil && moved {
+			return errMoved
+		}
+	}
+	return &RemoteError{Op: "pushing to", URL: r.remote.URL, Err: err}
+}
+
+func (r *Repo) branchMoved(ctx context.Context, parent plumbing.Hash) (bool, error) {
+	tr, err := client.NewClient(r.ep)
+	if err != nil {
+		return false, err
+	}
+	sess, err := tr.NewUploadPackSession(r.ep, r.auth)
+	if err != nil {
+		return false, err
+	}
+	defer sess.Close()
+	adv, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		return false, err
+	}
+	cur, ok := adv.References[plumbing.NewBranchReferenceName(r.remote.Branch).String()]
+	return !ok || cur != parent, nil
+}
+
+// commitMessage appends the trailers as the message's last paragraph.
+func commitMessage(msg string, trailers []Trailer) string {
+	msg = strings.TrimRight(msg, "\n \t") + "\n"
+	if len(trailers) == 0 {
+		return msg
+	}
+	var b strings.Builder
+	b.WriteString(msg)
+	b.WriteString("\n")
+	for _, t := range trailers {
+		b.WriteString(oneLine(t.Key))
+		b.WriteString(": ")
+		b.WriteString(oneLine(t.Value))
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// oneLine keeps a caller-controlled value (an entity name) from forging extra
+// trailer lines.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// checkPerson refuses what would corrupt the commit header: an author line is
+// "name <email> time zone", so newlines and angle brackets cannot appear.
+func checkPerson(role string, p Person) error {
+	if strings.TrimSpace(p.Name) == "" {
+		return &Error{Kind: KindInvalid, Index: -1, Field: role + ".name", Msg: "the " + role + " name is empty"}
+	}
+	if strings.TrimSpace(p.Email) == "" {
+		return &Error{Kind: KindInvalid, Index: -1, Field: role + ".email", Msg: "the " + role + " email is empty"}
+	}
+	for field, v := range map[string]string{"name": p.Name, "email": p.Email} {
+		if strings.ContainsAny(v, "<>\n\r\x00") {
+			return &Error{Kind: KindInvalid, Index: -1, Field: role + "." + field, Msg: "the " + role + " " + field + " must not contain '<', '>', NUL or line breaks"}
+		}
+	}
+	return nil
+}
+
+func objectBytes(o plumbing.EncodedObject) ([]byte, error) {
+	rd, err := o.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
+}
