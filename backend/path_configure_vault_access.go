@@ -242,6 +242,14 @@ Then here:
       vault_addr=https://vault.example.com:8200 role_name=myrole \
       role_id=ROLE_ID secret_id=SECRET_ID secret_id_ttl=120m vault_cacert=@ca.pem
 
+With secret_id_ttl set, the plugin replaces the secret_id once two thirds of
+it have passed: it generates a new one, logs in with it, then destroys the
+old one. The role's token policy must allow that:
+
+  path "auth/approle/role/myrole/secret-id"         { capabilities = ["update"] }
+  path "auth/approle/role/myrole/secret-id/destroy" { capabilities = ["update"] }
+  path "auth/approle/role/myrole/secret-id-accessor/destroy" { capabilities = ["update"] }
+
 A read never shows secret_id. A later write changes only the fields it gives,
 so "vault write flant_gitops/configure_vault_access secret_id=..." replaces
 just the secret_id.

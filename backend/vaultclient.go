@@ -56,6 +56,7 @@ const (
 	// tokenRefreshFloor keeps a token from being used in its last seconds
 	// even when its TTL is so short that a third of it is less.
 	tokenRefreshFloor = 5 * time.Second
+	resetTimeout      = 5 * time.Second
 )
 
 // newTargetClient builds an API client for the target Vault from t alone.
@@ -87,10 +88,11 @@ func newTargetClient(t targetVault) (*api.Client, error) {
 			// HTTP redirects elsewhere are not followed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		Timeout:      targetClientTimeout,
-		MinRetryWait: 500 * time.Millisecond,
-		MaxRetryWait: 1500 * time.Millisecond,
-		MaxRetries:   2,
+		Timeout: targetClientTimeout,
+		// No automatic retries: a vault request may create something (a
+		// token, database credentials) and a retried POST would create it
+		// twice. A failed run is retried as a whole, with backoff.
+		MaxRetries: 0,
 	}
 	tlsCfg := &api.TLSConfig{TLSServerName: t.TLSServerName}
 	if t.CACert != "" {
@@ -271,10 +273,13 @@ func (a *approleClient) resetLocked(ctx context.Context) {
 }
 
 // reset is resetLocked for callers outside the client: the
-// configure_vault_access handlers and the backend's Clean.
+// configure_vault_access handlers and the backend's Clean. An unreachable
+// target delays them by at most resetTimeout.
 func (a *approleClient) reset(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, resetTimeout)
+	defer cancel()
 	a.resetLocked(ctx)
 }
 

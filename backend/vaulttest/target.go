@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,8 @@ func NewTarget(t testing.TB) *Target {
 	// signature_algorithms) reach it from the test container; Go clients
 	// negotiate modern algorithms regardless.
 	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "GODEBUG=tlssha1=1"}
+	// Pdeathsig stops the target if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logs := &targetLog{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
