@@ -121,6 +121,15 @@ func TestRunOutcomes(t *testing.T) {
 			wantLog:    []string{"/git\n", "hello from the commit\n", "nested file\n"},
 		},
 		{
+			name: "the commit's files are writable by the commands",
+			spec: container.Spec{
+				Commands: []string{"echo appended >> hello.txt && echo new > made.txt && cat hello.txt made.txt"},
+				Files:    commitFiles(map[string]string{"hello.txt": "original\n"}),
+			},
+			wantReason: container.ReasonExit,
+			wantLog:    []string{"original\nappended\nnew\n"},
+		},
+		{
 			name:       "exit code is propagated",
 			spec:       container.Spec{Commands: []string{"exit 7"}},
 			wantReason: container.ReasonExit,
@@ -183,7 +192,7 @@ func TestRunOutcomes(t *testing.T) {
 		},
 		{
 			name:       "memory limit kills with oom_killed",
-			spec:       container.Spec{Commands: []string{"head -c 200m /dev/zero | tail -c 190m >/dev/null"}, MemoryBytes: 32 << 20},
+			spec:       container.Spec{Commands: []string{"dd if=/dev/zero of=/dev/null bs=64M count=1"}, MemoryBytes: 32 << 20},
 			wantReason: container.ReasonOOMKilled,
 			wantExit:   137,
 		},
@@ -380,7 +389,7 @@ func TestRunSettingsWhileRunning(t *testing.T) {
 	c := insp.Container
 	hc := c.HostConfig
 	checks := []struct {
-		what     string
+		what      string
 		got, want any
 	}{
 		{"memory", hc.Memory, int64(64 << 20)},
