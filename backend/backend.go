@@ -60,6 +60,8 @@ func newBackend() *backend {
 			SealWrapStorage: []string{
 				storageKeyGitCredential,
 				storageKeyVaultAccess,
+				storageKeySigningKey,
+				storagePrefixRepository,
 			},
 		},
 		Paths:          b.paths(),
@@ -82,6 +84,7 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigureVaultAccess(b),
 		pathVaultRequest(b),
 		pathWatch(b),
+		pathsPatch(b),
 	)
 }
 

@@ -1,0 +1,508 @@
+package backend
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/patch"
+	"github.com/flant/flant_gitops/policy"
+)
+
+const storageKeyPatchMirrorID = "patch/mirror_id"
+
+// maxCommitMessageBytes bounds a requested commit message.
+const maxCommitMessageBytes = 64 << 10
+
+// patchState is the patch half's share of a mount: the prepared policy, the
+// signing key, and one slot per repository and branch holding its mirror and
+// its lock. It lives as long as the backend; nothing is global.
+type patchState struct {
+	b *backend
+
+	// configMu serialises read-modify-write of repository entries.
+	configMu sync.Mutex
+
+	keyMu          sync.Mutex
+	key            *patch.SigningKey
+	keyFingerprint string
+
+	policyMu      sync.Mutex
+	policy        *policy.Engine
+	policyVersion string
+
+	slotsMu  sync.Mutex
+	slots    map[string]*repoSlot // by url + branch
+	mirrorID string               // per-mount folder name, kept in storage
+}
+
+// repoSlot serialises the transactions on one branch. The lock is a
+// one-element channel so that a request waiting for it gives up when its
+// context ends.
+type repoSlot struct {
+	lock chan struct{}
+	repo *patch.Repo
+	// opened identifies the configuration repo was opened with; a change of
+	// credentials reopens it (the mirror folder is kept).
+	opened string
+}
+
+func newPatchState(b *backend) *patchState {
+	return &patchState{b: b, slots: map[string]*repoSlot{}}
+}
+
+// pathsPatch lists the patch half's paths, sharing one patchState.
+func pathsPatch(b *backend) []*framework.Path {
+	ps := newPatchState(b)
+	return framework.PathAppend(
+		pathRepository(ps),
+		pathSigningKey(ps),
+		pathPolicy(ps),
+		[]*framework.Path{pathPatch(ps)},
+	)
+}
+
+func pathPatch(ps *patchState) *framework.Path {
+	return &framework.Path{
+		Pattern: "patch/" + framework.GenericNameRegex("repository"),
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "flant-gitops",
+			OperationVerb:   "patch",
+			OperationSuffix: "repository",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"repository": {
+				Type:        framework.TypeString,
+				Description: "Name of the patch target configured at configure/repository/NAME.",
+				Required:    true,
+			},
+			"commit": {
+				Type:        framework.TypeMap,
+				Description: `Optional commit options: {"message": "...", "author": {"name": "...", "email": "..."}}. Defaults come from the repository configuration; the committer is always the plugin.`,
+			},
+			"commands": {
+				Type:        framework.TypeSlice,
+				Description: `Edits applied together in one commit, each {"path": "...", and one of "setField": {"field": "spec.values.image.tag", "value": ..., "create": false}, "createFile": {"content": "...", "overwrite": false}, "deleteFile": {}}. Fields take dot paths or JSONPath (indexes, filters).`,
+				Required:    true,
+			},
+			"dry_run": {
+				Type:        framework.TypeBool,
+				Description: "Compute the change and answer its unified diff without committing or pushing.",
+			},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: ps.pathPatchWrite,
+				Summary:  "Apply edits to a repository in one signed commit and push it.",
+			},
+		},
+		HelpSynopsis:    pathPatchHelpSyn,
+		HelpDescription: pathPatchHelpDesc,
+	}
+}
+
+// patchRequest is a validated patch request.
+type patchRequest struct {
+	repository string
+	commands   []patch.Command
+	message    string
+	author     patch.Person // zero fields take the repository's defaults
+	dryRun     bool
+}
+
+func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	// 1. Validate everything before anything else happens.
+	pr, err := parsePatchRequest(req, d)
+	if err != nil {
+		return respondErr(err)
+	}
+
+	// 2. Authorize: identity + policy. Nothing about the repository's
+	// existence is revealed before this point.
+	id, err := callerIdentity(ps.b.System(), req.EntityID)
+	if err != nil {
+		return nil, logical.CodedError(http.StatusInternalServerError, err.Error())
+	}
+	engine, err := ps.policyEngine(ctx, req.Storage)
+	if err != nil {
+		return nil, logical.CodedError(http.StatusInternalServerError, "patch denied: "+err.Error())
+	}
+	decision, err := engine.Decide(ctx, policyInput(pr, id))
+	if err != nil {
+		return nil, logical.CodedError(http.StatusServiceUnavailable, err.Error())
+	}
+	if !decision.Allowed {
+		return nil, logical.CodedError(http.StatusForbidden, "patch denied by the policy: "+strings.Join(decision.Violations, "; "))
+	}
+
+	// 3. The target.
+	repo, err := getRepository(ctx, req.Storage, pr.repository)
+	if err != nil {
+		return nil, err
+	}
+	if repo == nil {
+		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("repository %q is not configured: write flant_gitops/configure/repository/%s first", pr.repository, pr.repository))
+	}
+	txn := patch.TxnRequest{
+		Commands:  pr.commands,
+		Limits:    patch.DefaultLimits(),
+		Message:   pr.message,
+		Author:    pr.author,
+		Committer: patch.Person{Name: pluginCommitterName, Email: pluginCommitterEmail},
+		Trailers: []patch.Trailer{
+			{Key: "Requested-By", Value: trailerIdentity(id)},
+			{Key: "Vault-Request-Id", Value: req.ID},
+		},
+		DryRun: pr.dryRun,
+	}
+	if txn.Message == "" {
+		txn.Message = repo.DefaultCommitMessage
+	}
+	if txn.Author.Name == "" {
+		txn.Author.Name = repo.DefaultAuthorName
+	}
+	if txn.Author.Email == "" {
+		txn.Author.Email = repo.DefaultAuthorEmail
+	}
+	if repo.SignCommits && !pr.dryRun {
+		k, _, err := ps.signingKey(ctx, req.Storage)
+		if err != nil {
+			return nil, logical.CodedError(http.StatusInternalServerError, err.Error())
+		}
+		txn.Signer = k
+	}
+
+	// 4. The transaction, under the branch's lock.
+	res, err := ps.transact(ctx, req.Storage, repo, txn)
+	if err != nil {
+		return patchErrorResponse(err)
+	}
+	data := map[string]any{
+		"commit":        res.Commit,
+		"parent":        res.Parent,
+		"branch":        res.Branch,
+		"changed_paths": nonNil(res.ChangedPaths),
+		"no_op":         res.NoOp,
+		"attempts":      res.Attempts,
+	}
+	if pr.dryRun {
+		data["dry_run"] = true
+		data["diff"] = res.Diff
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// parsePatchRequest validates the whole request; every error names its field.
+func parsePatchRequest(req *logical.Request, d *framework.FieldData) (*patchRequest, error) {
+	pr := &patchRequest{repository: d.Get("repository").(string)}
+	if err := validateName("repository", pr.repository); err != nil {
+		return nil, err
+	}
+	for k := range req.Data {
+		if _, ok := d.Schema[k]; !ok {
+			return nil, invalidf("unknown field %q: a patch request has commit, commands and dry_run", k)
+		}
+	}
+
+	raw, ok := req.Data["commands"]
+	if !ok || raw == nil {
+		return nil, invalidf("commands is missing: give the list of edits, e.g. [{\"path\": \"group/project/release.yml\", \"setField\": {\"field\": \"spec.values.image.tag\", \"value\": \"1.2.5\"}}]")
+	}
+	var data []byte
+	if s, isString := raw.(string); isString {
+		data = []byte(s) // commands='[...]' on the vault CLI arrives as a string
+	} else {
+		var err error
+		if data, err = json.Marshal(raw); err != nil {
+			return nil, invalidf("commands: cannot be read as JSON: %v", err)
+		}
+	}
+	cmds, err := patch.DecodeCommands(data, patch.DefaultLimits())
+	if err != nil {
+		return nil, invalidf("%s", err.Error())
+	}
+	pr.commands = cmds
+
+	if v, ok := req.Data["commit"]; ok && v != nil {
+		if err := parseCommitOptions(v, pr); err != nil {
+			return nil, err
+		}
+	}
+	if v, ok := d.GetOk("dry_run"); ok {
+		pr.dryRun = v.(bool)
+	}
+	return pr, nil
+}
+
+// commitOptions is the request's commit object, Vignet-shaped.
+type commitOptions struct {
+	Message   string          `json:"message"`
+	Author    *commitPerson   `json:"author"`
+	Committer json.RawMessage `json:"committer"`
+}
+
+type commitPerson struct {
+	Name  string `json:"name"`
+	Email string `json:"email"`
+}
+
+func parseCommitOptions(v any, pr *patchRequest) error {
+	var data []byte
+	if s, ok := v.(string); ok {
+		data = []byte(s)
+	} else {
+		var err error
+		if data, err = json.Marshal(v); err != nil {
+			return invalidf("commit: cannot be read as JSON: %v", err)
+		}
+	}
+	var co commitOptions
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&co); err != nil {
+		return invalidf("commit: %s (expected {\"message\": \"...\", \"author\": {\"name\": \"...\", \"email\": \"...\"}})", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if len(co.Committer) > 0 && string(co.Committer) != "null" {
+		return invalidf("commit.committer cannot be set: the committer is always the plugin, which signs the commit; set commit.author instead")
+	}
+	if len(co.Message) > maxCommitMessageBytes {
+		return invalidf("commit.message is %d bytes, at most %d are allowed", len(co.Message), maxCommitMessageBytes)
+	}
+	if strings.ContainsRune(co.Message, 0) {
+		return invalidf("commit.message contains a NUL byte")
+	}
+	pr.message = strings.TrimSpace(co.Message)
+	if co.Author != nil {
+		name, email := strings.TrimSpace(co.Author.Name), strings.TrimSpace(co.Author.Email)
+		if name == "" || strings.ContainsAny(name, "<>\n\r\x00") {
+			return invalidf("commit.author.name must be non-empty, on one line, without '<' or '>'")
+		}
+		if _, err := mail.ParseAddress("x <" + email + ">"); err != nil || strings.ContainsAny(email, "<>\n\r\x00 ") {
+			return invalidf("commit.author.email %q is not an email address", email)
+		}
+		pr.author = patch.Person{Name: name, Email: email}
+	}
+	return nil
+}
+
+func policyInput(pr *patchRequest, id *policy.Identity) policy.Input {
+	in := policy.Input{
+		Repository: pr.repository,
+		Identity:   id,
+		Commit:     policy.CommitInput{Message: pr.message, Author: policy.Person{Name: pr.author.Name, Email: pr.author.Email}},
+		Commands:   make([]policy.CommandInput, 0, len(pr.commands)),
+	}
+	for _, c := range pr.commands {
+		ci := policy.CommandInput{Path: c.Path}
+		switch {
+		case c.SetField != nil:
+			ci.Op, ci.Field = "setField", c.SetField.Field
+		case c.CreateFile != nil:
+			ci.Op = "createFile"
+		case c.DeleteFile != nil:
+			ci.Op = "deleteFile"
+		}
+		in.Commands = append(in.Commands, ci)
+	}
+	return in
+}
+
+// patchErrorResponse maps a transaction failure to its status: never a bare 500.
+func patchErrorResponse(err error) (*logical.Response, error) {
+	var pe *patch.Error
+	var conflict *patch.ConflictError
+	var remote *patch.RemoteError
+	switch {
+	case errors.As(err, &pe):
+		code := http.StatusBadRequest
+		switch pe.Kind {
+		case patch.KindNotFound:
+			code = http.StatusNotFound
+		case patch.KindConflict:
+			code = http.StatusConflict
+		case patch.KindLimit:
+			code = http.StatusRequestEntityTooLarge
+		}
+		return nil, logical.CodedError(code, pe.Error())
+	case errors.As(err, &conflict):
+		return nil, logical.CodedError(http.StatusConflict, conflict.Error())
+	case errors.As(err, &remote):
+		return nil, logical.CodedError(http.StatusBadGateway, "git server: "+remote.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, logical.CodedError(http.StatusServiceUnavailable, "the patch was cancelled before it completed, nothing was pushed: "+err.Error())
+	default:
+		return nil, logical.CodedError(http.StatusInternalServerError, "patch failed, nothing was pushed: "+err.Error())
+	}
+}
+
+// transact runs one transaction under the lock of the repository's branch.
+func (ps *patchState) transact(ctx context.Context, s logical.Storage, repo *repositoryEntry, txn patch.TxnRequest) (patch.TxnResult, error) {
+	slot := ps.slot(repo)
+	select {
+	case slot.lock <- struct{}{}:
+	case <-ctx.Done():
+		return patch.TxnResult{}, fmt.Errorf("waiting for the other patches of branch %q: %w", repo.Branch, ctx.Err())
+	}
+	defer func() { <-slot.lock }()
+
+	opened := repoFingerprint(repo)
+	if slot.repo == nil || slot.opened != opened {
+		dir, err := ps.mirrorDir(ctx, s, repo)
+		if err != nil {
+			return patch.TxnResult{}, err
+		}
+		r, err := patch.OpenRepo(ctx, dir, patch.Remote{URL: repo.URL, Branch: repo.Branch, Auth: repo.auth()})
+		if err != nil {
+			return patch.TxnResult{}, err
+		}
+		slot.repo, slot.opened = r, opened
+	}
+	return slot.repo.Patch(ctx, txn)
+}
+
+func (ps *patchState) slot(repo *repositoryEntry) *repoSlot {
+	ps.slotsMu.Lock()
+	defer ps.slotsMu.Unlock()
+	key := repo.URL + "\x00" + repo.Branch
+	sl := ps.slots[key]
+	if sl == nil {
+		sl = &repoSlot{lock: make(chan struct{}, 1)}
+		ps.slots[key] = sl
+	}
+	return sl
+}
+
+// dropMirror forgets a deleted repository's mirror and removes its folder,
+// waiting for a transaction in flight to finish first.
+func (ps *patchState) dropMirror(ctx context.Context, s logical.Storage, repo *repositoryEntry) error {
+	slot := ps.slot(repo)
+	select {
+	case slot.lock <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the patches of branch %q to finish: %w", repo.Branch, ctx.Err())
+	}
+	defer func() { <-slot.lock }()
+	slot.repo, slot.opened = nil, ""
+	dir, err := ps.mirrorDir(ctx, s, repo)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing the mirror of %s: %w", repo.URL, err)
+	}
+	return nil
+}
+
+// repoFingerprint changes whenever the remote or its credentials change.
+func repoFingerprint(r *repositoryEntry) string {
+	h := sha256.New()
+	for _, s := range []string{r.URL, r.Branch, r.Username, r.Password, r.SSHPrivateKey, r.KnownHosts} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// mirrorDir is where the branch's mirror lives: under the cache folder
+// (FLANT_GITOPS_CACHE_DIR or the OS temp dir), in a folder per mount (an ID
+// kept in storage, so it survives plugin restarts and two mounts never
+// share), one folder per URL and branch.
+func (ps *patchState) mirrorDir(ctx context.Context, s logical.Storage, repo *repositoryEntry) (string, error) {
+	ps.slotsMu.Lock()
+	defer ps.slotsMu.Unlock()
+	if ps.mirrorID == "" {
+		id, err := loadOrCreateMirrorID(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		ps.mirrorID = id
+	}
+	base := os.Getenv(cacheDirEnv)
+	if base == "" {
+		base = filepath.Join(os.TempDir(), "flant_gitops")
+	}
+	sum := sha256.Sum256([]byte(repo.URL + "\x00" + repo.Branch))
+	dir := filepath.Join(base, "patch-"+ps.mirrorID, hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", fmt.Errorf("creating the patch mirror folder (set %s to a writable folder): %w", cacheDirEnv, err)
+	}
+	return dir, nil
+}
+
+func loadOrCreateMirrorID(ctx context.Context, s logical.Storage) (string, error) {
+	var entry struct {
+		ID string `json:"id"`
+	}
+	raw, err := s.Get(ctx, storageKeyPatchMirrorID)
+	if err != nil {
+		return "", fmt.Errorf("reading the patch mirror ID: %w", err)
+	}
+	if raw != nil {
+		if err := raw.DecodeJSON(&entry); err != nil {
+			return "", fmt.Errorf("decoding the patch mirror ID: %w", err)
+		}
+		if entry.ID != "" {
+			return entry.ID, nil
+		}
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("making the patch mirror ID: %w", err)
+	}
+	entry.ID = hex.EncodeToString(b[:])
+	if err := putEntry(ctx, s, storageKeyPatchMirrorID, entry); err != nil {
+		return "", err
+	}
+	return entry.ID, nil
+}
+
+const pathPatchHelpSyn = `Edit YAML files of a repository in one signed commit, authorized by the caller's Vault identity.`
+
+const pathPatchHelpDesc = `
+CI writes here after logging in to Vault (for example GitLab CI id_tokens or
+GitHub Actions OIDC through Vault's JWT auth method). The request is checked in
+this order:
+
+  1. validation: every command and field, paths cleaned (relative, inside the
+     repository, never under .git) - 400 naming the field;
+  2. the patch policy (configure/policy) on the caller's identity and the
+     cleaned commands - 403 with the violations;
+  3. the repository must be configured - 404 (only after the policy allowed it);
+  4. under a lock per repository and branch: fetch the tip, apply all commands,
+     commit once (author from the request or the default, committer and
+     signature the plugin's, trailers Requested-By and Vault-Request-Id), push.
+     A push that lost a race re-fetches and re-applies a few times; after
+     that - 409. Git server unreachable or refusing - 502.
+
+Identical content makes no commit: the answer has no_op=true. dry_run=true
+answers the unified diff and pushes nothing. The answer carries commit (SHA),
+parent, branch, changed_paths and no_op.
+
+  vault write flant_gitops/patch/infra @request.json
+
+with request.json:
+
+  {"commit": {"message": "Bump image to 1.2.5"},
+   "commands": [{"path": "my-group/my-project/release.yml",
+                 "setField": {"field": "spec.values.image.tag", "value": "1.2.5"}}]}
+`

@@ -1,0 +1,335 @@
+package backend
+
+import (
+	"context"
+	"net/mail"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/gitwatch"
+	"github.com/flant/flant_gitops/patch"
+)
+
+const storagePrefixRepository = "patch/repository/"
+
+// Defaults of a patch target when the operator gives none.
+const (
+	defaultPatchBranch        = "main"
+	defaultPatchCommitMessage = "Automated update through flant_gitops"
+	defaultPatchAuthorName    = "flant_gitops"
+	defaultPatchAuthorEmail   = "flant_gitops@localhost"
+)
+
+// repositoryEntry is one patch target written at configure/repository/NAME.
+type repositoryEntry struct {
+	Name                 string `json:"name"`
+	URL                  string `json:"url"`
+	Branch               string `json:"branch"`
+	Username             string `json:"username,omitempty"`
+	Password             string `json:"password,omitempty"`
+	SSHPrivateKey        string `json:"ssh_private_key,omitempty"`
+	KnownHosts           string `json:"known_hosts,omitempty"`
+	DefaultCommitMessage string `json:"default_commit_message"`
+	DefaultAuthorName    string `json:"default_author_name"`
+	DefaultAuthorEmail   string `json:"default_author_email"`
+	SignCommits          bool   `json:"sign_commits"`
+}
+
+func (r *repositoryEntry) auth() gitwatch.Auth {
+	return gitwatch.Auth{
+		Username:      r.Username,
+		Password:      r.Password,
+		SSHPrivateKey: []byte(r.SSHPrivateKey),
+		SSHKnownHosts: []byte(r.KnownHosts),
+	}
+}
+
+func (r *repositoryEntry) credentialType() string {
+	switch {
+	case r.SSHPrivateKey != "":
+		return "ssh_private_key"
+	case r.Username != "" || r.Password != "":
+		return "password"
+	}
+	return "none"
+}
+
+func getRepository(ctx context.Context, s logical.Storage, name string) (*repositoryEntry, error) {
+	return getEntry[repositoryEntry](ctx, s, storagePrefixRepository+name)
+}
+
+func pathRepository(ps *patchState) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "configure/repository/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "flant-gitops",
+				OperationSuffix: "repositories",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: ps.pathRepositoryList,
+					Summary:  "List the repositories the patch path can write to.",
+				},
+			},
+			HelpSynopsis:    pathRepositoryListHelpSyn,
+			HelpDescription: pathRepositoryListHelpDesc,
+		},
+		{
+			Pattern: "configure/repository/" + framework.GenericNameRegex("name"),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "flant-gitops",
+				OperationSuffix: "repository",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name": {
+					Type:        framework.TypeString,
+					Description: "Name of the patch target; CI writes to flant_gitops/patch/NAME.",
+					Required:    true,
+				},
+				"url": {
+					Type:        framework.TypeString,
+					Description: "Repository URL: https://host/path.git, http://host/path.git, ssh://git@host/path.git or git@host:path.git. Credentials do not belong in the URL.",
+				},
+				"branch": {
+					Type:        framework.TypeString,
+					Description: "Branch the patches are committed to.",
+					Default:     defaultPatchBranch,
+				},
+				"username": {
+					Type:        framework.TypeString,
+					Description: "User name for HTTP(S) basic authentication (GitLab accepts any non-empty name with an access token). Write-only.",
+				},
+				"password": {
+					Type:         framework.TypeString,
+					Description:  "Password or access token (scopes read_repository and write_repository) for HTTP(S) basic authentication. Write-only: never returned.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"ssh_private_key": {
+					Type:         framework.TypeString,
+					Description:  "Unencrypted SSH private key for ssh URLs; needs known_hosts. Write-only: never returned.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"known_hosts": {
+					Type:        framework.TypeString,
+					Description: "known_hosts lines (as ssh-keyscan prints them) the SSH server's host key must match. Required with ssh_private_key. Write-only.",
+				},
+				"default_commit_message": {
+					Type:        framework.TypeString,
+					Description: "Commit message used when a patch request gives none.",
+					Default:     defaultPatchCommitMessage,
+				},
+				"default_author_name": {
+					Type:        framework.TypeString,
+					Description: "Commit author name used when a patch request gives none.",
+					Default:     defaultPatchAuthorName,
+				},
+				"default_author_email": {
+					Type:        framework.TypeString,
+					Description: "Commit author email used when a patch request gives none.",
+					Default:     defaultPatchAuthorEmail,
+				},
+				"sign_commits": {
+					Type:        framework.TypeBool,
+					Description: "Sign every commit with the plugin's key (see configure/signing_key). Turn off only if the branch's consumers do not verify signatures.",
+					Default:     true,
+				},
+			},
+			ExistenceCheck: ps.repositoryExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{
+					Callback: ps.pathRepositoryWrite,
+					Summary:  "Configure a patch target.",
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: ps.pathRepositoryWrite,
+					Summary:  "Change a patch target; omitted fields keep their values.",
+				},
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: ps.pathRepositoryRead,
+					Summary:  "Read a patch target without its credentials.",
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback: ps.pathRepositoryDelete,
+					Summary:  "Remove a patch target and its local mirror.",
+				},
+			},
+			HelpSynopsis:    pathRepositoryHelpSyn,
+			HelpDescription: pathRepositoryHelpDesc,
+		},
+	}
+}
+
+func (ps *patchState) repositoryExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	e, err := getRepository(ctx, req.Storage, d.Get("name").(string))
+	return e != nil, err
+}
+
+func (ps *patchState) pathRepositoryList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, storagePrefixRepository)
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (ps *patchState) pathRepositoryRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	e, err := getRepository(ctx, req.Storage, d.Get("name").(string))
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		"name":                   e.Name,
+		"url":                    e.URL,
+		"branch":                 e.Branch,
+		"credential_type":        e.credentialType(),
+		"default_commit_message": e.DefaultCommitMessage,
+		"default_author_name":    e.DefaultAuthorName,
+		"default_author_email":   e.DefaultAuthorEmail,
+		"sign_commits":           e.SignCommits,
+	}}, nil
+}
+
+func (ps *patchState) pathRepositoryWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateName("repository", name); err != nil {
+		return respondErr(err)
+	}
+	ps.configMu.Lock()
+	defer ps.configMu.Unlock()
+	e, err := getRepository(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if e == nil {
+		e = &repositoryEntry{Name: name}
+	}
+	if err := e.update(d, req.Operation == logical.CreateOperation); err != nil {
+		return respondErr(err)
+	}
+	// The next patch reopens the mirror when the URL, branch or credentials
+	// changed: the slot compares the entry's fingerprint.
+	return nil, putEntry(ctx, req.Storage, storagePrefixRepository+name, e)
+}
+
+// update applies the written fields (all of them on create, where defaults
+// count as given) and validates the result as a whole.
+func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
+	str := func(field string, dst *string) {
+		if v, ok := d.GetOk(field); ok {
+			*dst = strings.TrimSpace(v.(string))
+		} else if create {
+			*dst = strings.TrimSpace(d.Get(field).(string))
+		}
+	}
+	str("url", &e.URL)
+	str("branch", &e.Branch)
+	str("default_commit_message", &e.DefaultCommitMessage)
+	str("default_author_name", &e.DefaultAuthorName)
+	str("default_author_email", &e.DefaultAuthorEmail)
+	if v, ok := d.GetOk("sign_commits"); ok {
+		e.SignCommits = v.(bool)
+	} else if create {
+		e.SignCommits = true
+	}
+
+	// A credential is replaced as a whole, so half of an old pair never
+	// survives next to half of a new one.
+	username, hasUser := d.GetOk("username")
+	password, hasPassword := d.GetOk("password")
+	sshKey, hasKey := d.GetOk("ssh_private_key")
+	knownHosts, hasHosts := d.GetOk("known_hosts")
+	basic, ssh := hasUser || hasPassword, hasKey || hasHosts
+	switch {
+	case basic && ssh:
+		return invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
+	case basic:
+		e.Username, e.Password, e.SSHPrivateKey, e.KnownHosts = "", "", "", ""
+		if hasUser {
+			e.Username = strings.TrimSpace(username.(string))
+		}
+		if hasPassword {
+			e.Password = password.(string)
+		}
+		if e.Password == "" {
+			return invalidf("password is empty: give the access token together with username")
+		}
+	case ssh:
+		e.Username, e.Password = "", ""
+		if hasKey {
+			e.SSHPrivateKey = strings.TrimSpace(sshKey.(string)) + "\n"
+		}
+		if hasHosts {
+			e.KnownHosts = strings.TrimSpace(knownHosts.(string)) + "\n"
+		}
+	}
+
+	if e.URL == "" {
+		return invalidf("url is empty: give the repository to patch, e.g. https://gitlab.example.com/group/infra.git")
+	}
+	// The watcher's validators speak of its own fields; name this path's.
+	rename := strings.NewReplacer("git_repo_url", "url", "git_branch_name", "branch",
+		"flant_gitops/configure/git_credential", "this path's username and password",
+		"configure/git_credential", "this path's username and password")
+	if _, err := validateGitRepoURL(e.URL); err != nil {
+		return invalidf("%s", rename.Replace(err.Error()))
+	}
+	if _, err := validateBranchName(e.Branch); err != nil {
+		return invalidf("%s", rename.Replace(err.Error()))
+	}
+	if err := patch.CheckAuth(e.URL, e.auth()); err != nil {
+		return invalidf("credentials for url %q: %v", e.URL, err)
+	}
+	if e.DefaultCommitMessage == "" {
+		return invalidf("default_commit_message is empty: give the message used when a request has none")
+	}
+	if e.DefaultAuthorName == "" || strings.ContainsAny(e.DefaultAuthorName, "<>\n\r\x00") {
+		return invalidf("default_author_name must be non-empty, on one line, without '<' or '>'")
+	}
+	if _, err := mail.ParseAddress("x <" + e.DefaultAuthorEmail + ">"); err != nil || strings.ContainsAny(e.DefaultAuthorEmail, "<>\n\r\x00 ") {
+		return invalidf("default_author_email %q is not an email address", e.DefaultAuthorEmail)
+	}
+	return nil
+}
+
+func (ps *patchState) pathRepositoryDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	ps.configMu.Lock()
+	defer ps.configMu.Unlock()
+	e, err := getRepository(ctx, req.Storage, name)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	if err := deleteEntry(ctx, req.Storage, storagePrefixRepository+name); err != nil {
+		return nil, err
+	}
+	return nil, ps.dropMirror(ctx, req.Storage, e)
+}
+
+const pathRepositoryListHelpSyn = `List the repositories the patch path can write to.`
+
+const pathRepositoryListHelpDesc = `
+Each name is a patch target configured at configure/repository/NAME; CI
+patches it by writing flant_gitops/patch/NAME.
+`
+
+const pathRepositoryHelpSyn = `Configure a repository that CI may patch through flant_gitops/patch/NAME.`
+
+const pathRepositoryHelpDesc = `
+A patch target: the Git repository and branch the plugin commits to, the
+credential it pushes with (username/password for HTTP(S), or ssh_private_key
+with known_hosts for SSH), and the commit defaults used when a request does
+not give them. Credentials are write-only: reads show only credential_type.
+
+The plugin keeps a mirror of the branch on local disk, fetched incrementally,
+so a patch costs one fetch of what changed and one push of one commit.
+Commits are signed with the plugin's key (configure/signing_key) unless
+sign_commits is false.
+
+  vault write flant_gitops/configure/repository/infra \
+      url=https://gitlab.example.com/ops/infra.git branch=main \
+      username=gitlab password=@token.txt \
+      default_author_name="Git autopilot" default_author_email=bot@example.com
+`

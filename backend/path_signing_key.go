@@ -1,0 +1,168 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/patch"
+)
+
+const storageKeySigningKey = "patch/signing_key"
+
+// The identity the plugin commits and signs as.
+const (
+	pluginCommitterName  = "flant_gitops"
+	pluginCommitterEmail = "flant_gitops@localhost"
+)
+
+// signingKeyEntry holds the plugin's commit signing key. The private part
+// never leaves storage.
+type signingKeyEntry struct {
+	PrivateKey  string    `json:"private_key"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+func pathSigningKey(ps *patchState) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "configure/signing_key$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "flant-gitops",
+				OperationSuffix: "signing-key",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: ps.pathSigningKeyRead,
+					Summary:  "Read the public part of the plugin's commit signing key, generating the key on first use.",
+				},
+			},
+			HelpSynopsis:    pathSigningKeyHelpSyn,
+			HelpDescription: pathSigningKeyHelpDesc,
+		},
+		{
+			Pattern: "configure/signing_key/rotate$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "flant-gitops",
+				OperationVerb:   "rotate",
+				OperationSuffix: "signing-key",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: ps.pathSigningKeyRotate,
+					Summary:  "Replace the commit signing key with a new one.",
+				},
+			},
+			HelpSynopsis:    pathSigningKeyRotateHelpSyn,
+			HelpDescription: pathSigningKeyRotateHelpDesc,
+		},
+	}
+}
+
+func (ps *patchState) pathSigningKeyRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	k, e, err := ps.signingKey(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return signingKeyResponse(k, e)
+}
+
+func (ps *patchState) pathSigningKeyRotate(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	ps.keyMu.Lock()
+	defer ps.keyMu.Unlock()
+	k, e, err := generateSigningKey(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	ps.key, ps.keyFingerprint = k, e.Fingerprint
+	return signingKeyResponse(k, e)
+}
+
+func signingKeyResponse(k *patch.SigningKey, e *signingKeyEntry) (*logical.Response, error) {
+	pub, err := k.ArmoredPublic()
+	if err != nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		"public_key":  string(pub),
+		"fingerprint": e.Fingerprint,
+		"created_at":  e.CreatedAt.Format(time.RFC3339),
+	}}, nil
+}
+
+// signingKey returns the current key, generating it on first need. The key
+// is read from storage on every call (cheap) so that a rotation made through
+// another node is picked up; parsing is skipped while the fingerprint is the
+// cached one.
+func (ps *patchState) signingKey(ctx context.Context, s logical.Storage) (*patch.SigningKey, *signingKeyEntry, error) {
+	ps.keyMu.Lock()
+	defer ps.keyMu.Unlock()
+	e, err := getEntry[signingKeyEntry](ctx, s, storageKeySigningKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e == nil {
+		k, e, err := generateSigningKey(ctx, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps.key, ps.keyFingerprint = k, e.Fingerprint
+		return k, e, nil
+	}
+	if ps.key != nil && ps.keyFingerprint == e.Fingerprint {
+		return ps.key, e, nil
+	}
+	k, err := patch.ParseSigningKey([]byte(e.PrivateKey))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the stored commit signing key is unusable; rotate it with `vault write -f flant_gitops/configure/signing_key/rotate`: %w", err)
+	}
+	ps.key, ps.keyFingerprint = k, e.Fingerprint
+	return k, e, nil
+}
+
+func generateSigningKey(ctx context.Context, s logical.Storage) (*patch.SigningKey, *signingKeyEntry, error) {
+	now := time.Now().UTC()
+	k, err := patch.GenerateSigningKey(pluginCommitterName, pluginCommitterEmail, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	priv, err := k.ArmoredPrivate()
+	if err != nil {
+		return nil, nil, err
+	}
+	e := &signingKeyEntry{PrivateKey: string(priv), Fingerprint: k.Fingerprint(), CreatedAt: now}
+	if err := putEntry(ctx, s, storageKeySigningKey, e); err != nil {
+		return nil, nil, err
+	}
+	return k, e, nil
+}
+
+const pathSigningKeyHelpSyn = `The public part of the PGP key the plugin signs its commits with.`
+
+const pathSigningKeyHelpDesc = `
+The plugin makes its own PGP key (EdDSA, Curve25519) the first time it is
+needed and keeps the private part in Vault storage only. Reading this path
+returns the armored public_key and its fingerprint.
+
+Add the public key as a trusted key of the watcher and every commit the patch
+path makes counts as one verified signature:
+
+  vault read -field=public_key flant_gitops/configure/signing_key > plugin.asc
+  vault write flant_gitops/configure/trusted_pgp_public_key/patch-path public_key=@plugin.asc
+
+Verify a commit with git:
+
+  gpg --import plugin.asc && git verify-commit <sha>
+`
+
+const pathSigningKeyRotateHelpSyn = `Replace the commit signing key with a new one.`
+
+const pathSigningKeyRotateHelpDesc = `
+Generates a new key and answers its public part. Commits made from now on are
+signed with it; update the watcher's trusted key (and anyone verifying with
+git) with the new public key. The old private key is discarded.
+`
