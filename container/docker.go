@@ -173,7 +173,7 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 		Config: &container.Config{
 			Image: image,
 			// The entrypoint is replaced so an image's own ENTRYPOINT cannot
-			// wrap or ignore the commands.
+			// wrap or ignore the commands; the image's USER still applies.
 			Entrypoint:   []string{"/bin/sh", "-c", runScript, "flant_gitops"},
 			Cmd:          spec.Commands,
 			WorkingDir:   WorkDir,
@@ -195,7 +195,9 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 
 // copyFiles puts the commit under /git and the extra files at their paths.
 func (d *Docker) copyFiles(ctx context.Context, id string, spec *Spec) error {
-	if err := d.copyTar(ctx, id, func(w io.Writer) error {
+	// /git belongs to the image's user, so commands of a non-root image can
+	// write their build output next to the commit's files.
+	if err := d.copyTar(ctx, id, true, func(w io.Writer) error {
 		if spec.Files == nil {
 			return rebaseTar(w, emptyTar{}, WorkDir[1:])
 		}
@@ -206,14 +208,17 @@ func (d *Docker) copyFiles(ctx context.Context, id string, spec *Spec) error {
 	if len(spec.ExtraFiles) == 0 {
 		return nil
 	}
-	if err := d.copyTar(ctx, id, func(w io.Writer) error { return extraFilesTar(w, spec.ExtraFiles) }); err != nil {
+	// /git belongs to the image's user, so commands of a non-root image can
+	// write their build output next to the commit's files.
+	if err := d.copyTar(ctx, id, true, func(w io.Writer) error { return extraFilesTar(w, spec.ExtraFiles) }); err != nil {
 		return fmt.Errorf("copying extra files into container %s: %w", id, err)
 	}
 	return nil
 }
 
-// copyTar streams the archive produced by write into the container at "/".
-func (d *Docker) copyTar(ctx context.Context, id string, write func(io.Writer) error) error {
+// copyTar streams the archive produced by write into the container at "/",
+// owned by root or, with toUser, by the image's user.
+func (d *Docker) copyTar(ctx context.Context, id string, toUser bool, write func(io.Writer) error) error {
 	pr, pw := io.Pipe()
 	writeErr := make(chan error, 1)
 	go func() {
@@ -221,7 +226,7 @@ func (d *Docker) copyTar(ctx context.Context, id string, write func(io.Writer) e
 		pw.CloseWithError(err)
 		writeErr <- err
 	}()
-	_, copyErr := d.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: pr})
+	_, copyErr := d.cli.CopyToContainer(ctx, id, client.CopyToContainerOptions{DestinationPath: "/", Content: pr, CopyUIDGID: toUser})
 	// Unblock the writer if the engine stopped reading early.
 	pr.CloseWithError(errCopyEnded)
 	werr := <-writeErr
@@ -282,7 +287,8 @@ func (d *Docker) streamLogs(conn client.HijackedResponse, w io.Writer) *logStrea
 		defer close(ls.done)
 		// The stream ends with the container, or with an error when stop
 		// closes it: either way there is nothing more to forward.
-		_, _ = stdcopy.StdCopy(&forwardWriter{w: w}, &forwardWriter{w: w}, conn.Reader)
+		fw := &forwardWriter{w: w}
+		_, _ = stdcopy.StdCopy(fw, fw, conn.Reader)
 	}()
 	return ls
 }

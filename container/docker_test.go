@@ -105,6 +105,7 @@ func TestRunOutcomes(t *testing.T) {
 
 	tests := []struct {
 		name       string
+		changes    []string // image variant, see dockertest.BusyboxImage
 		spec       container.Spec
 		wantReason string
 		wantExit   int
@@ -128,6 +129,17 @@ func TestRunOutcomes(t *testing.T) {
 			},
 			wantReason: container.ReasonExit,
 			wantLog:    []string{"original\nappended\nnew\n"},
+		},
+		{
+			name:    "an image's non-root user owns /git",
+			changes: []string{"USER nobody"},
+			spec: container.Spec{
+				Commands:   []string{"id -u", "echo built > out.txt && cat hello.txt out.txt /etc/flant_gitops/ca.pem"},
+				Files:      commitFiles(map[string]string{"hello.txt": "from the commit\n"}),
+				ExtraFiles: map[string][]byte{"/etc/flant_gitops/ca.pem": []byte("CA\n")},
+			},
+			wantReason: container.ReasonExit,
+			wantLog:    []string{"65534\nfrom the commit\nbuilt\nCA\n"},
 		},
 		{
 			name:       "exit code is propagated",
@@ -203,6 +215,9 @@ func TestRunOutcomes(t *testing.T) {
 			defer dockertest.NoLeftovers(t, r, labels)
 			spec := tt.spec
 			spec.Image, spec.Labels = image, labels
+			if tt.changes != nil {
+				spec.Image = dockertest.Image(t, r, tt.changes...)
+			}
 			if spec.Timeout == 0 {
 				spec.Timeout = time.Minute
 			}

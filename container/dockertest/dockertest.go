@@ -41,8 +41,10 @@ const layoutVersion = "1"
 
 // BusyboxImage returns the ID (sha256:...) of a local image whose /bin holds
 // the static busybox and its applets (sh, cat, echo, sleep, wget, ...). The
-// image is imported once per busybox binary and reused afterwards.
-func BusyboxImage(ctx context.Context, cli *client.Client) (string, error) {
+// image is imported once per busybox binary and changes, and reused
+// afterwards. changes are Dockerfile instructions applied on import, for
+// example "USER nobody".
+func BusyboxImage(ctx context.Context, cli *client.Client, changes ...string) (string, error) {
 	bin, err := os.ReadFile(BusyboxPath)
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("%s is missing: apt-get install busybox-static", BusyboxPath)
@@ -59,7 +61,8 @@ func BusyboxImage(ctx context.Context, cli *client.Client) (string, error) {
 	}
 
 	h := sha256.New()
-	h.Write([]byte(layoutVersion + "\n" + strings.Join(applets, "\n") + "\n"))
+	changes = append([]string{`CMD ["/bin/sh"]`, "ENV PATH=/bin:/usr/bin"}, changes...)
+	h.Write([]byte(layoutVersion + "\n" + strings.Join(applets, "\n") + "\n" + strings.Join(changes, "\n") + "\n"))
 	h.Write(bin)
 	ref := ImageRepo + ":" + hex.EncodeToString(h.Sum(nil))[:16]
 
@@ -73,7 +76,7 @@ func BusyboxImage(ctx context.Context, cli *client.Client) (string, error) {
 	}
 	out, err := cli.ImageImport(ctx, client.ImageImportSource{Source: &rootfs, SourceName: "-"}, ref, client.ImageImportOptions{
 		Message: "flant_gitops test image: static busybox",
-		Changes: []string{`CMD ["/bin/sh"]`, "ENV PATH=/bin:/usr/bin"},
+		Changes: changes,
 	})
 	if err != nil {
 		return "", fmt.Errorf("importing %s: %w", ref, err)
@@ -209,12 +212,12 @@ func Runner(t testing.TB) *container.Docker {
 	return r
 }
 
-// Image returns the busybox test image ID or fails the test.
-func Image(t testing.TB, r *container.Docker) string {
+// Image returns the busybox test image ID (see BusyboxImage) or fails the test.
+func Image(t testing.TB, r *container.Docker, changes ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	id, err := BusyboxImage(ctx, r.Client())
+	id, err := BusyboxImage(ctx, r.Client(), changes...)
 	if err != nil {
 		t.Fatalf("building the local busybox test image: %v", err)
 	}
