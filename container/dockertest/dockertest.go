@@ -45,17 +45,21 @@ const layoutVersion = "1"
 // afterwards. changes are Dockerfile instructions applied on import, for
 // example "USER nobody".
 func BusyboxImage(ctx context.Context, cli *client.Client, changes ...string) (string, error) {
-	bin, err := os.ReadFile(BusyboxPath)
+	return busyboxImage(ctx, cli, BusyboxPath, changes)
+}
+
+func busyboxImage(ctx context.Context, cli *client.Client, busybox string, changes []string) (string, error) {
+	bin, err := os.ReadFile(busybox)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%s is missing: apt-get install busybox-static", BusyboxPath)
+		return "", fmt.Errorf("%s is missing: apt-get install busybox-static", busybox)
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", BusyboxPath, err)
+		return "", fmt.Errorf("reading %s: %w", busybox, err)
 	}
-	if err := checkStatic(bin); err != nil {
+	if err := checkStatic(busybox, bin); err != nil {
 		return "", err
 	}
-	applets, err := listApplets(ctx)
+	applets, err := listApplets(ctx, busybox)
 	if err != nil {
 		return "", err
 	}
@@ -98,24 +102,24 @@ func imageID(ctx context.Context, cli *client.Client, ref string) (string, error
 
 // checkStatic refuses a dynamically linked busybox (Debian's plain "busybox"
 // package), which would not start in an image without a C library.
-func checkStatic(bin []byte) error {
+func checkStatic(path string, bin []byte) error {
 	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
-		return fmt.Errorf("%s is not an ELF executable: %w", BusyboxPath, err)
+		return fmt.Errorf("%s is not an ELF executable (apt-get install busybox-static): %w", path, err)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked: apt-get install busybox-static", BusyboxPath)
+			return fmt.Errorf("%s is dynamically linked: apt-get install busybox-static", path)
 		}
 	}
 	return nil
 }
 
-func listApplets(ctx context.Context) ([]string, error) {
-	out, err := exec.CommandContext(ctx, BusyboxPath, "--list").Output()
+func listApplets(ctx context.Context, busybox string) ([]string, error) {
+	out, err := exec.CommandContext(ctx, busybox, "--list").Output()
 	if err != nil {
-		return nil, fmt.Errorf("listing busybox applets with %s --list: %w", BusyboxPath, err)
+		return nil, fmt.Errorf("listing busybox applets with %s --list: %w", busybox, err)
 	}
 	var applets []string
 	for _, a := range strings.Fields(string(out)) {
@@ -126,7 +130,7 @@ func listApplets(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(applets)
 	if len(applets) == 0 {
-		return nil, fmt.Errorf("%s --list printed no applets", BusyboxPath)
+		return nil, fmt.Errorf("%s --list printed no applets", busybox)
 	}
 	return applets, nil
 }
