@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
@@ -36,8 +37,19 @@ func TestRegoUnitTests(t *testing.T) {
 				}
 			}
 			t.Logf("%d rego tests ran", len(results))
-			if _, err := Compile(ctx, readFile(t, tc.policy)); err != nil {
+			source := readFile(t, tc.policy)
+			if _, err := Compile(ctx, source); err != nil {
 				t.Fatalf("Compile(%s): %v", tc.policy, err)
+			}
+			// What `opa check --strict` reports: unused arguments, shadowed
+			// imports and the like are kept out of shipped policies.
+			module, err := ast.ParseModuleWithOpts(tc.policy, source, ast.ParserOptions{RegoVersion: ast.RegoV1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			strict := ast.NewCompiler().WithStrict(true)
+			if strict.Compile(map[string]*ast.Module{tc.policy: module}); strict.Failed() {
+				t.Fatalf("strict check of %s: %v", tc.policy, strict.Errors)
 			}
 		})
 	}

@@ -22,7 +22,7 @@ team_dirs contains sprintf("teams/%s/", [name]) if {
 
 admin if admin_group in input.identity.groups
 
-allowed_path(path) if admin
+allowed_path(_) if admin
 
 allowed_path(path) if {
 	some dir in team_dirs
