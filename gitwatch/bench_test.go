@@ -1,0 +1,137 @@
+package gitwatch
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"github.com/go-git/go-git/v5/storage/memory"
+
+	"github.com/flant/flant_gitops/gitwatch/gittest"
+)
+
+// Benchmark repositories come from tools/mkrepo.sh and are cached between
+// runs (the large one takes about half a minute to make).
+//
+//	FLANT_GITOPS_BENCH_LARGE=1   also run on the 20000-file / 2000-commit repository (~116 MB)
+//	FLANT_GITOPS_BENCH_DIR=DIR   where to cache the generated repositories
+//	FLANT_GITOPS_MKREPO=PATH     mkrepo.sh (default ../../shared/tools/mkrepo.sh)
+type benchRepo struct {
+	name           string
+	files, commits int
+}
+
+func benchRepos() []benchRepo {
+	repos := []benchRepo{{name: "small", files: 200, commits: 50}}
+	if os.Getenv("FLANT_GITOPS_BENCH_LARGE") == "1" {
+		repos = append(repos, benchRepo{name: "large", files: 20000, commits: 2000})
+	}
+	return repos
+}
+
+// generated returns the cached bare repository for br, making it if needed.
+func (br benchRepo) generated(b *testing.B) string {
+	b.Helper()
+	cache := os.Getenv("FLANT_GITOPS_BENCH_DIR")
+	if cache == "" {
+		cache = filepath.Join(os.TempDir(), "flant_gitops-bench-repos")
+	}
+	dir := filepath.Join(cache, fmt.Sprintf("mkrepo-%d-%d.git", br.files, br.commits))
+	if _, err := os.Stat(filepath.Join(dir, "packed-refs")); err == nil {
+		return dir
+	}
+	mkrepo := os.Getenv("FLANT_GITOPS_MKREPO")
+	if mkrepo == "" {
+		mkrepo = filepath.Join("..", "..", "shared", "tools", "mkrepo.sh")
+	}
+	if _, err := os.Stat(mkrepo); err != nil {
+		b.Fatalf("mkrepo.sh not found at %s; set FLANT_GITOPS_MKREPO: %v", mkrepo, err)
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	_ = os.RemoveAll(dir) // a half-made repository from an interrupted run
+	cmd := exec.Command("bash", mkrepo, dir, strconv.Itoa(br.files), strconv.Itoa(br.commits))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("mkrepo.sh %s: %v\n%s", dir, err, out)
+	}
+	return dir
+}
+
+// BenchmarkPoll measures, per repository size and in one run:
+//   - list-floor: go-git's bare Remote.List against the server (the least a
+//     poll can cost: one ref advertisement);
+//   - idle: Mirror.Fetch when nothing changed;
+//   - one-commit: Mirror.Fetch that finds one new commit (one file changed),
+//     with upload-pack-bytes/op the pack size the server sent.
+//
+// scripts/bench-gitwatch.sh prints the ratios to the floor.
+func BenchmarkPoll(b *testing.B) {
+	ctx := context.Background()
+	for _, br := range benchRepos() {
+		src := br.generated(b)
+		b.Run(br.name, func(b *testing.B) {
+			srv := gittest.NewServer(b)
+			// A shared clone keeps the cached repository untouched while the
+			// benchmark adds commits.
+			served := filepath.Join(b.TempDir(), "served.git")
+			if out, err := exec.Command("git", "clone", "--quiet", "--bare", "--shared", src, served).CombinedOutput(); err != nil {
+				b.Fatalf("clone %s: %v\n%s", src, err, out)
+			}
+			repo := srv.ServeRepo(b, "bench", served)
+			auth := Auth{Username: srv.Username(), Password: srv.Password()}
+			m, err := OpenMirror(ctx, filepath.Join(b.TempDir(), "mirror"), repo.URL(), "main", auth)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := m.Fetch(ctx); err != nil {
+				b.Fatalf("initial fetch: %v", err)
+			}
+
+			b.Run("list-floor", func(b *testing.B) {
+				remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{repo.URL()}})
+				basic := &githttp.BasicAuth{Username: srv.Username(), Password: srv.Password()}
+				for b.Loop() {
+					if _, err := remote.ListContext(ctx, &git.ListOptions{Auth: basic}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("idle", func(b *testing.B) {
+				srv.ResetStats()
+				for b.Loop() {
+					res, err := m.Fetch(ctx)
+					if err != nil || res.Changed {
+						b.Fatalf("idle fetch = %+v, %v", res, err)
+					}
+				}
+				if st := srv.Stats(); st.UploadPacks != 0 {
+					b.Fatalf("idle polls requested packs: %+v", st)
+				}
+			})
+			b.Run("one-commit", func(b *testing.B) {
+				srv.ResetStats()
+				n := 0
+				for b.Loop() {
+					b.StopTimer()
+					n++
+					want := repo.CommitDirect(b, map[string]string{"team-1/app-1/values.yaml": fmt.Sprintf("replicaCount: %d\n", n)}, "bump")
+					b.StartTimer()
+					res, err := m.Fetch(ctx)
+					if err != nil || res.Head != want {
+						b.Fatalf("fetch = %+v, %v; want head %s", res, err, want)
+					}
+				}
+				st := srv.Stats()
+				b.ReportMetric(float64(st.UploadPackBytes)/float64(n), "upload-pack-bytes/op")
+			})
+		})
+	}
+}
