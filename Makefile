@@ -1,0 +1,61 @@
+# flant_gitops: Vault secrets-engine plugin. `make` builds the plugin,
+# `make test` runs everything, `make enable` starts a dev Vault with the plugin.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+
+PLUGIN := flant_gitops
+# The version linked into the plugin and used to register it must agree, so
+# both come from backend/version.go unless VERSION is given.
+VERSION ?= $(shell sed -n 's/^var Version = "\(.*\)"/\1/p' backend/version.go)
+LDFLAGS := -X github.com/flant/flant_gitops/backend.Version=$(VERSION)
+
+# Extra flags for `go test`, e.g. TESTFLAGS='-run TestX -v'.
+TESTFLAGS ?=
+FUZZTIME ?= 5s
+
+.PHONY: all build test vet unit fuzz enable stop bench clean
+
+all: build
+
+build: bin/$(PLUGIN)
+
+# Always handed to `go build`, which knows best whether anything changed.
+.PHONY: bin/$(PLUGIN)
+bin/$(PLUGIN):
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(PLUGIN)
+
+# A real Vault for tests and `make enable`, from the pinned module (about 8
+# minutes and 4 GB of module cache when cold).
+bin/vault: scripts/vaultbin/go.mod scripts/vaultbin/go.sum scripts/vaultbin/main.go
+	@mkdir -p bin
+	cd scripts/vaultbin && $(GO) build -o ../../bin/vault.tmp . && mv ../../bin/vault.tmp ../../bin/vault
+
+vet:
+	$(GO) vet ./...
+
+# Packages run two at a time (GOMAXPROCS on this kind of machine); each
+# real-Vault test starts its own server on a free port, so they do not clash.
+unit:
+	$(GO) test ./... -count=1 -timeout 60m $(TESTFLAGS)
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz-smoke.sh
+
+test: build bin/vault vet unit fuzz
+
+enable: build bin/vault
+	VERSION=$(VERSION) scripts/dev-enable.sh
+
+stop:
+	scripts/dev-stop.sh
+
+bench:
+	@if [ -x scripts/bench ]; then scripts/bench; \
+	elif [ -f scripts/bench.sh ]; then bash scripts/bench.sh; \
+	else $(GO) test ./... -run '^$$' -bench . -benchtime 1x; fi
+
+clean:
+	rm -rf bin/$(PLUGIN) .cache

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the module for a short while (FUZZTIME, default
+# 5s each). Targets are discovered, so new Fuzz* functions join by themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzztime="${FUZZTIME:-5s}"
+count=0
+failed=()
+start=$(date +%s)
+
+while read -r pkg dir; do
+	# Fuzz targets live in the package's test files: func FuzzX(f *testing.F).
+	targets=$(grep -hoE '^func Fuzz[A-Za-z0-9_]*\(\s*[a-zA-Z_]+\s+\*testing\.F\s*\)' "$dir"/*_test.go 2>/dev/null |
+		sed -E 's/^func (Fuzz[A-Za-z0-9_]*).*/\1/' | sort -u || true)
+	for target in $targets; do
+		count=$((count + 1))
+		echo "fuzz-smoke: $pkg $target for $fuzztime"
+		if ! go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime"; then
+			failed+=("$pkg $target")
+		fi
+	done
+done < <(go list -f '{{.ImportPath}} {{.Dir}}' ./...)
+
+echo "fuzz-smoke: $count target(s) in $(($(date +%s) - start))s"
+if [ "$count" -eq 0 ]; then
+	echo "fuzz-smoke: no fuzz targets found; the discovery is broken" >&2
+	exit 1
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+	printf 'fuzz-smoke: FAILED %s\n' "${failed[@]}" >&2
+	echo "fuzz-smoke: the failing inputs are saved under testdata/fuzz/ of each package; rerun with go test -run 'FuzzX/<id>'" >&2
+	exit 1
+fi
