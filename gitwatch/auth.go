@@ -44,8 +44,10 @@ func (a Auth) String() string {
 // GoString keeps %#v from printing the secrets.
 func (a Auth) GoString() string { return a.String() }
 
-// transportAuth builds the go-git auth method for url.
-func (a Auth) transportAuth(url string) (transport.AuthMethod, error) {
+// TransportAuth builds the go-git auth method for url (nil for anonymous
+// access), with the same checks the mirror applies: SSH needs a key and a
+// known_hosts that pins the server. Code that pushes with go-git uses it.
+func (a Auth) TransportAuth(url string) (transport.AuthMethod, error) {
 	ep, err := transport.NewEndpoint(url)
 	if err != nil {
 		return nil, fmt.Errorf("git URL %q is not valid: %w", url, err)

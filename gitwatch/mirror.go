@@ -74,7 +74,7 @@ func OpenMirror(ctx context.Context, dir, url, branch string, auth Auth) (*Mirro
 	if err := plumbing.NewBranchReferenceName(branch).Validate(); err != nil || branch == "" {
 		return nil, fmt.Errorf("git branch name %q is not valid", branch)
 	}
-	ta, err := auth.transportAuth(url)
+	ta, err := auth.TransportAuth(url)
 	if err != nil {
 		return nil, err
 	}

@@ -132,6 +132,15 @@ func TestForcePushIsReported(t *testing.T) {
 	}
 
 	ctx := context.Background()
+	// Forcing main back to a commit the mirror already has moves the head
+	// without a pack.
+	repo.ForcePush(t, a)
+	if res := mustFetch(t, m); res.Head != a || res.Previous != c || !res.Changed {
+		t.Errorf("fetch after reset to an old commit = %+v, want %s -> %s", res, c, a)
+	}
+	repo.ForcePush(t, c)
+	mustFetch(t, m)
+
 	tests := []struct {
 		name             string
 		ancestor, head   string

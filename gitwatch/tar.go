@@ -19,8 +19,8 @@ const maxSymlinkTarget = 4096
 // regular and executable files with their modes, symlinks as symlinks, and
 // submodules as empty directories (their content is not in this
 // repository). Times are the committer time, owners root, so equal commits
-// give equal archives. The archive is not closed with a footer error if ctx
-// is cancelled midway; the caller must discard it then.
+// give equal archives. On error (including a cancelled ctx) the stream is
+// incomplete and must be discarded.
 func (m *Mirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
 	h, err := parseCommitID(commit)
 	if err != nil {
