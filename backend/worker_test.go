@@ -1,0 +1,630 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/gitwatch"
+)
+
+const (
+	commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	commitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	commitC = "cccccccccccccccccccccccccccccccccccccccc"
+)
+
+// fakeClock is the worker's time, moved by the test.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// fakeMirror serves a HEAD, an ancestry relation and a quorum.
+type fakeMirror struct {
+	mu         sync.Mutex
+	head       string
+	notAncest  map[string]bool // commits that are not ancestors of head
+	verified   int
+	fetchErr   error
+	fetches    int
+	tarWritten []string
+}
+
+func (m *fakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
+
+func (m *fakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fetches++
+	return gitwatch.FetchResult{Head: m.head}, m.fetchErr
+}
+
+func (m *fakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.notAncest[ancestor], nil
+}
+
+func (m *fakeMirror) Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q := gitwatch.Quorum{Commit: commit, Required: required, Verified: m.verified}
+	for i := range m.verified {
+		q.Signers = append(q.Signers, gitwatch.Signer{Fingerprint: fmt.Sprintf("FPR%d", i), Names: []string{fmt.Sprintf("key%d", i)}})
+	}
+	q.Missing = max(0, required-m.verified)
+	q.OK = q.Missing == 0
+	return q, nil
+}
+
+func (m *fakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
+	m.mu.Lock()
+	m.tarWritten = append(m.tarWritten, commit)
+	m.mu.Unlock()
+	return nil
+}
+
+// fakeRunner answers Run with run(); a container "exists" while Run is in
+// progress, so Find sees it.
+type fakeRunner struct {
+	mu      sync.Mutex
+	run     func(ctx context.Context, spec container.Spec) (container.Result, error)
+	specs   []container.Spec
+	started chan container.Spec
+	found   []container.Found
+	attach  func(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error)
+	attachT []time.Duration
+}
+
+func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
+	r.mu.Lock()
+	r.specs = append(r.specs, spec)
+	run := r.run
+	r.mu.Unlock()
+	if r.started != nil {
+		r.started <- spec
+	}
+	if run == nil {
+		_, _ = spec.Log.Write([]byte("ok\n"))
+		return container.Result{Reason: container.ReasonExit, ContainerID: "c1"}, nil
+	}
+	return run(ctx, spec)
+}
+
+func (r *fakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.specs) }
+
+func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []container.Found
+	for _, f := range r.found {
+		if f.Labels[labelRun] == labels[labelRun] && f.Labels[labelMount] == labels[labelMount] {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+func (r *fakeRunner) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
+	r.mu.Lock()
+	r.attachT = append(r.attachT, timeout)
+	r.mu.Unlock()
+	return r.attach(ctx, id, log, timeout)
+}
+
+func (r *fakeRunner) Remove(ctx context.Context, id string) error { return nil }
+
+// blockingRun returns a run function that waits for release or ctx.
+func blockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
+	return func(ctx context.Context, spec container.Spec) (container.Result, error) {
+		select {
+		case <-release:
+			return container.Result{Reason: container.ReasonExit, ContainerID: "c1"}, nil
+		case <-ctx.Done():
+			return container.Result{Reason: container.ReasonCanceled, ContainerID: "c1"}, nil
+		}
+	}
+}
+
+type harness struct {
+	t        *testing.T
+	s        logical.Storage
+	clock    *fakeClock
+	mirror   *fakeMirror
+	runner   *fakeRunner
+	settings watchSettings
+	vaultErr error
+	w        *watcher
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{
+		t:      t,
+		s:      &logical.InmemStorage{},
+		clock:  &fakeClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
+		mirror: &fakeMirror{head: commitB, notAncest: map[string]bool{}},
+		runner: &fakeRunner{},
+		settings: watchSettings{
+			RepoURL: "https://git.example/repo.git", Branch: "main", PollPeriod: time.Minute,
+			Required: 0, InitialLastSuccessful: commitA, Image: "sha256:" + strings.Repeat("1", 64),
+			Commands: []string{"cat /git/file"}, RunTimeout: 10 * time.Minute,
+		},
+	}
+	t.Setenv(cacheDirEnv, t.TempDir())
+	h.w = h.newWatcher()
+	return h
+}
+
+// newWatcher makes a watcher over the same storage, as a plugin restart does.
+func (h *harness) newWatcher() *watcher {
+	w := newWatcher(func() hclog.Logger { return hclog.NewNullLogger() }, watchDeps{
+		settings: func(ctx context.Context, s logical.Storage) (*watchSettings, error) {
+			ws := h.settings
+			return &ws, nil
+		},
+		openMirror: func(ctx context.Context, dir string, ws *watchSettings) (mirror, error) { return h.mirror, nil },
+		newRunner:  func(ctx context.Context) (container.Runner, error) { return h.runner, nil },
+		vaultRequests: func(ctx context.Context, s logical.Storage) (map[string]string, map[string][]byte, error) {
+			return map[string]string{"VAULT_ADDR": "https://vault.example"}, nil, h.vaultErr
+		},
+		now: h.clock.now,
+	})
+	w.logLimits.flushInterval = 10 * time.Millisecond
+	w.pollMinInterval = 0
+	if err := w.loadMountID(context.Background(), h.s); err != nil {
+		h.t.Fatal(err)
+	}
+	return w
+}
+
+func (h *harness) pollOnce() {
+	h.t.Helper()
+	h.w.pollOnce(context.Background(), h.s)
+}
+
+func (h *harness) state() *watchState {
+	h.t.Helper()
+	st, err := getWatchState(context.Background(), h.s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st
+}
+
+func (h *harness) runs() []*runRecord {
+	h.t.Helper()
+	ids, err := listRunIDs(context.Background(), h.s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []*runRecord
+	for _, id := range ids {
+		r, err := getRun(context.Background(), h.s, id)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (h *harness) lastSuccessful() string {
+	h.t.Helper()
+	ls, err := effectiveLastSuccessful(context.Background(), h.s, h.settings.InitialLastSuccessful)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return ls.Commit
+}
+
+func TestPollOutcomes(t *testing.T) {
+	tests := []struct {
+		name        string
+		setup       func(h *harness)
+		wantOutcome string
+		wantResult  []string
+		wantRuns    int
+		wantStatus  string
+		wantLast    string
+	}{
+		{
+			name:        "new signed commit runs and becomes the last successful",
+			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 2, 2 },
+			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: commitB,
+		},
+		{
+			name:        "head is already done",
+			setup:       func(h *harness) { h.mirror.setHead(commitA) },
+			wantOutcome: outcomeUpToDate, wantResult: []string{"up to date"}, wantLast: commitA,
+		},
+		{
+			name:        "under-signed commit starts no container",
+			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 3, 1 },
+			wantOutcome: outcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: commitA,
+		},
+		{
+			name:        "force-push names the recovery path",
+			setup:       func(h *harness) { h.mirror.notAncest[commitA] = true },
+			wantOutcome: outcomeRefused, wantResult: []string{"not an ancestor", "configure/last_successful_commit"}, wantLast: commitA,
+		},
+		{
+			name:        "fetch failure is reported",
+			setup:       func(h *harness) { h.mirror.fetchErr = errors.New("connection refused") },
+			wantOutcome: outcomeError, wantResult: []string{"connection refused"}, wantLast: commitA,
+		},
+		{
+			name: "failing command is recorded with its exit code",
+			setup: func(h *harness) {
+				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
+					return container.Result{Reason: container.ReasonExit, ExitCode: 3, ContainerID: "c"}, nil
+				}
+			},
+			wantOutcome: outcomeRan, wantResult: []string{"failed", "code 3"}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+		},
+		{
+			name: "timeout",
+			setup: func(h *harness) {
+				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
+					return container.Result{Reason: container.ReasonTimeout, ExitCode: 137, ContainerID: "c"}, nil
+				}
+			},
+			wantOutcome: outcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+		},
+		{
+			name:        "a failing vault request starts no container",
+			setup:       func(h *harness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
+			wantOutcome: outcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			tt.setup(h)
+			h.pollOnce()
+			st := h.state()
+			if st.LastPollOutcome != tt.wantOutcome {
+				t.Errorf("outcome = %q (%s), want %q", st.LastPollOutcome, st.LastPollResult, tt.wantOutcome)
+			}
+			for _, want := range tt.wantResult {
+				if !strings.Contains(st.LastPollResult, want) {
+					t.Errorf("result %q does not say %q", st.LastPollResult, want)
+				}
+			}
+			runs := h.runs()
+			if len(runs) != tt.wantRuns {
+				t.Fatalf("%d runs recorded, want %d", len(runs), tt.wantRuns)
+			}
+			wantContainers := 0
+			if tt.wantRuns > 0 && h.vaultErr == nil {
+				wantContainers = 1
+			}
+			if got := h.runner.runs(); got != wantContainers {
+				t.Errorf("%d containers started, want %d", got, wantContainers)
+			}
+			if tt.wantRuns > 0 && runs[0].Status != tt.wantStatus {
+				t.Errorf("run status %q (%s), want %q", runs[0].Status, runs[0].Reason, tt.wantStatus)
+			}
+			if got := h.lastSuccessful(); got != tt.wantLast {
+				t.Errorf("last successful = %s, want %s", got, tt.wantLast)
+			}
+			if st.CurrentRunID != "" {
+				t.Errorf("current run %s left after the poll", st.CurrentRunID)
+			}
+		})
+	}
+}
+
+func TestRunSpec(t *testing.T) {
+	h := newHarness(t)
+	h.settings.MemoryBytes, h.settings.NanoCPUs, h.settings.NetworkMode = 64<<20, 5e8, "none"
+	h.pollOnce()
+	runs := h.runs()
+	if len(runs) != 1 || len(h.runner.specs) != 1 {
+		t.Fatalf("runs %d, containers %d", len(runs), len(h.runner.specs))
+	}
+	spec := h.runner.specs[0]
+	if spec.Labels[labelRun] != runs[0].ID || spec.Labels[labelMount] == "" {
+		t.Errorf("labels %v do not name the mount and run %s", spec.Labels, runs[0].ID)
+	}
+	if spec.MemoryBytes != 64<<20 || spec.NanoCPUs != 5e8 || spec.NetworkMode != "none" || spec.Timeout != 10*time.Minute {
+		t.Errorf("limits not passed: %+v", spec)
+	}
+	if spec.Env["VAULT_ADDR"] == "" {
+		t.Errorf("vault request env not passed: %v", spec.Env)
+	}
+	if err := spec.Files(io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.mirror.tarWritten) != 1 || h.mirror.tarWritten[0] != commitB {
+		t.Errorf("files of %v written, want HEAD %s", h.mirror.tarWritten, commitB)
+	}
+	page, err := readRunLog(context.Background(), h.s, runs[0].ID, 0, 100, h.w.logLimits.chunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Text != "ok\n" {
+		t.Errorf("log = %q", page.Text)
+	}
+}
+
+// A failing commit is retried with a growing delay, never before it is due,
+// and a new commit is not held back by the old one's backoff.
+func TestFailureBackoff(t *testing.T) {
+	h := newHarness(t)
+	h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
+		return container.Result{Reason: container.ReasonExit, ExitCode: 1}, nil
+	}
+	period := h.settings.PollPeriod
+	steps := []struct {
+		advance    time.Duration
+		wantRuns   int
+		wantOutcom string
+	}{
+		{0, 1, outcomeRan},                        // first failure: retry after 1 period
+		{period - time.Second, 1, outcomeBackoff}, // too early
+		{time.Second, 2, outcomeRan},              // due: second failure, next after 2 periods
+		{period, 2, outcomeBackoff},               // one period is not enough now
+		{period, 3, outcomeRan},                   // two periods: third failure
+		{3 * period, 3, outcomeBackoff},           // 4 periods needed
+		{period, 4, outcomeRan},                   // due
+	}
+	for i, step := range steps {
+		h.clock.advance(step.advance)
+		h.pollOnce()
+		st := h.state()
+		if got := h.runner.runs(); got != step.wantRuns || st.LastPollOutcome != step.wantOutcom {
+			t.Fatalf("step %d: %d runs, outcome %q (%s); want %d, %q", i, got, st.LastPollOutcome, st.LastPollResult, step.wantRuns, step.wantOutcom)
+		}
+	}
+	st := h.state()
+	if st.Failures != 4 || st.FailedCommit != commitB {
+		t.Errorf("failures %d of %s, want 4 of %s", st.Failures, st.FailedCommit, commitB)
+	}
+	if runs := h.runs(); runs[0].Attempt != 4 {
+		t.Errorf("newest run is attempt %d, want 4", runs[0].Attempt)
+	}
+	if h.lastSuccessful() != commitA {
+		t.Errorf("a failing commit was recorded as successful")
+	}
+
+	// A new commit runs at once despite the backoff of the old one.
+	h.mirror.setHead(commitC)
+	h.runner.run = nil
+	h.pollOnce()
+	if got := h.runner.runs(); got != 5 {
+		t.Errorf("new commit did not run at once: %d runs", got)
+	}
+	if h.lastSuccessful() != commitC {
+		t.Errorf("last successful = %s, want %s", h.lastSuccessful(), commitC)
+	}
+	if st := h.state(); st.FailedCommit != "" || st.Failures != 0 {
+		t.Errorf("retry state not cleared by a success: %+v", st)
+	}
+}
+
+// The periodic tick never waits for a run and never starts a second one.
+func TestTickDuringRunReturnsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	release := make(chan struct{})
+	h.runner.run = blockingRun(release)
+	h.runner.started = make(chan container.Spec, 4)
+	h.w.start(h.s)
+	defer h.w.stop(context.Background())
+	select {
+	case <-h.runner.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the startup poll did not start a run")
+	}
+	for range 5 {
+		h.clock.advance(2 * h.settings.PollPeriod)
+		done := make(chan struct{})
+		go func() { h.w.tick(h.s); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatal("tick blocked while a run was in progress")
+		}
+		a := h.w.requestPoll(h.s, false)
+		if !strings.Contains(a.Message, "in progress") || a.CurrentRun == "" {
+			t.Errorf("poll during a run answered %+v", a)
+		}
+	}
+	if got := h.runner.runs(); got != 1 {
+		t.Fatalf("%d containers started during one run", got)
+	}
+	close(release)
+	// The queued poll after the run finds HEAD done and starts nothing.
+	waitFor(t, func() bool { st := h.state(); return st.LastPollOutcome == outcomeUpToDate })
+	if got := h.runner.runs(); got != 1 {
+		t.Errorf("%d containers started in all", got)
+	}
+}
+
+func TestCancelHoldsCommit(t *testing.T) {
+	h := newHarness(t)
+	h.runner.run = blockingRun(make(chan struct{}))
+	h.runner.started = make(chan container.Spec, 1)
+	h.w.start(h.s)
+	defer h.w.stop(context.Background())
+	spec := <-h.runner.started
+	if h.w.cancelRun(context.Background(), "not-this-one") {
+		t.Error("cancel of an unknown run reported success")
+	}
+	if !h.w.cancelRun(context.Background(), spec.Labels[labelRun]) {
+		t.Fatal("cancel of the current run was refused")
+	}
+	r, err := getRun(context.Background(), h.s, spec.Labels[labelRun])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != runCanceled {
+		t.Fatalf("run %s after cancel, want canceled", r.Status)
+	}
+	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	h.w.mu.Lock()
+	h.w.lastManualPoll = time.Time{}
+	h.w.mu.Unlock()
+	h.clock.advance(24 * time.Hour)
+	h.w.requestPoll(h.s, false)
+	waitFor(t, func() bool { return h.state().LastPollOutcome == outcomeHeld })
+	if got := h.runner.runs(); got != 1 {
+		t.Errorf("a canceled commit was retried without retry=true: %d runs", got)
+	}
+	h.runner.mu.Lock()
+	h.runner.run = nil
+	h.runner.mu.Unlock()
+	h.w.requestPoll(h.s, true)
+	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+}
+
+// Stopping the plugin during a run records it as interrupted; the next
+// instance retries the commit at once, and exactly one run succeeds.
+func TestStopDuringRunIsRetriedOnce(t *testing.T) {
+	h := newHarness(t)
+	h.runner.run = blockingRun(make(chan struct{}))
+	h.runner.started = make(chan container.Spec, 1)
+	h.w.start(h.s)
+	<-h.runner.started
+	h.w.stop(context.Background())
+	runs := h.runs()
+	if len(runs) != 1 || runs[0].Status != runInterrupted {
+		t.Fatalf("after stop: %d runs, first %+v", len(runs), runs[0])
+	}
+
+	h.runner.mu.Lock()
+	h.runner.run = nil
+	h.runner.mu.Unlock()
+	h.runner.started = nil
+	h.w = h.newWatcher()
+	h.w.start(h.s)
+	defer h.w.stop(context.Background())
+	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	count := map[string]int{}
+	for _, r := range h.runs() {
+		count[r.Status]++
+	}
+	if count[runSucceeded] != 1 || count[runInterrupted] != 1 || len(h.runs()) != 2 {
+		t.Errorf("runs after restart: %v", count)
+	}
+}
+
+func TestRecovery(t *testing.T) {
+	tests := []struct {
+		name       string
+		container  bool // the container still exists
+		lsRunID    bool // last_successful_commit already names the run
+		wantStatus string
+		wantAttach bool
+		wantLast   string
+	}{
+		{"container gone: interrupted and retried", false, false, runInterrupted, false, commitB},
+		{"container still running: re-attached", true, false, runSucceeded, true, commitB},
+		{"success recorded before the crash", false, true, runSucceeded, false, commitB},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx := context.Background()
+			started := h.clock.now().Add(-time.Minute)
+			r := &runRecord{ID: "20260301T095900.000000Z-abcdef", Commit: commitB, Status: runRunning, Attempt: 1,
+				CreatedAt: started, StartedAt: started, Deadline: started.Add(h.settings.RunTimeout)}
+			if err := putRun(ctx, h.s, r); err != nil {
+				t.Fatal(err)
+			}
+			if err := putWatchState(ctx, h.s, &watchState{CurrentRunID: r.ID}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.lsRunID {
+				if err := putLastSuccessful(ctx, h.s, &lastSuccessful{Commit: commitB, Source: lastSuccessfulByRun, RunID: r.ID}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.container {
+				h.runner.found = []container.Found{{ID: "c-old", State: "running", Labels: h.w.labels(r.ID)}}
+				h.runner.attach = func(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
+					_, _ = log.Write([]byte("rest of output\n"))
+					return container.Result{Reason: container.ReasonExit, ContainerID: id}, nil
+				}
+			}
+			h.w.start(h.s)
+			defer h.w.stop(ctx)
+			waitFor(t, func() bool {
+				st := h.state()
+				return st.CurrentRunID == "" && st.LastPollOutcome != ""
+			})
+			got, err := getRun(ctx, h.s, r.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != tt.wantStatus {
+				t.Errorf("recovered run is %s (%s), want %s", got.Status, got.Reason, tt.wantStatus)
+			}
+			if attached := len(h.runner.attachT) > 0; attached != tt.wantAttach {
+				t.Errorf("attached = %v, want %v", attached, tt.wantAttach)
+			}
+			if tt.wantAttach && h.runner.attachT[0] != 9*time.Minute {
+				t.Errorf("re-attached with timeout %s, want the 9m left of the run", h.runner.attachT[0])
+			}
+			if h.lastSuccessful() != tt.wantLast {
+				t.Errorf("last successful %s, want %s", h.lastSuccessful(), tt.wantLast)
+			}
+			succeeded := 0
+			for _, r := range h.runs() {
+				if r.Status == runSucceeded {
+					succeeded++
+				}
+			}
+			if succeeded != 1 {
+				t.Errorf("%d succeeded runs for one commit, want exactly 1", succeeded)
+			}
+		})
+	}
+}
+
+func TestPollRateLimit(t *testing.T) {
+	h := newHarness(t)
+	h.w.pollMinInterval = 2 * time.Second
+	h.mirror.setHead(commitA)
+	h.w.start(h.s)
+	defer h.w.stop(context.Background())
+	if a := h.w.requestPoll(h.s, false); !a.Started {
+		t.Fatalf("first poll refused: %+v", a)
+	}
+	a := h.w.requestPoll(h.s, false)
+	if a.Started || a.RetryAfter != 2*time.Second || !strings.Contains(a.Message, "rate-limited") {
+		t.Errorf("second poll at once answered %+v", a)
+	}
+	h.clock.advance(2 * time.Second)
+	if a := h.w.requestPoll(h.s, false); !a.Started {
+		t.Errorf("poll after the interval refused: %+v", a)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
