@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -46,6 +47,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	mountID, err := s.Get(ctx, mountIDKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount id: %w", err)
+	}
 	busy, _ := b.watch.snapshot()
 	worker := "idle"
 	if busy {
@@ -63,6 +68,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"last_run":                      nil,
 		"quorum_problem":                problem,
 		"worker":                        worker,
+	}
+	if mountID != nil {
+		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
+		data["mount_id"] = string(mountID.Value)
 	}
 	if st.Quorum != nil {
 		data["signatures"] = map[string]any{
@@ -127,4 +136,6 @@ Reads what the watch last saw and did:
   quorum_problem          set when the quorum cannot be met by the
                           configured trusted keys
   worker                  busy while a poll or a run is in progress
+  mount_id                the value of the flant_gitops.mount label on this
+                          mount's containers
 `
