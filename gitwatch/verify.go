@@ -3,6 +3,7 @@ package gitwatch
 import (
 	"bytes"
 	"crypto"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -125,8 +126,10 @@ blobs:
 				break blobs
 			}
 			checked++
+			claimed := false
 			for _, ts := range signers {
 				ok, reason := ts.verify(b.payload, pkt, now)
+				claimed = claimed || ok || reason != ""
 				if reason != "" {
 					q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
 						b.source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
@@ -137,6 +140,9 @@ blobs:
 					}
 					found[ts.fingerprint][b.source] = true
 				}
+			}
+			if !claimed {
+				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by %s does not count: not a trusted key", b.source, issuerOf(pkt)))
 			}
 		}
 	}
@@ -271,6 +277,24 @@ func issuedBy(sigPacket []byte, e *openpgp.Entity) bool {
 		}
 	}
 	return false
+}
+
+// issuerOf names the issuer of a signature packet for messages.
+func issuerOf(sigPacket []byte) string {
+	p, err := packet.Read(bytes.NewReader(sigPacket))
+	if err != nil {
+		return "an unreadable signature packet"
+	}
+	sig, ok := p.(*packet.Signature)
+	switch {
+	case !ok:
+		return "a non-signature packet"
+	case sig.IssuerFingerprint != nil:
+		return "key " + strings.ToUpper(hex.EncodeToString(sig.IssuerFingerprint))
+	case sig.IssuerKeyId != nil:
+		return fmt.Sprintf("key ID %016X", *sig.IssuerKeyId)
+	}
+	return "an unknown key"
 }
 
 // splitSignaturePackets returns each signature packet of a binary OpenPGP
