@@ -18,26 +18,26 @@ import (
 )
 
 const (
-	commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	commitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-	commitC = "cccccccccccccccccccccccccccccccccccccccc"
+	watchCommitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	watchCommitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	watchCommitC = "cccccccccccccccccccccccccccccccccccccccc"
 )
 
-// fakeClock is the worker's time, moved by the test.
-type fakeClock struct {
+// watchClock is the worker's time, moved by the test.
+type watchClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) advance(d time.Duration) {
+func (c *watchClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *watchClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
 
-// fakeMirror serves a HEAD, an ancestry relation and a quorum.
-type fakeMirror struct {
+// watchFakeMirror serves a HEAD, an ancestry relation and a quorum.
+type watchFakeMirror struct {
 	mu         sync.Mutex
 	head       string
 	notAncest  map[string]bool // commits that are not ancestors of head
@@ -47,22 +47,22 @@ type fakeMirror struct {
 	tarWritten []string
 }
 
-func (m *fakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
+func (m *watchFakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
 
-func (m *fakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
+func (m *watchFakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fetches++
 	return gitwatch.FetchResult{Head: m.head}, m.fetchErr
 }
 
-func (m *fakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {
+func (m *watchFakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return !m.notAncest[ancestor], nil
 }
 
-func (m *fakeMirror) Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error) {
+func (m *watchFakeMirror) Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	q := gitwatch.Quorum{Commit: commit, Required: required, Verified: m.verified}
@@ -74,16 +74,16 @@ func (m *fakeMirror) Verify(ctx context.Context, commit string, trusted []gitwat
 	return q, nil
 }
 
-func (m *fakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
+func (m *watchFakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
 	m.mu.Lock()
 	m.tarWritten = append(m.tarWritten, commit)
 	m.mu.Unlock()
 	return nil
 }
 
-// fakeRunner answers Run with run(); a container "exists" while Run is in
+// watchFakeRunner answers Run with run(); a container "exists" while Run is in
 // progress, so Find sees it.
-type fakeRunner struct {
+type watchFakeRunner struct {
 	mu      sync.Mutex
 	run     func(ctx context.Context, spec container.Spec) (container.Result, error)
 	specs   []container.Spec
@@ -93,7 +93,7 @@ type fakeRunner struct {
 	attachT []time.Duration
 }
 
-func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
+func (r *watchFakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
 	r.mu.Lock()
 	r.specs = append(r.specs, spec)
 	run := r.run
@@ -108,9 +108,9 @@ func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Re
 	return run(ctx, spec)
 }
 
-func (r *fakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.specs) }
+func (r *watchFakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.specs) }
 
-func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
+func (r *watchFakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []container.Found
@@ -122,17 +122,17 @@ func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]cont
 	return out, nil
 }
 
-func (r *fakeRunner) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
+func (r *watchFakeRunner) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
 	r.mu.Lock()
 	r.attachT = append(r.attachT, timeout)
 	r.mu.Unlock()
 	return r.attach(ctx, id, log, timeout)
 }
 
-func (r *fakeRunner) Remove(ctx context.Context, id string) error { return nil }
+func (r *watchFakeRunner) Remove(ctx context.Context, id string) error { return nil }
 
-// blockingRun returns a run function that waits for release or ctx.
-func blockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
+// watchBlockingRun returns a run function that waits for release or ctx.
+func watchBlockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
 	return func(ctx context.Context, spec container.Spec) (container.Result, error) {
 		select {
 		case <-release:
@@ -143,27 +143,27 @@ func blockingRun(release <-chan struct{}) func(ctx context.Context, spec contain
 	}
 }
 
-type harness struct {
+type watchHarness struct {
 	t        *testing.T
 	s        logical.Storage
-	clock    *fakeClock
-	mirror   *fakeMirror
-	runner   *fakeRunner
+	clock    *watchClock
+	mirror   *watchFakeMirror
+	runner   *watchFakeRunner
 	settings watchSettings
 	vaultErr error
 	w        *watcher
 }
 
-func newHarness(t *testing.T) *harness {
-	h := &harness{
+func newWatchHarness(t *testing.T) *watchHarness {
+	h := &watchHarness{
 		t:      t,
 		s:      &logical.InmemStorage{},
-		clock:  &fakeClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
-		mirror: &fakeMirror{head: commitB, notAncest: map[string]bool{}},
-		runner: &fakeRunner{},
+		clock:  &watchClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
+		mirror: &watchFakeMirror{head: watchCommitB, notAncest: map[string]bool{}},
+		runner: &watchFakeRunner{},
 		settings: watchSettings{
 			RepoURL: "https://git.example/repo.git", Branch: "main", PollPeriod: time.Minute,
-			Required: 0, InitialLastSuccessful: commitA, Image: "sha256:" + strings.Repeat("1", 64),
+			Required: 0, InitialLastSuccessful: watchCommitA, Image: "sha256:" + strings.Repeat("1", 64),
 			Commands: []string{"cat /git/file"}, RunTimeout: 10 * time.Minute,
 		},
 	}
@@ -173,7 +173,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 // newWatcher makes a watcher over the same storage, as a plugin restart does.
-func (h *harness) newWatcher() *watcher {
+func (h *watchHarness) newWatcher() *watcher {
 	w := newWatcher(func() hclog.Logger { return hclog.NewNullLogger() }, watchDeps{
 		settings: func(ctx context.Context, s logical.Storage) (*watchSettings, error) {
 			ws := h.settings
@@ -194,12 +194,12 @@ func (h *harness) newWatcher() *watcher {
 	return w
 }
 
-func (h *harness) pollOnce() {
+func (h *watchHarness) pollOnce() {
 	h.t.Helper()
 	h.w.pollOnce(context.Background(), h.s)
 }
 
-func (h *harness) state() *watchState {
+func (h *watchHarness) state() *watchState {
 	h.t.Helper()
 	st, err := getWatchState(context.Background(), h.s)
 	if err != nil {
@@ -208,7 +208,7 @@ func (h *harness) state() *watchState {
 	return st
 }
 
-func (h *harness) runs() []*runRecord {
+func (h *watchHarness) runs() []*runRecord {
 	h.t.Helper()
 	ids, err := listRunIDs(context.Background(), h.s)
 	if err != nil {
@@ -225,7 +225,7 @@ func (h *harness) runs() []*runRecord {
 	return out
 }
 
-func (h *harness) lastSuccessful() string {
+func (h *watchHarness) lastSuccessful() string {
 	h.t.Helper()
 	ls, err := effectiveLastSuccessful(context.Background(), h.s, h.settings.InitialLastSuccessful)
 	if err != nil {
@@ -237,7 +237,7 @@ func (h *harness) lastSuccessful() string {
 func TestPollOutcomes(t *testing.T) {
 	tests := []struct {
 		name        string
-		setup       func(h *harness)
+		setup       func(h *watchHarness)
 		wantOutcome string
 		wantResult  []string
 		wantRuns    int
@@ -246,56 +246,56 @@ func TestPollOutcomes(t *testing.T) {
 	}{
 		{
 			name:        "new signed commit runs and becomes the last successful",
-			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 2, 2 },
-			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: commitB,
+			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.verified = 2, 2 },
+			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: watchCommitB,
 		},
 		{
 			name:        "head is already done",
-			setup:       func(h *harness) { h.mirror.setHead(commitA) },
-			wantOutcome: outcomeUpToDate, wantResult: []string{"up to date"}, wantLast: commitA,
+			setup:       func(h *watchHarness) { h.mirror.setHead(watchCommitA) },
+			wantOutcome: outcomeUpToDate, wantResult: []string{"up to date"}, wantLast: watchCommitA,
 		},
 		{
 			name:        "under-signed commit starts no container",
-			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 3, 1 },
-			wantOutcome: outcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: commitA,
+			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.verified = 3, 1 },
+			wantOutcome: outcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: watchCommitA,
 		},
 		{
 			name:        "force-push names the recovery path",
-			setup:       func(h *harness) { h.mirror.notAncest[commitA] = true },
-			wantOutcome: outcomeRefused, wantResult: []string{"not an ancestor", "configure/last_successful_commit"}, wantLast: commitA,
+			setup:       func(h *watchHarness) { h.mirror.notAncest[watchCommitA] = true },
+			wantOutcome: outcomeRefused, wantResult: []string{"not an ancestor", "configure/last_successful_commit"}, wantLast: watchCommitA,
 		},
 		{
 			name:        "fetch failure is reported",
-			setup:       func(h *harness) { h.mirror.fetchErr = errors.New("connection refused") },
-			wantOutcome: outcomeError, wantResult: []string{"connection refused"}, wantLast: commitA,
+			setup:       func(h *watchHarness) { h.mirror.fetchErr = errors.New("connection refused") },
+			wantOutcome: outcomeError, wantResult: []string{"connection refused"}, wantLast: watchCommitA,
 		},
 		{
 			name: "failing command is recorded with its exit code",
-			setup: func(h *harness) {
+			setup: func(h *watchHarness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonExit, ExitCode: 3, ContainerID: "c"}, nil
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"failed", "code 3"}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+			wantOutcome: outcomeRan, wantResult: []string{"failed", "code 3"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
 		},
 		{
 			name: "timeout",
-			setup: func(h *harness) {
+			setup: func(h *watchHarness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonTimeout, ExitCode: 137, ContainerID: "c"}, nil
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+			wantOutcome: outcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
 		},
 		{
 			name:        "a failing vault request starts no container",
-			setup:       func(h *harness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
-			wantOutcome: outcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: runFailed, wantLast: commitA,
+			setup:       func(h *watchHarness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
+			wantOutcome: outcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newWatchHarness(t)
 			tt.setup(h)
 			h.pollOnce()
 			st := h.state()
@@ -332,7 +332,7 @@ func TestPollOutcomes(t *testing.T) {
 }
 
 func TestRunSpec(t *testing.T) {
-	h := newHarness(t)
+	h := newWatchHarness(t)
 	h.settings.MemoryBytes, h.settings.NanoCPUs, h.settings.NetworkMode = 64<<20, 5e8, "none"
 	h.pollOnce()
 	runs := h.runs()
@@ -352,8 +352,8 @@ func TestRunSpec(t *testing.T) {
 	if err := spec.Files(io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.mirror.tarWritten) != 1 || h.mirror.tarWritten[0] != commitB {
-		t.Errorf("files of %v written, want HEAD %s", h.mirror.tarWritten, commitB)
+	if len(h.mirror.tarWritten) != 1 || h.mirror.tarWritten[0] != watchCommitB {
+		t.Errorf("files of %v written, want HEAD %s", h.mirror.tarWritten, watchCommitB)
 	}
 	page, err := readRunLog(context.Background(), h.s, runs[0].ID, 0, 100, h.w.logLimits.chunkSize)
 	if err != nil {
@@ -367,7 +367,7 @@ func TestRunSpec(t *testing.T) {
 // A failing commit is retried with a growing delay, never before it is due,
 // and a new commit is not held back by the old one's backoff.
 func TestFailureBackoff(t *testing.T) {
-	h := newHarness(t)
+	h := newWatchHarness(t)
 	h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 		return container.Result{Reason: container.ReasonExit, ExitCode: 1}, nil
 	}
@@ -394,25 +394,25 @@ func TestFailureBackoff(t *testing.T) {
 		}
 	}
 	st := h.state()
-	if st.Failures != 4 || st.FailedCommit != commitB {
-		t.Errorf("failures %d of %s, want 4 of %s", st.Failures, st.FailedCommit, commitB)
+	if st.Failures != 4 || st.FailedCommit != watchCommitB {
+		t.Errorf("failures %d of %s, want 4 of %s", st.Failures, st.FailedCommit, watchCommitB)
 	}
 	if runs := h.runs(); runs[0].Attempt != 4 {
 		t.Errorf("newest run is attempt %d, want 4", runs[0].Attempt)
 	}
-	if h.lastSuccessful() != commitA {
+	if h.lastSuccessful() != watchCommitA {
 		t.Errorf("a failing commit was recorded as successful")
 	}
 
 	// A new commit runs at once despite the backoff of the old one.
-	h.mirror.setHead(commitC)
+	h.mirror.setHead(watchCommitC)
 	h.runner.run = nil
 	h.pollOnce()
 	if got := h.runner.runs(); got != 5 {
 		t.Errorf("new commit did not run at once: %d runs", got)
 	}
-	if h.lastSuccessful() != commitC {
-		t.Errorf("last successful = %s, want %s", h.lastSuccessful(), commitC)
+	if h.lastSuccessful() != watchCommitC {
+		t.Errorf("last successful = %s, want %s", h.lastSuccessful(), watchCommitC)
 	}
 	if st := h.state(); st.FailedCommit != "" || st.Failures != 0 {
 		t.Errorf("retry state not cleared by a success: %+v", st)
@@ -421,9 +421,9 @@ func TestFailureBackoff(t *testing.T) {
 
 // The periodic tick never waits for a run and never starts a second one.
 func TestTickDuringRunReturnsAtOnce(t *testing.T) {
-	h := newHarness(t)
+	h := newWatchHarness(t)
 	release := make(chan struct{})
-	h.runner.run = blockingRun(release)
+	h.runner.run = watchBlockingRun(release)
 	h.runner.started = make(chan container.Spec, 4)
 	h.w.start(h.s)
 	defer h.w.stop(context.Background())
@@ -451,15 +451,15 @@ func TestTickDuringRunReturnsAtOnce(t *testing.T) {
 	}
 	close(release)
 	// The queued poll after the run finds HEAD done and starts nothing.
-	waitFor(t, func() bool { st := h.state(); return st.LastPollOutcome == outcomeUpToDate })
+	waitForWatch(t, func() bool { st := h.state(); return st.LastPollOutcome == outcomeUpToDate })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("%d containers started in all", got)
 	}
 }
 
 func TestCancelHoldsCommit(t *testing.T) {
-	h := newHarness(t)
-	h.runner.run = blockingRun(make(chan struct{}))
+	h := newWatchHarness(t)
+	h.runner.run = watchBlockingRun(make(chan struct{}))
 	h.runner.started = make(chan container.Spec, 1)
 	h.w.start(h.s)
 	defer h.w.stop(context.Background())
@@ -477,13 +477,13 @@ func TestCancelHoldsCommit(t *testing.T) {
 	if r.Status != runCanceled {
 		t.Fatalf("run %s after cancel, want canceled", r.Status)
 	}
-	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	waitForWatch(t, func() bool { return h.state().CurrentRunID == "" })
 	h.w.mu.Lock()
 	h.w.lastManualPoll = time.Time{}
 	h.w.mu.Unlock()
 	h.clock.advance(24 * time.Hour)
 	h.w.requestPoll(h.s, false)
-	waitFor(t, func() bool { return h.state().LastPollOutcome == outcomeHeld })
+	waitForWatch(t, func() bool { return h.state().LastPollOutcome == outcomeHeld })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("a canceled commit was retried without retry=true: %d runs", got)
 	}
@@ -491,14 +491,14 @@ func TestCancelHoldsCommit(t *testing.T) {
 	h.runner.run = nil
 	h.runner.mu.Unlock()
 	h.w.requestPoll(h.s, true)
-	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+	waitForWatch(t, func() bool { return h.lastSuccessful() == watchCommitB })
 }
 
 // Stopping the plugin during a run records it as interrupted; the next
 // instance retries the commit at once, and exactly one run succeeds.
 func TestStopDuringRunIsRetriedOnce(t *testing.T) {
-	h := newHarness(t)
-	h.runner.run = blockingRun(make(chan struct{}))
+	h := newWatchHarness(t)
+	h.runner.run = watchBlockingRun(make(chan struct{}))
 	h.runner.started = make(chan container.Spec, 1)
 	h.w.start(h.s)
 	<-h.runner.started
@@ -515,8 +515,8 @@ func TestStopDuringRunIsRetriedOnce(t *testing.T) {
 	h.w = h.newWatcher()
 	h.w.start(h.s)
 	defer h.w.stop(context.Background())
-	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
-	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	waitForWatch(t, func() bool { return h.lastSuccessful() == watchCommitB })
+	waitForWatch(t, func() bool { return h.state().CurrentRunID == "" })
 	count := map[string]int{}
 	for _, r := range h.runs() {
 		count[r.Status]++
@@ -535,16 +535,16 @@ func TestRecovery(t *testing.T) {
 		wantAttach bool
 		wantLast   string
 	}{
-		{"container gone: interrupted and retried", false, false, runInterrupted, false, commitB},
-		{"container still running: re-attached", true, false, runSucceeded, true, commitB},
-		{"success recorded before the crash", false, true, runSucceeded, false, commitB},
+		{"container gone: interrupted and retried", false, false, runInterrupted, false, watchCommitB},
+		{"container still running: re-attached", true, false, runSucceeded, true, watchCommitB},
+		{"success recorded before the crash", false, true, runSucceeded, false, watchCommitB},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newWatchHarness(t)
 			ctx := context.Background()
 			started := h.clock.now().Add(-time.Minute)
-			r := &runRecord{ID: "20260301T095900.000000Z-abcdef", Commit: commitB, Status: runRunning, Attempt: 1,
+			r := &runRecord{ID: "20260301T095900.000000Z-abcdef", Commit: watchCommitB, Status: runRunning, Attempt: 1,
 				CreatedAt: started, StartedAt: started, Deadline: started.Add(h.settings.RunTimeout)}
 			if err := putRun(ctx, h.s, r); err != nil {
 				t.Fatal(err)
@@ -553,7 +553,7 @@ func TestRecovery(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tt.lsRunID {
-				if err := putLastSuccessful(ctx, h.s, &lastSuccessful{Commit: commitB, Source: lastSuccessfulByRun, RunID: r.ID}); err != nil {
+				if err := putLastSuccessful(ctx, h.s, &lastSuccessful{Commit: watchCommitB, Source: lastSuccessfulByRun, RunID: r.ID}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -566,7 +566,7 @@ func TestRecovery(t *testing.T) {
 			}
 			h.w.start(h.s)
 			defer h.w.stop(ctx)
-			waitFor(t, func() bool {
+			waitForWatch(t, func() bool {
 				st := h.state()
 				return st.CurrentRunID == "" && st.LastPollOutcome != ""
 			})
@@ -600,9 +600,9 @@ func TestRecovery(t *testing.T) {
 }
 
 func TestPollRateLimit(t *testing.T) {
-	h := newHarness(t)
+	h := newWatchHarness(t)
 	h.w.pollMinInterval = 2 * time.Second
-	h.mirror.setHead(commitA)
+	h.mirror.setHead(watchCommitA)
 	h.w.start(h.s)
 	defer h.w.stop(context.Background())
 	if a := h.w.requestPoll(h.s, false); !a.Started {
@@ -618,7 +618,7 @@ func TestPollRateLimit(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitForWatch(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
