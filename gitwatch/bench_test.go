@@ -70,7 +70,9 @@ func (br benchRepo) generated(b *testing.B) string {
 //     poll can cost: one ref advertisement);
 //   - idle: Mirror.Fetch when nothing changed;
 //   - one-commit: Mirror.Fetch that finds one new commit (one file changed),
-//     with upload-pack-bytes/op the pack size the server sent.
+//     with upload-pack-bytes/op the pack size the server sent;
+//   - initial-fetch: building the mirror from nothing (once per cache
+//     directory, for scale).
 //
 // scripts/bench-gitwatch.sh prints the ratios to the floor.
 func BenchmarkPoll(b *testing.B) {
@@ -95,6 +97,17 @@ func BenchmarkPoll(b *testing.B) {
 				b.Fatalf("initial fetch: %v", err)
 			}
 
+			b.Run("initial-fetch", func(b *testing.B) {
+				for b.Loop() {
+					fresh, err := OpenMirror(ctx, filepath.Join(b.TempDir(), "fresh"), repo.URL(), "main", auth)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := fresh.Fetch(ctx); err != nil {
+						b.Fatalf("initial fetch: %v", err)
+					}
+				}
+			})
 			b.Run("list-floor", func(b *testing.B) {
 				remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{repo.URL()}})
 				basic := &githttp.BasicAuth{Username: srv.Username(), Password: srv.Password()}

@@ -27,7 +27,7 @@ awk '
     for (s in sizes) {
       f = ns[s "/list-floor"]
       if (f == 0) continue
-      printf "  %-6s floor %8.2f ms   idle %8.2f ms (%.2fx)   one-commit %8.2f ms (%.2fx, %d pack bytes)\n",
-        s, f / 1e6, ns[s "/idle"] / 1e6, ns[s "/idle"] / f, ns[s "/one-commit"] / 1e6, ns[s "/one-commit"] / f, bytes[s]
+      printf "  %-6s floor %8.2f ms   idle %8.2f ms (%.2fx)   one-commit %8.2f ms (%.2fx, %d pack bytes)   initial fetch %8.0f ms\n",
+        s, f / 1e6, ns[s "/idle"] / 1e6, ns[s "/idle"] / f, ns[s "/one-commit"] / 1e6, ns[s "/one-commit"] / f, bytes[s], ns[s "/initial-fetch"] / 1e6
     }
   }' "$out"
