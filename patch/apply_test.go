@@ -84,8 +84,8 @@ func TestApply(t *testing.T) {
 			},
 		},
 		{
-			name: "created file makes its directory",
-			cmds: `[{"path":"d/x.yaml","createFile":{"content":"x: 1\n"}},{"path":"d","createFile":{"content":"","overwrite":true}}]`,
+			name:    "created file makes its directory",
+			cmds:    `[{"path":"d/x.yaml","createFile":{"content":"x: 1\n"}},{"path":"d","createFile":{"content":"","overwrite":true}}]`,
 			wantErr: "commands[1] d: a directory exists at this path",
 		},
 	}
