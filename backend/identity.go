@@ -34,10 +34,10 @@ func callerIdentity(sys logical.SystemView, entityID string) (*policy.Identity, 
 		if a == nil {
 			continue
 		}
+		// MountPath stays empty: the SDK tells a plugin the auth mount's
+		// accessor, not its path, and a policy matching on it then denies.
 		id.Aliases = append(id.Aliases, policy.Alias{
 			MountType: a.MountType,
-			// The SDK tells a plugin the auth mount's accessor, not its path.
-			MountPath: a.MountAccessor,
 			Name:      a.Name,
 			Metadata:  maps.Clone(a.Metadata),
 		})

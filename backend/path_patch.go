@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -267,17 +268,12 @@ type commitPerson struct {
 }
 
 func parseCommitOptions(v any, pr *patchRequest) error {
-	var data []byte
-	if s, ok := v.(string); ok {
-		data = []byte(s)
-	} else {
-		var err error
-		if data, err = json.Marshal(v); err != nil {
-			return invalidf("commit: cannot be read as JSON: %v", err)
-		}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return invalidf("commit: cannot be read as JSON: %v", err)
 	}
 	var co commitOptions
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&co); err != nil {
 		return invalidf("commit: %s (expected {\"message\": \"...\", \"author\": {\"name\": \"...\", \"email\": \"...\"}})", strings.TrimPrefix(err.Error(), "json: "))

@@ -1,0 +1,471 @@
+package backend_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/hashicorp/vault/api"
+
+	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/gitwatch/gittest"
+)
+
+const (
+	e2eIssuer   = "https://gitlab.example.com"
+	e2eAudience = "https://vault.example.com"
+)
+
+// patchE2E is a real Vault with the plugin, Vault's JWT auth method trusting
+// a test key (as it would trust GitLab's), and a real git server.
+type patchE2E struct {
+	v      *vaulttest.Server
+	remote *gittest.Repo
+	key    *ecdsa.PrivateKey
+}
+
+func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
+	t.Helper()
+	v := vaulttest.NewServer(t, &vaulttest.Options{Env: []string{"FLANT_GITOPS_CACHE_DIR=" + t.TempDir()}})
+	srv := gittest.NewServer(t)
+	remote := srv.NewRepo(t, "infra")
+	remote.Commit(t, files, gittest.Message("initial"))
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+
+	c := v.Client
+	if err := c.Sys().EnableAuthWithOptions("jwt", &api.EnableAuthOptions{Type: "jwt"}); err != nil {
+		t.Fatal(err)
+	}
+	writes := []struct {
+		path string
+		data map[string]any
+	}{
+		{"auth/jwt/config", map[string]any{
+			"jwt_validation_pubkeys": []string{pubPEM},
+			"bound_issuer":           e2eIssuer,
+		}},
+		{"auth/jwt/role/gitlab-ci", map[string]any{
+			"role_type":       "jwt",
+			"user_claim":      "project_path",
+			"bound_audiences": []string{e2eAudience},
+			"bound_claims":    map[string]any{"ref_protected": "true"},
+			"claim_mappings":  map[string]any{"project_path": "project_path"},
+			"token_policies":  []string{"gitops-patch"},
+			"token_ttl":       "10m",
+		}},
+		{"flant_gitops/configure/repository/infra", map[string]any{
+			"url":      remote.URL(),
+			"username": srv.Username(),
+			"password": srv.Password(),
+		}},
+	}
+	for _, w := range writes {
+		if _, err := c.Logical().Write(w.path, w.data); err != nil {
+			t.Fatalf("write %s: %v", w.path, err)
+		}
+	}
+	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	return &patchE2E{v: v, remote: remote, key: key}
+}
+
+// gitlabToken mints a GitLab-shaped CI id_token.
+func (e *patchE2E) gitlabToken(t *testing.T, projectPath, audience string) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: e.key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	namespace, _, _ := strings.Cut(projectPath, "/")
+	claims := map[string]any{
+		"iss":             e2eIssuer,
+		"sub":             "project_path:" + projectPath + ":ref_type:branch:ref:main",
+		"aud":             audience,
+		"iat":             now.Unix(),
+		"nbf":             now.Add(-time.Minute).Unix(),
+		"exp":             now.Add(5 * time.Minute).Unix(),
+		"jti":             fmt.Sprintf("%d", now.UnixNano()),
+		"namespace_id":    "7",
+		"namespace_path":  namespace,
+		"project_id":      "42",
+		"project_path":    projectPath,
+		"user_login":      "ci-bot",
+		"pipeline_source": "push",
+		"ref":             "main",
+		"ref_type":        "branch",
+		"ref_protected":   "true",
+	}
+	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// login exchanges an id_token for a Vault client, as `vault write
+// auth/jwt/login role=gitlab-ci jwt=$CI_JOB_JWT` does in a CI job.
+func (e *patchE2E) login(t *testing.T, idToken string) (*api.Client, error) {
+	t.Helper()
+	c, err := e.v.Client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ClearToken()
+	s, err := c.Logical().Write("auth/jwt/login", map[string]any{"role": "gitlab-ci", "jwt": idToken})
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(s.Auth.ClientToken)
+	return c, nil
+}
+
+// patch writes flant_gitops/patch/infra and returns the answer, the Vault
+// request id and the HTTP status.
+func patchReq(c *api.Client, body map[string]any) (map[string]any, string, int, error) {
+	s, err := c.Logical().Write("flant_gitops/patch/infra", body)
+	var re *api.ResponseError
+	if errors.As(err, &re) {
+		return nil, "", re.StatusCode, err
+	}
+	if err != nil {
+		return nil, "", 0, err
+	}
+	return s.Data, s.RequestID, http.StatusOK, nil
+}
+
+func setField(path, field string, value any) map[string]any {
+	return map[string]any{"path": path, "setField": map[string]any{"field": field, "value": value}}
+}
+
+func (e *patchE2E) show(t *testing.T, rev, path string) string {
+	t.Helper()
+	out, err := exec.Command("git", "-C", e.remote.Dir, "show", rev+":"+path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("git show %s:%s: %v\n%s", rev, path, err, out)
+	}
+	return string(out)
+}
+
+func (e *patchE2E) git(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", e.remote.Dir}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+const releaseYML = `# Release of my-project; CI bumps the tag.
+spec:
+  values:
+    image:
+      repository: registry.example.com/my/image
+      tag: "1.2.4" # set by CI
+`
+
+const deploymentYML = `spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: registry.example.com/my/image:1.2.4
+          env:
+            - name: LOG_LEVEL
+              value: info
+            - name: BUILD_ID
+              value: "123456"
+`
+
+// TestPatchThroughVaultWithGitLabJWT is the patch path end to end: a CI job's
+// id_token logs in through Vault's JWT auth method, the plugin authorizes the
+// request with the caller's identity, commits signed and pushes to a real git
+// server.
+func TestPatchThroughVaultWithGitLabJWT(t *testing.T) {
+	files := map[string]string{
+		"my-group/my-project/release.yml":    releaseYML,
+		"my-group/my-project/deployment.yml": deploymentYML,
+		"other-group/x.yml":                  "a: 1\n",
+		"my-group/my-project/config.json":    "{}\n",
+	}
+	for i := range 20 {
+		files[fmt.Sprintf("my-group/my-project/apps/app-%02d.yml", i)] = "image:\n  tag: v0\n"
+	}
+	e := newPatchE2E(t, files)
+	ci, err := e.login(t, e.gitlabToken(t, "my-group/my-project", e2eAudience))
+	if err != nil {
+		t.Fatalf("CI login: %v", err)
+	}
+
+	t.Run("a token for another audience cannot log in", func(t *testing.T) {
+		if _, err := e.login(t, e.gitlabToken(t, "my-group/my-project", "https://elsewhere.example.com")); err == nil {
+			t.Fatal("Vault accepted an id_token minted for another audience")
+		}
+	})
+
+	t.Run("own project: signed commit with trailers, SHA answered", func(t *testing.T) {
+		before := e.remote.Head(t)
+		data, reqID, st, err := patchReq(ci, map[string]any{
+			"commit":   map[string]any{"message": "Bump image to 1.2.5"},
+			"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "1.2.5")},
+		})
+		if err != nil {
+			t.Fatalf("status %d: %v", st, err)
+		}
+		head := e.remote.Head(t)
+		if data["commit"] != head || head == before || data["parent"] != before || data["no_op"] != false || data["branch"] != "main" {
+			t.Fatalf("answer %v; server head %s, before %s", data, head, before)
+		}
+		if got, want := e.show(t, head, "my-group/my-project/release.yml"), strings.Replace(releaseYML, `"1.2.4"`, `"1.2.5"`, 1); got != want {
+			t.Fatalf("release.yml =\n%s\nwant (comments and quoting kept)\n%s", got, want)
+		}
+
+		self, err := ci.Auth().Token().LookupSelf()
+		if err != nil {
+			t.Fatal(err)
+		}
+		entityID, _ := self.Data["entity_id"].(string)
+		entity, err := e.v.Client.Logical().Read("identity/entity/id/" + entityID)
+		if err != nil || entity == nil {
+			t.Fatalf("reading the CI entity %q: %v", entityID, err)
+		}
+		entityName, _ := entity.Data["name"].(string)
+		msg, _ := e.git(t, nil, "log", "-1", "--format=%B", head)
+		for _, want := range []string{
+			"Bump image to 1.2.5\n",
+			fmt.Sprintf("Requested-By: %s (%s)", entityName, entityID),
+			"Vault-Request-Id: " + reqID,
+		} {
+			if entityID == "" || reqID == "" || !strings.Contains(msg, want) {
+				t.Fatalf("commit message lacks %q:\n%s", want, msg)
+			}
+		}
+
+		// Verified with real gpg and the public key the plugin exports.
+		out, errOut, code := e.v.CLI(t, "read", "-field=public_key", "flant_gitops/configure/signing_key")
+		if code != 0 {
+			t.Fatalf("vault read signing_key: %s", errOut)
+		}
+		fp, _, _ := e.v.CLI(t, "read", "-field=fingerprint", "flant_gitops/configure/signing_key")
+		home := t.TempDir()
+		keyFile := filepath.Join(t.TempDir(), "plugin.asc")
+		if err := os.WriteFile(keyFile, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if imp, err := exec.Command("gpg", "--homedir", home, "--batch", "--import", keyFile).CombinedOutput(); err != nil {
+			t.Fatalf("gpg --import (install gnupg): %v\n%s", err, imp)
+		}
+		verify, err := e.git(t, []string{"GNUPGHOME=" + home}, "verify-commit", "--raw", head)
+		if err != nil || !strings.Contains(verify, "GOODSIG") || !strings.Contains(verify, strings.TrimSpace(fp)) {
+			t.Fatalf("git verify-commit %s: %v\n%s", head, err, verify)
+		}
+	})
+
+	t.Run("JSONPath index and filter in one commit", func(t *testing.T) {
+		before := e.remote.Head(t)
+		data, _, st, err := patchReq(ci, map[string]any{
+			"commit": map[string]any{"message": "Bump image to 1.2.5, update BUILD_ID", "author": map[string]any{"name": "Git autopilot", "email": "bot@example.com"}},
+			"commands": []any{
+				setField("my-group/my-project/deployment.yml", "spec.template.spec.containers[0].image", "registry.example.com/my/image:1.2.5"),
+				setField("my-group/my-project/deployment.yml", "spec.template.spec.containers[0].env[?(@.name == 'BUILD_ID')].value", "987654"),
+			},
+		})
+		if err != nil {
+			t.Fatalf("status %d: %v", st, err)
+		}
+		head := e.remote.Head(t)
+		if data["commit"] != head {
+			t.Fatalf("answer %v, head %s", data, head)
+		}
+		if n, _ := e.git(t, nil, "rev-list", "--count", before+".."+head); n != "1" {
+			t.Fatalf("%s commits for one request", n)
+		}
+		want := strings.NewReplacer("image:1.2.4", "image:1.2.5", `"123456"`, `"987654"`).Replace(deploymentYML)
+		if got := e.show(t, head, "my-group/my-project/deployment.yml"); got != want {
+			t.Fatalf("deployment.yml =\n%s\nwant\n%s", got, want)
+		}
+		if author, _ := e.git(t, nil, "log", "-1", "--format=%an <%ae>", head); author != "Git autopilot <bot@example.com>" {
+			t.Fatalf("author %q", author)
+		}
+	})
+
+	t.Run("the same patch twice: the second is a no-op", func(t *testing.T) {
+		body := map[string]any{"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "1.2.6")}}
+		first, _, st, err := patchReq(ci, body)
+		if err != nil || first["no_op"] != false {
+			t.Fatalf("first: status %d %v %v", st, err, first)
+		}
+		head := e.remote.Head(t)
+		second, _, st, err := patchReq(ci, body)
+		if err != nil {
+			t.Fatalf("second: status %d %v", st, err)
+		}
+		if second["no_op"] != true || second["commit"] != head || e.remote.Head(t) != head {
+			t.Fatalf("second answer %v, head %s -> %s", second, head, e.remote.Head(t))
+		}
+	})
+
+	t.Run("dry run answers the diff and pushes nothing", func(t *testing.T) {
+		head := e.remote.Head(t)
+		data, _, st, err := patchReq(ci, map[string]any{
+			"dry_run":  true,
+			"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "9.9.9")},
+		})
+		if err != nil {
+			t.Fatalf("status %d: %v", st, err)
+		}
+		diff, _ := data["diff"].(string)
+		if !strings.Contains(diff, `-      tag: "1.2.6" # set by CI`) || !strings.Contains(diff, `+      tag: "9.9.9" # set by CI`) || e.remote.Head(t) != head {
+			t.Fatalf("dry run answer %v, head %s -> %s", data, head, e.remote.Head(t))
+		}
+	})
+
+	denials := []struct {
+		name   string
+		client func(t *testing.T) *api.Client
+		body   map[string]any
+		want   string
+	}{
+		{"another group's file", func(*testing.T) *api.Client { return ci },
+			map[string]any{"commands": []any{setField("other-group/x.yml", "a", 2)}}, "outside the caller's project directory"},
+		{"a .. path out of the project", func(*testing.T) *api.Client { return ci },
+			map[string]any{"commands": []any{setField("my-group/my-project/../../other-group/x.yml", "a", 2)}}, "other-group/x.yml"},
+		{"a .json file", func(*testing.T) *api.Client { return ci },
+			map[string]any{"commands": []any{setField("my-group/my-project/config.json", "a", 2)}}, "only .yml and .yaml"},
+		{"the root token (no identity)", func(*testing.T) *api.Client { return e.v.Client },
+			map[string]any{"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "6.6.6")}}, "no Vault identity"},
+	}
+	for _, tc := range denials {
+		t.Run("403: "+tc.name, func(t *testing.T) {
+			before := e.remote.Head(t)
+			_, _, st, err := patchReq(tc.client(t), tc.body)
+			if st != http.StatusForbidden || err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("status %d %v, want 403 mentioning %q", st, err, tc.want)
+			}
+			if e.remote.Head(t) != before {
+				t.Fatal("a denied request made a commit")
+			}
+		})
+	}
+
+	t.Run("403: a custom policy in the wrong package fails closed", func(t *testing.T) {
+		if _, err := e.v.Client.Logical().Write("flant_gitops/configure/policy", map[string]any{
+			"policy": "package flant_gitops.patches\n\nviolations contains \"never\" if false\n",
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if _, err := e.v.Client.Logical().Delete("flant_gitops/configure/policy"); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		before := e.remote.Head(t)
+		_, _, st, err := patchReq(ci, map[string]any{"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "7.0.0")}})
+		if st != http.StatusForbidden || !strings.Contains(fmt.Sprint(err), "flant_gitops.patch") || e.remote.Head(t) != before {
+			t.Fatalf("status %d %v, want 403 naming the expected package", st, err)
+		}
+	})
+
+	t.Run("20 parallel patches to different files: 20 commits, none lost", func(t *testing.T) {
+		before := e.remote.Head(t)
+		var wg sync.WaitGroup
+		errs := make([]error, 20)
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _, st, err := patchReq(ci, map[string]any{"commands": []any{
+					setField(fmt.Sprintf("my-group/my-project/apps/app-%02d.yml", i), "image.tag", fmt.Sprintf("v%d", i+1)),
+				}})
+				if err != nil {
+					errs[i] = fmt.Errorf("status %d: %w", st, err)
+				}
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("patch %d: %v", i, err)
+			}
+		}
+		head := e.remote.Head(t)
+		if n, _ := e.git(t, nil, "rev-list", "--count", before+".."+head); n != "20" {
+			t.Fatalf("%s new commits, want 20", n)
+		}
+		for i := range 20 {
+			if got, want := e.show(t, head, fmt.Sprintf("my-group/my-project/apps/app-%02d.yml", i)), fmt.Sprintf("image:\n  tag: v%d\n", i+1); got != want {
+				t.Fatalf("app-%02d.yml = %q, want %q", i, got, want)
+			}
+		}
+	})
+
+	t.Run("20 parallel values for one field: each committed or 409, the file holds the last commit's", func(t *testing.T) {
+		before := e.remote.Head(t)
+		var wg sync.WaitGroup
+		commits := make([]string, 20)
+		statuses := make([]int, 20)
+		for i := range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				data, _, st, _ := patchReq(ci, map[string]any{"commands": []any{
+					setField("my-group/my-project/release.yml", "spec.values.image.tag", fmt.Sprintf("2.0.%d", i)),
+				}})
+				statuses[i] = st
+				if data != nil {
+					commits[i], _ = data["commit"].(string)
+				}
+			}()
+		}
+		wg.Wait()
+		committed := 0
+		for i, st := range statuses {
+			switch st {
+			case http.StatusOK:
+				committed++
+			case http.StatusConflict:
+			default:
+				t.Errorf("request %d answered %d", i, st)
+			}
+		}
+		head := e.remote.Head(t)
+		if n, _ := e.git(t, nil, "rev-list", "--count", before+".."+head); n != fmt.Sprint(committed) {
+			t.Fatalf("%s new commits for %d committed answers", n, committed)
+		}
+		last := -1
+		for i, c := range commits {
+			if c == head {
+				last = i
+			}
+		}
+		if last < 0 {
+			t.Fatalf("no answer carries the head %s", head)
+		}
+		if got, want := e.show(t, head, "my-group/my-project/release.yml"), strings.Replace(releaseYML, `"1.2.4"`, fmt.Sprintf(`"2.0.%d"`, last), 1); got != want {
+			t.Fatalf("release.yml = %q, want the last commit's value 2.0.%d", got, last)
+		}
+	})
+}
