@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# bench-patch.sh: one patch through Vault + the plugin against the git CLI floor
+# (warm clone: fetch, reset --hard, edit one value, commit, push), interleaved
+# rounds on the large repository that tools/mkrepo.sh DIR 20000 2000 makes
+# (about 116 MB), plus the plugin's peak RSS and 10 concurrent patches.
+#
+# Environment: BENCH_REPO (an existing pristine repository to reuse; default
+# $BENCH_CACHE/mkrepo-20000-2000.git, made on first run, about 30 s),
+# BENCH_CACHE (default /tmp/flant_gitops-bench), BENCH_ROUNDS (default 10),
+# MKREPO (default ../shared/tools/mkrepo.sh next to this repository).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${BENCH_CACHE:-/tmp/flant_gitops-bench}
+mkrepo=${MKREPO:-$root/../shared/tools/mkrepo.sh}
+repo=${BENCH_REPO:-$cache/mkrepo-20000-2000.git}
+
+if [ ! -d "$repo" ]; then
+  [ -x "$mkrepo" ] || { echo "mkrepo.sh not found at $mkrepo; set MKREPO" >&2; exit 1; }
+  mkdir -p "$(dirname "$repo")"
+  echo "making the benchmark repository $repo (20000 files, 2000 commits)..." >&2
+  "$mkrepo" "$repo.tmp" 20000 2000 >&2
+  mv "$repo.tmp" "$repo"
+fi
+
+cd "$root"
+BENCH_REPO=$repo BENCH_ROUNDS=${BENCH_ROUNDS:-10} \
+  go test -run '^$' -bench BenchmarkPatchVsGitCLI -benchtime 1x -timeout 30m ./scripts/bench-patch/
