@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -69,6 +70,7 @@ func (br benchRepo) generated(b *testing.B) string {
 //   - list-floor: go-git's bare Remote.List against the server (the least a
 //     poll can cost: one ref advertisement);
 //   - idle: Mirror.Fetch when nothing changed;
+//   - idle-vs-floor: both alternated in one loop, with their ratio;
 //   - one-commit: Mirror.Fetch that finds one new commit (one file changed),
 //     with upload-pack-bytes/op the pack size the server sent;
 //   - initial-fetch: building the mirror from nothing (once per cache
@@ -128,6 +130,41 @@ func BenchmarkPoll(b *testing.B) {
 				if st := srv.Stats(); st.UploadPacks != 0 {
 					b.Fatalf("idle polls requested packs: %+v", st)
 				}
+			})
+			// The machine is shared, so load drifts between sub-benchmarks:
+			// this one alternates a floor List and an idle Fetch in every
+			// iteration and reports their ratio under the same load.
+			b.Run("idle-vs-floor", func(b *testing.B) {
+				remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{repo.URL()}})
+				basic := &githttp.BasicAuth{Username: srv.Username(), Password: srv.Password()}
+				list := func() {
+					if _, err := remote.ListContext(ctx, &git.ListOptions{Auth: basic}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				poll := func() {
+					if res, err := m.Fetch(ctx); err != nil || res.Changed {
+						b.Fatalf("idle fetch = %+v, %v", res, err)
+					}
+				}
+				var floor, idle time.Duration
+				n := 0
+				for b.Loop() {
+					first, second, firstSum, secondSum := list, poll, &floor, &idle
+					if n%2 == 1 {
+						first, second, firstSum, secondSum = poll, list, &idle, &floor
+					}
+					t0 := time.Now()
+					first()
+					t1 := time.Now()
+					second()
+					*firstSum += t1.Sub(t0)
+					*secondSum += time.Since(t1)
+					n++
+				}
+				b.ReportMetric(float64(floor.Nanoseconds())/float64(n), "floor-ns/op")
+				b.ReportMetric(float64(idle.Nanoseconds())/float64(n), "idle-ns/op")
+				b.ReportMetric(float64(idle)/float64(floor), "idle/floor")
 			})
 			b.Run("one-commit", func(b *testing.B) {
 				srv.ResetStats()

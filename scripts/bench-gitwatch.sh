@@ -20,13 +20,17 @@ awk '
   /^BenchmarkPoll\// {
     split($1, p, "/"); size = p[2]; kind = p[3]; sub(/-[0-9]+$/, "", kind)
     ns[size "/" kind] = $3
-    for (i = 4; i < NF; i++) if ($(i+1) == "upload-pack-bytes/op") bytes[size] = $i
+    for (i = 4; i < NF; i++) {
+      if ($(i+1) == "upload-pack-bytes/op") bytes[size] = $i
+      if ($(i+1) == "idle/floor") paired[size] = $i
+    }
     sizes[size] = 1
   }
   END {
     for (s in sizes) {
       f = ns[s "/list-floor"]
       if (f == 0) continue
+      printf "  %-6s idle/floor alternated in one loop: %.2fx\n", s, paired[s]
       printf "  %-6s floor %8.2f ms   idle %8.2f ms (%.2fx)   one-commit %8.2f ms (%.2fx, %d pack bytes)   initial fetch %8.0f ms\n",
         s, f / 1e6, ns[s "/idle"] / 1e6, ns[s "/idle"] / f, ns[s "/one-commit"] / 1e6, ns[s "/one-commit"] / f, bytes[s], ns[s "/initial-fetch"] / 1e6
     }
