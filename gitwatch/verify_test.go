@@ -1,6 +1,7 @@
 package gitwatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
@@ -341,5 +344,39 @@ func TestVerifyTrustSuite(t *testing.T) {
 func TestVerifyRejectsNegativeRequired(t *testing.T) {
 	if _, err := countQuorum(strings.Repeat("a", 40), nil, -1, nil, time.Now()); err == nil {
 		t.Fatal("countQuorum(required -1) succeeded, want an error")
+	}
+}
+
+func TestTextModeSignatures(t *testing.T) {
+	alice := pgptest.NewKey(t, "Alice")
+	keys := []TrustedKey{{Name: "alice", Armored: alice.PublicArmored(t)}}
+	commitID := strings.Repeat("ab", 20)
+	rawCommit := []byte("tree " + strings.Repeat("0", 40) + "\nauthor A <a@example.com> 1 +0000\ncommitter A <a@example.com> 1 +0000\n\nmsg\n")
+	textSig := func(data []byte) []byte {
+		var buf bytes.Buffer
+		if err := openpgp.DetachSignText(&buf, alice.Entity, bytes.NewReader(data), nil); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	tests := []struct {
+		name     string
+		blob     signedBlob
+		verified int
+		ignored  string
+	}{
+		{name: "text-mode commit signature refused", blob: signedBlob{SourceCommit, rawCommit, textSig(rawCommit)}, ignored: "text-mode"},
+		{name: "text-mode note signature accepted", blob: signedBlob{SourceNotes, []byte(commitID), textSig([]byte(commitID))}, verified: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q, err := countQuorum(commitID, keys, 1, []signedBlob{tc.blob}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.Verified != tc.verified || !strings.Contains(strings.Join(q.Ignored, "\n"), tc.ignored) {
+				t.Errorf("quorum = verified %d ignored %q; want %d and %q", q.Verified, q.Ignored, tc.verified, tc.ignored)
+			}
+		})
 	}
 }
