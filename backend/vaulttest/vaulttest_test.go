@@ -1,0 +1,48 @@
+package vaulttest
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestServerWithPluginReloadsAndStopsClean starts the default server, reloads
+// the plugin, and checks that stopping leaves no process of its group.
+func TestServerWithPluginReloadsAndStopsClean(t *testing.T) {
+	var pgid int
+	t.Run("server", func(t *testing.T) {
+		s := NewServer(t, nil)
+		pgid = s.cmd.Process.Pid
+		mounts, err := s.Client.Sys().ListMountsWithContext(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := mounts[MountPath+"/"]; m == nil || m.RunningVersion != PluginVersion || m.RunningSha256 != s.PluginSHA256 {
+			t.Fatalf("mount = %+v, want the plugin at version %s sha256 %s", m, PluginVersion, s.PluginSHA256)
+		}
+		s.ReloadPlugin(t)
+		out, errOut, code := s.CLI(t, "secrets", "list")
+		if code != 0 || !strings.Contains(out, MountPath+"/") {
+			t.Fatalf("vault secrets list: exit %d\n%s%s", code, out, errOut)
+		}
+	})
+	if err := syscall.Kill(-pgid, 0); err != syscall.ESRCH {
+		t.Fatalf("process group %d still has processes after cleanup (kill -0: %v)", pgid, err)
+	}
+}
+
+// TestNoPluginTLSServer is the shape of a second, "target" Vault: HTTPS with
+// a generated CA, no plugin.
+func TestNoPluginTLSServer(t *testing.T) {
+	s := NewServer(t, &Options{NoPlugin: true, TLS: true, Env: []string{"VAULTTEST_MARKER=1"}})
+	if !strings.HasPrefix(s.Addr, "https://127.0.0.1:") || !strings.Contains(s.CACertPEM, "BEGIN CERTIFICATE") {
+		t.Fatalf("Addr %q, CA %q: want https and a PEM CA", s.Addr, s.CACertPEM)
+	}
+	out, errOut, code := s.CLI(t, "secrets", "list")
+	if code != 0 {
+		t.Fatalf("vault secrets list over TLS: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out, MountPath) || s.PluginSHA256 != "" {
+		t.Fatalf("NoPlugin server has the plugin:\n%s", out)
+	}
+}
