@@ -113,7 +113,7 @@ func (b *backend) rotateSecretIDLocked(ctx context.Context, s logical.Storage) e
 	}
 	if ttl, ok := dataInt(gen, "secret_id_ttl"); ok && ttl > 0 && time.Duration(ttl)*time.Second < t.SecretIDTTL {
 		b.Logger().Warn("the role's secret_id_ttl on the target Vault is shorter than configure_vault_access secret_id_ttl; set it no longer than the role's, or the secret_id expires before the plugin rotates it",
-			"role_name", t.RoleName, "role_secret_id_ttl", time.Duration(ttl)*time.Second, "secret_id_ttl", t.SecretIDTTL)
+			"role_name", t.RoleName, "role_secret_id_ttl", (time.Duration(ttl) * time.Second).String(), "secret_id_ttl", t.SecretIDTTL.String())
 	}
 	rot := &secretIDRotation{OldSecretID: entry.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now()}
 	if err := putEntry(ctx, s, storageKeySecretIDRotation, rot); err != nil {
@@ -156,7 +156,7 @@ func (b *backend) commitSecretIDRotationLocked(ctx context.Context, s logical.St
 	// the old one is revoked.
 	a.identity = targetFromEntry(entry).identity()
 	a.replaceTokenLocked(ctx, fresh)
-	b.Logger().Info("rotated the AppRole secret_id on the target Vault", "vault_addr", t.Addr, "role_name", t.RoleName, "next_rotation_after", entry.SecretIDTTL*2/3)
+	b.Logger().Info("rotated the AppRole secret_id on the target Vault", "vault_addr", t.Addr, "role_name", t.RoleName, "next_rotation_after", (entry.SecretIDTTL * 2 / 3).String())
 	return b.finishSecretIDRotationLocked(ctx, s, targetFromEntry(entry), rot)
 }
 

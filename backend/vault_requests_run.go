@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,13 +53,13 @@ func (b *backend) prepareVaultRequests(ctx context.Context, s logical.Storage) (
 		return nil, nil, fmt.Errorf("vault requests: %w", err)
 	}
 	if entry == nil {
-		return nil, nil, fmt.Errorf("vault requests: %d configured (%s) but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests",
-			len(reqs), requestNames(reqs))
+		return nil, nil, fmt.Errorf("vault requests %s are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests",
+			requestNames(reqs))
 	}
 	t := targetFromEntry(entry)
 	c, token, err := a.tokenLocked(ctx, t)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vault requests: %w", err)
+		return nil, nil, fmt.Errorf("vault requests %s: %w", requestNames(reqs), err)
 	}
 	for _, r := range reqs {
 		name, err := requestEnvVar(r)
@@ -86,7 +87,7 @@ func (b *backend) prepareVaultRequests(ctx context.Context, s logical.Storage) (
 func requestNames(reqs []*vaultRequestEntry) string {
 	names := make([]string, len(reqs))
 	for i, r := range reqs {
-		names[i] = r.Name
+		names[i] = strconv.Quote(r.Name)
 	}
 	return strings.Join(names, ", ")
 }

@@ -259,7 +259,7 @@ func (a *approleClient) revoke(ctx context.Context, c *api.Client, tk *targetTok
 		return // already expired on the target
 	}
 	if err := as(c, tk.token, "").Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
-		a.logger().Warn("revoking the replaced AppRole token on the target Vault failed; it expires with its TTL", "vault_addr", c.Address(), "ttl", tk.ttl, "error", err)
+		a.logger().Warn("revoking the replaced AppRole token on the target Vault failed; it expires with its TTL", "vault_addr", c.Address(), "ttl", tk.ttl.String(), "error", err)
 	}
 }
 

@@ -438,7 +438,7 @@ func TestPrepareVaultRequests(t *testing.T) {
 		t.Error("token still alive after configure_vault_access was deleted")
 	}
 	_, _, err = p.b.prepareVaultRequests(context.Background(), p.s)
-	if err == nil || !strings.Contains(err.Error(), "configure_vault_access is not") {
+	if err == nil || !strings.Contains(err.Error(), `vault requests "app-secret", "kv.list" are configured but configure_vault_access is not`) {
 		t.Errorf("prepare without access: %v", err)
 	}
 
