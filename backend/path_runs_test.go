@@ -1,0 +1,168 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+func TestRunPaths(t *testing.T) {
+	b, s := newConfigTestBackend(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 2, 1, 8, 0, 0, 0, time.UTC)
+	var ids []string
+	for i, status := range []string{runSucceeded, runFailed, runRunning} {
+		id, err := newRunID(t0.Add(time.Duration(i) * time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+		code := i
+		if err := putRun(ctx, s, &runRecord{ID: id, Commit: watchCommitB, Status: status, ExitCode: &code, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := openRunLog(ctx, s, ids[0], b.watch.logLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write([]byte("line one\nline two\n"))
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name     string
+		op       logical.Operation
+		path     string
+		data     map[string]any
+		wantCode int // 0: success; else the HTTP status of the error
+		want     []string
+		check    func(t *testing.T, resp *logical.Response)
+	}{
+		{name: "list newest first", op: logical.ListOperation, path: "runs/", check: func(t *testing.T, resp *logical.Response) {
+			keys, _ := resp.Data["keys"].([]string)
+			if strings.Join(keys, ",") != strings.Join([]string{ids[2], ids[1], ids[0]}, ",") {
+				t.Errorf("keys = %v", keys)
+			}
+			info := resp.Data["key_info"].(map[string]any)[ids[1]].(map[string]any)
+			if info["status"] != runFailed || info["commit"] != watchCommitB {
+				t.Errorf("key_info = %v", info)
+			}
+		}},
+		{name: "read a run", op: logical.ReadOperation, path: "runs/" + ids[1], check: func(t *testing.T, resp *logical.Response) {
+			if resp.Data["status"] != runFailed || resp.Data["exit_code"] != 1 {
+				t.Errorf("run = %v", resp.Data)
+			}
+		}},
+		{name: "unknown run is not found", op: logical.ReadOperation, path: "runs/nope", check: func(t *testing.T, resp *logical.Response) {
+			if resp != nil {
+				t.Errorf("got %v", resp.Data)
+			}
+		}},
+		{name: "log page", op: logical.ReadOperation, path: "runs/" + ids[0] + "/log", data: map[string]any{"offset": 5, "limit": 8}, check: func(t *testing.T, resp *logical.Response) {
+			if resp.Data["log"] != "one\nline" || resp.Data["next_offset"] != int64(13) || resp.Data["size"] != int64(18) || resp.Data["complete"] != false {
+				t.Errorf("page = %v", resp.Data)
+			}
+		}},
+		{name: "log to the end is complete", op: logical.ReadOperation, path: "runs/" + ids[0] + "/log", data: map[string]any{"offset": 13}, check: func(t *testing.T, resp *logical.Response) {
+			if resp.Data["log"] != " two\n" || resp.Data["complete"] != true {
+				t.Errorf("page = %v", resp.Data)
+			}
+		}},
+		{name: "negative offset", op: logical.ReadOperation, path: "runs/" + ids[0] + "/log", data: map[string]any{"offset": -1}, wantCode: http.StatusBadRequest, want: []string{"offset"}},
+		{name: "limit too large", op: logical.ReadOperation, path: "runs/" + ids[0] + "/log", data: map[string]any{"limit": maxLogPage + 1}, wantCode: http.StatusBadRequest, want: []string{"limit"}},
+		{name: "cancel an unknown run", op: logical.UpdateOperation, path: "runs/nope/cancel", wantCode: http.StatusNotFound, want: []string{"vault list flant_gitops/runs"}},
+		{name: "cancel a finished run", op: logical.UpdateOperation, path: "runs/" + ids[1] + "/cancel", wantCode: http.StatusBadRequest, want: []string{"already ended", "failed"}},
+		{name: "cancel a run this instance does not execute", op: logical.UpdateOperation, path: "runs/" + ids[2] + "/cancel", wantCode: http.StatusConflict, want: []string{"not executing"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := rawConfigReq(b, s, tt.op, tt.path, tt.data)
+			checkWatchResponse(t, resp, err, tt.wantCode, tt.want)
+			if tt.check != nil && err == nil {
+				tt.check(t, resp)
+			}
+		})
+	}
+}
+
+func TestLastSuccessfulCommitPath(t *testing.T) {
+	b, s := newConfigTestBackend(t)
+	ctx := context.Background()
+	if err := putWatchState(ctx, s, &watchState{FailedCommit: watchCommitC, Failures: 3, NextAttemptAt: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]any {
+		t.Helper()
+		resp, err := rawConfigReq(b, s, logical.ReadOperation, "configure/last_successful_commit", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp == nil {
+			return nil
+		}
+		return resp.Data
+	}
+	if got := read(); got != nil {
+		t.Errorf("unset commit read as %v", got)
+	}
+	for _, bad := range []string{"", "abc", strings.Repeat("g", 40), strings.Repeat("a", 39)} {
+		resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": bad})
+		checkWatchResponse(t, resp, err, http.StatusBadRequest, []string{"40-hex"})
+	}
+	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": strings.ToUpper(watchCommitB)})
+	checkWatchResponse(t, resp, err, 0, nil)
+	if got := read(); got["commit"] != watchCommitB || got["source"] != lastSuccessfulOperator {
+		t.Errorf("after write: %v", got)
+	}
+	st, err := getWatchState(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FailedCommit != "" || st.Failures != 0 || !st.NextAttemptAt.IsZero() {
+		t.Errorf("setting the commit did not clear the backoff: %+v", st)
+	}
+
+	// Deleting falls back to initial_last_successful_commit.
+	configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
+		"git_repo_url": "https://git.example/ops.git", "docker_image": "sha256:" + strings.Repeat("1", 64),
+		"commands": []string{"true"}, "initial_last_successful_commit": watchCommitA,
+	})
+	resp, err = rawConfigReq(b, s, logical.DeleteOperation, "configure/last_successful_commit", nil)
+	checkWatchResponse(t, resp, err, 0, nil)
+	if got := read(); got["commit"] != watchCommitA || got["source"] != lastSuccessfulInitial {
+		t.Errorf("after delete: %v", got)
+	}
+	status := configReq(t, b, s, logical.ReadOperation, "status", nil)
+	if status.Data["last_successful_commit"] != watchCommitA || status.Data["configured"] != true {
+		t.Errorf("status = %v", status.Data)
+	}
+}
+
+func checkWatchResponse(t *testing.T, resp *logical.Response, err error, wantCode int, want []string) {
+	t.Helper()
+	msg, code := "", 0
+	var coded logical.HTTPCodedError
+	switch {
+	case errors.As(err, &coded):
+		msg, code = coded.Error(), coded.Code()
+	case err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case resp != nil && resp.IsError():
+		msg, code = resp.Error().Error(), http.StatusBadRequest
+	}
+	if code != wantCode {
+		t.Fatalf("status %d (%q), want %d", code, msg, wantCode)
+	}
+	for _, w := range want {
+		if !strings.Contains(msg, w) {
+			t.Errorf("message %q does not say %q", msg, w)
+		}
+	}
+}
