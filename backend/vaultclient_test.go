@@ -105,7 +105,6 @@ func TestNewTargetClientIgnoresEnvironment(t *testing.T) {
 		"VAULT_WRAP_TTL":        "5m",
 		"VAULT_TLS_SERVER_NAME": "elsewhere.example",
 		"VAULT_HEADERS":         `{"X-Env":"1"}`,
-		"HTTPS_PROXY":           "http://127.0.0.1:1",
 	} {
 		t.Setenv(k, v)
 	}
