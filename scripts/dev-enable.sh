@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# make enable: a dev Vault with the flant_gitops plugin and the fixture data
+# of the README's "Examples", all under the git-ignored .dev/. Safe to run
+# again: running servers are reused, the plugin is re-registered and reloaded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEV=$ROOT/.dev
+VAULT_PORT=${VAULT_DEV_PORT:-8200}
+GIT_PORT=${DEVGIT_PORT:-8280}
+VERSION=${VERSION:-$(sed -n 's/^var Version = "\(.*\)"/\1/p' backend/version.go)}
+export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
+export VAULT_TOKEN=root # the dev server's root token id, nothing secret
+unset VAULT_NAMESPACE VAULT_CACERT
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf 'make enable: %s\n' "$*" >&2; exit 1; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+for tool in go git gpg docker sha256sum; do
+	command -v "$tool" >/dev/null || die "$tool is not installed (see .ci/run for the apt packages)"
+done
+docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed): start dockerd or fix DOCKER_HOST"
+
+mkdir -p "$DEV/plugins" "$DEV/git"
+
+# --- binaries --------------------------------------------------------------
+VAULT=${VAULT_BINARY:-$ROOT/bin/vault}
+if [ ! -x "$VAULT" ]; then
+	if command -v vault >/dev/null; then VAULT=$(command -v vault); else
+		say "building bin/vault (about 8 minutes on a cold module cache)"
+		make bin/vault
+	fi
+fi
+[ -x bin/flant_gitops ] || make build
+go build -o bin/devgit ./scripts/devgit
+# Copy then rename, so a plugin process still running keeps its binary.
+cp bin/flant_gitops "$DEV/plugins/.flant_gitops.new"
+mv "$DEV/plugins/.flant_gitops.new" "$DEV/plugins/flant_gitops"
+SHA=$(sha256sum "$DEV/plugins/flant_gitops" | cut -d' ' -f1)
+
+# --- Vault -----------------------------------------------------------------
+if alive "$DEV/vault.pid"; then
+	say "dev Vault already running (pid $(cat "$DEV/vault.pid")) at $VAULT_ADDR"
+else
+	if "$VAULT" status >/dev/null 2>&1; then
+		die "something else answers at $VAULT_ADDR; stop it or set VAULT_DEV_PORT"
+	fi
+	say "starting dev Vault at $VAULT_ADDR (log: .dev/vault.log)"
+	# setsid: own process group, so `make stop` takes Vault and its plugin
+	# processes together.
+	setsid "$VAULT" server -dev -dev-root-token-id=root -dev-no-store-token \
+		-dev-listen-address="127.0.0.1:$VAULT_PORT" -dev-plugin-dir="$DEV/plugins" \
+		-log-level=debug >>"$DEV/vault.log" 2>&1 </dev/null &
+	echo $! >"$DEV/vault.pid"
+fi
+for _ in $(seq 1 150); do
+	"$VAULT" status >/dev/null 2>&1 && break
+	alive "$DEV/vault.pid" || die "Vault exited; see .dev/vault.log"
+	sleep 0.2
+done
+"$VAULT" status >/dev/null || die "Vault did not become ready; see .dev/vault.log"
+
+say "registering flant_gitops $VERSION (sha256 ${SHA:0:12}...)"
+"$VAULT" plugin register -sha256="$SHA" -version="$VERSION" secret flant_gitops >/dev/null
+if "$VAULT" secrets list | grep -q '^flant_gitops/'; then
+	"$VAULT" secrets tune -plugin-version="$VERSION" flant_gitops/ >/dev/null
+	"$VAULT" plugin reload -plugin=flant_gitops >/dev/null
+else
+	"$VAULT" secrets enable -path=flant_gitops -plugin-version="$VERSION" flant_gitops >/dev/null
+fi
+
+# --- image -----------------------------------------------------------------
+say "building the local busybox image (no registry needed)"
+IMAGE=$(go run ./container/dockertest/cmd/mkimage)
+[[ $IMAGE =~ ^sha256:[0-9a-f]{64}$ ]] || die "mkimage printed '$IMAGE', want an image ID sha256:<64 hex>"
+
+# --- signing key and repository -------------------------------------------
+export GNUPGHOME=$DEV/gnupg
+mkdir -p -m 700 "$GNUPGHOME"
+if ! gpg --batch --list-secret-keys 2>/dev/null | grep -q .; then
+	say "making a dev PGP key in .dev/gnupg"
+	gpg --batch --quiet --passphrase '' --quick-gen-key "flant_gitops dev <dev@flant-gitops.invalid>" ed25519 sign never
+fi
+FPR=$(gpg --batch --with-colons --list-secret-keys | awk -F: '/^fpr:/ {print $10; exit}')
+gpg --batch --armor --export "$FPR" >"$DEV/trusted-key.asc"
+
+REPO=$DEV/git/deploy.git
+WORK=$DEV/work
+if [ ! -d "$REPO" ]; then
+	say "creating .dev/git/deploy.git with one signed commit"
+	git init -q --bare -b main "$REPO"
+	rm -rf "$WORK"
+	git init -q -b main "$WORK"
+	echo "hello from a signed commit" >"$WORK/hello.txt"
+	printf '#!/bin/sh\n# run by flant_gitops in the container, with this repository at /git\ncat /git/hello.txt\n' >"$WORK/deploy.sh"
+	git -C "$WORK" add hello.txt deploy.sh
+	git -C "$WORK" -c user.name="flant_gitops dev" -c user.email=dev@flant-gitops.invalid \
+		-c user.signingkey="$FPR" -c gpg.program=gpg commit -q -S -m "Initial signed commit"
+	git -C "$WORK" push -q "$REPO" main
+fi
+git -C "$WORK" verify-commit HEAD 2>/dev/null || die "the dev commit's signature does not verify with .dev/gnupg"
+
+if [ ! -s "$DEV/git-password" ]; then
+	(umask 077 && head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEV/git-password")
+fi
+GIT_PASSWORD=$(cat "$DEV/git-password")
+GIT_URL=http://127.0.0.1:$GIT_PORT/deploy.git
+if alive "$DEV/devgit.pid"; then
+	say "dev git server already running (pid $(cat "$DEV/devgit.pid")) at $GIT_URL"
+else
+	say "serving .dev/git at $GIT_URL (log: .dev/devgit.log)"
+	DEVGIT_PASSWORD=$GIT_PASSWORD setsid bin/devgit -root "$DEV/git" -addr "127.0.0.1:$GIT_PORT" -user dev \
+		>>"$DEV/devgit.log" 2>&1 </dev/null &
+	echo $! >"$DEV/devgit.pid"
+fi
+AUTH="Authorization: Basic $(printf 'dev:%s' "$GIT_PASSWORD" | base64)"
+for _ in $(seq 1 50); do
+	git -c http.extraHeader="$AUTH" ls-remote "$GIT_URL" >/dev/null 2>&1 && break
+	alive "$DEV/devgit.pid" || die "the dev git server exited; see .dev/devgit.log"
+	sleep 0.2
+done
+git -c http.extraHeader="$AUTH" ls-remote "$GIT_URL" | grep -q refs/heads/main || die "cannot fetch $GIT_URL; see .dev/devgit.log"
+
+# --- AppRole on this same Vault, as the README's "Configure vault access" --
+"$VAULT" auth list | grep -q '^approle/' || "$VAULT" auth enable approle >/dev/null
+"$VAULT" policy write flant_gitops-dev - >/dev/null <<'HCL'
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+HCL
+"$VAULT" write auth/approle/role/flant_gitops-dev secret_id_ttl=120m token_ttl=90s token_policies=flant_gitops-dev >/dev/null
+ROLE_ID=$("$VAULT" read -field=role_id auth/approle/role/flant_gitops-dev/role-id)
+SECRET_ID=$("$VAULT" write -f -field=secret_id auth/approle/role/flant_gitops-dev/secret-id)
+
+# --- fixture data -----------------------------------------------------------
+say "loading the fixture data into flant_gitops/"
+"$VAULT" write flant_gitops/configure/trusted_pgp_public_key/dev public_key=@"$DEV/trusted-key.asc" >/dev/null
+# Secrets go on stdin, not into process arguments.
+"$VAULT" write flant_gitops/configure/git_credential - >/dev/null <<JSON
+{"username": "dev", "password": "$GIT_PASSWORD"}
+JSON
+"$VAULT" write flant_gitops/configure_vault_access - >/dev/null <<JSON
+{"vault_addr": "$VAULT_ADDR", "role_name": "flant_gitops-dev", "approle_mount_point": "auth/approle",
+ "role_id": "$ROLE_ID", "secret_id": "$SECRET_ID", "secret_id_ttl": "120m"}
+JSON
+"$VAULT" write flant_gitops/configure/vault_request/whoami path=auth/token/lookup-self method=GET wrap_ttl=1m >/dev/null
+"$VAULT" write flant_gitops/configure \
+	git_repo_url="$GIT_URL" git_branch_name=main git_poll_period=1m \
+	required_number_of_verified_signatures_on_commit=1 \
+	docker_image="$IMAGE" commands="sh /git/deploy.sh" run_timeout=5m memory_limit=64m cpu_limit=0.5 >/dev/null
+
+cat <<MSG
+
+flant_gitops is enabled at $VAULT_ADDR (root token: root).
+
+  export VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=root
+  $VAULT read flant_gitops/configure
+  $VAULT list flant_gitops/configure/trusted_pgp_public_key
+  $VAULT read flant_gitops/configure/vault_request/whoami
+  $VAULT read flant_gitops/configure_vault_access
+  $VAULT path-help flant_gitops/configure
+  tail -f .dev/vault.log
+
+The watched repository is $GIT_URL (work tree: .dev/work, signing key in
+.dev/gnupg: GNUPGHOME=.dev/gnupg git -C .dev/work commit -S ...; then
+git -C .dev/work push ../git/deploy.git main). Stop everything with: make stop
+MSG
