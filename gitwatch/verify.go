@@ -116,6 +116,13 @@ func countQuorum(commit string, trusted []TrustedKey, required int, blobs []sign
 		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(signers)))
 	}
 
+	// A fixed order keeps the Ignored lines stable from poll to poll.
+	order := make([]*trustedSigner, 0, len(signers))
+	for _, ts := range signers {
+		order = append(order, ts)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].fingerprint < order[j].fingerprint })
+
 	found := make(map[string]map[string]bool) // fingerprint -> sources
 	checked := 0
 blobs:
@@ -127,7 +134,7 @@ blobs:
 			}
 			checked++
 			claimed := false
-			for _, ts := range signers {
+			for _, ts := range order {
 				ok, reason := ts.verify(b.payload, pkt, b.source == SourceNotes, now)
 				claimed = claimed || ok || reason != ""
 				if reason != "" {
