@@ -180,6 +180,10 @@ successful commit), failed (reason and exit_code say why: non-zero exit,
 "timeout", a vault request, Docker), canceled (by runs/ID/cancel),
 interrupted (the plugin stopped during the run; the commit is retried).
 
+Run ids start with their creation time (UTC), so they sort by age. The API
+lists them newest first; the CLI's table output re-sorts them, which puts the
+newest last (use -format=json to keep the API's order).
+
 The newest 50 runs are kept with their logs.
 `
 
