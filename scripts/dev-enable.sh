@@ -166,3 +166,7 @@ The watched repository is $GIT_URL (work tree: .dev/work, signing key in
 .dev/gnupg: GNUPGHOME=.dev/gnupg git -C .dev/work commit -S ...; then
 git -C .dev/work push ../git/deploy.git main). Stop everything with: make stop
 MSG
+
+# --- watch loop (issue 4, scripts/dev-watch.sh): poll now, wait for the run of
+# HEAD, print `vault read flant_gitops/runs/<id>/log`.
+VAULT="$VAULT" scripts/dev-watch.sh
