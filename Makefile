@@ -15,7 +15,7 @@ LDFLAGS := -X github.com/flant/flant_gitops/backend.Version=$(VERSION)
 TESTFLAGS ?=
 FUZZTIME ?= 5s
 
-.PHONY: all build test vet unit fuzz enable stop bench clean
+.PHONY: all build vault-binary test vet unit fuzz enable stop bench clean
 
 all: build
 
@@ -33,6 +33,12 @@ bin/vault: scripts/vaultbin/go.mod scripts/vaultbin/go.sum scripts/vaultbin/main
 	@mkdir -p bin
 	cd scripts/vaultbin && $(GO) build -o ../../bin/vault.tmp . && mv ../../bin/vault.tmp ../../bin/vault
 
+# What the tests and `make enable` use: $$VAULT_BINARY, bin/vault or vault on
+# PATH; only when there is none is bin/vault built.
+vault-binary:
+	@if [ -n "$${VAULT_BINARY:-}" ] || [ -x bin/vault ] || command -v vault >/dev/null; then :; \
+	else $(MAKE) bin/vault; fi
+
 vet:
 	$(GO) vet ./...
 
@@ -44,9 +50,9 @@ unit:
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz-smoke.sh
 
-test: build bin/vault vet unit fuzz
+test: build vault-binary vet unit fuzz
 
-enable: build bin/vault
+enable: build vault-binary
 	VERSION=$(VERSION) scripts/dev-enable.sh
 
 stop:
