@@ -144,7 +144,7 @@ func watchBlockingRun(release <-chan struct{}) func(ctx context.Context, spec co
 }
 
 type watchHarness struct {
-	t        *testing.T
+	t        testing.TB
 	s        logical.Storage
 	clock    *watchClock
 	mirror   *watchFakeMirror
@@ -154,7 +154,7 @@ type watchHarness struct {
 	w        *watcher
 }
 
-func newWatchHarness(t *testing.T) *watchHarness {
+func newWatchHarness(t testing.TB) *watchHarness {
 	h := &watchHarness{
 		t:      t,
 		s:      &logical.InmemStorage{},
@@ -626,5 +626,47 @@ func waitForWatch(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkTickDuringRun measures the periodic function's work while a run
+// is in progress: it must stay a few lock operations, never I/O.
+func BenchmarkTickDuringRun(b *testing.B) {
+	h := newWatchHarness(b)
+	release := make(chan struct{})
+	h.runner.run = watchBlockingRun(release)
+	h.runner.started = make(chan container.Spec, 1)
+	h.w.start(h.s)
+	<-h.runner.started
+	b.ResetTimer()
+	for b.Loop() {
+		h.clock.advance(h.settings.PollPeriod)
+		h.w.tick(h.s)
+	}
+	b.StopTimer()
+	close(release)
+	h.w.stop(context.Background())
+	if got := h.runner.runs(); got != 1 {
+		b.Fatalf("%d runs started by ticks during one run", got)
+	}
+}
+
+// BenchmarkRunLogWrite measures streaming container output into storage
+// chunks (in-memory storage: the cost of chunking, not of Vault).
+func BenchmarkRunLogWrite(b *testing.B) {
+	ctx := context.Background()
+	line := []byte(strings.Repeat("x", 119) + "\n")
+	w, err := openRunLog(ctx, &logical.InmemStorage{}, "bench", defaultLogLimits())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if _, err := w.Write(line); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		b.Fatal(err)
 	}
 }
