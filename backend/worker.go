@@ -279,6 +279,7 @@ func (w *watcher) snapshot() (busy bool, currentRun string) {
 
 func (w *watcher) loop(ctx context.Context) {
 	defer close(w.done)
+	defer w.closeRunner()
 	w.mu.Lock()
 	s := w.storage
 	w.mu.Unlock()
@@ -420,6 +421,19 @@ func (w *watcher) getRunner(ctx context.Context) (container.Runner, error) {
 	w.runner = r
 	w.mu.Unlock()
 	return r, nil
+}
+
+// closeRunner releases the Docker client when the worker ends.
+func (w *watcher) closeRunner() {
+	w.mu.Lock()
+	r := w.runner
+	w.runner = nil
+	w.mu.Unlock()
+	if c, ok := r.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			w.log().Warn("closing the Docker client", "error", err)
+		}
+	}
 }
 
 func (w *watcher) labels(runID string) map[string]string {
