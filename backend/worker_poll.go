@@ -238,6 +238,11 @@ func (w *watcher) finish(runCtx context.Context, s logical.Storage, run *runReco
 	defer cancel()
 	cause := context.Cause(runCtx)
 	now := w.deps.now()
+	if runErr != nil && res.Reason != "" {
+		// The command's outcome is known; only the cleanup failed. Judging
+		// the run by it would re-run a command that already succeeded.
+		w.log().Warn("the run ended but its container could not be cleaned up", "run", run.ID, "container", res.ContainerID, "error", runErr)
+	}
 	classifyRun(run, res, runErr, cause)
 	run.FinishedAt = now
 	if res.ContainerID != "" {
@@ -270,7 +275,7 @@ func classifyRun(run *runRecord, res container.Result, runErr error, cause error
 		run.Status, run.Reason = runCanceled, errCanceledByOperator.Error()
 	case errors.Is(cause, errPluginStopping), errors.Is(runErr, container.ErrNeverStarted):
 		run.Status, run.Reason = runInterrupted, errPluginStopping.Error()+"; the container was removed and the commit is retried"
-	case runErr != nil:
+	case runErr != nil && res.Reason == "":
 		run.Status, run.Reason = runFailed, runErr.Error()
 	case res.Reason == container.ReasonExit && res.ExitCode == 0:
 		run.Status, run.Reason = runSucceeded, ""

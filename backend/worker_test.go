@@ -288,6 +288,24 @@ func TestPollOutcomes(t *testing.T) {
 			wantOutcome: outcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
 		},
 		{
+			name: "a run that ended is judged by its exit even when cleanup failed",
+			setup: func(h *watchHarness) {
+				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
+					return container.Result{Reason: container.ReasonExit, ContainerID: "c"}, errors.New("removing container c: removal already in progress")
+				}
+			},
+			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: watchCommitB,
+		},
+		{
+			name: "a run that never reached an end fails with the engine's error",
+			setup: func(h *watchHarness) {
+				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
+					return container.Result{}, container.ErrImageMissing
+				}
+			},
+			wantOutcome: outcomeRan, wantResult: []string{"failed", "not present"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
+		},
+		{
 			name:        "a failing vault request starts no container",
 			setup:       func(h *watchHarness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
 			wantOutcome: outcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
