@@ -74,12 +74,9 @@ func (a *applier) apply(i int, c Command) error {
 		if entry.Kind != EntryFile {
 			return fail(entryError(entry, "no such file"))
 		}
-		fs, err := a.load(c.Path)
+		fs, err := a.state(c.Path, true)
 		if err != nil {
 			return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
-		}
-		if len(fs.content) > a.lim.MaxFileBytes {
-			return fail(errorf(KindLimit, "file is %d bytes, at most %d are allowed", len(fs.content), a.lim.MaxFileBytes))
 		}
 		if fs.parsed == nil {
 			f, ferr := parseYAML(fs.content, a.lim)
@@ -164,14 +161,6 @@ func (a *applier) state(p string, read bool) (*fileState, error) {
 		fs.content, fs.exists = b, true
 	}
 	a.files[p] = fs
-	return fs, nil
-}
-
-func (a *applier) load(p string) (*fileState, error) {
-	fs, err := a.state(p, true)
-	if err != nil {
-		return nil, err
-	}
 	return fs, nil
 }
 

@@ -180,6 +180,7 @@ func TestSetField(t *testing.T) {
 		{"existing field with create", "a: 1\n", "a", `2`, true, "a: 2\n"},
 		{"CRLF kept", "a:\r\n  b: 1\r\n", "a.c", `{"d":1}`, true, "a:\r\n  b: 1\r\n  c:\r\n    d: 1\r\n"},
 		{"leading document marker and comment", "--- # doc\n# head\na: 1 # line\n# foot\n", "a", `2`, false, "--- # doc\n# head\na: 2 # line\n# foot\n"},
+		{"byte order mark", "\ufeffa: 1\nb: 2\n", "a", `3`, false, "\ufeffa: 3\nb: 2\n"},
 		{"unicode before the value", "é: ü\nx: 1\n", "x", `"ñ"`, false, "é: ü\nx: ñ\n"},
 		{"string with control character", "a: x\n", "a", `"\u0007"`, false, "a: \"\\a\"\n"},
 	}

@@ -136,6 +136,7 @@ func TestApplyErrors(t *testing.T) {
 			"laughs.yaml":     []byte(billionLaughs),
 			"empty.yaml":      []byte("# nothing here\n"),
 			"merge.yaml":      []byte("base: &b\n  x: 1\nitem:\n  <<: *b\n  y: 2\n"),
+			"cr.yaml":         []byte("a: 1\rb: 2\n"),
 		},
 		Symlinks: map[string]string{
 			"escape":      "../../etc",
@@ -171,6 +172,7 @@ func TestApplyErrors(t *testing.T) {
 		{"indentation indicator", `{"path":"tagged.yaml","setField":{"field":"b","value":"x"}}`, KindInvalid, `commands[0] tagged.yaml field "b": refused: block scalars with an explicit indentation indicator are not supported for editing (line 2)`},
 		{"invalid YAML", `{"path":"bad.yaml","setField":{"field":"a","value":1}}`, KindInvalid, `commands[0] bad.yaml field "a": file is not valid YAML: line 1: did not find expected ',' or ']'`},
 		{"duplicate key", `{"path":"dupkey.yaml","setField":{"field":"a","value":1}}`, KindConflict, `commands[0] dupkey.yaml field "a": key "a" appears 2 times in the mapping at $ (line 1)`},
+		{"lone carriage return", `{"path":"cr.yaml","setField":{"field":"a","value":2}}`, KindInvalid, `commands[0] cr.yaml field "a": file has a carriage return that is not part of a CRLF line break (byte 4); such files are not edited`},
 		{"file too big", `{"path":"big.yaml","setField":{"field":"a","value":1}}`, KindLimit, `commands[0] big.yaml field "a": file is 504 bytes, at most 400 are allowed`},
 		{"edit makes file too big", `{"path":"dir/values.yaml","setField":{"field":"image.tag","value":"` + strings.Repeat("v", 400) + `"}}`, KindLimit, `commands[0] dir/values.yaml field "image.tag": the edited file would be 415 bytes, at most 400 are allowed`},
 		{"too many documents", `{"path":"docs.yaml","setField":{"field":"a","value":1}}`, KindLimit, `commands[0] docs.yaml field "a": file has more than 3 YAML documents`},

@@ -121,7 +121,9 @@ func FuzzApply(f *testing.F) {
 		} else if len(changes) != 0 {
 			t.Fatalf("%d changes for one file", len(changes))
 		}
-		// The edited file parses, holds the value, and setting it again changes nothing.
+		// The edited file parses, holds the value, and setting it again changes nothing. A
+		// filter may stop matching once its own subject is set, so only paths of keys and
+		// indexes must find the field again.
 		nf, ferr := parseYAML(out, DefaultLimits())
 		if ferr != nil {
 			t.Fatalf("output does not parse: %s\n%s", ferr.msg, out)
@@ -129,6 +131,9 @@ func FuzzApply(f *testing.F) {
 		p, _ := compilePath(field)
 		v, _ := parseJSONValue([]byte(value))
 		tg, ferr := resolveField(nf, p, false)
+		if ferr != nil && !p.singular() {
+			return
+		}
 		if ferr != nil {
 			t.Fatalf("field not found after the edit: %s\n%s", ferr.msg, out)
 		}

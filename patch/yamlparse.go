@@ -25,6 +25,12 @@ func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
 	if len(src) > lim.MaxFileBytes {
 		return nil, errorf(KindLimit, "file is %d bytes, at most %d are allowed", len(src), lim.MaxFileBytes)
 	}
+	for i, c := range src {
+		// YAML reads a lone CR as a line break; positions would not map to lines of src.
+		if c == '\r' && (i+1 == len(src) || src[i+1] != '\n') {
+			return nil, errorf(KindInvalid, "file has a carriage return that is not part of a CRLF line break (byte %d); such files are not edited", i)
+		}
+	}
 	docs, ferr := decodeDocuments(src, lim.MaxDocuments)
 	if ferr != nil {
 		return nil, ferr
@@ -33,6 +39,9 @@ func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
 		return nil, err
 	}
 	f := &yamlFile{src: src, docs: docs, nl: "\n", lineStarts: []int{0}}
+	if bytes.HasPrefix(src, []byte("\ufeff")) {
+		f.lineStarts[0] = 3 // the parser does not count a byte order mark as a column
+	}
 	for i, c := range src {
 		if c == '\n' {
 			f.lineStarts = append(f.lineStarts, i+1)
