@@ -143,6 +143,7 @@ func TestSetField(t *testing.T) {
 		{"map replaces null", "a: ~\nc: 2\n", "a", `{"b":1}`, false, "a:\n  b: 1\nc: 2\n"},
 		{"map replaces empty value", "a:\nc: 2\n", "a", `{"b":1}`, false, "a:\n  b: 1\nc: 2\n"},
 		{"map after a line comment", "a: {} # none yet\nc: 2\n", "a", `{"b":1}`, false, "a: # none yet\n  b: 1\nc: 2\n"},
+		{"map replaces {} followed by commented examples", "annotations: {}\n  # example.com/a: b\nx: 1\n", "annotations", `{"k":"v"}`, false, "annotations:\n  k: v\n  # example.com/a: b\nx: 1\n"},
 		{"list replaces list keeping compact style", "l:\n- a\n- b\nx: 1\n", "l", `["c"]`, false, "l:\n- c\nx: 1\n"},
 		{"list replaces list keeping indented style", "l:\n    - a\nx: 1\n", "l", `["c","d"]`, false, "l:\n    - c\n    - d\nx: 1\n"},
 		{"list items keep their quoting", "l:\n  - \"a\"\n", "l", `["b","c"]`, false, "l:\n  - \"b\"\n  - \"c\"\n"},

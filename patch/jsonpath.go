@@ -44,6 +44,7 @@ type pathStep struct {
 	digits bool
 	index  int
 	filter filterExpr
+	text   string // the filter as written, for messages
 }
 
 func (s pathStep) String() string {
@@ -58,7 +59,7 @@ func (s pathStep) String() string {
 	case stepWildcard:
 		return "[*]"
 	default:
-		return "[?(...)]"
+		return s.text
 	}
 }
 
@@ -217,6 +218,7 @@ func (p *pathParser) bracket() (pathStep, error) {
 		}
 		st = pathStep{kind: stepIndex, index: i}
 	case c == '?':
+		start := p.pos - 1
 		p.pos++
 		p.skipSpaces()
 		if p.pos >= len(p.s) || p.s[p.pos] != '(' {
@@ -232,7 +234,7 @@ func (p *pathParser) bracket() (pathStep, error) {
 			return pathStep{}, p.errorf("expected ')' to close the filter")
 		}
 		p.pos++
-		st = pathStep{kind: stepFilter, filter: f}
+		st = pathStep{kind: stepFilter, filter: f, text: p.s[start:p.pos] + "]"}
 	default:
 		return pathStep{}, p.errorf("unexpected %q after '['", c)
 	}
