@@ -193,6 +193,7 @@ func TestE2EWatch(t *testing.T) {
 		if count[runSucceeded] != 1 || count[runQueued] != 0 || count[runRunning] != 0 {
 			t.Errorf("runs of the reloaded commit: %v, want exactly one succeeded and none left running", runs)
 		}
+		t.Logf("the run cut by the reload: %v: %v", runs[first]["status"], runs[first]["reason"])
 		if runs[first]["status"] != runInterrupted && first != succeeded {
 			t.Errorf("the run cut by the reload is %v, want interrupted (or the one that succeeded)", runs[first])
 		}
