@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -147,7 +148,11 @@ func (e *patchE2E) login(t *testing.T, idToken string) (*api.Client, error) {
 // patch writes flant_gitops/patch/infra and returns the answer, the Vault
 // request id and the HTTP status.
 func patchReq(c *api.Client, body map[string]any) (map[string]any, string, int, error) {
-	s, err := c.Logical().Write("flant_gitops/patch/infra", body)
+	return patchRepo(c, "infra", body)
+}
+
+func patchRepo(c *api.Client, repo string, body map[string]any) (map[string]any, string, int, error) {
+	s, err := c.Logical().Write("flant_gitops/patch/"+repo, body)
 	var re *api.ResponseError
 	if errors.As(err, &re) {
 		return nil, "", re.StatusCode, err
@@ -386,6 +391,22 @@ func TestPatchThroughVaultWithGitLabJWT(t *testing.T) {
 		_, _, st, err := patchReq(ci, map[string]any{"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "7.0.0")}})
 		if st != http.StatusForbidden || !strings.Contains(fmt.Sprint(err), "flant_gitops.patch") || e.remote.Head(t) != before {
 			t.Fatalf("status %d %v, want 403 naming the expected package", st, err)
+		}
+	})
+
+	t.Run("502: the git server is unreachable, with the cause", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead := "http://" + ln.Addr().String() + "/infra.git"
+		ln.Close()
+		if _, err := e.v.Client.Logical().Write("flant_gitops/configure/repository/dead", map[string]any{"url": dead}); err != nil {
+			t.Fatal(err)
+		}
+		_, _, st, err := patchRepo(ci, "dead", map[string]any{"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "1")}})
+		if st != http.StatusBadGateway || !strings.Contains(fmt.Sprint(err), "connection refused") {
+			t.Fatalf("status %d %v, want 502 with the cause", st, err)
 		}
 	})
 

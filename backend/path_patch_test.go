@@ -3,11 +3,14 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/patch"
 )
 
 // newPatchTestBackend is a backend on in-memory storage whose system view
@@ -206,6 +209,30 @@ func TestPatchRequestChecks(t *testing.T) {
 			resp, err := b.HandleRequest(context.Background(), req)
 			if st := status(resp, err); st != tc.status || !strings.Contains(errText(resp, err), tc.want) {
 				t.Fatalf("status %d %q, want %d containing %q", st, errText(resp, err), tc.status, tc.want)
+			}
+		})
+	}
+}
+
+func TestPatchErrorStatus(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{&patch.Error{Kind: patch.KindInvalid, Index: 0, Msg: "bad"}, http.StatusBadRequest},
+		{&patch.Error{Kind: patch.KindNotFound, Index: 0, Msg: "no such field"}, http.StatusNotFound},
+		{&patch.Error{Kind: patch.KindConflict, Index: 0, Msg: "type clash"}, http.StatusConflict},
+		{&patch.Error{Kind: patch.KindLimit, Index: 0, Msg: "too big"}, http.StatusRequestEntityTooLarge},
+		{&patch.ConflictError{Branch: "main", Attempts: 5}, http.StatusConflict},
+		{&patch.RemoteError{Op: "pushing to", URL: "https://git.example.com/x.git", Err: errors.New("connection refused")}, http.StatusBadGateway},
+		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+		{errors.New("disk full"), http.StatusInternalServerError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.err.Error(), func(t *testing.T) {
+			resp, err := patchErrorResponse(tc.err)
+			if got := status(resp, err); got != tc.want || !strings.Contains(err.Error(), tc.err.Error()) {
+				t.Fatalf("status %d %v, want %d carrying %q", got, err, tc.want, tc.err)
 			}
 		})
 	}
