@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -174,6 +175,10 @@ func decodeJSONValue(dec *json.Decoder) (jsonValue, error) {
 		}
 		return jsonValue{kind: jsonBool, text: "false"}, nil
 	case json.Number:
+		// YAML readers would take an out-of-range number for a string or infinity.
+		if _, err := strconv.ParseFloat(t.String(), 64); err != nil {
+			return jsonValue{}, fmt.Errorf("number %s is out of range", t)
+		}
 		return jsonValue{kind: jsonNumber, text: t.String()}, nil
 	case string:
 		return jsonValue{kind: jsonString, text: t}, nil

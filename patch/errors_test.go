@@ -39,6 +39,7 @@ func TestDecodeCommandsErrors(t *testing.T) {
 		{"create with filter", `[{"path":"a.yaml","setField":{"field":"a[?(@.b == 1)].c","value":1,"create":true}}]`, KindInvalid, `commands[0] a.yaml field "a[?(@.b == 1)].c": create works only with a path of keys and indexes, not with wildcards or filters`},
 		{"missing value", `[{"path":"a.yaml","setField":{"field":"a"}}]`, KindInvalid, `commands[0] a.yaml field "a": setField needs a value (use null to set null)`},
 		{"duplicate object key", `[{"path":"a.yaml","setField":{"field":"a","value":{"k":1,"k":2}}}]`, KindInvalid, `commands[0] a.yaml field "a": value is not valid JSON: object key "k" appears twice`},
+		{"number out of range", `[{"path":"a.yaml","setField":{"field":"a","value":[1e400]}}]`, KindInvalid, `commands[0] a.yaml field "a": value is not valid JSON: number 1e400 is out of range`},
 		{"missing content", `[{"path":"a.yaml","createFile":{}}]`, KindInvalid, `commands[0] a.yaml: createFile needs content (use "" for an empty file)`},
 		{"content too big", big, KindLimit, "commands[0] a.yaml: content is 101 bytes, files may have at most 100"},
 	}
@@ -137,6 +138,7 @@ func TestApplyErrors(t *testing.T) {
 			"empty.yaml":      []byte("# nothing here\n"),
 			"merge.yaml":      []byte("base: &b\n  x: 1\nitem:\n  <<: *b\n  y: 2\n"),
 			"cr.yaml":         []byte("a: 1\rb: 2\n"),
+			"keep.yaml":       []byte("a:\n  s: |+\n    t\n\nb: 1\n"),
 		},
 		Symlinks: map[string]string{
 			"escape":      "../../etc",
@@ -173,6 +175,9 @@ func TestApplyErrors(t *testing.T) {
 		{"invalid YAML", `{"path":"bad.yaml","setField":{"field":"a","value":1}}`, KindInvalid, `commands[0] bad.yaml field "a": file is not valid YAML: line 1: did not find expected ',' or ']'`},
 		{"duplicate key", `{"path":"dupkey.yaml","setField":{"field":"a","value":1}}`, KindConflict, `commands[0] dupkey.yaml field "a": key "a" appears 2 times in the mapping at $ (line 1)`},
 		{"lone carriage return", `{"path":"cr.yaml","setField":{"field":"a","value":2}}`, KindInvalid, `commands[0] cr.yaml field "a": file has a carriage return that is not part of a CRLF line break (byte 4); such files are not edited`},
+		// Inserting after the last content line of a keep-chomped block scalar would move the blank
+		// lines it owns; the verification parse catches it and nothing is written.
+		{"edit would change a neighbour", `{"path":"keep.yaml","setField":{"field":"a.c","value":1,"create":true}}`, KindInvalid, `commands[0] keep.yaml field "a.c": refused: the edit cannot be made without changing other parts of the file near line 2; the YAML construct there is not supported for editing`},
 		{"file too big", `{"path":"big.yaml","setField":{"field":"a","value":1}}`, KindLimit, `commands[0] big.yaml field "a": file is 504 bytes, at most 400 are allowed`},
 		{"edit makes file too big", `{"path":"dir/values.yaml","setField":{"field":"image.tag","value":"` + strings.Repeat("v", 400) + `"}}`, KindLimit, `commands[0] dir/values.yaml field "image.tag": the edited file would be 415 bytes, at most 400 are allowed`},
 		{"too many documents", `{"path":"docs.yaml","setField":{"field":"a","value":1}}`, KindLimit, `commands[0] docs.yaml field "a": file has more than 3 YAML documents`},

@@ -72,7 +72,10 @@ func setField(f *yamlFile, p fieldPath, v jsonValue, create bool, lim Limits) ([
 		}
 		return nil, nil, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)
 	}
-	if line, ok := verifyEdit(f, nf, plan.expect); !ok {
+	if line, target, ok := verifyEdit(f, nf, plan.expect); !ok {
+		if target {
+			return nil, nil, errorf(KindInvalid, "refused: the value cannot be written at line %d so that YAML reads it back unchanged", line)
+		}
 		return nil, nil, errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)
 	}
 	return out, nf, nil
@@ -794,24 +797,24 @@ func matchJSON(n *yaml.Node, v jsonValue) bool {
 }
 
 // verifyEdit walks the old and new trees together: edited nodes must hold what was asked, every
-// other node must be unchanged in kind, tag, value, anchor and style. It returns the line of the
-// first difference.
-func verifyEdit(old, nf *yamlFile, exp map[*yaml.Node]expectation) (int, bool) {
+// other node must be unchanged in kind, tag, value, anchor and style. On a difference it returns
+// its line and whether it is at an edited node.
+func verifyEdit(old, nf *yamlFile, exp map[*yaml.Node]expectation) (line int, target, ok bool) {
 	if len(old.docs) != len(nf.docs) {
-		return 1, false
+		return 1, false, false
 	}
 	for i := range old.docs {
-		if line, ok := sameNode(old.docs[i], nf.docs[i], exp); !ok {
-			return line, false
+		if line, target, ok := sameNode(old.docs[i], nf.docs[i], exp); !ok {
+			return line, target, false
 		}
 	}
-	return 0, true
+	return 0, false, true
 }
 
-func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool) {
+func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool, bool) {
 	e, edited := exp[o]
 	if edited && e.set != nil {
-		return o.Line, o.Anchor == n.Anchor && matchJSON(n, *e.set)
+		return o.Line, true, o.Anchor == n.Anchor && matchJSON(n, *e.set)
 	}
 	extra := 0
 	if edited {
@@ -819,18 +822,18 @@ func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool) {
 	}
 	if o.Kind != n.Kind || o.Value != n.Value || o.Anchor != n.Anchor || o.ShortTag() != n.ShortTag() ||
 		o.Style != n.Style || len(o.Content)+extra != len(n.Content) {
-		return o.Line, false
+		return o.Line, edited, false
 	}
 	for i, c := range o.Content {
-		if line, ok := sameNode(c, n.Content[i], exp); !ok {
-			return line, false
+		if line, target, ok := sameNode(c, n.Content[i], exp); !ok {
+			return line, target, false
 		}
 	}
 	if edited {
 		k, v := n.Content[len(o.Content)], n.Content[len(o.Content)+1]
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" || k.Value != e.appendKey || !matchJSON(v, *e.appendVal) {
-			return o.Line, false
+			return o.Line, true, false
 		}
 	}
-	return 0, true
+	return 0, false, true
 }
