@@ -60,7 +60,7 @@ func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 	}
 	m, err := gitwatch.OpenMirror(ctx, dir, remote.URL, remote.Branch, remote.Auth)
 	if err != nil {
-		return nil, &RemoteError{Op: "opening the mirror of", URL: remote.URL, Err: err}
+		return nil, fmt.Errorf("opening the local mirror of the patch target in %s: %w", dir, err)
 	}
 	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth}, nil
 }
