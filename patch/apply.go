@@ -3,6 +3,7 @@ package patch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -62,9 +63,18 @@ func (a *applier) apply(i int, c Command) error {
 	fail := func(err *fieldError) error {
 		return &Error{Kind: err.kind, Index: i, Path: c.Path, Field: field, Msg: err.msg}
 	}
+	// A Tree may refuse an entry itself (a git submodule); that is the request's fault, so
+	// it is answered as this command's *Error. Anything else is an I/O failure.
+	treeFail := func(err error) error {
+		var e *Error
+		if errors.As(err, &e) {
+			return &Error{Kind: e.Kind, Index: i, Path: c.Path, Field: field, Msg: e.Msg}
+		}
+		return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
+	}
 	entry, ferr, err := a.checkPath(c.Path)
 	if err != nil {
-		return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
+		return treeFail(err)
 	}
 	if ferr != nil {
 		return fail(ferr)
@@ -76,7 +86,7 @@ func (a *applier) apply(i int, c Command) error {
 		}
 		fs, err := a.state(c.Path, true)
 		if err != nil {
-			return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
+			return treeFail(err)
 		}
 		if fs.parsed == nil {
 			f, ferr := parseYAML(fs.content, a.lim)
@@ -118,7 +128,7 @@ func (a *applier) apply(i int, c Command) error {
 		}
 		fs, err := a.state(c.Path, entry.Kind == EntryFile)
 		if err != nil {
-			return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
+			return treeFail(err)
 		}
 		fs.exists, fs.content, fs.parsed = true, content, parsed
 	case c.DeleteFile != nil:
@@ -127,7 +137,7 @@ func (a *applier) apply(i int, c Command) error {
 		}
 		fs, err := a.state(c.Path, false)
 		if err != nil {
-			return fmt.Errorf("commands[%d] %s: %w", i, c.Path, err)
+			return treeFail(err)
 		}
 		fs.exists, fs.content, fs.parsed = false, nil, nil
 	}

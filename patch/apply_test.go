@@ -2,6 +2,7 @@ package patch
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -201,4 +202,27 @@ func TestSetField(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failingTree answers every lookup with err.
+type failingTree struct{ err error }
+
+func (t failingTree) Lookup(string) (Entry, error)    { return Entry{}, t.err }
+func (t failingTree) ReadFile(string) ([]byte, error) { return nil, t.err }
+
+func TestApplyTreeErrors(t *testing.T) {
+	cmds := []Command{{Path: "mod/x.yaml", DeleteFile: &DeleteFile{}}}
+	ioErr := errors.New("object store unreadable")
+	_, err := Apply(context.Background(), failingTree{ioErr}, cmds, Limits{})
+	if !errors.Is(err, ioErr) {
+		t.Fatalf("want the tree's error wrapped, got %v", err)
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		t.Fatalf("an I/O failure must not look like a request error: %v", e)
+	}
+
+	refusal := &Error{Kind: KindInvalid, Index: -1, Path: "mod", Msg: "is a git submodule"}
+	_, err = Apply(context.Background(), failingTree{refusal}, cmds, Limits{})
+	assertError(t, err, KindInvalid, "commands[0] mod/x.yaml: is a git submodule")
 }
