@@ -54,7 +54,7 @@ func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the patch target: parsing the repository URL: %w", err)
 	}
-	auth, err := pushAuth(ep, remote.Auth)
+	auth, err := remote.Auth.TransportAuth(remote.URL)
 	if err != nil {
 		return nil, fmt.Errorf("opening the patch target: %w", err)
 	}
