@@ -34,12 +34,12 @@ func callerIdentity(sys logical.SystemView, entityID string) (*policy.Identity, 
 		if a == nil {
 			continue
 		}
-		// MountPath stays empty: the SDK tells a plugin the auth mount's
-		// accessor, not its path, and a policy matching on it then denies.
+		// The SDK tells a plugin the auth mount's accessor, not its path.
 		id.Aliases = append(id.Aliases, policy.Alias{
-			MountType: a.MountType,
-			Name:      a.Name,
-			Metadata:  maps.Clone(a.Metadata),
+			MountType:     a.MountType,
+			MountAccessor: a.MountAccessor,
+			Name:          a.Name,
+			Metadata:      maps.Clone(a.Metadata),
 		})
 	}
 	for _, g := range groups {

@@ -7,7 +7,7 @@ gitlab_identity(project_path) := {
 	"entity_name": "gitlab-ci",
 	"aliases": [{
 		"mount_type": "jwt",
-		"mount_path": "auth/gitlab/",
+		"mount_accessor": "auth_jwt_0a1b2c3d",
 		"name": project_path,
 		"metadata": {"project_path": project_path},
 	}],
@@ -97,33 +97,33 @@ test_no_identity_and_no_commands_still_denied if {
 }
 
 test_no_project_path_denied_with_hint if {
-	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_path": "auth/jwt/", "name": "x", "metadata": {"sub": "x"}}]})
+	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "x", "metadata": {"sub": "x"}}]})
 	some msg in patch.violations with input as request(ident, ["my-group/my-project/release.yml"])
 	contains(msg, "has no project_path")
 	contains(msg, "claim_mappings")
 }
 
 test_project_path_from_non_jwt_alias_ignored if {
-	ident := object.union(own, {"aliases": [{"mount_type": "userpass", "mount_path": "auth/userpass/", "name": "x", "metadata": {"project_path": "my-group/my-project"}}]})
+	ident := object.union(own, {"aliases": [{"mount_type": "userpass", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "x", "metadata": {"project_path": "my-group/my-project"}}]})
 	some msg in patch.violations with input as request(ident, ["my-group/my-project/release.yml"])
 	contains(msg, "has no project_path")
 }
 
 test_oidc_alias_and_trailing_slash if {
-	ident := object.union(own, {"aliases": [{"mount_type": "oidc", "mount_path": "auth/oidc/", "name": "x", "metadata": {"project_path": "my-org/my-repo/"}}]})
+	ident := object.union(own, {"aliases": [{"mount_type": "oidc", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "x", "metadata": {"project_path": "my-org/my-repo/"}}]})
 	count(patch.violations) == 0 with input as request(ident, ["my-org/my-repo/app.yaml"])
 }
 
 test_unclean_project_path_grants_nothing if {
-	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_path": "auth/jwt/", "name": "x", "metadata": {"project_path": "../.."}}]})
+	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "x", "metadata": {"project_path": "../.."}}]})
 	count(patch.violations) > 0 with input as request(ident, ["x.yml"])
 }
 
 test_any_jwt_alias_of_the_entity_counts if {
 	ident := object.union(own, {"aliases": [
-		{"mount_type": "approle", "mount_path": "auth/approle/", "name": "r", "metadata": {}},
-		{"mount_type": "jwt", "mount_path": "auth/gitlab/", "name": "a", "metadata": {"project_path": "g/a"}},
-		{"mount_type": "jwt", "mount_path": "auth/gitlab/", "name": "b", "metadata": {"project_path": "g/b"}},
+		{"mount_type": "approle", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "r", "metadata": {}},
+		{"mount_type": "jwt", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "a", "metadata": {"project_path": "g/a"}},
+		{"mount_type": "jwt", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "b", "metadata": {"project_path": "g/b"}},
 	]})
 	count(patch.violations) == 0 with input as request(ident, ["g/a/x.yml", "g/b/y.yml"])
 	patch.violations == {`"g/c/z.yml": outside the caller's project directory g/a/, g/b/`} with input as request(ident, ["g/c/z.yml"])

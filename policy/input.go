@@ -45,7 +45,7 @@ func (id *Identity) term() *ast.Term {
 		}
 		aliases = append(aliases, ast.ObjectTerm(
 			ast.Item(ast.StringTerm("mount_type"), ast.StringTerm(a.MountType)),
-			ast.Item(ast.StringTerm("mount_path"), ast.StringTerm(a.MountPath)),
+			ast.Item(ast.StringTerm("mount_accessor"), ast.StringTerm(a.MountAccessor)),
 			ast.Item(ast.StringTerm("name"), ast.StringTerm(a.Name)),
 			ast.Item(ast.StringTerm("metadata"), ast.ObjectTerm(metadata...)),
 		))

@@ -18,7 +18,7 @@
 //	    "entity_name": "entity_a1b2",
 //	    "aliases": [{
 //	      "mount_type": "jwt",                // auth method type: "jwt", "oidc", "approle", …
-//	      "mount_path": "auth/gitlab/",
+//	      "mount_accessor": "auth_jwt_0a1b2c3d", // `vault auth list` shows it; Vault does not tell plugins the mount path
 //	      "name":       "my-group/my-project", // the role's user_claim value
 //	      "metadata":   {"project_path": "my-group/my-project"} // claims copied by the role's claim_mappings
 //	    }],
@@ -103,10 +103,10 @@ type Identity struct {
 
 // Alias is one auth-method alias of the caller's entity.
 type Alias struct {
-	MountType string            // auth method type, e.g. "jwt", "oidc", "approle"
-	MountPath string            // e.g. "auth/gitlab/"
-	Name      string            // alias name, the role's user_claim for JWT
-	Metadata  map[string]string // for JWT/OIDC: claims copied by the role's claim_mappings
+	MountType     string            // auth method type, e.g. "jwt", "oidc", "approle"
+	MountAccessor string            // e.g. "auth_jwt_0a1b2c3d"; Vault gives plugins the accessor, not the path
+	Name          string            // alias name, the role's user_claim for JWT
+	Metadata      map[string]string // for JWT/OIDC: claims copied by the role's claim_mappings
 }
 
 // Input is what a policy decides on; see the package comment for its shape

@@ -17,10 +17,10 @@ func gitlab(projectPath string) *Identity {
 		EntityID:   "0b6c1f2e-entity",
 		EntityName: "entity_gitlab",
 		Aliases: []Alias{{
-			MountType: "jwt",
-			MountPath: "auth/gitlab/",
-			Name:      projectPath,
-			Metadata:  map[string]string{"project_path": projectPath, "ref": "main"},
+			MountType:     "jwt",
+			MountAccessor: "auth_jwt_0a1b2c3d",
+			Name:          projectPath,
+			Metadata:      map[string]string{"project_path": projectPath, "ref": "main"},
 		}},
 		Policies: []string{"default", "gitops-patch"},
 	}
@@ -254,9 +254,9 @@ func TestInputDocument(t *testing.T) {
 			Identity: &Identity{
 				EntityID: "e-1", EntityName: "entity_a1",
 				Aliases: []Alias{
-					{MountType: "jwt", MountPath: "auth/gitlab/", Name: "my-group/my-project",
+					{MountType: "jwt", MountAccessor: "auth_jwt_0a1b2c3d", Name: "my-group/my-project",
 						Metadata: map[string]string{"project_path": "my-group/my-project", "ref": "main"}},
-					{MountType: "approle", MountPath: "auth/approle/", Name: "r"},
+					{MountType: "approle", MountAccessor: "auth_jwt_0a1b2c3d", Name: "r"},
 				},
 				Groups:   []string{"team-payments"},
 				Policies: []string{"default"},
@@ -271,9 +271,9 @@ func TestInputDocument(t *testing.T) {
 			"identity": {
 				"entity_id": "e-1", "entity_name": "entity_a1",
 				"aliases": [
-					{"mount_type": "jwt", "mount_path": "auth/gitlab/", "name": "my-group/my-project",
+					{"mount_type": "jwt", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "my-group/my-project",
 					 "metadata": {"project_path": "my-group/my-project", "ref": "main"}},
-					{"mount_type": "approle", "mount_path": "auth/approle/", "name": "r", "metadata": {}}
+					{"mount_type": "approle", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "r", "metadata": {}}
 				],
 				"groups": ["team-payments"],
 				"policies": ["default"]

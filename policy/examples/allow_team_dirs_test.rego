@@ -7,7 +7,7 @@ request(groups, repository, paths) := {
 	"identity": {
 		"entity_id": "e-1",
 		"entity_name": "alice",
-		"aliases": [{"mount_type": "oidc", "mount_path": "auth/oidc/", "name": "alice", "metadata": {}}],
+		"aliases": [{"mount_type": "oidc", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "alice", "metadata": {}}],
 		"groups": groups,
 		"policies": ["default"],
 	},
