@@ -171,18 +171,8 @@ func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit string, 
 
 // execute runs a queued run to its end and records the outcome.
 func (w *watcher) execute(ctx context.Context, s logical.Storage, run *runRecord, ws *watchSettings, m mirror) {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	active := &activeRun{id: run.ID, commit: run.Commit, cancel: cancel, done: make(chan struct{})}
-	w.mu.Lock()
-	w.current = active
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		w.current = nil
-		w.mu.Unlock()
-		close(active.done)
-	}()
+	runCtx, end := w.beginRun(ctx, run)
+	defer end()
 
 	res, runErr := w.startAndFollow(runCtx, s, run, ws, m)
 	w.finish(runCtx, s, run, ws.PollPeriod, res, runErr)
@@ -391,18 +381,8 @@ func (w *watcher) recoverRun(ctx context.Context, s logical.Storage, r *runRecor
 
 // reattach follows a container a previous instance started, to its end.
 func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord, runner container.Runner, containerID string, period time.Duration) {
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	active := &activeRun{id: r.ID, commit: r.Commit, cancel: cancel, done: make(chan struct{})}
-	w.mu.Lock()
-	w.current = active
-	w.mu.Unlock()
-	defer func() {
-		w.mu.Lock()
-		w.current = nil
-		w.mu.Unlock()
-		close(active.done)
-	}()
+	runCtx, end := w.beginRun(ctx, r)
+	defer end()
 	w.log().Info("re-attaching to the container of an unfinished run", "run", r.ID, "container", containerID)
 	if err := w.updateState(ctx, s, func(st *watchState) { st.CurrentRunID = r.ID }); err != nil {
 		w.log().Error("could not record the re-attached run", "run", r.ID, "error", err)
@@ -423,4 +403,21 @@ func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord,
 		w.log().Warn("part of a run's log could not be stored", "run", r.ID, "error", cerr)
 	}
 	w.finish(runCtx, s, r, period, res, runErr)
+}
+
+// beginRun makes run the worker's current run, cancellable through
+// runs/ID/cancel and Clean; end clears it and wakes whoever waits for it.
+func (w *watcher) beginRun(ctx context.Context, run *runRecord) (context.Context, func()) {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	active := &activeRun{id: run.ID, commit: run.Commit, cancel: cancel, done: make(chan struct{})}
+	w.mu.Lock()
+	w.current = active
+	w.mu.Unlock()
+	return runCtx, func() {
+		w.mu.Lock()
+		w.current = nil
+		w.mu.Unlock()
+		close(active.done)
+		cancel(nil)
+	}
 }
