@@ -4,6 +4,7 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
@@ -12,7 +13,16 @@ import (
 	"github.com/flant/flant_gitops/backend"
 )
 
+// defaultMemoryLimit is the soft heap limit when Vault's environment sets no
+// GOMEMLIMIT: go-git parsing the first full pack of a large repository
+// otherwise lets the heap grow to several times the live data before a GC,
+// and the plugin shares its host with Vault.
+const defaultMemoryLimit = 256 << 20
+
 func main() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	meta := &api.PluginAPIClientMeta{}
 	flags := meta.FlagSet()
 	if err := flags.Parse(os.Args[1:]); err != nil {
