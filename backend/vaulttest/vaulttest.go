@@ -221,9 +221,12 @@ func (s *Server) waitReady() error {
 			}
 		}
 		if s.Client == nil {
+			// The dev TLS CA may still be being written: retry.
 			c, err := s.newClient()
 			if err != nil {
-				return err
+				lastErr = err
+				time.Sleep(100 * time.Millisecond)
+				continue
 			}
 			s.Client = c
 		}
