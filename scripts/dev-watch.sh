@@ -22,6 +22,10 @@ newest_run() {
 	"$VAULT" list -format=json flant_gitops/runs 2>/dev/null | sed -n '2p' | tr -d ' ",'
 }
 
+# A poll outcome counts only once it is newer than this: the plugin's poll at
+# startup (before configure was written) left "not_configured" behind.
+POLL_BEFORE=$("$VAULT" read -field=last_poll_at flant_gitops/status 2>/dev/null || true)
+
 say "asking flant_gitops to poll now (vault write flant_gitops/poll) instead of at the next git_poll_period"
 for _ in $(seq 1 20); do
 	if out=$("$VAULT" write -f -field=message flant_gitops/poll 2>&1); then
@@ -40,7 +44,10 @@ for _ in $(seq 1 300); do
 		succeeded | failed | canceled | interrupted) break ;;
 		esac
 	fi
-	outcome=$("$VAULT" read -field=last_poll_outcome flant_gitops/status 2>/dev/null || true)
+	outcome=
+	if [ "$("$VAULT" read -field=last_poll_at flant_gitops/status 2>/dev/null || true)" != "$POLL_BEFORE" ]; then
+		outcome=$("$VAULT" read -field=last_poll_outcome flant_gitops/status 2>/dev/null || true)
+	fi
 	case $outcome in
 	refused | error | not_configured)
 		"$VAULT" read flant_gitops/status
