@@ -139,7 +139,13 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 	logs := d.streamLogs(att.HijackedResponse, spec.Log)
 	defer logs.stop()
 
-	if _, err := d.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+	// A cancel that lands while the start request is in flight must not cut
+	// it: the container may already run, and follow then kills it and
+	// reports the real exit instead of a canceled start with no exit code.
+	startCtx, stopStart := d.cleanupContext(ctx)
+	_, err = d.cli.ContainerStart(startCtx, created.ID, client.ContainerStartOptions{})
+	stopStart()
+	if err != nil {
 		return canceledOr(ctx, res, fmt.Errorf("starting container %s: %w", created.ID, err))
 	}
 	res.Started = time.Now()
