@@ -36,7 +36,9 @@ func (b *backend) pathPollWrite(_ context.Context, req *logical.Request, d *fram
 	}
 	a := b.watch.requestPoll(req.Storage, d.Get("retry").(bool))
 	if !a.Started {
-		return logical.RespondWithStatusCode(logical.ErrorResponse(a.Message), req, http.StatusTooManyRequests)
+		// A coded error, not RespondWithStatusCode: Vault then puts the message
+		// in "errors", where the CLI and API clients show it.
+		return nil, logical.CodedError(http.StatusTooManyRequests, a.Message)
 	}
 	data := map[string]any{"started": a.Started, "message": a.Message}
 	if a.CurrentRun != "" {
