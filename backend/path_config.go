@@ -226,6 +226,10 @@ func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
 		cfg.DockerImage = s
 	}
 	if v, ok := d.GetOk("commands"); ok {
+		// The framework would turn a number or a bool into a one-command list.
+		if err := checkStringList("commands", d.Raw["commands"]); err != nil {
+			return err
+		}
 		cmds, err := validateCommands(v.([]string))
 		if err != nil {
 			return err

@@ -127,6 +127,12 @@ type patchRequest struct {
 func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	// 1. Validate everything before anything else happens.
 	pr, err := parsePatchRequest(req, d)
+	var pe *patch.Error
+	if errors.As(err, &pe) {
+		// The same status as when the transaction finds it: too many
+		// commands or too big a file is a 413 either way.
+		return patchErrorResponse(err)
+	}
 	if err != nil {
 		return respondErr(err)
 	}
@@ -240,7 +246,7 @@ func parsePatchRequest(req *logical.Request, d *framework.FieldData) (*patchRequ
 	}
 	cmds, err := patch.DecodeCommands(data, patch.DefaultLimits())
 	if err != nil {
-		return nil, invalidf("%s", err.Error())
+		return nil, err
 	}
 	pr.commands = cmds
 
@@ -276,7 +282,7 @@ func parseCommitOptions(v any, pr *patchRequest) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&co); err != nil {
-		return invalidf("commit: %s (expected {\"message\": \"...\", \"author\": {\"name\": \"...\", \"email\": \"...\"}})", strings.TrimPrefix(err.Error(), "json: "))
+		return invalidf("commit: %s (expected {\"message\": \"...\", \"author\": {\"name\": \"...\", \"email\": \"...\"}})", patch.JSONErrorText(err))
 	}
 	if len(co.Committer) > 0 && string(co.Committer) != "null" {
 		return invalidf("commit.committer cannot be set: the committer is always the plugin, which signs the commit; set commit.author instead")
@@ -338,6 +344,11 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 			code = http.StatusConflict
 		case patch.KindLimit:
 			code = http.StatusRequestEntityTooLarge
+		}
+		if code == http.StatusBadRequest {
+			// An error response, not an error: Vault then answers the message
+			// as it is instead of inside "1 error occurred: * ...".
+			return logical.ErrorResponse(pe.Error()), nil
 		}
 		return nil, logical.CodedError(code, pe.Error())
 	case errors.As(err, &conflict):

@@ -231,8 +231,8 @@ func TestPatchErrorStatus(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.err.Error(), func(t *testing.T) {
 			resp, err := patchErrorResponse(tc.err)
-			if got := status(resp, err); got != tc.want || !strings.Contains(err.Error(), tc.err.Error()) {
-				t.Fatalf("status %d %v, want %d carrying %q", got, err, tc.want, tc.err)
+			if got := status(resp, err); got != tc.want || !strings.Contains(errText(resp, err), tc.err.Error()) {
+				t.Fatalf("status %d %q, want %d carrying %q", got, errText(resp, err), tc.want, tc.err)
 			}
 		})
 	}

@@ -2,7 +2,9 @@ package backend
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math"
 	"net/url"
 	"regexp"
@@ -235,4 +237,41 @@ func validateCACert(raw string) (string, error) {
 		return "", invalidf("vault_cacert is not PEM: give the CA certificate(s) in PEM form, e.g. vault_cacert=@ca.pem")
 	}
 	return s + "\n", nil
+}
+
+// checkStringList refuses what a TypeStringSlice field would otherwise
+// coerce silently: only a string (the CLI's key=value) or a list of strings
+// is a list of strings.
+func checkStringList(field string, raw any) error {
+	switch v := raw.(type) {
+	case string, []string:
+		return nil
+	case []any:
+		for i, item := range v {
+			if _, ok := item.(string); !ok {
+				return invalidf("%s[%d] must be a string, got %s: give %s as a list of strings", field, i, jsonKindOf(item), field)
+			}
+		}
+		return nil
+	}
+	return invalidf("%s must be a list of strings, got %s: give e.g. [\"sh /git/deploy.sh\"], or repeat %s= on the CLI", field, jsonKindOf(raw), field)
+}
+
+// jsonKindOf names the JSON type of a value Vault decoded from a request.
+func jsonKindOf(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "true or false"
+	case string:
+		return "a string"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case json.Number, float64, int, int64:
+		return "a number"
+	}
+	return fmt.Sprintf("a %T", v)
 }

@@ -101,7 +101,7 @@ func (a *applier) apply(i int, c Command) error {
 		}
 		v, verr := parseJSONValue(c.SetField.Value)
 		if verr != nil {
-			return fail(errorf(KindInvalid, "value is not valid JSON: %s", jsonErrorText(verr)))
+			return fail(errorf(KindInvalid, "value is not valid JSON: %s", JSONErrorText(verr)))
 		}
 		out, nf, ferr := setField(fs.parsed, p, v, c.SetField.Create, a.lim)
 		if ferr != nil {

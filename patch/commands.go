@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -45,17 +46,29 @@ type DeleteFile struct{}
 // parse, and the count is bounded by lim. Errors are *Error values.
 func DecodeCommands(data []byte, lim Limits) ([]Command, error) {
 	lim = lim.withDefaults()
+	// The array first, then each command on its own, so that an error names the command's index.
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var cmds []Command
-	if err := dec.Decode(&cmds); err != nil {
-		return nil, &Error{Kind: KindInvalid, Index: -1, Msg: "not a valid JSON array of commands: " + jsonErrorText(err)}
+	var raws []json.RawMessage
+	if err := dec.Decode(&raws); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "" {
+			return nil, &Error{Kind: KindInvalid, Index: -1, Msg: "must be a JSON array of commands, got " + withArticle(te.Value)}
+		}
+		return nil, &Error{Kind: KindInvalid, Index: -1, Msg: "not a valid JSON array of commands: " + JSONErrorText(err)}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, &Error{Kind: KindInvalid, Index: -1, Msg: "unexpected data after the JSON array of commands"}
 	}
-	if cmds == nil {
+	if raws == nil {
 		return nil, &Error{Kind: KindInvalid, Index: -1, Msg: "commands must be a JSON array, not null"}
+	}
+	cmds := make([]Command, len(raws))
+	for i, raw := range raws {
+		cdec := json.NewDecoder(bytes.NewReader(raw))
+		cdec.DisallowUnknownFields()
+		if err := cdec.Decode(&cmds[i]); err != nil {
+			return nil, &Error{Kind: KindInvalid, Index: i, Msg: "not a valid command: " + JSONErrorText(err)}
+		}
 	}
 	if err := validateCommands(cmds, lim); err != nil {
 		return nil, err
@@ -63,9 +76,48 @@ func DecodeCommands(data []byte, lim Limits) ([]Command, error) {
 	return cmds, nil
 }
 
-// jsonErrorText drops the "json: " prefix that means nothing to the operator reading the answer.
-func jsonErrorText(err error) string {
+// JSONErrorText words a JSON decoding error for the operator who wrote the JSON: a type mismatch
+// names the field and the JSON types instead of Go's, and the "json: " prefix is dropped.
+func JSONErrorText(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		got := withArticle(te.Value)
+		if te.Field == "" {
+			return fmt.Sprintf("must be %s, got %s", jsonTypeName(te.Type), got)
+		}
+		return fmt.Sprintf("%s must be %s, got %s", te.Field, jsonTypeName(te.Type), got)
+	}
 	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonTypeName is the JSON type a Go type decodes from.
+func jsonTypeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another JSON type"
+}
+
+// withArticle turns encoding/json's value description ("number", "object", "number -1") into
+// "a number", "an object".
+func withArticle(v string) string {
+	if strings.HasPrefix(v, "a") || strings.HasPrefix(v, "o") {
+		return "an " + v
+	}
+	return "a " + v
 }
 
 // validateCommands checks what can be checked without the tree and cleans the paths in place.
@@ -114,7 +166,7 @@ func validateCommand(c *Command, lim Limits) *Error {
 			return &Error{Kind: KindInvalid, Path: c.Path, Field: sf.Field, Msg: "setField needs a value (use null to set null)"}
 		}
 		if _, err := parseJSONValue(sf.Value); err != nil {
-			return &Error{Kind: KindInvalid, Path: c.Path, Field: sf.Field, Msg: "value is not valid JSON: " + jsonErrorText(err)}
+			return &Error{Kind: KindInvalid, Path: c.Path, Field: sf.Field, Msg: "value is not valid JSON: " + JSONErrorText(err)}
 		}
 	case c.CreateFile != nil:
 		if c.CreateFile.Content == nil {

@@ -17,13 +17,18 @@ func TestDecodeCommandsErrors(t *testing.T) {
 		kind ErrorKind
 		msg  string
 	}{
-		{"object not array", `{}`, KindInvalid, "commands: not a valid JSON array of commands: cannot unmarshal object into Go value of type []patch.Command"},
+		{"object not array", `{}`, KindInvalid, "commands: must be a JSON array of commands, got an object"},
+		{"number not array", `5`, KindInvalid, "commands: must be a JSON array of commands, got a number"},
+		{"path a number", `[{"path":7,"deleteFile":{}}]`, KindInvalid, "commands[0]: not a valid command: path must be a string, got a number"},
+		{"setField a string", `[{"path":"a.yaml"},{"path":"a.yaml","setField":"x"}]`, KindInvalid, "commands[1]: not a valid command: setField must be an object, got a string"},
+		{"setField.create a string", `[{"path":"a.yaml","setField":{"field":"a","value":1,"create":"yes"}}]`, KindInvalid, "commands[0]: not a valid command: setField.create must be true or false, got a string"},
+		{"broken JSON", `[{"path":`, KindInvalid, "commands: not a valid JSON array of commands: unexpected EOF"},
 		{"trailing data", `[] []`, KindInvalid, "commands: unexpected data after the JSON array of commands"},
 		{"null", `null`, KindInvalid, "commands: commands must be a JSON array, not null"},
 		{"empty", `[]`, KindInvalid, "commands: no commands given"},
 		{"too many", many, KindLimit, "commands: 4 commands given, at most 3 are allowed in one request"},
-		{"unknown command field", `[{"path":"a.yaml","setFeld":{}}]`, KindInvalid, `commands: not a valid JSON array of commands: unknown field "setFeld"`},
-		{"unknown setField field", `[{"path":"a.yaml","setField":{"field":"a","value":1,"crate":true}}]`, KindInvalid, `commands: not a valid JSON array of commands: unknown field "crate"`},
+		{"unknown command field", `[{"path":"a.yaml","setFeld":{}}]`, KindInvalid, `commands[0]: not a valid command: unknown field "setFeld"`},
+		{"unknown setField field", `[{"path":"a.yaml","setField":{"field":"a","value":1,"crate":true}}]`, KindInvalid, `commands[0]: not a valid command: unknown field "crate"`},
 		{"no operation", `[{"path":"a.yaml"}]`, KindInvalid, "commands[0] a.yaml: exactly one of setField, createFile, deleteFile must be given, found 0"},
 		{"two operations", `[{"path":"a.yaml","deleteFile":{},"createFile":{"content":""}}]`, KindInvalid, "commands[0] a.yaml: exactly one of setField, createFile, deleteFile must be given, found 2"},
 		{"empty path", `[{"path":"","deleteFile":{}}]`, KindInvalid, "commands[0]: invalid path: path is empty"},

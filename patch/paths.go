@@ -2,8 +2,16 @@ package patch
 
 import (
 	"errors"
+	"fmt"
 	"path"
 	"strings"
+)
+
+// Git stores any path, but a checkout fails on names and paths longer than the file systems allow
+// (NAME_MAX and PATH_MAX on Linux and macOS), so such a commit would break every clone.
+const (
+	maxNameBytes = 255
+	maxPathBytes = 4096
 )
 
 // CleanPath checks a repository path once, for every command: it must be relative, not empty, free
@@ -26,7 +34,13 @@ func CleanPath(p string) (string, error) {
 	case c == ".." || strings.HasPrefix(c, "../"):
 		return "", errors.New("path leaves the repository")
 	}
+	if len(c) > maxPathBytes {
+		return "", fmt.Errorf("path is %d bytes, at most %d are allowed: a checkout could not create it", len(c), maxPathBytes)
+	}
 	for _, part := range strings.Split(c, "/") {
+		if len(part) > maxNameBytes {
+			return "", fmt.Errorf("a file or directory name in the path is %d bytes, at most %d are allowed (the file systems' limit): shorten %.40q…", len(part), maxNameBytes, part)
+		}
 		// Case-insensitive: a checkout on a case-insensitive file system treats .GIT as .git.
 		if strings.EqualFold(part, ".git") {
 			return "", errors.New("path is inside a .git directory")

@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -23,6 +24,9 @@ func TestCleanPath(t *testing.T) {
 		{".git", "", "path is inside a .git directory"},
 		{".git/hooks/pre-commit", "", "path is inside a .git directory"},
 		{"sub/.Git/config", "", "path is inside a .git directory"},
+		{strings.Repeat("n", 255) + "/x.yaml", strings.Repeat("n", 255) + "/x.yaml", ""},
+		{"d/" + strings.Repeat("n", 256), "", "a file or directory name in the path is 256 bytes, at most 255 are allowed (the file systems' limit): shorten \"" + strings.Repeat("n", 40) + "\"…"},
+		{strings.Repeat("d/", 2048) + "x", "", "path is 4097 bytes, at most 4096 are allowed: a checkout could not create it"},
 	}
 	for _, tt := range tests {
 		got, err := CleanPath(tt.in)
