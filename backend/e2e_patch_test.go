@@ -35,6 +35,7 @@ const (
 // a test key (as it would trust GitLab's), and a real git server.
 type patchE2E struct {
 	v      *vaulttest.Server
+	srv    *gittest.Server
 	remote *gittest.Repo
 	key    *ecdsa.PrivateKey
 }
@@ -91,7 +92,7 @@ func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
 	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
 		t.Fatal(err)
 	}
-	return &patchE2E{v: v, remote: remote, key: key}
+	return &patchE2E{v: v, srv: srv, remote: remote, key: key}
 }
 
 // gitlabToken mints a GitLab-shaped CI id_token.
