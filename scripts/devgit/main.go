@@ -1,7 +1,8 @@
 // Command devgit serves the Git repositories under a directory over smart
 // HTTP on loopback (`git http-backend` behind net/http/cgi), with optional
-// basic auth, for `make enable`. It serves fetches only (pushes go to the
-// bare repository on disk); a development aid, not a Git server.
+// basic auth, for `make enable`. With -user set, authenticated clients may
+// also push (the patch path of flant_gitops pushes its commits here); a
+// development aid, not a Git server.
 //
 //	go run ./scripts/devgit -root .dev/git -addr 127.0.0.1:8280 -user dev -password dev
 package main
@@ -96,7 +97,7 @@ func gitHTTPBackend() ([]string, error) {
 	return []string{p}, nil
 }
 
-func withAuth(user, password string, next http.Handler) http.Handler {
+func withAuth(user, password string, next *cgi.Handler) http.Handler {
 	if user == "" {
 		return next
 	}
@@ -107,6 +108,10 @@ func withAuth(user, password string, next http.Handler) http.Handler {
 			http.Error(w, "authentication required", http.StatusUnauthorized)
 			return
 		}
-		next.ServeHTTP(w, r)
+		// git http-backend enables receive-pack (push) only for a request
+		// that carries REMOTE_USER, which net/http/cgi does not set.
+		authed := *next
+		authed.Env = append(append([]string(nil), next.Env...), "REMOTE_USER="+u)
+		authed.ServeHTTP(w, r)
 	})
 }
