@@ -69,8 +69,9 @@ func mustJSON(t *testing.T, v any) string {
 }
 
 // TestE2EBadInput proves the bad-input promise through one real Vault and one
-// real git server: every refused request is a 4xx with the exact status and
-// a message that names what to fix, nothing is pushed and no stored
+// real git server: every refused request that reaches the plugin is a 4xx
+// with the exact status and a message that names what to fix (Vault's own
+// listener answers 500 for JSON it cannot check), nothing is pushed and no stored
 // configuration changes; no read, refusal or log line carries a secret.
 func TestE2EBadInput(t *testing.T) {
 	p := badInputProject
@@ -138,7 +139,7 @@ func TestE2EBadInput(t *testing.T) {
 			[]string{fmt.Sprintf("path is %d bytes, at most 4096", len(deepPath))}},
 		{"YAML bomb", "", commands(setField(p+"bomb.yml", "a[0]", "ha")), 413, []string{p + "bomb.yml", "aliases in the file expand to more than"}},
 		{"malformed JSONPath", "", commands(setField(p+"release.yml", "spec.values[?(@.name ==", 1)), 400, []string{`field "spec.values[?(@.name =="`}},
-		{"value of a clashing type", "", commands(setField(p+"release.yml", "spec.values.image.tag.major", 2)), 409, []string{"spec.values.image.tag.major"}},
+		{"value of a clashing type", "", commands(setField(p+"release.yml", "spec.values.image.tag.major", 2)), 409, []string{"spec.values.image.tag.major", "type clash", "is a string"}},
 		{"setField without value", "", commands(map[string]any{"path": p + "release.yml", "setField": map[string]any{"field": "a"}}), 400, []string{"needs a value"}},
 		{"too many commands", "", commands(many...), 413, []string{"257 commands given, at most 256"}},
 		// Vault's listener refuses a JSON string over 1 MiB (its
