@@ -163,7 +163,7 @@ flant_gitops is enabled at $VAULT_ADDR (root token: root).
   tail -f .dev/vault.log
 
 The watched repository is $GIT_URL (work tree: .dev/work, signing key in
-.dev/gnupg: GNUPGHOME=.dev/gnupg git -C .dev/work commit -S ...; then
+.dev/gnupg: GNUPGHOME=$GNUPGHOME git -C .dev/work commit -S ...; then
 git -C .dev/work push ../git/deploy.git main). Stop everything with: make stop
 MSG
 

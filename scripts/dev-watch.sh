@@ -15,7 +15,8 @@ VAULT=${VAULT:-${VAULT_BINARY:-$PWD/bin/vault}}
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'make enable (watch): %s\n' "$*" >&2; exit 1; }
 
-HEAD=$(git -C .dev/work rev-parse HEAD 2>/dev/null) || die "no .dev/work repository: run scripts/dev-enable.sh first"
+# The served repository, not .dev/work: the patch path pushes there too.
+HEAD=$(git -C .dev/git/deploy.git rev-parse refs/heads/main 2>/dev/null) || die "no .dev/git/deploy.git repository: run scripts/dev-enable.sh first"
 
 # newest_run prints the id of the newest run, or nothing.
 newest_run() {
@@ -71,6 +72,7 @@ cat <<MSG
 The watch loop: commit and push a signed change, then poll (or wait for
 git_poll_period) and read the new run:
 
+  git -C .dev/work pull -q --ff-only ../git/deploy.git main
   echo change >>.dev/work/hello.txt
   GNUPGHOME=$PWD/.dev/gnupg git -C .dev/work -c user.name="flant_gitops dev" -c user.email=dev@flant-gitops.invalid commit -q -S -am change
   git -C .dev/work push -q ../git/deploy.git main
