@@ -5,6 +5,9 @@
 // The Vault binary is taken from $VAULT_BINARY, <repo>/bin/vault or PATH, in
 // that order; when none exists it is built from the pinned module in
 // scripts/vaultbin (about 8 minutes on a cold module cache).
+//
+// With VAULTTEST_RACE=1 the plugin is built with the race detector and a test
+// whose server log holds a race report fails; the default build is unchanged.
 package vaulttest
 
 import (
@@ -45,6 +48,12 @@ const (
 
 	startTimeout = 60 * time.Second
 	stopTimeout  = 15 * time.Second
+
+	// raceEnv opts in to a race-detector build of the plugin.
+	raceEnv = "VAULTTEST_RACE"
+	// raceReport starts every report the race detector writes to the
+	// plugin's stderr, which Vault relays into its log.
+	raceReport = "WARNING: DATA RACE"
 )
 
 // Options change how a server is started. The zero value starts a plain HTTP
@@ -191,6 +200,9 @@ func start(t testing.TB, vaultBin, pluginDir string, opts *Options) (*Server, er
 	}()
 	t.Cleanup(func() {
 		s.stop(t)
+		if r := raceReports(s.Log()); r != "" {
+			t.Errorf("vaulttest: the race detector reported in %s:\n%s", s.LogPath, r)
+		}
 		if t.Failed() {
 			t.Logf("vaulttest: last lines of %s:\n%s", s.LogPath, tail(s.Log(), 60))
 		}
@@ -499,9 +511,7 @@ func doBuildPlugin(root string) (string, string, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 	bin := filepath.Join(tmpDir, PluginName)
-	cmd := exec.Command("go", "build", "-trimpath",
-		"-ldflags", "-X "+versionSymbol+"="+PluginVersion,
-		"-o", bin, pluginPackage)
+	cmd := exec.Command("go", pluginBuildArgs(os.Getenv(raceEnv), bin)...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", "", fmt.Errorf("go build %s: %w\n%s", pluginPackage, err, out)
@@ -519,6 +529,37 @@ func doBuildPlugin(root string) (string, string, error) {
 	}
 	pruneOldBuilds(cache, final)
 	return final, sum, nil
+}
+
+// pluginBuildArgs are the `go build` arguments for the plugin; race is the
+// value of VAULTTEST_RACE ("1" adds -race).
+func pluginBuildArgs(race, out string) []string {
+	args := []string{"build", "-trimpath"}
+	if race == "1" {
+		args = append(args, "-race")
+	}
+	return append(args, "-ldflags", "-X "+versionSymbol+"="+PluginVersion, "-o", out, pluginPackage)
+}
+
+// raceReports returns the race detector's reports found in a server log, or
+// "". Vault prefixes each relayed plugin line, so a report runs from its
+// header line to the next line ending in the detector's row of equals signs.
+func raceReports(log string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(log, "\n") {
+		switch {
+		case strings.Contains(line, raceReport):
+			in = true
+		case in && strings.HasSuffix(strings.TrimSpace(line), "=================="):
+			in = false
+			b.WriteString(line + "\n")
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
 }
 
 // pruneOldBuilds removes builds of older sources after a day, when no test

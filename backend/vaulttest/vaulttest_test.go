@@ -46,3 +46,45 @@ func TestNoPluginTLSServer(t *testing.T) {
 		t.Fatalf("NoPlugin server has the plugin:\n%s", out)
 	}
 }
+
+func TestPluginBuildArgs(t *testing.T) {
+	tests := []struct {
+		race     string
+		wantRace bool
+	}{
+		{"", false},
+		{"0", false},
+		{"1", true},
+	}
+	for _, tt := range tests {
+		args := strings.Join(pluginBuildArgs(tt.race, "/out"), " ")
+		if got := strings.Contains(args, " -race "); got != tt.wantRace {
+			t.Errorf("VAULTTEST_RACE=%q: go %s, want -race %v", tt.race, args, tt.wantRace)
+		}
+		if !strings.HasSuffix(args, "-o /out "+pluginPackage) || !strings.Contains(args, versionSymbol+"="+PluginVersion) {
+			t.Errorf("VAULTTEST_RACE=%q: go %s lacks the version or output", tt.race, args)
+		}
+	}
+}
+
+func TestRaceReports(t *testing.T) {
+	const prefix = "2026-01-01T00:00:00.000Z [DEBUG] secrets.flant_gitops: "
+	report := prefix + "WARNING: DATA RACE\n" +
+		prefix + "Write at 0x00c000 by goroutine 7:\n" +
+		prefix + "  backend.(*worker).run()\n" +
+		prefix + "=================="
+	tests := []struct {
+		name, log, want string
+	}{
+		{"clean", prefix + "poll done\n" + prefix + "==================\n", ""},
+		{"one report", prefix + "before\n" + prefix + "==================\n" + report + "\n" + prefix + "after\n", report + "\n"},
+		{"cut short", report[:strings.LastIndex(report, "\n")], report[:strings.LastIndex(report, "\n")] + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := raceReports(tt.log); got != tt.want {
+				t.Errorf("raceReports = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
