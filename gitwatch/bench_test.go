@@ -18,12 +18,12 @@ import (
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
-// Benchmark repositories come from tools/mkrepo.sh and are cached between
+// Benchmark repositories come from scripts/mkrepo.sh and are cached between
 // runs (the large one takes about half a minute to make).
 //
 //	FLANT_GITOPS_BENCH_LARGE=1   also run on the 20000-file / 2000-commit repository (~116 MB)
 //	FLANT_GITOPS_BENCH_DIR=DIR   where to cache the generated repositories
-//	FLANT_GITOPS_MKREPO=PATH     mkrepo.sh (default ../../shared/tools/mkrepo.sh)
+//	FLANT_GITOPS_MKREPO=PATH     mkrepo.sh (default ../scripts/mkrepo.sh)
 type benchRepo struct {
 	name           string
 	files, commits int
@@ -50,7 +50,7 @@ func (br benchRepo) generated(b *testing.B) string {
 	}
 	mkrepo := os.Getenv("FLANT_GITOPS_MKREPO")
 	if mkrepo == "" {
-		mkrepo = filepath.Join("..", "..", "shared", "tools", "mkrepo.sh")
+		mkrepo = filepath.Join("..", "scripts", "mkrepo.sh")
 	}
 	if _, err := os.Stat(mkrepo); err != nil {
 		b.Fatalf("mkrepo.sh not found at %s; set FLANT_GITOPS_MKREPO: %v", mkrepo, err)

@@ -5,7 +5,7 @@
 #   scripts/bench-gitwatch.sh            # the ~1 MB repository (200 files, 50 commits)
 #   LARGE=1 scripts/bench-gitwatch.sh    # also the ~116 MB one (20000 files, 2000 commits)
 #
-# Repositories are generated once by ../shared/tools/mkrepo.sh and cached in
+# Repositories are generated once by scripts/mkrepo.sh and cached in
 # $FLANT_GITOPS_BENCH_DIR (default: $TMPDIR/flant_gitops-bench-repos).
 # BENCHTIME (default 2s) is passed to -benchtime.
 set -euo pipefail

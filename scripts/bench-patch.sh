@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # bench-patch.sh: one patch through Vault + the plugin against the git CLI floor
 # (warm clone: fetch, reset --hard, edit one value, commit, push), interleaved
-# rounds on the large repository that tools/mkrepo.sh DIR 20000 2000 makes
+# rounds on the large repository that scripts/mkrepo.sh DIR 20000 2000 makes
 # (about 116 MB), plus the plugin's peak RSS and 10 concurrent patches.
 #
 # Environment: BENCH_REPO (an existing pristine repository to reuse; default
 # $BENCH_CACHE/mkrepo-20000-2000.git, made on first run, about 30 s),
 # BENCH_CACHE (default /tmp/flant_gitops-bench), BENCH_ROUNDS (default 10),
-# MKREPO (default ../shared/tools/mkrepo.sh next to this repository).
+# MKREPO (default scripts/mkrepo.sh).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BENCH_CACHE:-/tmp/flant_gitops-bench}
-mkrepo=${MKREPO:-$root/../shared/tools/mkrepo.sh}
+mkrepo=${MKREPO:-$root/scripts/mkrepo.sh}
 repo=${BENCH_REPO:-$cache/mkrepo-20000-2000.git}
 
 if [ ! -d "$repo" ]; then

@@ -157,7 +157,7 @@ func (s *Server) NewRepo(t testing.TB, name string) *Repo {
 }
 
 // ServeRepo serves an existing bare repository (for example one made by
-// tools/mkrepo.sh) as NAME.git, without copying it.
+// scripts/mkrepo.sh) as NAME.git, without copying it.
 func (s *Server) ServeRepo(t testing.TB, name, bareDir string) *Repo {
 	t.Helper()
 	abs, err := filepath.Abs(bareDir)

@@ -39,7 +39,7 @@ var tagLine = regexp.MustCompile(`(?m)^  tag: "[^"]*"$`)
 func BenchmarkPatchVsGitCLI(b *testing.B) {
 	pristine := os.Getenv("BENCH_REPO")
 	if pristine == "" {
-		b.Fatal("BENCH_REPO must name a bare repository made by tools/mkrepo.sh DIR 20000 2000; run scripts/bench-patch.sh")
+		b.Fatal("BENCH_REPO must name a bare repository made by scripts/mkrepo.sh DIR 20000 2000; run scripts/bench-patch.sh")
 	}
 	rounds := 10
 	if s := os.Getenv("BENCH_ROUNDS"); s != "" {
