@@ -63,7 +63,10 @@ done
 
 say "registering flant_gitops $VERSION (sha256 ${SHA:0:12}...)"
 "$VAULT" plugin register -sha256="$SHA" -version="$VERSION" secret flant_gitops >/dev/null
-if "$VAULT" secrets list | grep -q '^flant_gitops/'; then
+# Outputs are captured before grep: with pipefail, `grep -q` closing the pipe
+# early makes the writer die of SIGPIPE and the whole test false.
+mounts=$("$VAULT" secrets list)
+if grep -q '^flant_gitops/' <<<"$mounts"; then
 	"$VAULT" secrets tune -plugin-version="$VERSION" flant_gitops/ >/dev/null
 	"$VAULT" plugin reload -plugin=flant_gitops >/dev/null
 else
@@ -78,7 +81,7 @@ IMAGE=$(go run ./container/dockertest/cmd/mkimage)
 # --- signing key and repository -------------------------------------------
 export GNUPGHOME=$DEV/gnupg
 mkdir -p -m 700 "$GNUPGHOME"
-if ! gpg --batch --list-secret-keys 2>/dev/null | grep -q .; then
+if [ -z "$(gpg --batch --list-secret-keys 2>/dev/null)" ]; then
 	say "making a dev PGP key in .dev/gnupg"
 	gpg --batch --quiet --passphrase '' --quick-gen-key "flant_gitops dev <dev@flant-gitops.invalid>" ed25519 sign never
 fi
@@ -120,10 +123,12 @@ for _ in $(seq 1 50); do
 	alive "$DEV/devgit.pid" || die "the dev git server exited; see .dev/devgit.log"
 	sleep 0.2
 done
-git -c http.extraHeader="$AUTH" ls-remote "$GIT_URL" | grep -q refs/heads/main || die "cannot fetch $GIT_URL; see .dev/devgit.log"
+refs=$(git -c http.extraHeader="$AUTH" ls-remote "$GIT_URL") || die "cannot fetch $GIT_URL; see .dev/devgit.log"
+grep -q refs/heads/main <<<"$refs" || die "$GIT_URL has no branch main; rm -rf .dev for a fresh start"
 
 # --- AppRole on this same Vault, as the README's "Configure vault access" --
-"$VAULT" auth list | grep -q '^approle/' || "$VAULT" auth enable approle >/dev/null
+auths=$("$VAULT" auth list)
+grep -q '^approle/' <<<"$auths" || "$VAULT" auth enable approle >/dev/null
 "$VAULT" policy write flant_gitops-dev - >/dev/null <<'HCL'
 path "auth/token/lookup-self" {
   capabilities = ["read"]

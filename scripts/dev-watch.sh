@@ -18,9 +18,12 @@ die() { printf 'make enable (watch): %s\n' "$*" >&2; exit 1; }
 # The served repository, not .dev/work: the patch path pushes there too.
 HEAD=$(git -C .dev/git/deploy.git rev-parse refs/heads/main 2>/dev/null) || die "no .dev/git/deploy.git repository: run scripts/dev-enable.sh first"
 
-# newest_run prints the id of the newest run, or nothing.
+# newest_run prints the id of the newest run, or nothing (the list answers
+# 404 while there is no run).
 newest_run() {
-	"$VAULT" list -format=json flant_gitops/runs 2>/dev/null | sed -n '2p' | tr -d ' ",'
+	local ids
+	ids=$("$VAULT" list -format=json flant_gitops/runs 2>/dev/null) || return 0
+	sed -n '2p' <<<"$ids" | tr -d ' ",'
 }
 
 # A poll outcome counts only once it is newer than this: the plugin's poll at
@@ -52,7 +55,8 @@ for _ in $(seq 1 300); do
 	case $outcome in
 	refused | error | not_configured)
 		"$VAULT" read flant_gitops/status
-		die "the poll was $outcome: $("$VAULT" read -field=last_poll_result flant_gitops/status)"
+		die "the poll was $outcome: $("$VAULT" read -field=last_poll_result flant_gitops/status)
+(the dev Vault forgets everything at make stop, the plugin's signing key too, while .dev/git keeps its commits; make stop && rm -rf .dev && make enable starts over)"
 		;;
 	esac
 	RUN=
