@@ -30,17 +30,17 @@ func pathConfigure(b *backend) []*framework.Path {
 			"git_branch_name": {
 				Type:        framework.TypeString,
 				Default:     defaultBranch,
-				Description: "Branch to watch for new commits, without refs/heads/.",
+				Description: "Branch to watch for new commits, without refs/heads/. Default main.",
 			},
 			"git_poll_period": {
 				Type:        framework.TypeDurationSecond,
 				Default:     int(defaultPollPeriod.Seconds()),
-				Description: "How often to fetch the branch, e.g. 5m. Vault ticks about once a minute, so shorter periods poll about every minute.",
+				Description: "How often to fetch the branch, e.g. 5m (the default). Vault ticks about once a minute, so shorter periods poll about every minute.",
 			},
 			"required_number_of_verified_signatures_on_commit": {
 				Type:        framework.TypeInt,
 				Default:     0,
-				Description: "How many distinct trusted PGP keys (configure/trusted_pgp_public_key) must have signed a new commit before it runs; 0 disables the check. Signatures in the commit and in trdl-style git notes count.",
+				Description: "How many distinct trusted PGP keys (configure/trusted_pgp_public_key) must have signed a new commit before it runs; 0 (the default) disables the check. Signatures in the commit and in trdl-style git notes count.",
 			},
 			"initial_last_successful_commit": {
 				Type:        framework.TypeString,
@@ -57,7 +57,7 @@ func pathConfigure(b *backend) []*framework.Path {
 			"run_timeout": {
 				Type:        framework.TypeDurationSecond,
 				Default:     int(defaultRunTimeout.Seconds()),
-				Description: "Longest a run may take, e.g. 30m; the container is stopped and the run fails after it.",
+				Description: "Longest a run may take, e.g. 30m (the default); the container is stopped and the run fails after it.",
 			},
 			"memory_limit": {
 				Type:        framework.TypeString,
@@ -70,7 +70,7 @@ func pathConfigure(b *backend) []*framework.Path {
 			"network_mode": {
 				Type:        framework.TypeString,
 				Default:     defaultNetworkMode,
-				Description: "Docker network of the container: bridge, host, none or the name of an existing Docker network.",
+				Description: "Docker network of the container: bridge (the default), host, none or the name of an existing Docker network.",
 			},
 		},
 		ExistenceCheck: b.configExists,

@@ -38,7 +38,7 @@ func pathConfigureVaultAccess(b *backend) []*framework.Path {
 			"approle_mount_point": {
 				Type:        framework.TypeString,
 				Default:     defaultApproleMountPoint,
-				Description: "Path of the AppRole auth method on the target Vault.",
+				Description: "Path of the AppRole auth method on the target Vault. Default auth/approle.",
 			},
 			"role_name": {
 				Type:        framework.TypeString,

@@ -95,7 +95,7 @@ func pathRepository(ps *patchState) []*framework.Path {
 				},
 				"branch": {
 					Type:        framework.TypeString,
-					Description: "Branch the patches are committed to.",
+					Description: "Branch the patches are committed to. Default main.",
 					Default:     defaultPatchBranch,
 				},
 				"username": {
@@ -118,22 +118,22 @@ func pathRepository(ps *patchState) []*framework.Path {
 				},
 				"default_commit_message": {
 					Type:        framework.TypeString,
-					Description: "Commit message used when a patch request gives none.",
+					Description: "Commit message used when a patch request gives none. Default \"Automated update through flant_gitops\".",
 					Default:     defaultPatchCommitMessage,
 				},
 				"default_author_name": {
 					Type:        framework.TypeString,
-					Description: "Commit author name used when a patch request gives none.",
+					Description: "Commit author name used when a patch request gives none. Default flant_gitops.",
 					Default:     defaultPatchAuthorName,
 				},
 				"default_author_email": {
 					Type:        framework.TypeString,
-					Description: "Commit author email used when a patch request gives none.",
+					Description: "Commit author email used when a patch request gives none. Default flant_gitops@localhost.",
 					Default:     defaultPatchAuthorEmail,
 				},
 				"sign_commits": {
 					Type:        framework.TypeBool,
-					Description: "Sign every commit with the plugin's key (see configure/signing_key). Turn off only if the branch's consumers do not verify signatures.",
+					Description: "Sign every commit with the plugin's key (see configure/signing_key). Default true; turn off only if the branch's consumers do not verify signatures.",
 					Default:     true,
 				},
 			},

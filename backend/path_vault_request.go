@@ -73,7 +73,7 @@ func pathVaultRequest(b *backend) []*framework.Path {
 					Type:          framework.TypeString,
 					Default:       "GET",
 					AllowedValues: []any{"GET", "POST", "PUT", "LIST", "DELETE"},
-					Description:   "HTTP method of the request: GET, POST, PUT, LIST or DELETE (any case).",
+					Description:   "HTTP method of the request: GET (the default), POST, PUT, LIST or DELETE (any case).",
 				},
 				"options": {
 					Type:        framework.TypeMap,
@@ -82,7 +82,7 @@ func pathVaultRequest(b *backend) []*framework.Path {
 				"wrap_ttl": {
 					Type:        framework.TypeDurationSecond,
 					Default:     int(defaultWrapTTL.Seconds()),
-					Description: "TTL of the wrapping token handed to the commands, at least 60s; the commands must unwrap it within that time.",
+					Description: "TTL of the wrapping token handed to the commands, at least 60s (the default); the commands must unwrap it within that time.",
 				},
 			},
 			ExistenceCheck: b.vaultRequestExists,
@@ -280,5 +280,4 @@ Example:
   {"path": "auth/token/create", "method": "post", "options": {"ttl": "1h", "policies": ["deploy"]}}
   EOF
   # the commands see VAULT_REQUEST_TOKEN_APP_SECRET and VAULT_REQUEST_TOKEN_DEPLOY_TOKEN
-  # the commands see VAULT_REQUEST_TOKEN_DEPLOY_TOKEN
 `
