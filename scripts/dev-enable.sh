@@ -85,7 +85,7 @@ if [ -z "$(gpg --batch --list-secret-keys 2>/dev/null)" ]; then
 	say "making a dev PGP key in .dev/gnupg"
 	gpg --batch --quiet --passphrase '' --quick-gen-key "flant_gitops dev <dev@flant-gitops.invalid>" ed25519 sign never
 fi
-FPR=$(gpg --batch --with-colons --list-secret-keys | awk -F: '/^fpr:/ {print $10; exit}')
+FPR=$(gpg --batch --quiet --no-auto-check-trustdb --with-colons --list-secret-keys | awk -F: '/^fpr:/ && !seen {print $10; seen=1}')
 gpg --batch --armor --export "$FPR" >"$DEV/trusted-key.asc"
 
 REPO=$DEV/git/deploy.git
