@@ -110,12 +110,15 @@ type watcher struct {
 	// and the path handlers.
 	stateMu sync.Mutex
 
-	mu             sync.Mutex
-	mountID        string // from storage: labels and cache folder survive restarts
-	cacheDir       string
-	storage        logical.Storage
-	cancel         context.CancelCauseFunc // stops the worker; nil when not started
-	done           chan struct{}
+	mu       sync.Mutex
+	mountID  string // from storage: labels and cache folder survive restarts
+	cacheDir string
+	storage  logical.Storage
+	cancel   context.CancelCauseFunc // stops the worker; nil when not started
+	done     chan struct{}
+	// stopped is set by stop: a tick or poll racing Clean must not start a
+	// worker that nothing would ever stop.
+	stopped        bool
 	wake           chan struct{}
 	busy           bool
 	current        *activeRun
@@ -156,12 +159,12 @@ func (w *watcher) log() hclog.Logger {
 	return hclog.NewNullLogger()
 }
 
-// start launches the worker once; later calls do nothing. The storage is
-// the mount's view, valid until stop.
+// start launches the worker once; later calls, and any call after stop, do
+// nothing. The storage is the mount's view, valid until stop.
 func (w *watcher) start(s logical.Storage) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.cancel != nil {
+	if w.cancel != nil || w.stopped {
 		return
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -178,6 +181,7 @@ func (w *watcher) start(s logical.Storage) {
 func (w *watcher) stop(ctx context.Context) {
 	w.mu.Lock()
 	cancel, done := w.cancel, w.done
+	w.stopped = true
 	w.mu.Unlock()
 	if cancel == nil {
 		return

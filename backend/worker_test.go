@@ -688,3 +688,34 @@ func BenchmarkRunLogWrite(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// TestStartAfterStopStartsNothing: Clean may run before the worker was ever
+// started (or race a periodic tick or a poll); whatever asks for a start
+// afterwards must not launch a worker that no Clean will stop.
+func TestStartAfterStopStartsNothing(t *testing.T) {
+	tests := []struct {
+		name  string
+		start func(w *watcher, s logical.Storage)
+	}{
+		{"start", func(w *watcher, s logical.Storage) { w.start(s) }},
+		{"tick", func(w *watcher, s logical.Storage) { w.tick(s) }},
+		{"poll", func(w *watcher, s logical.Storage) { w.requestPoll(s, false) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newWatchHarness(t)
+			h.w.stop(context.Background())
+			tt.start(h.w, h.s)
+			h.w.mu.Lock()
+			started := h.w.cancel != nil
+			h.w.mu.Unlock()
+			if started {
+				h.w.stop(context.Background())
+				t.Fatal("a worker was started after stop")
+			}
+			if n := h.runner.runs(); n != 0 {
+				t.Fatalf("%d runs after stop, want none", n)
+			}
+		})
+	}
+}
