@@ -177,6 +177,12 @@ func start(t testing.TB, vaultBin, pluginDir string, opts *Options) (*Server, er
 
 	cmd := exec.Command(vaultBin, args...)
 	cmd.Env = append(os.Environ(), opts.Env...)
+	racePrefix := filepath.Join(dir, "race")
+	if os.Getenv(raceEnv) == "1" {
+		// Reports go to files too, whatever the log level relays of the
+		// plugin's stderr; halt_on_error=0 lets the test see them all.
+		cmd.Env = append(cmd.Env, "GORACE=log_path="+racePrefix+" halt_on_error=0")
+	}
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// Own process group: Vault and its plugin processes are stopped
@@ -200,8 +206,8 @@ func start(t testing.TB, vaultBin, pluginDir string, opts *Options) (*Server, er
 	}()
 	t.Cleanup(func() {
 		s.stop(t)
-		if r := raceReports(s.Log()); r != "" {
-			t.Errorf("vaulttest: the race detector reported in %s:\n%s", s.LogPath, r)
+		if r := raceReports(s.Log()) + raceFiles(racePrefix); r != "" {
+			t.Errorf("vaulttest: the race detector reported in the plugin:\n%s", r)
 		}
 		if t.Failed() {
 			t.Logf("vaulttest: last lines of %s:\n%s", s.LogPath, tail(s.Log(), 60))
@@ -557,6 +563,24 @@ func raceReports(log string) string {
 		}
 		if in {
 			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// raceFiles returns the reports the race detector wrote to prefix.<pid>
+// (GORACE log_path), or "".
+func raceFiles(prefix string) string {
+	paths, _ := filepath.Glob(prefix + ".*")
+	var b strings.Builder
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			fmt.Fprintf(&b, "(cannot read race report %s: %v)\n", p, err)
+			continue
+		}
+		if strings.Contains(string(data), raceReport) {
+			b.WriteString(p + ":\n" + string(data))
 		}
 	}
 	return b.String()

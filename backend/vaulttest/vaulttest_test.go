@@ -1,6 +1,8 @@
 package vaulttest
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,6 +86,38 @@ func TestRaceReports(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := raceReports(tt.log); got != tt.want {
 				t.Errorf("raceReports = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRaceFiles(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  []string // substrings of the answer; none means ""
+	}{
+		{"no files", nil, nil},
+		{"empty report file", map[string]string{"race.12": ""}, nil},
+		{"one report", map[string]string{"race.12": "==================\n" + raceReport + "\nRead at 0x1 by goroutine 7:\n"}, []string{"race.12:", "Read at 0x1"}},
+		{"another prefix is ignored", map[string]string{"other.12": raceReport}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, content := range tt.files {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := raceFiles(filepath.Join(dir, "race"))
+			if len(tt.want) == 0 && got != "" {
+				t.Fatalf("raceFiles = %q, want none", got)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("raceFiles = %q, want it to contain %q", got, w)
+				}
 			}
 		})
 	}
