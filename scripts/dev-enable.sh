@@ -140,6 +140,10 @@ SECRET_ID=$("$VAULT" write -f -field=secret_id auth/approle/role/flant_gitops-de
 
 # --- fixture data -----------------------------------------------------------
 say "loading the fixture data into flant_gitops/"
+# make stop removes the containers of these mounts: a run cut by a plugin
+# reload is cleaned up only by a later poll, which a stopped dev Vault never makes.
+MOUNT_ID=$("$VAULT" read -field=mount_id flant_gitops/status)
+grep -qxF "$MOUNT_ID" "$DEV/mount_ids" 2>/dev/null || echo "$MOUNT_ID" >>"$DEV/mount_ids"
 "$VAULT" write flant_gitops/configure/trusted_pgp_public_key/dev public_key=@"$DEV/trusted-key.asc" >/dev/null
 # Secrets go on stdin, not into process arguments.
 "$VAULT" write flant_gitops/configure/git_credential - >/dev/null <<JSON

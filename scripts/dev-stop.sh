@@ -33,6 +33,20 @@ stop_group() {
 
 stop_group vault
 stop_group devgit
+# Containers of the dev mounts (labelled by scripts/dev-enable.sh's mount ids)
+# that a stopped plugin could not remove; nobody else's containers.
+if [ -s "$DEV/mount_ids" ]; then
+	while read -r id; do
+		[ -n "$id" ] || continue
+		ids=$(docker ps -aq --filter "label=flant_gitops.mount=$id") || { echo "make stop: docker ps failed; containers of mount $id may be left" >&2; continue; }
+		if [ -n "$ids" ]; then
+			# shellcheck disable=SC2086 # one id per word
+			docker rm -f $ids >/dev/null
+			echo "==> removed $(wc -w <<<"$ids") leftover container(s) of dev mount $id"
+		fi
+	done <"$DEV/mount_ids"
+	rm -f "$DEV/mount_ids"
+fi
 if [ -d "$DEV/gnupg" ]; then
 	gpgconf --homedir "$DEV/gnupg" --kill all 2>/dev/null || true
 fi
