@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sort"
@@ -21,6 +22,10 @@ type logLimits struct {
 	chunkSize     int
 	maxChunks     int
 	flushInterval time.Duration
+	// storeTimeout bounds each storage call of the writer (default 30s): a
+	// hung storage must not block the container's output copier, and with it
+	// the end of the run, forever.
+	storeTimeout time.Duration
 }
 
 // defaultLogLimits keeps at most 2 MiB of log per run and shows new output
@@ -116,7 +121,7 @@ func (w *runLogWriter) flushLocked(ctx context.Context) {
 	if !w.dirty || w.err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := w.storeContext(ctx)
 	defer cancel()
 	if err := w.storage.Put(ctx, &logical.StorageEntry{Key: runLogKey(w.id, w.chunk), Value: append([]byte(nil), w.buf...)}); err != nil {
 		w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
@@ -125,9 +130,17 @@ func (w *runLogWriter) flushLocked(ctx context.Context) {
 	w.dirty = false
 }
 
+// storeContext bounds one storage call of the writer.
+func (w *runLogWriter) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, cmp.Or(w.limits.storeTimeout, 30*time.Second))
+}
+
 func (w *runLogWriter) dropOldLocked(ctx context.Context) {
 	for w.err == nil && w.chunk-w.oldest >= int64(w.limits.maxChunks) {
-		if err := w.storage.Delete(ctx, runLogKey(w.id, w.oldest)); err != nil {
+		dctx, cancel := w.storeContext(ctx)
+		err := w.storage.Delete(dctx, runLogKey(w.id, w.oldest))
+		cancel()
+		if err != nil {
 			w.err = fmt.Errorf("trimming the log of run %s: %w", w.id, err)
 			return
 		}

@@ -193,3 +193,61 @@ func TestValidRunID(t *testing.T) {
 		}
 	}
 }
+
+// hangingStorage blocks Put and/or Delete until the call's context ends, as
+// a storage backend that stopped answering does.
+type hangingStorage struct {
+	logical.InmemStorage
+	hangPut, hangDelete bool
+}
+
+func (s *hangingStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if s.hangPut {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.InmemStorage.Put(ctx, e)
+}
+
+func (s *hangingStorage) Delete(ctx context.Context, key string) error {
+	if s.hangDelete {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.InmemStorage.Delete(ctx, key)
+}
+
+// A storage that stopped answering must not block the container's output
+// forever: every storage call of the writer is bounded, and Close reports it.
+func TestRunLogHungStorageIsBounded(t *testing.T) {
+	tests := []struct {
+		name    string
+		storage *hangingStorage
+		wantErr string
+	}{
+		{"put of a full chunk", &hangingStorage{hangPut: true}, "storing the log"},
+		{"delete of the oldest chunk", &hangingStorage{hangDelete: true}, "trimming the log"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			limits := logLimits{chunkSize: 4, maxChunks: 2, flushInterval: time.Hour, storeTimeout: 20 * time.Millisecond}
+			w, err := openRunLog(context.Background(), tt.storage, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, _ = w.Write([]byte(strings.Repeat("x", 5*limits.chunkSize)))
+				done <- w.Close(context.Background())
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Close = %v, want an error containing %q", err, tt.wantErr)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Write blocked on a storage that does not answer")
+			}
+		})
+	}
+}
