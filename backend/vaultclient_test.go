@@ -706,7 +706,7 @@ func targetSecrets(t testing.TB, tg *vaulttest.Target) []string {
 					break
 				}
 				v := string(rest[:j])
-				if len(v) >= 20 && v != "target-root" && !seen[v] {
+				if len(v) >= 20 && v != tg.Token && !seen[v] {
 					seen[v] = true
 					out = append(out, v)
 				}

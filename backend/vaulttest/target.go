@@ -1,7 +1,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,13 +10,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,98 +24,68 @@ import (
 // TLS server name.
 const TargetServerName = "vault.test"
 
-// Target is a second real Vault (`vault server -dev`, no plugin) that the
-// plugin reaches as a client: the target of vault requests. It listens with
-// TLS on loopback, with a certificate for TargetServerName signed by a CA
-// made for the test, and writes a raw audit log of every request so a test
-// can learn each token and secret_id the target handed out.
+// Target is a second real Vault (a NoPlugin Server) that the plugin reaches
+// as a client: the target of vault requests. Besides its plain dev listener
+// it listens with TLS on loopback, with a certificate for TargetServerName
+// signed by a CA made for the test, and writes a raw audit log of every
+// request so a test can learn each token and secret_id the target handed out.
 type Target struct {
-	// Addr is https://127.0.0.1:PORT.
+	// Addr is https://127.0.0.1:PORT, the TLS listener.
 	Addr string
 	// CACert is the PEM of the CA that signed the certificate.
 	CACert string
+	// Token is the root token.
+	Token string
 	// Client talks to Addr with the root token, verifying TLS against
 	// CACert and TargetServerName.
 	Client *api.Client
 
+	server    *Server
 	auditPath string
-	log       *targetLog
 }
 
 // NewTarget starts a target Vault and stops it when the test ends. It fails
 // the test when no vault binary can be found.
 func NewTarget(t testing.TB) *Target {
 	t.Helper()
-	bin := VaultBinary(t)
 	dir := t.TempDir()
-
 	caPEM, certPEM, keyPEM := targetCertificates(t)
 	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	writeTargetFile(t, certFile, certPEM, 0o600)
-	writeTargetFile(t, keyFile, keyPEM, 0o600)
-
-	tlsAddr, devAddr := targetFreeAddr(t), targetFreeAddr(t)
-	cfgFile := filepath.Join(dir, "listener.hcl")
-	writeTargetFile(t, cfgFile, fmt.Appendf(nil, "listener \"tcp\" {\n  address = %q\n  tls_cert_file = %q\n  tls_key_file = %q\n}\n", tlsAddr, certFile, keyFile), 0o600)
-
-	const rootToken = "target-root"
-	cmd := exec.Command(bin, "server", "-dev",
-		"-dev-root-token-id="+rootToken,
-		"-dev-listen-address="+devAddr,
-		"-dev-no-store-token",
-		"-config="+cfgFile)
-	// The server inherits nothing that could point it elsewhere.
-	// tlssha1=1 lets busybox wget (whose TLS 1.2 client sends no
-	// signature_algorithms) reach it from the test container; Go clients
-	// negotiate modern algorithms regardless.
-	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "GODEBUG=tlssha1=1"}
-	// Pdeathsig stops the target if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	logs := &targetLog{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start target vault %s: %v", bin, err)
+	for path, b := range map[string][]byte{certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatalf("vaulttest: write %s: %v", path, err)
+		}
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	srv := NewServer(t, &Options{
+		NoPlugin: true,
+		Config:   fmt.Sprintf("listener \"tcp\" {\n  address = %q\n  tls_cert_file = %q\n  tls_key_file = %q\n}\n", tlsAddr, certFile, keyFile),
+		// tlssha1=1 lets busybox wget (whose TLS 1.2 client sends no
+		// signature_algorithms) reach it from the test container; Go
+		// clients negotiate modern algorithms regardless.
+		Env: []string{"GODEBUG=tlssha1=1"},
 	})
 
-	tg := &Target{Addr: "https://" + tlsAddr, CACert: string(caPEM), log: logs}
+	tg := &Target{Addr: "https://" + tlsAddr, CACert: string(caPEM), Token: srv.Token, server: srv}
 	c, err := tg.NewClient(string(caPEM), TargetServerName)
 	if err != nil {
-		t.Fatalf("target vault client: %v", err)
+		t.Fatalf("vaulttest: target vault client: %v", err)
 	}
-	c.SetToken(rootToken)
+	c.SetToken(srv.Token)
 	tg.Client = c
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	for {
-		h, err := c.Sys().HealthWithContext(ctx)
-		if err == nil && h.Initialized && !h.Sealed {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("target vault did not become ready at %s (last error: %v); its log:\n%s", tg.Addr, err, logs.String())
-		case <-exited:
-			t.Fatalf("target vault exited before it was ready; its log:\n%s", logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-
 	tg.auditPath = filepath.Join(dir, "audit.log")
 	if err := c.Sys().EnableAuditWithOptionsWithContext(ctx, "file", &api.EnableAuditOptions{
 		Type:    "file",
 		Options: map[string]string{"file_path": tg.auditPath, "log_raw": "true"},
 	}); err != nil {
-		t.Fatalf("enable raw audit log on the target vault: %v", err)
+		t.Fatalf("vaulttest: enable raw audit log on the target vault over TLS: %v\n%s", err, tail(srv.Log(), 40))
 	}
 	return tg
 }
@@ -155,41 +120,7 @@ func (tg *Target) AuditLog(t testing.TB) []byte {
 }
 
 // Log is the target server's output so far.
-func (tg *Target) Log() string { return tg.log.String() }
-
-type targetLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *targetLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *targetLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func targetFreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func writeTargetFile(t testing.TB, path string, b []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatalf("write %s: %v", path, err)
-	}
-}
+func (tg *Target) Log() string { return tg.server.Log() }
 
 // targetCertificates makes a CA and a server certificate naming only
 // TargetServerName (no IP address), in PEM.

@@ -68,6 +68,9 @@ type Options struct {
 	// Env is added to the environment of the Vault process. Plugin
 	// processes inherit Vault's environment, so this reaches the plugin too.
 	Env []string
+	// Config is extra server configuration in HCL (for example a second
+	// listener with a certificate of the test's own), given with -config.
+	Config string
 	// LogLevel of the Vault server (and of plugin output it relays);
 	// default "debug" so that tests looking for leaked secrets see
 	// everything the plugin logs.
@@ -175,8 +178,16 @@ func start(t testing.TB, vaultBin, pluginDir string, opts *Options) (*Server, er
 		caPath = filepath.Join(certDir, "vault-ca.pem")
 	}
 
+	if opts.Config != "" {
+		cfgFile := filepath.Join(dir, "extra.hcl")
+		if err := os.WriteFile(cfgFile, []byte(opts.Config), 0o600); err != nil {
+			return nil, fmt.Errorf("write server config: %w", err)
+		}
+		args = append(args, "-config="+cfgFile)
+	}
+
 	cmd := exec.Command(vaultBin, args...)
-	cmd.Env = append(os.Environ(), opts.Env...)
+	cmd.Env = append(serverEnviron(), opts.Env...)
 	racePrefix := filepath.Join(dir, "race")
 	if os.Getenv(raceEnv) == "1" {
 		// Reports go to files too, whatever the log level relays of the
@@ -614,6 +625,19 @@ func fileSHA256(path string) (string, error) {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// serverEnviron is the test's environment without its VAULT_* settings, so
+// that a test that points clients elsewhere (VAULT_CACERT, VAULT_SKIP_VERIFY)
+// never changes how a server starts; Options.Env sets them on purpose.
+func serverEnviron() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func freePort() (int, error) {
