@@ -37,6 +37,24 @@ type badInputAnswer struct {
 
 // writeRaw sends body as it is to path, so that the plugin sees exactly the
 // JSON types a client sent.
+// check asserts the status, that a 400 is not wrapped as an internal error
+// list, and that the message mentions every want.
+func (got badInputAnswer) check(t *testing.T, code int, want []string) {
+	t.Helper()
+	t.Logf("%d %.300s", got.code, got.msg)
+	if got.code != code {
+		t.Errorf("status %d (%s), want %d", got.code, got.msg, code)
+	}
+	if got.code == http.StatusBadRequest && strings.Contains(got.msg, "error occurred") {
+		t.Errorf("the 400 message is wrapped as an internal error list: %q", got.msg)
+	}
+	for _, w := range want {
+		if !strings.Contains(got.msg, w) {
+			t.Errorf("message %q does not mention %q", got.msg, w)
+		}
+	}
+}
+
 func writeRaw(t *testing.T, c *api.Client, path, body string) badInputAnswer {
 	t.Helper()
 	resp, err := c.Logical().WriteRawWithContext(t.Context(), path, []byte(body))
@@ -161,18 +179,7 @@ func TestE2EBadInput(t *testing.T) {
 			before := e.remote.Head(t)
 			got := writeRaw(t, ci, "flant_gitops/patch/"+repo, tc.body)
 			shown.WriteString(got.msg)
-			t.Logf("%d %.300s", got.code, got.msg)
-			if got.code != tc.code {
-				t.Errorf("status %d (%s), want %d", got.code, got.msg, tc.code)
-			}
-			if got.code == http.StatusBadRequest && strings.Contains(got.msg, "error occurred") {
-				t.Errorf("the 400 message is wrapped as an internal error list: %q", got.msg)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(got.msg, w) {
-					t.Errorf("message %q does not mention %q", got.msg, w)
-				}
-			}
+			got.check(t, tc.code, tc.want)
 			if after := e.remote.Head(t); after != before {
 				t.Errorf("the refused request moved main from %s to %s", before, after)
 			}
@@ -314,18 +321,7 @@ func TestE2EBadInput(t *testing.T) {
 				got = writeRaw(t, root, "flant_gitops/"+tc.path, tc.body)
 			}
 			shown.WriteString(got.msg)
-			t.Logf("%d %.300s", got.code, got.msg)
-			if got.code != tc.code {
-				t.Errorf("status %d (%s), want %d", got.code, got.msg, tc.code)
-			}
-			if got.code == http.StatusBadRequest && strings.Contains(got.msg, "error occurred") {
-				t.Errorf("the 400 message is wrapped as an internal error list: %q", got.msg)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(got.msg, w) {
-					t.Errorf("message %q does not mention %q", got.msg, w)
-				}
-			}
+			got.check(t, tc.code, tc.want)
 			if after := read(t, readBack); !reflect.DeepEqual(after, before) {
 				t.Errorf("%s changed after a refused write:\nbefore %v\n after %v", readBack, before, after)
 			}
