@@ -31,6 +31,9 @@ type backend struct {
 	onInit  []func(context.Context, *logical.InitializationRequest) error
 	onClean []func(context.Context)
 
+	// mount is the mount's stored id, shared by the watch and patch halves.
+	mount mountIdentity
+
 	// approle is the session with the target Vault of the vault requests
 	// (vaultclient.go); its token is revoked on Clean.
 	approle *approleClient

@@ -3,7 +3,6 @@ package backend
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,8 +21,6 @@ import (
 	"github.com/flant/flant_gitops/patch"
 	"github.com/flant/flant_gitops/policy"
 )
-
-const storageKeyPatchMirrorID = "patch/mirror_id"
 
 // maxCommitMessageBytes bounds a requested commit message.
 const maxCommitMessageBytes = 64 << 10
@@ -45,9 +42,8 @@ type patchState struct {
 	policy        *policy.Engine
 	policyVersion string
 
-	slotsMu  sync.Mutex
-	slots    map[string]*repoSlot // by url + branch
-	mirrorID string               // per-mount folder name, kept in storage
+	slotsMu sync.Mutex
+	slots   map[string]*repoSlot // by url + branch
 }
 
 // repoSlot serialises the transactions on one branch. The lock is a
@@ -435,52 +431,16 @@ func repoFingerprint(r *repositoryEntry) string {
 // kept in storage, so it survives plugin restarts and two mounts never
 // share), one folder per URL and branch.
 func (ps *patchState) mirrorDir(ctx context.Context, s logical.Storage, repo *repositoryEntry) (string, error) {
-	ps.slotsMu.Lock()
-	defer ps.slotsMu.Unlock()
-	if ps.mirrorID == "" {
-		id, err := loadOrCreateMirrorID(ctx, s)
-		if err != nil {
-			return "", err
-		}
-		ps.mirrorID = id
-	}
-	base := os.Getenv(cacheDirEnv)
-	if base == "" {
-		base = filepath.Join(os.TempDir(), "flant_gitops")
+	mountID, err := ps.b.mount.get(ctx, s)
+	if err != nil {
+		return "", err
 	}
 	sum := sha256.Sum256([]byte(repo.URL + "\x00" + repo.Branch))
-	dir := filepath.Join(base, "patch-"+ps.mirrorID, hex.EncodeToString(sum[:8]))
+	dir := filepath.Join(cacheBase(), "patch-"+mountID, hex.EncodeToString(sum[:8]))
 	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
 		return "", fmt.Errorf("creating the patch mirror folder (set %s to a writable folder): %w", cacheDirEnv, err)
 	}
 	return dir, nil
-}
-
-func loadOrCreateMirrorID(ctx context.Context, s logical.Storage) (string, error) {
-	var entry struct {
-		ID string `json:"id"`
-	}
-	raw, err := s.Get(ctx, storageKeyPatchMirrorID)
-	if err != nil {
-		return "", fmt.Errorf("reading the patch mirror ID: %w", err)
-	}
-	if raw != nil {
-		if err := raw.DecodeJSON(&entry); err != nil {
-			return "", fmt.Errorf("decoding the patch mirror ID: %w", err)
-		}
-		if entry.ID != "" {
-			return entry.ID, nil
-		}
-	}
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("making the patch mirror ID: %w", err)
-	}
-	entry.ID = hex.EncodeToString(b[:])
-	if err := putEntry(ctx, s, storageKeyPatchMirrorID, entry); err != nil {
-		return "", err
-	}
-	return entry.ID, nil
 }
 
 const pathPatchHelpSyn = `Edit YAML files of a repository in one signed commit, authorized by the caller's Vault identity.`

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -27,12 +26,6 @@ const (
 	labelMount = "flant_gitops.mount"
 	labelRun   = "flant_gitops.run"
 )
-
-// cacheDirEnv overrides where mirrors are cached (default: the OS temp dir).
-const cacheDirEnv = "FLANT_GITOPS_CACHE_DIR"
-
-// mountIDKey holds the id that names this mount's containers and cache.
-const mountIDKey = "watch/mount_id"
 
 // pollMinInterval rate-limits `poll`: a CI pipeline calling it on every push
 // cannot make the plugin hammer the git server.
@@ -86,6 +79,9 @@ type watchDeps struct {
 	// vault requests; an error fails the run before any container starts.
 	vaultRequests func(ctx context.Context, s logical.Storage) (map[string]string, map[string][]byte, error)
 	now           func() time.Time
+	// mount is the backend's id, shared with the patch half; unit tests
+	// leave it nil for one of their own.
+	mount *mountIdentity
 }
 
 // activeRun is the run the worker is executing.
@@ -135,16 +131,15 @@ type watcher struct {
 // newWatcher takes the logger as a function because Vault hands the backend
 // its logger after construction.
 func newWatcher(logger func() hclog.Logger, deps watchDeps) *watcher {
-	base := os.Getenv(cacheDirEnv)
-	if base == "" {
-		base = filepath.Join(os.TempDir(), "flant_gitops")
-	}
 	if deps.now == nil {
 		deps.now = time.Now
 	}
+	if deps.mount == nil {
+		deps.mount = &mountIdentity{}
+	}
 	return &watcher{
 		logger:          logger,
-		cacheBase:       base,
+		cacheBase:       cacheBase(),
 		deps:            deps,
 		logLimits:       defaultLogLimits(),
 		pollMinInterval: pollMinInterval,
@@ -310,31 +305,12 @@ func (w *watcher) loop(ctx context.Context) {
 	}
 }
 
-// loadMountID reads (or on first use creates) the mount's id. Vault's
-// BackendUUID would do too, but a stored id needs nothing from the factory.
+// loadMountID learns the mount's id, which names the containers and the
+// cache folder.
 func (w *watcher) loadMountID(ctx context.Context, s logical.Storage) error {
-	w.mu.Lock()
-	known := w.mountID != ""
-	w.mu.Unlock()
-	if known {
-		return nil
-	}
-	e, err := s.Get(ctx, mountIDKey)
+	id, err := w.deps.mount.get(ctx, s)
 	if err != nil {
-		return fmt.Errorf("reading the mount id: %w", err)
-	}
-	var id string
-	if e != nil {
-		id = string(e.Value)
-	} else {
-		var b [16]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("generating the mount id: %w", err)
-		}
-		id = hex.EncodeToString(b[:])
-		if err := s.Put(ctx, &logical.StorageEntry{Key: mountIDKey, Value: []byte(id)}); err != nil {
-			return fmt.Errorf("storing the mount id: %w", err)
-		}
+		return err
 	}
 	w.mu.Lock()
 	w.mountID, w.cacheDir = id, filepath.Join(w.cacheBase, id)

@@ -24,6 +24,7 @@ func (b *backend) setupWatch() {
 			return container.NewDocker(ctx)
 		},
 		vaultRequests: b.prepareVaultRequests,
+		mount:         &b.mount,
 	})
 	b.Backend.PeriodicFunc = b.periodic
 	b.onInit = append(b.onInit, b.initWatch)
