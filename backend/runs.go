@@ -109,14 +109,7 @@ func validRunID(id string) bool {
 }
 
 func putRun(ctx context.Context, s logical.Storage, r *runRecord) error {
-	e, err := logical.StorageEntryJSON(runsPrefix+r.ID, r)
-	if err != nil {
-		return fmt.Errorf("encoding run %s: %w", r.ID, err)
-	}
-	if err := s.Put(ctx, e); err != nil {
-		return fmt.Errorf("storing run %s: %w", r.ID, err)
-	}
-	return nil
+	return putEntry(ctx, s, runsPrefix+r.ID, r)
 }
 
 // errRunNotFound lets path handlers answer 404 instead of 500.
@@ -126,18 +119,11 @@ func getRun(ctx context.Context, s logical.Storage, id string) (*runRecord, erro
 	if !validRunID(id) {
 		return nil, fmt.Errorf("run %q: %w", id, errRunNotFound)
 	}
-	e, err := s.Get(ctx, runsPrefix+id)
-	if err != nil {
-		return nil, fmt.Errorf("reading run %s: %w", id, err)
+	r, err := getEntry[runRecord](ctx, s, runsPrefix+id)
+	if err == nil && r == nil {
+		err = fmt.Errorf("run %q: %w", id, errRunNotFound)
 	}
-	if e == nil {
-		return nil, fmt.Errorf("run %q: %w", id, errRunNotFound)
-	}
-	var r runRecord
-	if err := e.DecodeJSON(&r); err != nil {
-		return nil, fmt.Errorf("decoding run %s: %w", id, err)
-	}
-	return &r, nil
+	return r, err
 }
 
 // listRunIDs returns run ids, newest first.

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -56,29 +55,15 @@ type watchState struct {
 }
 
 func getWatchState(ctx context.Context, s logical.Storage) (*watchState, error) {
-	e, err := s.Get(ctx, watchStateKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading the watch state: %w", err)
+	st, err := getEntry[watchState](ctx, s, watchStateKey)
+	if err == nil && st == nil {
+		st = &watchState{}
 	}
-	st := &watchState{}
-	if e == nil {
-		return st, nil
-	}
-	if err := e.DecodeJSON(st); err != nil {
-		return nil, fmt.Errorf("decoding the watch state: %w", err)
-	}
-	return st, nil
+	return st, err
 }
 
 func putWatchState(ctx context.Context, s logical.Storage, st *watchState) error {
-	e, err := logical.StorageEntryJSON(watchStateKey, st)
-	if err != nil {
-		return fmt.Errorf("encoding the watch state: %w", err)
-	}
-	if err := s.Put(ctx, e); err != nil {
-		return fmt.Errorf("storing the watch state: %w", err)
-	}
-	return nil
+	return putEntry(ctx, s, watchStateKey, st)
 }
 
 // lastSuccessful is the commit the next run must descend from.
@@ -92,29 +77,11 @@ type lastSuccessful struct {
 // getLastSuccessful returns the stored commit, or nil when none was ever
 // recorded (then initial_last_successful_commit applies).
 func getLastSuccessful(ctx context.Context, s logical.Storage) (*lastSuccessful, error) {
-	e, err := s.Get(ctx, lastSuccessfulKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading the last successful commit: %w", err)
-	}
-	if e == nil {
-		return nil, nil
-	}
-	var ls lastSuccessful
-	if err := e.DecodeJSON(&ls); err != nil {
-		return nil, fmt.Errorf("decoding the last successful commit: %w", err)
-	}
-	return &ls, nil
+	return getEntry[lastSuccessful](ctx, s, lastSuccessfulKey)
 }
 
 func putLastSuccessful(ctx context.Context, s logical.Storage, ls *lastSuccessful) error {
-	e, err := logical.StorageEntryJSON(lastSuccessfulKey, ls)
-	if err != nil {
-		return fmt.Errorf("encoding the last successful commit: %w", err)
-	}
-	if err := s.Put(ctx, e); err != nil {
-		return fmt.Errorf("storing the last successful commit: %w", err)
-	}
-	return nil
+	return putEntry(ctx, s, lastSuccessfulKey, ls)
 }
 
 // effectiveLastSuccessful falls back to the configured initial commit.
