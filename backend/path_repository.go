@@ -18,8 +18,9 @@ const storagePrefixRepository = "patch/repository/"
 const (
 	defaultPatchBranch        = "main"
 	defaultPatchCommitMessage = "Automated update through flant_gitops"
-	defaultPatchAuthorName    = "flant_gitops"
-	defaultPatchAuthorEmail   = "flant_gitops@localhost"
+	// Without a default author, commits are authored by the plugin itself.
+	defaultPatchAuthorName  = pluginCommitterName
+	defaultPatchAuthorEmail = pluginCommitterEmail
 )
 
 // repositoryEntry is one patch target written at configure/repository/NAME.
