@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -150,8 +151,19 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			NetworkMode:   defaultNetworkMode,
 		}
 	}
+	previousRepoURL := cfg.GitRepoURL
 	if err := applyConfigFields(cfg, d); err != nil {
 		return respondErr(err)
+	}
+	cred, err := getGitCredential(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if bound := gitCredentialBoundURL(cred, previousRepoURL); bound != "" && bound != cfg.GitRepoURL {
+			return respondErr(secretMustFollow([]string{"git_repo_url"}, "configure/git_credential",
+				fmt.Sprintf("it was written for %s; delete it (vault delete %sconfigure/git_credential), change git_repo_url, then write the credential for the new URL", bound, req.MountPoint)))
+		}
 	}
 	if creating {
 		var missing []string
@@ -170,6 +182,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	}
 	if err := putEntry(ctx, req.Storage, storageKeyConfig, cfg); err != nil {
 		return nil, err
+	}
+	if cred != nil && cred.GitRepoURL == "" && cfg.GitRepoURL != "" {
+		// A credential written before configure (or before credentials
+		// recorded their URL) is bound now to the URL it is first used for.
+		cred.GitRepoURL = cfg.GitRepoURL
+		if err := putEntry(ctx, req.Storage, storageKeyGitCredential, cred); err != nil {
+			return nil, err
+		}
 	}
 	msg, err := quorumProblem(ctx, req.Storage)
 	if err != nil || msg == "" {
@@ -286,7 +306,10 @@ run_timeout, memory_limit, cpu_limit and network_mode.
 
 The first write needs git_repo_url, docker_image and commands; later writes
 change only the fields they give. Reads never show credentials: those live in
-configure/git_credential, which cannot be read.
+configure/git_credential, which cannot be read. The credential is bound to the
+git_repo_url it was written for: while it is stored, a write of another
+git_repo_url is refused (delete the credential, change the URL, write the
+credential again), so it never goes to another host.
 
 Example:
 

@@ -127,8 +127,18 @@ func (b *backend) pathVaultAccessWrite(ctx context.Context, req *logical.Request
 	if creating {
 		v = &vaultAccessEntry{ApproleMountPoint: defaultApproleMountPoint}
 	}
+	before := *v
 	if err := applyVaultAccessFields(v, d, time.Now()); err != nil {
 		return respondErr(err)
+	}
+	var targetChanged bool
+	if !creating {
+		changed := vaultTargetChanges(&before, v)
+		if _, given := d.GetOk("secret_id"); len(changed) > 0 && !given && before.SecretID != "" {
+			return respondErr(secretMustFollow(changed, "secret_id",
+				"give secret_id (a secret_id of the role on the new target) in the same write, or delete configure_vault_access and write it anew"))
+		}
+		targetChanged = len(changed) > 0
 	}
 	var missing []string
 	for field, value := range map[string]string{"vault_addr": v.VaultAddr, "role_name": v.RoleName, "role_id": v.RoleID, "secret_id": v.SecretID} {
@@ -140,7 +150,17 @@ func (b *backend) pathVaultAccessWrite(ctx context.Context, req *logical.Request
 		slices.Sort(missing)
 		return respondErr(invalidf("missing %s: configure_vault_access needs vault_addr, role_name, role_id and secret_id (see `vault path-help %sconfigure_vault_access`)", strings.Join(missing, ", "), req.MountPoint))
 	}
-	return nil, putVaultAccess(ctx, req.Storage, v)
+	if err := putVaultAccess(ctx, req.Storage, v); err != nil {
+		return nil, err
+	}
+	if targetChanged {
+		// A rotation in flight holds secret_ids of the old target; they
+		// must never be sent to the new one.
+		if err := deleteEntry(ctx, req.Storage, storageKeySecretIDRotation); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // applyVaultAccessFields copies the given fields into v, validating each.
@@ -252,5 +272,7 @@ old one. The role's token policy must allow that:
 
 A read never shows secret_id. A later write changes only the fields it gives,
 so "vault write flant_gitops/configure_vault_access secret_id=..." replaces
-just the secret_id.
+just the secret_id. A write that changes where the secret_id goes
+(vault_addr, vault_cacert, vault_tls_server_name, approle_mount_point) must
+give secret_id again: the stored one is never sent to another place.
 `

@@ -59,6 +59,15 @@ func (b *backend) pathGitCredentialWrite(ctx context.Context, req *logical.Reque
 	}
 	b.configMu.Lock()
 	defer b.configMu.Unlock()
+	// The credential is for the repository configured now; without
+	// configure it is bound by configure's first write.
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		cred.GitRepoURL = cfg.GitRepoURL
+	}
 	return nil, putEntry(ctx, req.Storage, storageKeyGitCredential, cred)
 }
 
@@ -145,7 +154,11 @@ password (or access token) for https:// and http:// URLs, or an unencrypted
 SSH private key with the server's known_hosts lines for ssh:// URLs.
 
 This path cannot be read: the credential never leaves Vault's storage. A write
-replaces the whole credential; delete it to fetch anonymously.
+replaces the whole credential; delete it to fetch anonymously. The credential
+is bound to the git_repo_url of configure when it is written (or to the first
+one written, if configure does not exist yet) and is never sent to another
+URL: to move to another repository, delete it, change git_repo_url, and write
+it again.
 
 Examples:
 

@@ -225,6 +225,7 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 			*dst = strings.TrimSpace(d.Get(field).(string))
 		}
 	}
+	previousURL, hadSecret := e.URL, e.Password != "" || e.SSHPrivateKey != ""
 	str("url", &e.URL)
 	str("branch", &e.Branch)
 	str("default_commit_message", &e.DefaultCommitMessage)
@@ -243,6 +244,10 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	sshKey, hasKey := d.GetOk("ssh_private_key")
 	knownHosts, hasHosts := d.GetOk("known_hosts")
 	basic, ssh := hasUser || hasPassword, hasKey || hasHosts
+	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
+		return secretMustFollow([]string{"url"}, "password or ssh_private_key",
+			"give password (or ssh_private_key) for the new url in the same write")
+	}
 	switch {
 	case basic && ssh:
 		return invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
@@ -323,6 +328,8 @@ A patch target: the Git repository and branch the plugin commits to, the
 credential it pushes with (username/password for HTTP(S), or ssh_private_key
 with known_hosts for SSH), and the commit defaults used when a request does
 not give them. Credentials are write-only: reads show only credential_type.
+A write that changes url must give the password (or ssh_private_key) again:
+a stored credential is never sent to another address.
 
 The plugin keeps a mirror of the branch on local disk, fetched incrementally,
 so a patch costs one fetch of what changed and one push of one commit.

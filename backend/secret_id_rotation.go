@@ -22,6 +22,10 @@ type secretIDRotation struct {
 	NewSecretID         string    `json:"new_secret_id"`
 	NewSecretIDAccessor string    `json:"new_secret_id_accessor"`
 	StartedAt           time.Time `json:"started_at"`
+	// Target is vaultTargetKey of the access the rotation was made for: its
+	// secret_ids are never sent anywhere else. Empty in records written
+	// before it existed, which count as made for the current target.
+	Target string `json:"target,omitempty"`
 }
 
 // secretIDRotationDue says whether the secret_id should be replaced at now:
@@ -115,7 +119,7 @@ func (b *backend) rotateSecretIDLocked(ctx context.Context, s logical.Storage) e
 		b.Logger().Warn("the role's secret_id_ttl on the target Vault is shorter than configure_vault_access secret_id_ttl; set it no longer than the role's, or the secret_id expires before the plugin rotates it",
 			"role_name", t.RoleName, "role_secret_id_ttl", (time.Duration(ttl) * time.Second).String(), "secret_id_ttl", t.SecretIDTTL.String())
 	}
-	rot := &secretIDRotation{OldSecretID: entry.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now()}
+	rot := &secretIDRotation{OldSecretID: entry.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now(), Target: vaultTargetKey(entry)}
 	if err := putEntry(ctx, s, storageKeySecretIDRotation, rot); err != nil {
 		b.destroySecretIDLocked(ctx, c, token, t, "", newAccessor)
 		return fmt.Errorf("rotate secret_id: %w", err)
@@ -248,6 +252,12 @@ func (b *backend) recoverSecretIDRotationLocked(ctx context.Context, s logical.S
 		return err
 	}
 	if entry == nil {
+		return deleteEntry(ctx, s, storageKeySecretIDRotation)
+	}
+	if rot.Target != "" && rot.Target != vaultTargetKey(entry) {
+		// The operator moved the access to another target: the record's
+		// secret_ids belong to the old one and go nowhere.
+		b.Logger().Warn("dropping a secret_id rotation made for a target Vault that is no longer configured; its unused secret_id expires with its TTL there", "started_at", rot.StartedAt)
 		return deleteEntry(ctx, s, storageKeySecretIDRotation)
 	}
 	t := targetFromEntry(entry)

@@ -47,6 +47,9 @@ type gitCredentialEntry struct {
 	Password      string `json:"password,omitempty"`
 	SSHPrivateKey string `json:"ssh_private_key,omitempty"`
 	KnownHosts    string `json:"known_hosts,omitempty"`
+	// GitRepoURL is the git_repo_url the credential was written for; it is
+	// never sent to another. Empty until configure is first written.
+	GitRepoURL string `json:"git_repo_url,omitempty"`
 }
 
 // trustedKeyEntry is one trusted PGP public key with the facts read from it

@@ -96,6 +96,9 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watchSettings, 
 		NetworkMode:           cfg.NetworkMode,
 	}
 	if cred != nil {
+		if cred.GitRepoURL != "" && cred.GitRepoURL != cfg.GitRepoURL {
+			return nil, fmt.Errorf("configure/git_credential was written for %s, not for git_repo_url %s, and is never sent elsewhere: write the credential again for the new URL, or delete it to fetch anonymously", cred.GitRepoURL, cfg.GitRepoURL)
+		}
 		ws.Auth = gitwatch.Auth{
 			Username:      cred.Username,
 			Password:      cred.Password,
