@@ -436,11 +436,11 @@ func (ps *patchState) mirrorDir(ctx context.Context, s logical.Storage, repo *re
 		return "", err
 	}
 	sum := sha256.Sum256([]byte(repo.URL + "\x00" + repo.Branch))
-	dir := filepath.Join(cacheBase(), "patch-"+mountID, hex.EncodeToString(sum[:8]))
-	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
-		return "", fmt.Errorf("creating the patch mirror folder (set %s to a writable folder): %w", cacheDirEnv, err)
+	parent, err := privateCacheDir(ps.b.Logger(), cacheBase(), "patch-"+mountID)
+	if err != nil {
+		return "", err
 	}
-	return dir, nil
+	return filepath.Join(parent, hex.EncodeToString(sum[:8])), nil
 }
 
 const pathPatchHelpSyn = `Edit YAML files of a repository in one signed commit, authorized by the caller's Vault identity.`

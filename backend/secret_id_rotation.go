@@ -10,8 +10,8 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// storageKeySecretIDRotation holds a secret_id rotation in flight. It shares
-// the prefix of storageKeyVaultAccess, so seal wrapping covers it too.
+// storageKeySecretIDRotation holds a secret_id rotation in flight. Seal
+// wrapping matches keys exactly, so it has its own line in sealWrapStorage.
 const storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
 
 // secretIDRotation is the write-ahead record of one rotation: while it

@@ -356,8 +356,8 @@ func (w *watcher) mirrorFor(ctx context.Context, ws *watchSettings) (mirror, err
 	if m != nil && mk == key {
 		return m, nil
 	}
-	if err := os.MkdirAll(cacheDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the mirror cache folder %s (set %s to a writable folder): %w", cacheDir, cacheDirEnv, err)
+	if _, err := privateCacheDir(w.log(), filepath.Dir(cacheDir), filepath.Base(cacheDir)); err != nil {
+		return nil, err
 	}
 	m, err := w.deps.openMirror(ctx, dir, ws)
 	if err != nil {
