@@ -158,9 +158,12 @@ evaluation error denies: the policy fails closed.
 
 The input holds the repository name, the commit (message, author), the
 commands (cleaned path, op, field) and the caller's Vault identity: entity id
-and name, aliases with their auth mount type and metadata (for example the
-project_path a GitLab JWT role copies with claim_mappings), and group names.
-A token without an entity (the root token) has no identity.
+and name, aliases with their auth mount type, mount accessor, name and
+metadata (for example the project_path a GitLab JWT role copies with
+claim_mappings), and group names. A token without an entity (the root token)
+has no identity. Vault does not tell plugins the token's policies, so the
+input has none. A policy that reads a field the input does not have is
+refused when written, with the field named.
 
 Without a written policy the built-in one applies: only .yml/.yaml files, only
 under "<project_path>/" of the caller's JWT alias. Read this path to get its

@@ -12,7 +12,6 @@ gitlab_identity(project_path) := {
 		"metadata": {"project_path": project_path},
 	}],
 	"groups": [],
-	"policies": ["default", "patch"],
 }
 
 request(identity, paths) := {

@@ -55,7 +55,6 @@ func (id *Identity) term() *ast.Term {
 		ast.Item(ast.StringTerm("entity_name"), ast.StringTerm(id.EntityName)),
 		ast.Item(ast.StringTerm("aliases"), ast.ArrayTerm(aliases...)),
 		ast.Item(ast.StringTerm("groups"), stringsTerm(id.Groups)),
-		ast.Item(ast.StringTerm("policies"), stringsTerm(id.Policies)),
 	)
 }
 

@@ -22,8 +22,7 @@
 //	      "name":       "my-group/my-project", // the role's user_claim value
 //	      "metadata":   {"project_path": "my-group/my-project"} // claims copied by the role's claim_mappings
 //	    }],
-//	    "groups":   ["team-payments"],        // identity group names
-//	    "policies": ["default", "gitops-patch"]
+//	    "groups":   ["team-payments"]         // identity group names
 //	  },
 //	  "commit": {"message": "Bump image to 1.2.5", "author": {"name": "CI", "email": "ci@example.com"}},
 //	  "commands": [                           // always present, possibly empty
@@ -32,6 +31,13 @@
 //	    {"path": "my-group/my-project/old.yml", "op": "deleteFile", "field": ""}
 //	  ]
 //	}
+//
+// The identity holds what Vault tells a plugin about the entity behind the
+// token (EntityInfo and GroupsForEntity). Vault does not give a plugin the
+// token's policies, so the input has none: decide on aliases and groups.
+//
+// The input is closed: a policy that reads any other field (input_schema.json
+// lists them) is refused by [Compile] with a type error naming the field.
 //
 // Paths arrive cleaned (relative, no "." or ".." segments); the built-in
 // policy still refuses any that are not.
@@ -66,6 +72,7 @@ package policy
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -88,6 +95,25 @@ const customFile = "policy.rego"
 //go:embed builtin.rego
 var builtinSource string
 
+// inputSchemaJSON describes the input document. The compiler type-checks a
+// policy against it, so a policy that reads a field the input never has (a
+// typo, or a field Vault does not give plugins, such as the token's
+// policies) is refused when it is written instead of silently never
+// matching.
+//
+//go:embed input_schema.json
+var inputSchemaJSON []byte
+
+var inputSchema = func() *ast.SchemaSet {
+	var schema any
+	if err := json.Unmarshal(inputSchemaJSON, &schema); err != nil {
+		panic(fmt.Sprintf("policy: embedded input_schema.json: %v", err))
+	}
+	ss := ast.NewSchemaSet()
+	ss.Put(ast.SchemaRootRef, schema)
+	return ss
+}()
+
 // BuiltinSource returns the Rego source of the built-in policy, a starting
 // point for a custom one.
 func BuiltinSource() string { return builtinSource }
@@ -98,7 +124,6 @@ type Identity struct {
 	EntityName string
 	Aliases    []Alias
 	Groups     []string // identity group names
-	Policies   []string
 }
 
 // Alias is one auth-method alias of the caller's entity.
@@ -177,6 +202,7 @@ func compile(ctx context.Context, filename, source string) (*Engine, error) {
 	// compiler's own message instead of one wrapped in bundle wording.
 	compiler := ast.NewCompiler().
 		WithDefaultRegoVersion(ast.RegoV1).
+		WithSchemas(inputSchema).
 		WithUnsafeBuiltins(unsafeBuiltins())
 	if compiler.Compile(map[string]*ast.Module{filename: module}); compiler.Failed() {
 		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)

@@ -22,7 +22,6 @@ func gitlab(projectPath string) *Identity {
 			Name:          projectPath,
 			Metadata:      map[string]string{"project_path": projectPath, "ref": "main"},
 		}},
-		Policies: []string{"default", "gitops-patch"},
 	}
 }
 
@@ -258,8 +257,7 @@ func TestInputDocument(t *testing.T) {
 						Metadata: map[string]string{"project_path": "my-group/my-project", "ref": "main"}},
 					{MountType: "approle", MountAccessor: "auth_jwt_0a1b2c3d", Name: "r"},
 				},
-				Groups:   []string{"team-payments"},
-				Policies: []string{"default"},
+				Groups: []string{"team-payments"},
 			},
 			Commit: CommitInput{Message: "Bump", Author: Person{Name: "CI", Email: "ci@example.com"}},
 			Commands: []CommandInput{
@@ -275,8 +273,7 @@ func TestInputDocument(t *testing.T) {
 					 "metadata": {"project_path": "my-group/my-project", "ref": "main"}},
 					{"mount_type": "approle", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "r", "metadata": {}}
 				],
-				"groups": ["team-payments"],
-				"policies": ["default"]
+				"groups": ["team-payments"]
 			},
 			"commit": {"message": "Bump", "author": {"name": "CI", "email": "ci@example.com"}},
 			"commands": [
@@ -291,7 +288,7 @@ func TestInputDocument(t *testing.T) {
 		}`},
 		{name: "identity with empty lists", in: Input{Identity: &Identity{}}, want: `{
 			"repository": "",
-			"identity": {"entity_id": "", "entity_name": "", "aliases": [], "groups": [], "policies": []},
+			"identity": {"entity_id": "", "entity_name": "", "aliases": [], "groups": []},
 			"commit": {"message": "", "author": {"name": "", "email": ""}},
 			"commands": []
 		}`},

@@ -9,7 +9,6 @@ request(groups, repository, paths) := {
 		"entity_name": "alice",
 		"aliases": [{"mount_type": "oidc", "mount_accessor": "auth_jwt_0a1b2c3d", "name": "alice", "metadata": {}}],
 		"groups": groups,
-		"policies": ["default"],
 	},
 	"commit": {"message": "", "author": {"name": "", "email": ""}},
 	"commands": [{"path": p, "op": "setField", "field": "image.tag"} | some p in paths],
