@@ -38,6 +38,7 @@ type patchE2E struct {
 	srv    *gittest.Server
 	remote *gittest.Repo
 	key    *ecdsa.PrivateKey
+	pubPEM string
 }
 
 func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
@@ -92,7 +93,22 @@ func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
 	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
 		t.Fatal(err)
 	}
-	return &patchE2E{v: v, srv: srv, remote: remote, key: key}
+	// The built-in policy trusts aliases of this mount only.
+	if _, err := c.Logical().Write("flant_gitops/configure/policy", map[string]any{"trusted_auth_mount_accessors": authAccessor(t, v, "jwt")}); err != nil {
+		t.Fatal(err)
+	}
+	return &patchE2E{v: v, srv: srv, remote: remote, key: key, pubPEM: pubPEM}
+}
+
+// authAccessor is the accessor of the auth mount at path, read the way the
+// README tells operators to.
+func authAccessor(t *testing.T, v *vaulttest.Server, path string) string {
+	t.Helper()
+	out, errOut, code := v.CLI(t, "read", "-field=accessor", "sys/auth/"+path)
+	if code != 0 || !strings.HasPrefix(out, "auth_jwt_") {
+		t.Fatalf("vault read -field=accessor sys/auth/%s: exit %d %q %s", path, code, out, errOut)
+	}
+	return strings.TrimSpace(out)
 }
 
 // gitlabToken mints a GitLab-shaped CI id_token.
@@ -133,12 +149,18 @@ func (e *patchE2E) gitlabToken(t *testing.T, projectPath, audience string) strin
 // auth/jwt/login role=gitlab-ci jwt=$CI_JOB_JWT` does in a CI job.
 func (e *patchE2E) login(t *testing.T, idToken string) (*api.Client, error) {
 	t.Helper()
+	return e.loginAt(t, "jwt", idToken)
+}
+
+// loginAt logs in through the JWT auth mount at mount.
+func (e *patchE2E) loginAt(t *testing.T, mount, idToken string) (*api.Client, error) {
+	t.Helper()
 	c, err := e.v.Client.Clone()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.ClearToken()
-	s, err := c.Logical().Write("auth/jwt/login", map[string]any{"role": "gitlab-ci", "jwt": idToken})
+	s, err := c.Logical().Write("auth/"+mount+"/login", map[string]any{"role": "gitlab-ci", "jwt": idToken})
 	if err != nil {
 		return nil, err
 	}

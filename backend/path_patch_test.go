@@ -171,7 +171,11 @@ func TestSigningKeyPath(t *testing.T) {
 func TestPatchRequestChecks(t *testing.T) {
 	gitlab := &logical.Entity{
 		ID: "ent-1", Name: "entity_ci",
-		Aliases: []*logical.Alias{{MountType: "jwt", MountAccessor: "auth_jwt_1", Name: "my-group/my-project", Metadata: map[string]string{"project_path": "my-group/my-project"}}},
+		Aliases: []*logical.Alias{{MountType: "jwt", MountAccessor: "auth_jwt_0a1b2c3d", Name: "my-group/my-project", Metadata: map[string]string{"project_path": "my-group/my-project"}}},
+	}
+	otherMount := &logical.Entity{
+		ID: "ent-2", Name: "entity_gh",
+		Aliases: []*logical.Alias{{MountType: "jwt", MountAccessor: "auth_jwt_99999999", Name: "my-group/my-project", Metadata: map[string]string{"project_path": "my-group/my-project"}}},
 	}
 	setTag := func(path string) map[string]any {
 		return map[string]any{"commands": []any{map[string]any{"path": path, "setField": map[string]any{"field": "spec.values.image.tag", "value": "1.2.5"}}}}
@@ -195,10 +199,12 @@ func TestPatchRequestChecks(t *testing.T) {
 		{"json file", gitlab, "infra", setTag("my-group/my-project/x.json"), 403, "only .yml and .yaml"},
 		{"unknown repository is denied first when not allowed", gitlab, "nope", setTag("other-group/x.yml"), 403, "outside"},
 		{"unknown repository once allowed", gitlab, "nope", setTag("my-group/my-project/release.yml"), 404, `repository "nope" is not configured`},
+		{"alias of an auth mount the operator did not name", otherMount, "infra", setTag("my-group/my-project/release.yml"), 403, "on a trusted auth mount (auth_jwt_0a1b2c3d)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s := newPatchTestBackend(t, tc.entity, nil)
+			configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"trusted_auth_mount_accessors": "auth_jwt_0a1b2c3d"})
 			req := &logical.Request{
 				Operation: logical.UpdateOperation, Path: "patch/" + tc.repo, Data: tc.data, Storage: s,
 				MountPoint: "flant_gitops/", ID: "req-1",

@@ -1,8 +1,11 @@
-# The built-in patch policy of flant_gitops, used while configure/policy is unset.
+# The built-in patch policy of flant_gitops, used while configure/policy has no
+# custom policy.
 #
 # A caller may patch only .yml/.yaml files under the directory named after its
 # GitLab project: the project_path that the Vault JWT auth role copies from the
 # CI job token into the alias metadata (claim_mappings: {project_path: project_path}).
+# Only aliases on the auth mounts the operator named in configure/policy
+# trusted_auth_mount_accessors count: with none named nobody may patch.
 # A token without a Vault identity (the root token, a token made without an
 # entity) is denied.
 package flant_gitops.patch
@@ -10,10 +13,18 @@ package flant_gitops.patch
 # Auth methods whose alias metadata carries claims mapped by a role's claim_mappings.
 jwt_mount_types := {"jwt", "oidc"}
 
-# Directories the caller may patch, one per project_path on the caller's JWT/OIDC aliases.
-project_dirs contains concat("", [dir, "/"]) if {
+trusted_mounts := {accessor | some accessor in input.trusted_auth_mount_accessors}
+
+# The caller's JWT/OIDC aliases on trusted mounts.
+trusted_aliases contains alias if {
 	some alias in input.identity.aliases
 	alias.mount_type in jwt_mount_types
+	alias.mount_accessor in trusted_mounts
+}
+
+# Directories the caller may patch, one per project_path on a trusted alias.
+project_dirs contains concat("", [dir, "/"]) if {
+	some alias in trusted_aliases
 	path := alias.metadata.project_path
 	is_string(path)
 	dir := trim_right(path, "/")
@@ -53,8 +64,17 @@ violations contains sprintf("the caller has no Vault identity (root token or a t
 	count(input.commands) == 0
 }
 
-violations contains sprintf("%q: the caller's Vault identity has no project_path in the metadata of a jwt or oidc alias; %s", [cmd.path, login_hint]) if {
+trust_hint := "name the auth mount of the CI logins with `vault write flant_gitops/configure/policy trusted_auth_mount_accessors=<accessor>` (`vault read -field=accessor sys/auth/jwt` shows it)"
+
+violations contains sprintf("%q: no auth mount is trusted, so nobody may patch; %s", [cmd.path, trust_hint]) if {
 	input.identity
+	count(trusted_mounts) == 0
+	some cmd in input.commands
+}
+
+violations contains sprintf("%q: the caller's Vault identity has no project_path in the metadata of a jwt or oidc alias on a trusted auth mount (%s); %s", [cmd.path, concat(", ", sort(trusted_mounts)), login_hint]) if {
+	input.identity
+	count(trusted_mounts) > 0
 	count(project_dirs) == 0
 	some cmd in input.commands
 }

@@ -14,8 +14,13 @@ gitlab_identity(project_path) := {
 	"groups": [],
 }
 
+gitlab_mount := "auth_jwt_0a1b2c3d"
+
+github_mount := "auth_jwt_99999999"
+
 request(identity, paths) := {
 	"repository": "infra",
+	"trusted_auth_mount_accessors": [gitlab_mount],
 	"identity": identity,
 	"commit": {"message": "Bump image", "author": {"name": "ci", "email": "ci@example.com"}},
 	"commands": [{"path": p, "op": "setField", "field": "spec.values.image.tag"} | some p in paths],
@@ -23,6 +28,7 @@ request(identity, paths) := {
 
 anonymous(paths) := {
 	"repository": "infra",
+	"trusted_auth_mount_accessors": [gitlab_mount],
 	"commit": {"message": "", "author": {"name": "", "email": ""}},
 	"commands": [{"path": p, "op": "setField", "field": "a"} | some p in paths],
 }
@@ -126,4 +132,44 @@ test_any_jwt_alias_of_the_entity_counts if {
 	]})
 	count(patch.violations) == 0 with input as request(ident, ["g/a/x.yml", "g/b/y.yml"])
 	patch.violations == {`"g/c/z.yml": outside the caller's project directory g/a/, g/b/`} with input as request(ident, ["g/c/z.yml"])
+}
+
+test_alias_of_an_untrusted_mount_grants_nothing if {
+	# The same project_path from a second JWT mount (GitHub Actions next to
+	# GitLab, a human SSO login) is not trusted.
+	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_accessor": github_mount, "name": "x", "metadata": {"project_path": "my-group/my-project"}}]})
+	vs := patch.violations with input as request(ident, ["my-group/my-project/release.yml"])
+	count(vs) == 1
+	some msg in vs
+	contains(msg, "on a trusted auth mount (auth_jwt_0a1b2c3d)")
+}
+
+test_trusted_and_untrusted_aliases_only_trusted_count if {
+	ident := object.union(own, {"aliases": [
+		{"mount_type": "jwt", "mount_accessor": gitlab_mount, "name": "a", "metadata": {"project_path": "g/a"}},
+		{"mount_type": "oidc", "mount_accessor": github_mount, "name": "b", "metadata": {"project_path": "g/b"}},
+	]})
+	count(patch.violations) == 0 with input as request(ident, ["g/a/x.yml"])
+	patch.violations == {`"g/b/y.yml": outside the caller's project directory g/a/`} with input as request(ident, ["g/b/y.yml"])
+}
+
+test_second_trusted_mount if {
+	ident := object.union(own, {"aliases": [{"mount_type": "jwt", "mount_accessor": github_mount, "name": "b", "metadata": {"project_path": "org/repo"}}]})
+	req := object.union(request(ident, ["org/repo/x.yml"]), {"trusted_auth_mount_accessors": [gitlab_mount, github_mount]})
+	count(patch.violations) == 0 with input as req
+}
+
+test_no_trusted_mount_denies_everyone if {
+	req := object.union(request(own, ["my-group/my-project/release.yml"]), {"trusted_auth_mount_accessors": []})
+	vs := patch.violations with input as req
+	count(vs) == 1
+	some msg in vs
+	contains(msg, "no auth mount is trusted")
+	contains(msg, "trusted_auth_mount_accessors")
+}
+
+test_trusted_accessor_of_a_non_jwt_mount_grants_nothing if {
+	ident := object.union(own, {"aliases": [{"mount_type": "userpass", "mount_accessor": gitlab_mount, "name": "x", "metadata": {"project_path": "my-group/my-project"}}]})
+	some msg in patch.violations with input as request(ident, ["my-group/my-project/release.yml"])
+	contains(msg, "has no project_path")
 }

@@ -7,6 +7,7 @@ import "github.com/open-policy-agent/opa/v1/ast"
 func (in Input) value() ast.Value {
 	items := [][2]*ast.Term{
 		ast.Item(ast.StringTerm("repository"), ast.StringTerm(in.Repository)),
+		ast.Item(ast.StringTerm("trusted_auth_mount_accessors"), stringsTerm(in.TrustedAuthMountAccessors)),
 		ast.Item(ast.StringTerm("commit"), ast.ObjectTerm(
 			ast.Item(ast.StringTerm("message"), ast.StringTerm(in.Commit.Message)),
 			ast.Item(ast.StringTerm("author"), ast.ObjectTerm(

@@ -63,7 +63,8 @@ func TestDocumentedInputIsTheInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	full := Input{
-		Repository: "infra",
+		Repository:                "infra",
+		TrustedAuthMountAccessors: []string{"auth_jwt_0a1b2c3d"},
 		Identity: &Identity{
 			EntityID: "e", EntityName: "n", Groups: []string{"g"},
 			Aliases: []Alias{{MountType: "jwt", MountAccessor: "auth_jwt_0a1b2c3d", Name: "a", Metadata: map[string]string{"project_path": "p"}}},
@@ -129,7 +130,7 @@ func TestCompileRefusesFieldsTheInputNeverHas(t *testing.T) {
 		{"typo in an alias field", `violations contains "x" if { some a in input.identity.aliases; a.mount_path == "jwt/" }`, "a.mount_path"},
 		{"unknown top-level field", `violations contains "x" if input.repo == "infra"`, "input.repo"},
 		{"unknown command field", `violations contains "x" if { some c in input.commands; c.value == 1 }`, "c.value"},
-		{"every documented field", `violations contains sprintf("%v", [[input.repository, input.identity.entity_id, input.identity.entity_name,
+		{"every documented field", `violations contains sprintf("%v", [[input.repository, input.trusted_auth_mount_accessors[0], input.identity.entity_id, input.identity.entity_name,
 			input.identity.groups, input.identity.aliases[0].mount_type, input.identity.aliases[0].mount_accessor, input.identity.aliases[0].name,
 			input.identity.aliases[0].metadata.project_path, input.commit.message, input.commit.author.name, input.commit.author.email,
 			input.commands[0].path, input.commands[0].op, input.commands[0].field]])`, ""},

@@ -13,6 +13,7 @@
 //
 //	{
 //	  "repository": "infra",                  // the configure/repository/NAME being patched
+//	  "trusted_auth_mount_accessors": ["auth_jwt_0a1b2c3d"], // configure/policy: the auth mounts whose aliases the operator trusts
 //	  "identity": {                           // ABSENT when the token has no Vault entity (root token, orphan token)
 //	    "entity_id":   "5f0c…",
 //	    "entity_name": "entity_a1b2",
@@ -46,7 +47,10 @@
 //
 // Used while no custom policy is configured (see [BuiltinSource]): only .yml
 // and .yaml files, only under "<project_path>/" where project_path comes from
-// the metadata of the caller's jwt or oidc alias. Configure the Vault JWT
+// the metadata of the caller's jwt or oidc alias on an auth mount listed in
+// trusted_auth_mount_accessors. With none listed it allows nothing: another
+// JWT mount (GitHub Actions next to GitLab, a human SSO login) would share the
+// same directory namespace. Configure the Vault JWT
 // auth role with claim_mappings {"project_path": "project_path"} (GitLab) or
 // {"repository": "project_path"} (GitHub Actions). Set the role's user_claim
 // to a per-project claim (GitLab "project_path", GitHub "repository"): alias
@@ -138,9 +142,12 @@ type Alias struct {
 // in Rego.
 type Input struct {
 	Repository string
-	Identity   *Identity // nil when the token has no entity; the built-in policy denies
-	Commit     CommitInput
-	Commands   []CommandInput
+	// TrustedAuthMountAccessors are the auth mounts whose aliases the
+	// operator trusts (configure/policy); always present, possibly empty.
+	TrustedAuthMountAccessors []string
+	Identity                  *Identity // nil when the token has no entity; the built-in policy denies
+	Commit                    CommitInput
+	Commands                  []CommandInput
 }
 
 // CommitInput describes the commit the request asks for.

@@ -35,10 +35,11 @@ func setField(paths ...string) []CommandInput {
 
 func request(id *Identity, paths ...string) Input {
 	return Input{
-		Repository: "infra",
-		Identity:   id,
-		Commit:     CommitInput{Message: "Bump image to 1.2.5", Author: Person{Name: "CI", Email: "ci@example.com"}},
-		Commands:   setField(paths...),
+		Repository:                "infra",
+		TrustedAuthMountAccessors: []string{"auth_jwt_0a1b2c3d"},
+		Identity:                  id,
+		Commit:                    CommitInput{Message: "Bump image to 1.2.5", Author: Person{Name: "CI", Email: "ci@example.com"}},
+		Commands:                  setField(paths...),
 	}
 }
 
@@ -62,7 +63,7 @@ func TestDecideBuiltin(t *testing.T) {
 		{name: "own project yml", in: request(own, "my-group/my-project/release.yml")},
 		{name: "own project yaml, nested, several commands", in: request(own,
 			"my-group/my-project/deployment.yaml", "my-group/my-project/envs/prod/values.yml")},
-		{name: "create and delete in own project", in: Input{Identity: own, Commands: []CommandInput{
+		{name: "create and delete in own project", in: Input{Identity: own, TrustedAuthMountAccessors: []string{"auth_jwt_0a1b2c3d"}, Commands: []CommandInput{
 			{Path: "my-group/my-project/new.yml", Op: "createFile"},
 			{Path: "my-group/my-project/old.yaml", Op: "deleteFile"},
 		}}},
@@ -249,7 +250,8 @@ func TestInputDocument(t *testing.T) {
 		want string
 	}{
 		{name: "full", in: Input{
-			Repository: "infra",
+			Repository:                "infra",
+			TrustedAuthMountAccessors: []string{"auth_jwt_0a1b2c3d", "auth_oidc_1a2b3c4d"},
 			Identity: &Identity{
 				EntityID: "e-1", EntityName: "entity_a1",
 				Aliases: []Alias{
@@ -266,6 +268,7 @@ func TestInputDocument(t *testing.T) {
 			},
 		}, want: `{
 			"repository": "infra",
+			"trusted_auth_mount_accessors": ["auth_jwt_0a1b2c3d", "auth_oidc_1a2b3c4d"],
 			"identity": {
 				"entity_id": "e-1", "entity_name": "entity_a1",
 				"aliases": [
@@ -283,11 +286,13 @@ func TestInputDocument(t *testing.T) {
 		}`},
 		{name: "no identity, no commands", in: Input{Repository: "infra"}, want: `{
 			"repository": "infra",
+			"trusted_auth_mount_accessors": [],
 			"commit": {"message": "", "author": {"name": "", "email": ""}},
 			"commands": []
 		}`},
 		{name: "identity with empty lists", in: Input{Identity: &Identity{}}, want: `{
 			"repository": "",
+			"trusted_auth_mount_accessors": [],
 			"identity": {"entity_id": "", "entity_name": "", "aliases": [], "groups": []},
 			"commit": {"message": "", "author": {"name": "", "email": ""}},
 			"commands": []
