@@ -131,7 +131,9 @@ func (b *backend) pathVaultAccessWrite(ctx context.Context, req *logical.Request
 	if err := applyVaultAccessFields(v, d, time.Now()); err != nil {
 		return respondErr(err)
 	}
-	var targetChanged bool
+	// A rotation record left from an earlier access (deleted, then written
+	// anew) belongs to the old target too.
+	targetChanged := creating
 	if !creating {
 		changed := vaultTargetChanges(&before, v)
 		if _, given := d.GetOk("secret_id"); len(changed) > 0 && !given && before.SecretID != "" {
@@ -231,6 +233,11 @@ func applyVaultAccessFields(v *vaultAccessEntry, d *framework.FieldData, now tim
 func (b *backend) pathVaultAccessDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configMu.Lock()
 	err := deleteEntry(ctx, req.Storage, storageKeyVaultAccess)
+	if err == nil {
+		// Its secret_ids go nowhere once the access is gone; an unused
+		// one expires with its TTL on the target.
+		err = deleteEntry(ctx, req.Storage, storageKeySecretIDRotation)
+	}
 	b.configMu.Unlock()
 	if err != nil {
 		return nil, err

@@ -95,6 +95,31 @@ func TestVaultAccessAddressChangeNeedsSecretID(t *testing.T) {
 	}
 }
 
+// A rotation record outlives neither its access nor a new access written
+// after a delete: its secret_ids belong to the old target.
+func TestVaultAccessDeleteAndRecreateDropRotationRecord(t *testing.T) {
+	for _, deleteFirst := range []bool{true, false} {
+		b, s := newConfigTestBackend(t)
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
+		if err := putEntry(t.Context(), s, storageKeySecretIDRotation, &secretIDRotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
+			t.Fatal(err)
+		}
+		mustOK(t, configReq(t, b, s, logical.DeleteOperation, "configure_vault_access", nil), "delete")
+		if !deleteFirst {
+			// A record written by a rotation racing the delete.
+			if err := putEntry(t.Context(), s, storageKeySecretIDRotation, &secretIDRotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data := vaultAccessData()
+		data["vault_addr"], data["secret_id"] = "https://new.example.com", "new"
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", data), "create again")
+		if r, _ := getEntry[secretIDRotation](t.Context(), s, storageKeySecretIDRotation); r != nil {
+			t.Errorf("deleteFirst=%v: the old access's rotation record survived", deleteFirst)
+		}
+	}
+}
+
 // The end of the attack: after the refused write nothing reaches the new
 // host, and the real target keeps working (secret_id rotation included).
 // A rotation record left for another target is dropped, never sent.
