@@ -160,7 +160,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 	oldSecret := p.configuredSecretID(t)
 	leftover := &secretIDRotation{OldSecretID: oldSecret, NewSecretID: newSecretID(t, f.tg), Target: vaultTargetKey(before)}
 	p.request(t, logical.UpdateOperation, "configure_vault_access", map[string]any{
-		"vault_addr": evil.URL, "vault_cacert": "", "vault_tls_server_name": "", "secret_id": "secret-of-the-new-host",
+		"vault_addr": evil.URL, "vault_cacert": "", "vault_tls_server_name": "", "secret_id": "secret-of-the-new-host", "secret_id_ttl": 0,
 	})
 	if err := putEntry(ctx, p.s, storageKeySecretIDRotation, leftover); err != nil {
 		t.Fatal(err)

@@ -79,8 +79,8 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 	if p.configuredSecretID(t) == f.secretID {
 		t.Fatal("the secret_id was not rotated")
 	}
-	p.request(t, logical.UpdateOperation, "configure/repository/https", map[string]any{"url": "https://git.example.com/infra.git", "username": "u", "password": secrets[1].value})
-	p.request(t, logical.UpdateOperation, "configure/repository/ssh", map[string]any{"url": "ssh://git@git.example.com/infra.git", "ssh_private_key": sshKey, "known_hosts": knownHosts})
+	p.request(t, logical.CreateOperation, "configure/repository/https", map[string]any{"url": "https://git.example.com/infra.git", "username": "u", "password": secrets[1].value})
+	p.request(t, logical.CreateOperation, "configure/repository/ssh", map[string]any{"url": "ssh://git@git.example.com/infra.git", "ssh_private_key": sshKey, "known_hosts": knownHosts})
 	p.request(t, logical.ReadOperation, "configure/signing_key", nil)
 	p.request(t, logical.UpdateOperation, "configure/signing_key/rotate", nil)
 	p.request(t, logical.ReadOperation, "status", nil)
