@@ -59,6 +59,19 @@ type Quorum struct {
 	// not count (expired, revoked, bad signature...) and trusted keys that
 	// could not be used. Signatures by unknown keys are not listed.
 	Ignored []string
+
+	// Set by Accept only.
+	//
+	// Anchored: the commit is one of Rule.Accepted.
+	Anchored bool
+	// PluginCounted: a plugin key's signature counted, its chain being
+	// accepted.
+	PluginCounted bool
+	// Untrusted is the commit that kept a plugin key's signature from
+	// counting (the first one in the walk down that no trusted person
+	// signed enough), and UntrustedReason says why.
+	Untrusted       string
+	UntrustedReason string
 }
 
 // maxSignaturesPerCommit bounds the verification work an attacker who can
