@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -25,6 +26,46 @@ type signingKeyEntry struct {
 	PrivateKey  string    `json:"private_key"`
 	Fingerprint string    `json:"fingerprint"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Previous are the public parts of the keys rotated away, oldest first:
+	// the watch must still know their signatures as the plugin's.
+	Previous []retiredSigningKey `json:"previous,omitempty"`
+}
+
+// retiredSigningKey is an earlier signing key, public part only.
+type retiredSigningKey struct {
+	PublicKey   string    `json:"public_key,omitempty"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	RetiredAt   time.Time `json:"retired_at"`
+}
+
+// pluginIdentity is the user ID of every key the plugin makes; a trusted key
+// carrying it is treated as a plugin key even when this mount does not know
+// it (a key rotated away before earlier keys were kept, another mount's key).
+const pluginIdentity = pluginCommitterName + " <" + pluginCommitterEmail + ">"
+
+// pluginKeyFingerprints are the keys whose signatures vouch only for the
+// plugin's own change: this mount's signing key, current and earlier, and
+// every trusted key with the plugin's user ID, whatever name it is stored
+// under. It never generates a key.
+func pluginKeyFingerprints(ctx context.Context, s logical.Storage, trusted []*trustedKeyEntry) ([]string, error) {
+	e, err := getEntry[signingKeyEntry](ctx, s, storageKeySigningKey)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if e != nil {
+		out = append(out, e.Fingerprint)
+		for _, p := range e.Previous {
+			out = append(out, p.Fingerprint)
+		}
+	}
+	for _, k := range trusted {
+		if slices.Contains(k.UserIDs, pluginIdentity) {
+			out = append(out, k.Fingerprint)
+		}
+	}
+	return out, nil
 }
 
 func pathSigningKey(ps *patchState) []*framework.Path {
@@ -74,7 +115,24 @@ func (ps *patchState) pathSigningKeyRead(ctx context.Context, req *logical.Reque
 func (ps *patchState) pathSigningKeyRotate(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	ps.keyMu.Lock()
 	defer ps.keyMu.Unlock()
-	k, e, err := generateSigningKey(ctx, req.Storage)
+	old, err := getEntry[signingKeyEntry](ctx, req.Storage, storageKeySigningKey)
+	if err != nil {
+		return nil, err
+	}
+	var previous []retiredSigningKey
+	if old != nil {
+		previous = append(previous, old.Previous...)
+		r := retiredSigningKey{Fingerprint: old.Fingerprint, CreatedAt: old.CreatedAt, RetiredAt: time.Now().UTC()}
+		// An unreadable old key still leaves its fingerprint, which is what
+		// the watch needs.
+		if k, err := patch.ParseSigningKey([]byte(old.PrivateKey)); err == nil {
+			if pub, err := k.ArmoredPublic(); err == nil {
+				r.PublicKey = string(pub)
+			}
+		}
+		previous = append(previous, r)
+	}
+	k, e, err := generateSigningKey(ctx, req.Storage, previous)
 	if err != nil {
 		return nil, err
 	}
@@ -87,10 +145,20 @@ func signingKeyResponse(k *patch.SigningKey, e *signingKeyEntry) (*logical.Respo
 	if err != nil {
 		return nil, err
 	}
+	previous := make([]map[string]any, 0, len(e.Previous))
+	for _, p := range e.Previous {
+		previous = append(previous, map[string]any{
+			"public_key":  p.PublicKey,
+			"fingerprint": p.Fingerprint,
+			"created_at":  p.CreatedAt.Format(time.RFC3339),
+			"retired_at":  p.RetiredAt.Format(time.RFC3339),
+		})
+	}
 	return &logical.Response{Data: map[string]any{
-		"public_key":  string(pub),
-		"fingerprint": e.Fingerprint,
-		"created_at":  e.CreatedAt.Format(time.RFC3339),
+		"public_key":    string(pub),
+		"fingerprint":   e.Fingerprint,
+		"created_at":    e.CreatedAt.Format(time.RFC3339),
+		"previous_keys": previous,
 	}}, nil
 }
 
@@ -106,7 +174,7 @@ func (ps *patchState) signingKey(ctx context.Context, s logical.Storage) (*patch
 		return nil, nil, err
 	}
 	if e == nil {
-		k, e, err := generateSigningKey(ctx, s)
+		k, e, err := generateSigningKey(ctx, s, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -124,7 +192,7 @@ func (ps *patchState) signingKey(ctx context.Context, s logical.Storage) (*patch
 	return k, e, nil
 }
 
-func generateSigningKey(ctx context.Context, s logical.Storage) (*patch.SigningKey, *signingKeyEntry, error) {
+func generateSigningKey(ctx context.Context, s logical.Storage, previous []retiredSigningKey) (*patch.SigningKey, *signingKeyEntry, error) {
 	now := time.Now().UTC()
 	k, err := patch.GenerateSigningKey(pluginCommitterName, pluginCommitterEmail, now)
 	if err != nil {
@@ -134,7 +202,7 @@ func generateSigningKey(ctx context.Context, s logical.Storage) (*patch.SigningK
 	if err != nil {
 		return nil, nil, err
 	}
-	e := &signingKeyEntry{PrivateKey: string(priv), Fingerprint: k.Fingerprint(), CreatedAt: now}
+	e := &signingKeyEntry{PrivateKey: string(priv), Fingerprint: k.Fingerprint(), CreatedAt: now, Previous: previous}
 	if err := putEntry(ctx, s, storageKeySigningKey, e); err != nil {
 		return nil, nil, err
 	}

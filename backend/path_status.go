@@ -74,13 +74,18 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		data["mount_id"] = string(mountID.Value)
 	}
 	if st.Quorum != nil {
-		data["signatures"] = map[string]any{
+		sig := map[string]any{
 			"commit":   st.Quorum.Commit,
 			"required": st.Quorum.Required,
 			"verified": st.Quorum.Verified,
 			"missing":  st.Quorum.Missing,
 			"signers":  st.Quorum.Signers,
 		}
+		if st.Quorum.UntrustedCommit != "" {
+			sig["untrusted_commit"] = st.Quorum.UntrustedCommit
+			sig["untrusted_reason"] = st.Quorum.UntrustedReason
+		}
+		data["signatures"] = sig
 	}
 	if st.FailedCommit != "" {
 		retry := map[string]any{
@@ -129,7 +134,9 @@ Reads what the watch last saw and did:
                           not_configured); a refusal says why: how many
                           signatures are missing and who signed, or a
                           force-push with the recovery path
-  signatures              the last signature check of HEAD
+  signatures              the last signature check of HEAD; when the plugin's
+                          own signature did not count, untrusted_commit names
+                          the commit below it that no trusted person signed
   retry                   a failing commit: failures in a row and when it is
                           tried again
   current_run, last_run   the run in progress and the last one

@@ -59,13 +59,16 @@ type watchSettings struct {
 	NetworkMode           string
 	Auth                  gitwatch.Auth
 	Keys                  []gitwatch.TrustedKey
+	// PluginKeys are the fingerprints of the plugin's own signing keys,
+	// which count only on top of an accepted commit.
+	PluginKeys []string
 }
 
 // mirror is the part of *gitwatch.Mirror the worker uses.
 type mirror interface {
 	Fetch(ctx context.Context) (gitwatch.FetchResult, error)
 	IsAncestor(ctx context.Context, ancestor, head string) (bool, error)
-	Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error)
+	Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error)
 	WriteTar(ctx context.Context, commit string, w io.Writer) error
 }
 

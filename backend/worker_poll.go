@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 // finishTimeout bounds the storage writes that record how a run ended; they
@@ -113,11 +114,16 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 	}
 
-	q, err := m.Verify(ctx, head, ws.Keys, ws.Required)
+	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys}
+	if last.Commit != "" {
+		rule.Accepted = []string{last.Commit}
+	}
+	q, err := m.Accept(ctx, head, rule)
 	if err != nil {
 		return outcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
 	}
-	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers)}
+	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers),
+		UntrustedCommit: q.Untrusted, UntrustedReason: q.UntrustedReason}
 	if err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = qi }); err != nil {
 		return outcomeError, err.Error()
 	}
@@ -127,6 +133,10 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 			signed = strings.Join(qi.Signers, "; ")
 		}
 		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
+		if q.Untrusted != "" {
+			msg += fmt.Sprintf("; the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
+				"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", q.Untrusted, q.UntrustedReason)
+		}
 		if len(q.Ignored) > 0 {
 			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
 		}

@@ -33,6 +33,10 @@ type quorumInfo struct {
 	Verified int      `json:"verified"`
 	Missing  int      `json:"missing"`
 	Signers  []string `json:"signers,omitempty"`
+	// UntrustedCommit kept the plugin's signature from counting: the first
+	// commit below HEAD's run of plugin commits that is not accepted.
+	UntrustedCommit string `json:"untrusted_commit,omitempty"`
+	UntrustedReason string `json:"untrusted_reason,omitempty"`
 }
 
 // watchState is the worker's memory across polls and restarts.
