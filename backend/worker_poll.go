@@ -82,8 +82,16 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	if err != nil {
 		return outcomeError, err.Error()
 	}
+	content, err := m.ContentID(ctx, head)
+	if err != nil {
+		return outcomeError, fmt.Sprintf("reading commit %s: %v", head, err)
+	}
 	now := w.deps.now()
-	switch decide(now, head, last.Commit, st, force) {
+	same := ""
+	if head != st.FailedCommit {
+		same = fmt.Sprintf(" (the same signed change as %s, under a re-wrapped signature)", st.FailedCommit)
+	}
+	switch decide(now, head, content, last.Commit, st, force) {
 	case decideUpToDate:
 		err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = nil })
 		if err != nil {
@@ -91,10 +99,10 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 		return outcomeUpToDate, fmt.Sprintf("up to date: HEAD %s is the last successful commit", head)
 	case decideHeld:
-		return outcomeHeld, fmt.Sprintf("HEAD %s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head)
+		return outcomeHeld, fmt.Sprintf("HEAD %s%s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head, same)
 	case decideBackoff:
-		return outcomeBackoff, fmt.Sprintf("HEAD %s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
-			head, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
+		return outcomeBackoff, fmt.Sprintf("HEAD %s%s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
+			head, same, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
 	}
 
 	if last.Commit != "" {
@@ -144,10 +152,10 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	}
 
 	attempt := 1
-	if st.FailedCommit == head {
+	if st.sameChange(head, content) {
 		attempt = st.Failures + 1
 	}
-	run, err := w.newRun(ctx, s, head, attempt, trigger, qi.Signers)
+	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi.Signers)
 	if err != nil {
 		return outcomeError, err.Error()
 	}
@@ -163,13 +171,13 @@ func describeRun(r *runRecord) string {
 }
 
 // newRun writes the run record, queued, before anything else happens for it.
-func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit string, attempt int, trigger string, signers []string) (*runRecord, error) {
+func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit, content string, attempt int, trigger string, signers []string) (*runRecord, error) {
 	now := w.deps.now()
 	id, err := newRunID(now)
 	if err != nil {
 		return nil, err
 	}
-	r := &runRecord{ID: id, Commit: commit, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	r := &runRecord{ID: id, Commit: commit, Content: content, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
 	if err := putRun(ctx, s, r); err != nil {
 		return nil, err
 	}
@@ -301,12 +309,13 @@ func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *
 			st.CurrentRunID = ""
 		}
 		st.LastRunID = run.ID
-		if st.FailedCommit != run.Commit {
-			st.FailedCommit, st.Failures, st.Held = run.Commit, 0, false
+		if !st.sameChange(run.Commit, run.Content) {
+			st.Failures, st.Held = 0, false
 		}
+		st.FailedCommit, st.FailedContent = run.Commit, run.Content
 		switch run.Status {
 		case runSucceeded:
-			st.FailedCommit, st.Failures, st.Held, st.NextAttemptAt = "", 0, false, time.Time{}
+			st.FailedCommit, st.FailedContent, st.Failures, st.Held, st.NextAttemptAt = "", "", 0, false, time.Time{}
 		case runInterrupted:
 			// Not the commit's fault: retry at once, no backoff step.
 			st.Held, st.NextAttemptAt = false, now

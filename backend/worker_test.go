@@ -46,6 +46,7 @@ type watchFakeMirror struct {
 	fetches    int
 	tarWritten []string
 	untrusted  string // reported as the commit that broke a plugin chain
+	content    map[string]string
 	rules      []gitwatch.Rule
 }
 
@@ -76,6 +77,17 @@ func (m *watchFakeMirror) Accept(ctx context.Context, commit string, rule gitwat
 	q.Missing = max(0, required-m.verified)
 	q.OK = q.Missing == 0
 	return q, nil
+}
+
+// ContentID is the commit id unless the test set another content for it
+// (a re-wrapped commit shares its original's).
+func (m *watchFakeMirror) ContentID(ctx context.Context, commit string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.content[commit]; ok {
+		return c, nil
+	}
+	return "content-" + commit, nil
 }
 
 func (m *watchFakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
