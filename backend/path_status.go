@@ -47,6 +47,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	keyProblems, err := trustedKeyProblems(ctx, s, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	mountID, err := s.Get(ctx, mountIDKey)
 	if err != nil {
 		return nil, fmt.Errorf("reading the mount id: %w", err)
@@ -67,6 +71,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"current_run":                   nil,
 		"last_run":                      nil,
 		"quorum_problem":                problem,
+		"trusted_key_problems":          keyProblems,
 		"worker":                        worker,
 	}
 	if mountID != nil {
@@ -114,6 +119,21 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	return &logical.Response{Data: data}, nil
 }
 
+// trustedKeyProblems names each trusted key that counts zero, and why.
+func trustedKeyProblems(ctx context.Context, s logical.Storage, now time.Time) ([]string, error) {
+	keys, err := listTrustedKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, k := range keys {
+		if p := k.problemAt(now); p != "" {
+			out = append(out, fmt.Sprintf("%s (%s): %s", k.Name, k.Fingerprint, p))
+		}
+	}
+	return out, nil
+}
+
 func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -142,6 +162,8 @@ Reads what the watch last saw and did:
   current_run, last_run   the run in progress and the last one
   quorum_problem          set when the quorum cannot be met by the
                           configured trusted keys
+  trusted_key_problems    each trusted key that counts zero (expired,
+                          revoked, or RSA/DSA/ElGamal under 2048 bits) and why
   worker                  busy while a poll or a run is in progress
   mount_id                the value of the flant_gitops.mount label on this
                           mount's containers
