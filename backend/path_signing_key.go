@@ -216,11 +216,19 @@ The plugin makes its own PGP key (EdDSA, Curve25519) the first time it is
 needed and keeps the private part in Vault storage only. Reading this path
 returns the armored public_key and its fingerprint.
 
-Add the public key as a trusted key of the watcher and every commit the patch
-path makes counts as one verified signature:
+The plugin signs whatever tip it builds on, so its signature vouches only for
+the change it made. Trusted in the watcher, it counts as one verified signature
+only on a commit with one parent that is itself accepted: the last successful
+commit, a commit signed by the quorum of trusted persons (commit or notes), or
+a plugin commit accepted by this same rule (at most 256 in a row); never on a
+merge. The watcher knows this key, and every earlier one listed in
+previous_keys, as the plugin's under whatever name it is trusted:
 
   vault read -field=public_key flant_gitops/configure/signing_key > plugin.asc
   vault write flant_gitops/configure/trusted_pgp_public_key/patch-path public_key=@plugin.asc
+
+For branches that others verify by HEAD alone with this key, set
+require_trusted_tip=true on configure/repository/NAME.
 
 Verify a commit with git:
 
@@ -232,5 +240,7 @@ const pathSigningKeyRotateHelpSyn = `Replace the commit signing key with a new o
 const pathSigningKeyRotateHelpDesc = `
 Generates a new key and answers its public part. Commits made from now on are
 signed with it; update the watcher's trusted key (and anyone verifying with
-git) with the new public key. The old private key is discarded.
+git) with the new public key. The old private key is discarded; its public
+part is kept in previous_keys of configure/signing_key, so the watcher still
+counts its signatures as the plugin's (only on top of accepted history).
 `
