@@ -71,11 +71,12 @@ func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, 
 			accepted[a] = true
 		}
 	}
+	signers, problems := loadTrusted(rule.Trusted)
 	eval := func(h plumbing.Hash) (commitEval, error) {
 		if err := ctx.Err(); err != nil {
 			return commitEval{}, err
 		}
-		return m.evaluate(h, rule, plugin, now)
+		return m.evaluate(h, signers, problems, rule.Required, plugin, now)
 	}
 
 	head, err := eval(h)
@@ -150,7 +151,7 @@ func walkPluginChain(h plumbing.Hash, head commitEval, required, maxChain int, a
 
 // evaluate counts the trusted signatures on one commit and splits them
 // into persons and plugin keys.
-func (m *Mirror) evaluate(h plumbing.Hash, rule Rule, plugin map[string]bool, now time.Time) (commitEval, error) {
+func (m *Mirror) evaluate(h plumbing.Hash, signers map[string]*trustedSigner, problems []string, required int, plugin map[string]bool, now time.Time) (commitEval, error) {
 	m.mu.Lock()
 	blobs, ignored, err := m.signatureBlobs(h)
 	var parents []plumbing.Hash
@@ -166,10 +167,7 @@ func (m *Mirror) evaluate(h plumbing.Hash, rule Rule, plugin map[string]bool, no
 	if err != nil {
 		return commitEval{}, err
 	}
-	q, err := countQuorum(h.String(), rule.Trusted, rule.Required, blobs, now)
-	if err != nil {
-		return commitEval{}, err
-	}
+	q := countLoaded(h.String(), signers, problems, required, blobs, now)
 	q.Ignored = append(ignored, q.Ignored...)
 	e := commitEval{q: q, parents: parents}
 	// All plugin keys together count at most once: one signer, one change.

@@ -19,7 +19,7 @@ import (
 // chainGraph writes commits with any parents and signer straight into a
 // served bare repository, so a test can build merges and long chains.
 type chainGraph struct {
-	t    *testing.T
+	t    testing.TB
 	repo *gittest.Repo
 	git  *git.Repository
 	tree plumbing.Hash
@@ -27,7 +27,7 @@ type chainGraph struct {
 	ids  []string // in the order made, for messages
 }
 
-func newChainGraph(t *testing.T, repo *gittest.Repo) *chainGraph {
+func newChainGraph(t testing.TB, repo *gittest.Repo) *chainGraph {
 	g, err := git.PlainOpen(repo.Dir)
 	if err != nil {
 		t.Fatal(err)
@@ -263,5 +263,31 @@ func TestAcceptWithoutPluginKeysIsVerify(t *testing.T) {
 	}
 	if a.OK {
 		t.Errorf("with the plugin key named (lower-case), the laundered commit was accepted: %+v", a)
+	}
+}
+
+// BenchmarkAcceptLongestPluginChain measures the worst walk Accept does: a
+// HEAD with DefaultMaxPluginChain plugin commits below it down to a signed one.
+func BenchmarkAcceptLongestPluginChain(b *testing.B) {
+	alice, plugin := pgptest.NewKey(b, "Alice"), pgptest.NewKey(b, "flant_gitops")
+	srv := gittest.NewServer(b)
+	repo := srv.NewRepo(b, "bench")
+	g := newChainGraph(b, repo)
+	head := g.line(g.commit(alice), DefaultMaxPluginChain+1, plugin)
+	m, err := OpenMirror(context.Background(), b.TempDir(), repo.URL(), "main", serverAuth(srv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := m.Fetch(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	rule := Rule{Required: 1, PluginKeys: []string{plugin.Fingerprint()}, Trusted: []TrustedKey{
+		{Name: "alice", Armored: alice.PublicArmored(b)}, {Name: "ci", Armored: plugin.PublicArmored(b)},
+	}}
+	for b.Loop() {
+		q, err := m.Accept(context.Background(), head, rule)
+		if err != nil || !q.OK {
+			b.Fatalf("Accept = %+v, %v", q, err)
+		}
 	}
 }
