@@ -20,7 +20,7 @@ func (e *untrustedTipError) Error() string {
 	msg := fmt.Sprintf("patch refused, nothing was pushed: repository %q requires a trusted tip (require_trusted_tip) and the tip %s of branch %q is not accepted: "+
 		"it has %d of the %d required signatures by trusted keys", e.repo, e.tip, e.branch, e.q.Verified, e.q.Required)
 	if e.q.Untrusted != "" {
-		msg += fmt.Sprintf("; the plugin's own signature counts only on top of an accepted commit, and commit %s below it is not accepted (%s)", e.q.Untrusted, e.q.UntrustedReason)
+		msg += "; " + untrustedChainText(e.tip, e.q.Untrusted, e.q.UntrustedReason)
 	}
 	return msg + ". A trusted person signs the tip (a signatures note will do), then retry"
 }

@@ -142,8 +142,7 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
 		if q.Untrusted != "" {
-			msg += fmt.Sprintf("; the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
-				"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", q.Untrusted, q.UntrustedReason)
+			msg += "; " + untrustedChainText(head, q.Untrusted, q.UntrustedReason)
 		}
 		if len(q.Ignored) > 0 {
 			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
@@ -439,4 +438,14 @@ func (w *watcher) beginRun(ctx context.Context, run *runRecord) (context.Context
 		close(active.done)
 		cancel(nil)
 	}
+}
+
+// untrustedChainText explains why the plugin's signature on commit did not
+// count, naming the commit that broke the chain.
+func untrustedChainText(commit, untrusted, reason string) string {
+	if untrusted == commit {
+		return fmt.Sprintf("the plugin's signature on %s does not count: %s", commit, reason)
+	}
+	return fmt.Sprintf("the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
+		"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", untrusted, reason)
 }
