@@ -25,6 +25,7 @@ type watchE2E struct {
 	t       *testing.T
 	vault   *vaulttest.Server
 	repo    *gittest.Repo
+	gitSrv  *gittest.Server
 	docker  *container.Docker
 	keys    []*pgptest.Key
 	mountID string
@@ -237,7 +238,7 @@ func newWatchE2E(t *testing.T) *watchE2E {
 	git := gittest.NewServer(t)
 	repo := git.NewRepo(t, "ops")
 	srv := vaulttest.NewServer(t, &vaulttest.Options{Env: []string{cacheDirEnv + "=" + t.TempDir()}})
-	e := &watchE2E{t: t, vault: srv, repo: repo, docker: docker}
+	e := &watchE2E{t: t, vault: srv, repo: repo, gitSrv: git, docker: docker}
 	for _, name := range []string{"alice", "bob", "carol"} {
 		k := pgptest.NewKey(t, name)
 		e.keys = append(e.keys, k)

@@ -180,6 +180,11 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 	if txn.Author.Email == "" {
 		txn.Author.Email = repo.DefaultAuthorEmail
 	}
+	if repo.RequireTrustedTip {
+		if txn.CheckTip, err = ps.trustedTipCheck(ctx, req.Storage, repo); err != nil {
+			return nil, err
+		}
+	}
 	if repo.SignCommits && !pr.dryRun {
 		k, _, err := ps.signingKey(ctx, req.Storage)
 		if err != nil {
@@ -349,6 +354,8 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 		return nil, logical.CodedError(code, pe.Error())
 	case errors.As(err, &conflict):
 		return nil, logical.CodedError(http.StatusConflict, conflict.Error())
+	case errors.As(err, new(*untrustedTipError)):
+		return nil, logical.CodedError(http.StatusConflict, err.Error())
 	case errors.As(err, &remote):
 		return nil, logical.CodedError(http.StatusBadGateway, "git server: "+remote.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -459,7 +466,8 @@ this order:
      commit once (author from the request or the default, committer and
      signature the plugin's, trailers Requested-By and Vault-Request-Id), push.
      A push that lost a race re-fetches and re-applies a few times; after
-     that - 409. Git server unreachable or refusing - 502.
+     that - 409. Git server unreachable or refusing - 502. A repository with
+     require_trusted_tip refuses a tip it does not accept - 409 naming it.
 
 Identical content makes no commit: the answer has no_op=true. dry_run=true
 answers the unified diff and pushes nothing. The answer carries commit (SHA),

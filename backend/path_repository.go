@@ -36,6 +36,9 @@ type repositoryEntry struct {
 	DefaultAuthorName    string `json:"default_author_name"`
 	DefaultAuthorEmail   string `json:"default_author_email"`
 	SignCommits          bool   `json:"sign_commits"`
+	// RequireTrustedTip refuses a patch on a tip the watch's rule does not
+	// accept (see patch_trusted_tip.go).
+	RequireTrustedTip bool `json:"require_trusted_tip,omitempty"`
 }
 
 func (r *repositoryEntry) auth() gitwatch.Auth {
@@ -137,6 +140,13 @@ func pathRepository(ps *patchState) []*framework.Path {
 					Description: "Sign every commit with the plugin's key (see configure/signing_key). Default true; turn off only if the branch's consumers do not verify signatures.",
 					Default:     true,
 				},
+				"require_trusted_tip": {
+					Type: framework.TypeBool,
+					Description: "Refuse (409, nothing pushed) a patch whose branch tip is not accepted: signed by the quorum of the mount's trusted keys " +
+						"(required_number_of_verified_signatures_on_commit, at least 1), the watch's last successful commit, or a run of the plugin's own commits on one of those. " +
+						"For branches that others verify by their HEAD alone with the plugin's public key. Default false: signers who add notes after a push must not block CI.",
+					Default: false,
+				},
 			},
 			ExistenceCheck: ps.repositoryExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -190,6 +200,7 @@ func (ps *patchState) pathRepositoryRead(ctx context.Context, req *logical.Reque
 		"default_author_name":    e.DefaultAuthorName,
 		"default_author_email":   e.DefaultAuthorEmail,
 		"sign_commits":           e.SignCommits,
+		"require_trusted_tip":    e.RequireTrustedTip,
 	}}, nil
 }
 
@@ -235,6 +246,9 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 		e.SignCommits = v.(bool)
 	} else if create {
 		e.SignCommits = true
+	}
+	if v, ok := d.GetOk("require_trusted_tip"); ok {
+		e.RequireTrustedTip = v.(bool)
 	}
 
 	// A credential is replaced as a whole, so half of an old pair never
@@ -334,7 +348,11 @@ a stored credential is never sent to another address.
 The plugin keeps a mirror of the branch on local disk, fetched incrementally,
 so a patch costs one fetch of what changed and one push of one commit.
 Commits are signed with the plugin's key (configure/signing_key) unless
-sign_commits is false.
+sign_commits is false. With require_trusted_tip=true a patch is refused with
+409, naming the tip and why, unless the tip is accepted as the watch accepts
+a commit (signed by the quorum of this mount's trusted keys, at least one; the
+watch's last successful commit when url and branch are the watched ones; or
+the plugin's own commits on top of one of those).
 
   vault write flant_gitops/configure/repository/infra \
       url=https://gitlab.example.com/ops/infra.git branch=main \

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -25,6 +26,46 @@ type signingKeyEntry struct {
 	PrivateKey  string    `json:"private_key"`
 	Fingerprint string    `json:"fingerprint"`
 	CreatedAt   time.Time `json:"created_at"`
+	// Previous are the public parts of the keys rotated away, oldest first:
+	// the watch must still know their signatures as the plugin's.
+	Previous []retiredSigningKey `json:"previous,omitempty"`
+}
+
+// retiredSigningKey is an earlier signing key, public part only.
+type retiredSigningKey struct {
+	PublicKey   string    `json:"public_key,omitempty"`
+	Fingerprint string    `json:"fingerprint"`
+	CreatedAt   time.Time `json:"created_at"`
+	RetiredAt   time.Time `json:"retired_at"`
+}
+
+// pluginIdentity is the user ID of every key the plugin makes; a trusted key
+// carrying it is treated as a plugin key even when this mount does not know
+// it (a key rotated away before earlier keys were kept, another mount's key).
+const pluginIdentity = pluginCommitterName + " <" + pluginCommitterEmail + ">"
+
+// pluginKeyFingerprints are the keys whose signatures vouch only for the
+// plugin's own change: this mount's signing key, current and earlier, and
+// every trusted key with the plugin's user ID, whatever name it is stored
+// under. It never generates a key.
+func pluginKeyFingerprints(ctx context.Context, s logical.Storage, trusted []*trustedKeyEntry) ([]string, error) {
+	e, err := getEntry[signingKeyEntry](ctx, s, storageKeySigningKey)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if e != nil {
+		out = append(out, e.Fingerprint)
+		for _, p := range e.Previous {
+			out = append(out, p.Fingerprint)
+		}
+	}
+	for _, k := range trusted {
+		if slices.Contains(k.UserIDs, pluginIdentity) {
+			out = append(out, k.Fingerprint)
+		}
+	}
+	return out, nil
 }
 
 func pathSigningKey(ps *patchState) []*framework.Path {
@@ -74,7 +115,24 @@ func (ps *patchState) pathSigningKeyRead(ctx context.Context, req *logical.Reque
 func (ps *patchState) pathSigningKeyRotate(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	ps.keyMu.Lock()
 	defer ps.keyMu.Unlock()
-	k, e, err := generateSigningKey(ctx, req.Storage)
+	old, err := getEntry[signingKeyEntry](ctx, req.Storage, storageKeySigningKey)
+	if err != nil {
+		return nil, err
+	}
+	var previous []retiredSigningKey
+	if old != nil {
+		previous = append(previous, old.Previous...)
+		r := retiredSigningKey{Fingerprint: old.Fingerprint, CreatedAt: old.CreatedAt, RetiredAt: time.Now().UTC()}
+		// An unreadable old key still leaves its fingerprint, which is what
+		// the watch needs.
+		if k, err := patch.ParseSigningKey([]byte(old.PrivateKey)); err == nil {
+			if pub, err := k.ArmoredPublic(); err == nil {
+				r.PublicKey = string(pub)
+			}
+		}
+		previous = append(previous, r)
+	}
+	k, e, err := generateSigningKey(ctx, req.Storage, previous)
 	if err != nil {
 		return nil, err
 	}
@@ -87,10 +145,20 @@ func signingKeyResponse(k *patch.SigningKey, e *signingKeyEntry) (*logical.Respo
 	if err != nil {
 		return nil, err
 	}
+	previous := make([]map[string]any, 0, len(e.Previous))
+	for _, p := range e.Previous {
+		previous = append(previous, map[string]any{
+			"public_key":  p.PublicKey,
+			"fingerprint": p.Fingerprint,
+			"created_at":  p.CreatedAt.Format(time.RFC3339),
+			"retired_at":  p.RetiredAt.Format(time.RFC3339),
+		})
+	}
 	return &logical.Response{Data: map[string]any{
-		"public_key":  string(pub),
-		"fingerprint": e.Fingerprint,
-		"created_at":  e.CreatedAt.Format(time.RFC3339),
+		"public_key":    string(pub),
+		"fingerprint":   e.Fingerprint,
+		"created_at":    e.CreatedAt.Format(time.RFC3339),
+		"previous_keys": previous,
 	}}, nil
 }
 
@@ -106,7 +174,7 @@ func (ps *patchState) signingKey(ctx context.Context, s logical.Storage) (*patch
 		return nil, nil, err
 	}
 	if e == nil {
-		k, e, err := generateSigningKey(ctx, s)
+		k, e, err := generateSigningKey(ctx, s, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -124,7 +192,7 @@ func (ps *patchState) signingKey(ctx context.Context, s logical.Storage) (*patch
 	return k, e, nil
 }
 
-func generateSigningKey(ctx context.Context, s logical.Storage) (*patch.SigningKey, *signingKeyEntry, error) {
+func generateSigningKey(ctx context.Context, s logical.Storage, previous []retiredSigningKey) (*patch.SigningKey, *signingKeyEntry, error) {
 	now := time.Now().UTC()
 	k, err := patch.GenerateSigningKey(pluginCommitterName, pluginCommitterEmail, now)
 	if err != nil {
@@ -134,7 +202,7 @@ func generateSigningKey(ctx context.Context, s logical.Storage) (*patch.SigningK
 	if err != nil {
 		return nil, nil, err
 	}
-	e := &signingKeyEntry{PrivateKey: string(priv), Fingerprint: k.Fingerprint(), CreatedAt: now}
+	e := &signingKeyEntry{PrivateKey: string(priv), Fingerprint: k.Fingerprint(), CreatedAt: now, Previous: previous}
 	if err := putEntry(ctx, s, storageKeySigningKey, e); err != nil {
 		return nil, nil, err
 	}
@@ -148,11 +216,19 @@ The plugin makes its own PGP key (EdDSA, Curve25519) the first time it is
 needed and keeps the private part in Vault storage only. Reading this path
 returns the armored public_key and its fingerprint.
 
-Add the public key as a trusted key of the watcher and every commit the patch
-path makes counts as one verified signature:
+The plugin signs whatever tip it builds on, so its signature vouches only for
+the change it made. Trusted in the watcher, it counts as one verified signature
+only on a commit with one parent that is itself accepted: the last successful
+commit, a commit signed by the quorum of trusted persons (commit or notes), or
+a plugin commit accepted by this same rule (at most 256 in a row); never on a
+merge. The watcher knows this key, and every earlier one listed in
+previous_keys, as the plugin's under whatever name it is trusted:
 
   vault read -field=public_key flant_gitops/configure/signing_key > plugin.asc
   vault write flant_gitops/configure/trusted_pgp_public_key/patch-path public_key=@plugin.asc
+
+For branches that others verify by HEAD alone with this key, set
+require_trusted_tip=true on configure/repository/NAME.
 
 Verify a commit with git:
 
@@ -164,5 +240,7 @@ const pathSigningKeyRotateHelpSyn = `Replace the commit signing key with a new o
 const pathSigningKeyRotateHelpDesc = `
 Generates a new key and answers its public part. Commits made from now on are
 signed with it; update the watcher's trusted key (and anyone verifying with
-git) with the new public key. The old private key is discarded.
+git) with the new public key. The old private key is discarded; its public
+part is kept in previous_keys of configure/signing_key, so the watcher still
+counts its signatures as the plugin's (only on top of accepted history).
 `

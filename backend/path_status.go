@@ -47,6 +47,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	keyProblems, err := trustedKeyProblems(ctx, s, time.Now())
+	if err != nil {
+		return nil, err
+	}
 	mountID, err := s.Get(ctx, mountIDKey)
 	if err != nil {
 		return nil, fmt.Errorf("reading the mount id: %w", err)
@@ -67,6 +71,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"current_run":                   nil,
 		"last_run":                      nil,
 		"quorum_problem":                problem,
+		"trusted_key_problems":          keyProblems,
 		"worker":                        worker,
 	}
 	if mountID != nil {
@@ -74,13 +79,18 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		data["mount_id"] = string(mountID.Value)
 	}
 	if st.Quorum != nil {
-		data["signatures"] = map[string]any{
+		sig := map[string]any{
 			"commit":   st.Quorum.Commit,
 			"required": st.Quorum.Required,
 			"verified": st.Quorum.Verified,
 			"missing":  st.Quorum.Missing,
 			"signers":  st.Quorum.Signers,
 		}
+		if st.Quorum.UntrustedCommit != "" {
+			sig["untrusted_commit"] = st.Quorum.UntrustedCommit
+			sig["untrusted_reason"] = st.Quorum.UntrustedReason
+		}
+		data["signatures"] = sig
 	}
 	if st.FailedCommit != "" {
 		retry := map[string]any{
@@ -109,6 +119,21 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	return &logical.Response{Data: data}, nil
 }
 
+// trustedKeyProblems names each trusted key that counts zero, and why.
+func trustedKeyProblems(ctx context.Context, s logical.Storage, now time.Time) ([]string, error) {
+	keys, err := listTrustedKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	for _, k := range keys {
+		if p := k.problemAt(now); p != "" {
+			out = append(out, fmt.Sprintf("%s (%s): %s", k.Name, k.Fingerprint, p))
+		}
+	}
+	return out, nil
+}
+
 func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
@@ -129,12 +154,16 @@ Reads what the watch last saw and did:
                           not_configured); a refusal says why: how many
                           signatures are missing and who signed, or a
                           force-push with the recovery path
-  signatures              the last signature check of HEAD
+  signatures              the last signature check of HEAD; when the plugin's
+                          own signature did not count, untrusted_commit names
+                          the commit below it that no trusted person signed
   retry                   a failing commit: failures in a row and when it is
                           tried again
   current_run, last_run   the run in progress and the last one
   quorum_problem          set when the quorum cannot be met by the
                           configured trusted keys
+  trusted_key_problems    each trusted key that counts zero (expired,
+                          revoked, or RSA/DSA/ElGamal under 2048 bits) and why
   worker                  busy while a poll or a run is in progress
   mount_id                the value of the flant_gitops.mount label on this
                           mount's containers

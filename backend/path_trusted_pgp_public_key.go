@@ -108,6 +108,7 @@ func trustedKeyResponse(k *trustedKeyEntry, now time.Time) map[string]any {
 		"expires":     "",
 		"revoked":     k.Revoked,
 		"usable":      k.usableAt(now),
+		"problem":     k.problemAt(now),
 		"public_key":  k.PublicKey,
 	}
 	if k.Expires != nil {
@@ -187,7 +188,10 @@ const pathTrustedKeyHelpDesc = `
 Each trusted key counts at most once, by its primary-key fingerprint, towards
 required_number_of_verified_signatures_on_commit of flant_gitops/configure.
 Signatures count whether they are the commit's own (git commit -S) or
-trdl-style git notes. Expired and revoked keys count zero.
+trdl-style git notes. Expired and revoked keys count zero, and so do RSA, DSA
+and ElGamal keys (primary or signing subkey) under 2048 bits: a write refuses
+them, and one stored before that rule shows usable=false with its problem here
+and in trusted_key_problems of flant_gitops/status.
 
 A write validates the armored key (exactly one public key, no private
 material) and answers its fingerprint and user IDs; a read shows them too.

@@ -92,11 +92,14 @@ func TestQuorumCountsOnlyUsableKeys(t *testing.T) {
 	now := time.Now()
 	past := now.Add(-time.Hour)
 	future := now.Add(time.Hour)
+	good := pgptest.NewKey(t, "Good").PublicArmored(t)
 	keys := []*trustedKeyEntry{
-		{Name: "ok"},
-		{Name: "expiring", Expires: &future},
-		{Name: "expired", Expires: &past},
-		{Name: "revoked", Revoked: true},
+		{Name: "ok", PublicKey: good},
+		{Name: "expiring", Expires: &future, PublicKey: good},
+		{Name: "expired", Expires: &past, PublicKey: good},
+		{Name: "revoked", Revoked: true, PublicKey: good},
+		// Stored before weak keys were refused on write.
+		{Name: "weak", PublicKey: pgptest.NewKey(t, "Weak", pgptest.RSA(1024)).PublicArmored(t)},
 	}
 	cases := []struct {
 		required int
@@ -104,7 +107,7 @@ func TestQuorumCountsOnlyUsableKeys(t *testing.T) {
 	}{
 		{1, ""},
 		{2, ""},
-		{3, "is 3 but only 2 usable trusted PGP key(s) are configured (2 more expired or revoked)"},
+		{3, "is 3 but only 2 usable trusted PGP key(s) are configured (3 more expired, revoked or too weak"},
 	}
 	for _, tc := range cases {
 		got := quorumMessage(tc.required, keys, now)
@@ -125,5 +128,38 @@ func TestTrustedKeyExpiredAndRevokedWarn(t *testing.T) {
 		if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "counts zero") || resp.Data["usable"] != false {
 			t.Errorf("%s: want usable=false and a warning, got %#v", name, resp)
 		}
+	}
+}
+
+// An RSA-1024 key is refused on write with the fix; one stored before the
+// rule counts zero, and read, status and the quorum warning say so.
+func TestWeakTrustedKey(t *testing.T) {
+	b, s := newConfigTestBackend(t)
+	weak := pgptest.NewKey(t, "Weak", pgptest.RSA(1024))
+	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/weak", map[string]any{"public_key": weak.PublicArmored(t)})
+	mustBadRequest(t, resp, err, "RSA with 1024 bits", "2048", "gpg --quick-gen-key")
+	if k, err := getTrustedKey(t.Context(), s, "weak"); err != nil || k != nil {
+		t.Fatalf("the refused key was stored: %+v %v", k, err)
+	}
+
+	// As an older version stored it.
+	if err := putEntry(t.Context(), s, storagePrefixTrustedKey+"weak", &trustedKeyEntry{Name: "weak", PublicKey: weak.PublicArmored(t), Fingerprint: weak.Fingerprint()}); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
+		"git_repo_url": "https://git.example/ops.git", "docker_image": "sha256:" + strings.Repeat("1", 64),
+		"commands": []string{"true"}, "required_number_of_verified_signatures_on_commit": 1,
+	}), "configure")
+	read := configReq(t, b, s, logical.ReadOperation, "configure/trusted_pgp_public_key/weak", nil)
+	if read.Data["usable"] != false || !strings.Contains(toString(read.Data["problem"]), "1024 bits") {
+		t.Errorf("read of the stored weak key = usable %v, problem %q", read.Data["usable"], read.Data["problem"])
+	}
+	st := configReq(t, b, s, logical.ReadOperation, "status", nil)
+	problems, _ := st.Data["trusted_key_problems"].([]string)
+	if len(problems) != 1 || !strings.Contains(problems[0], "weak") || !strings.Contains(problems[0], "1024 bits") {
+		t.Errorf("status trusted_key_problems = %v, want the weak key and why", st.Data["trusted_key_problems"])
+	}
+	if qp := toString(st.Data["quorum_problem"]); !strings.Contains(qp, "only 0 usable") {
+		t.Errorf("status quorum_problem = %q, want no usable key", qp)
 	}
 }

@@ -47,6 +47,9 @@ type runRecord struct {
 	FinishedAt  time.Time `json:"finished_at,omitzero"`
 	// Deadline is when the run's timeout expires; a re-attached run keeps it.
 	Deadline time.Time `json:"deadline,omitzero"`
+	// Content is the commit's ContentID (what its signatures cover), which
+	// the retry state follows.
+	Content string `json:"content_id,omitempty"`
 }
 
 func (r *runRecord) finished() bool {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 // Storage keys. Keyed families keep one entry per NAME under a prefix.
@@ -65,12 +67,25 @@ type trustedKeyEntry struct {
 }
 
 // usableAt reports whether the key can count towards the signature quorum
-// at time now: expired and revoked keys count zero.
+// at time now: expired, revoked and weak keys count zero.
 func (k *trustedKeyEntry) usableAt(now time.Time) bool {
-	if k.Revoked {
-		return false
+	return k.problemAt(now) == ""
+}
+
+// problemAt says why the key counts zero at time now, "" when it counts.
+// The key is checked again, so a key stored before a rule was added (for
+// example RSA under 2048 bits) is reported too.
+func (k *trustedKeyEntry) problemAt(now time.Time) string {
+	switch {
+	case k.Revoked:
+		return "the key is revoked"
+	case k.Expires != nil && !now.Before(*k.Expires):
+		return "the key expired at " + k.Expires.UTC().Format(time.RFC3339)
 	}
-	return k.Expires == nil || now.Before(*k.Expires)
+	if _, err := gitwatch.ParseKey(k.PublicKey); err != nil {
+		return "the key is not usable: " + err.Error()
+	}
+	return ""
 }
 
 // vaultAccessEntry is how the plugin logs in to the target Vault with
@@ -236,7 +251,7 @@ func quorumMessage(required int, keys []*trustedKeyEntry, now time.Time) string 
 	}
 	unusable := ""
 	if n := len(keys) - usable; n > 0 {
-		unusable = fmt.Sprintf(" (%d more expired or revoked)", n)
+		unusable = fmt.Sprintf(" (%d more expired, revoked or too weak; see trusted_key_problems in flant_gitops/status)", n)
 	}
 	return fmt.Sprintf("required_number_of_verified_signatures_on_commit is %d but only %d usable trusted PGP key(s) are configured%s, so no commit can be accepted: "+
 		"add keys with `vault write flant_gitops/configure/trusted_pgp_public_key/NAME public_key=@key.asc` or lower the quorum with `vault write flant_gitops/configure required_number_of_verified_signatures_on_commit=%d`",

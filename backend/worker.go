@@ -59,13 +59,17 @@ type watchSettings struct {
 	NetworkMode           string
 	Auth                  gitwatch.Auth
 	Keys                  []gitwatch.TrustedKey
+	// PluginKeys are the fingerprints of the plugin's own signing keys,
+	// which count only on top of an accepted commit.
+	PluginKeys []string
 }
 
 // mirror is the part of *gitwatch.Mirror the worker uses.
 type mirror interface {
 	Fetch(ctx context.Context) (gitwatch.FetchResult, error)
 	IsAncestor(ctx context.Context, ancestor, head string) (bool, error)
-	Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error)
+	Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error)
+	ContentID(ctx context.Context, commit string) (string, error)
 	WriteTar(ctx context.Context, commit string, w io.Writer) error
 }
 
@@ -446,6 +450,6 @@ func shortCommit(c string) string {
 // last successful commit.
 func (w *watcher) clearRetry(ctx context.Context, s logical.Storage) error {
 	return w.updateState(ctx, s, func(st *watchState) {
-		st.FailedCommit, st.Failures, st.Held, st.NextAttemptAt = "", 0, false, time.Time{}
+		st.FailedCommit, st.FailedContent, st.Failures, st.Held, st.NextAttemptAt = "", "", 0, false, time.Time{}
 	})
 }

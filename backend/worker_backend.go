@@ -109,5 +109,8 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watchSettings, 
 	for _, k := range keys {
 		ws.Keys = append(ws.Keys, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
 	}
+	if ws.PluginKeys, err = pluginKeyFingerprints(ctx, s, keys); err != nil {
+		return nil, err
+	}
 	return ws, nil
 }

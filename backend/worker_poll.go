@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 // finishTimeout bounds the storage writes that record how a run ended; they
@@ -81,8 +82,16 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	if err != nil {
 		return outcomeError, err.Error()
 	}
+	content, err := m.ContentID(ctx, head)
+	if err != nil {
+		return outcomeError, fmt.Sprintf("reading commit %s: %v", head, err)
+	}
 	now := w.deps.now()
-	switch decide(now, head, last.Commit, st, force) {
+	same := ""
+	if head != st.FailedCommit {
+		same = fmt.Sprintf(" (the same signed change as %s, under a re-wrapped signature)", st.FailedCommit)
+	}
+	switch decide(now, head, content, last.Commit, st, force) {
 	case decideUpToDate:
 		err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = nil })
 		if err != nil {
@@ -90,10 +99,10 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 		return outcomeUpToDate, fmt.Sprintf("up to date: HEAD %s is the last successful commit", head)
 	case decideHeld:
-		return outcomeHeld, fmt.Sprintf("HEAD %s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head)
+		return outcomeHeld, fmt.Sprintf("HEAD %s%s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head, same)
 	case decideBackoff:
-		return outcomeBackoff, fmt.Sprintf("HEAD %s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
-			head, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
+		return outcomeBackoff, fmt.Sprintf("HEAD %s%s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
+			head, same, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
 	}
 
 	if last.Commit != "" {
@@ -113,11 +122,16 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 	}
 
-	q, err := m.Verify(ctx, head, ws.Keys, ws.Required)
+	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys}
+	if last.Commit != "" {
+		rule.Accepted = []string{last.Commit}
+	}
+	q, err := m.Accept(ctx, head, rule)
 	if err != nil {
 		return outcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
 	}
-	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers)}
+	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers),
+		UntrustedCommit: q.Untrusted, UntrustedReason: q.UntrustedReason}
 	if err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = qi }); err != nil {
 		return outcomeError, err.Error()
 	}
@@ -127,6 +141,9 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 			signed = strings.Join(qi.Signers, "; ")
 		}
 		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
+		if q.Untrusted != "" {
+			msg += "; " + untrustedChainText(head, q.Untrusted, q.UntrustedReason)
+		}
 		if len(q.Ignored) > 0 {
 			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
 		}
@@ -134,10 +151,10 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	}
 
 	attempt := 1
-	if st.FailedCommit == head {
+	if st.sameChange(head, content) {
 		attempt = st.Failures + 1
 	}
-	run, err := w.newRun(ctx, s, head, attempt, trigger, qi.Signers)
+	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi.Signers)
 	if err != nil {
 		return outcomeError, err.Error()
 	}
@@ -153,13 +170,13 @@ func describeRun(r *runRecord) string {
 }
 
 // newRun writes the run record, queued, before anything else happens for it.
-func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit string, attempt int, trigger string, signers []string) (*runRecord, error) {
+func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit, content string, attempt int, trigger string, signers []string) (*runRecord, error) {
 	now := w.deps.now()
 	id, err := newRunID(now)
 	if err != nil {
 		return nil, err
 	}
-	r := &runRecord{ID: id, Commit: commit, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	r := &runRecord{ID: id, Commit: commit, Content: content, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
 	if err := putRun(ctx, s, r); err != nil {
 		return nil, err
 	}
@@ -291,12 +308,13 @@ func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *
 			st.CurrentRunID = ""
 		}
 		st.LastRunID = run.ID
-		if st.FailedCommit != run.Commit {
-			st.FailedCommit, st.Failures, st.Held = run.Commit, 0, false
+		if !st.sameChange(run.Commit, run.Content) {
+			st.Failures, st.Held = 0, false
 		}
+		st.FailedCommit, st.FailedContent = run.Commit, run.Content
 		switch run.Status {
 		case runSucceeded:
-			st.FailedCommit, st.Failures, st.Held, st.NextAttemptAt = "", 0, false, time.Time{}
+			st.FailedCommit, st.FailedContent, st.Failures, st.Held, st.NextAttemptAt = "", "", 0, false, time.Time{}
 		case runInterrupted:
 			// Not the commit's fault: retry at once, no backoff step.
 			st.Held, st.NextAttemptAt = false, now
@@ -420,4 +438,14 @@ func (w *watcher) beginRun(ctx context.Context, run *runRecord) (context.Context
 		close(active.done)
 		cancel(nil)
 	}
+}
+
+// untrustedChainText explains why the plugin's signature on commit did not
+// count, naming the commit that broke the chain.
+func untrustedChainText(commit, untrusted, reason string) string {
+	if untrusted == commit {
+		return fmt.Sprintf("the plugin's signature on %s does not count: %s", commit, reason)
+	}
+	return fmt.Sprintf("the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
+		"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", untrusted, reason)
 }

@@ -41,13 +41,14 @@ const (
 	decideHeld                        // an operator canceled HEAD's run; wait for a new commit or poll retry=true
 )
 
-// decide applies the retry rules to a fetched HEAD. Ancestry and quorum are
-// checked after this by the caller, since they cost git work.
-func decide(now time.Time, head, lastSuccessful string, st *watchState, forceRetry bool) runDecision {
+// decide applies the retry rules to a fetched HEAD whose signed content is
+// headContent (gitwatch ContentID). Ancestry and quorum are checked after
+// this by the caller, since they cost git work.
+func decide(now time.Time, head, headContent, lastSuccessful string, st *watchState, forceRetry bool) runDecision {
 	if head == lastSuccessful {
 		return decideUpToDate
 	}
-	if forceRetry || head != st.FailedCommit {
+	if forceRetry || !st.sameChange(head, headContent) {
 		return decideRun
 	}
 	if st.Held {

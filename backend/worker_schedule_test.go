@@ -86,7 +86,37 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := tt.st
-			if got := decide(now, tt.head, tt.last, &st, tt.force); got != tt.want {
+			if got := decide(now, tt.head, "", tt.last, &st, tt.force); got != tt.want {
+				t.Errorf("decide = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Hold and backoff follow what the signatures cover: the same change under a
+// re-wrapped signature (another commit id) is held or backed off too.
+func TestDecideFollowsSignedContent(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	held := watchState{FailedCommit: "b", FailedContent: "cb", Held: true}
+	backoff := watchState{FailedCommit: "b", FailedContent: "cb", Failures: 2, NextAttemptAt: now.Add(time.Minute)}
+	tests := []struct {
+		name          string
+		head, content string
+		st            watchState
+		force         bool
+		want          runDecision
+	}{
+		{"re-wrapped canceled commit stays held", "b2", "cb", held, false, decideHeld},
+		{"re-wrapped failing commit stays in backoff", "b2", "cb", backoff, false, decideBackoff},
+		{"re-wrapped canceled commit runs when forced", "b2", "cb", held, true, decideRun},
+		{"another change under a new id runs", "c", "cc", held, false, decideRun},
+		{"state without content (before this change) keys by id", "b2", "cb", watchState{FailedCommit: "b", Held: true}, false, decideRun},
+		{"no failing commit: an empty stored content matches nothing", "b2", "", watchState{}, false, decideRun},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := tt.st
+			if got := decide(now, tt.head, tt.content, "a", &st, tt.force); got != tt.want {
 				t.Errorf("decide = %v, want %v", got, tt.want)
 			}
 		})

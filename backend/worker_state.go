@@ -33,6 +33,10 @@ type quorumInfo struct {
 	Verified int      `json:"verified"`
 	Missing  int      `json:"missing"`
 	Signers  []string `json:"signers,omitempty"`
+	// UntrustedCommit kept the plugin's signature from counting: the first
+	// commit below HEAD's run of plugin commits that is not accepted.
+	UntrustedCommit string `json:"untrusted_commit,omitempty"`
+	UntrustedReason string `json:"untrusted_reason,omitempty"`
 }
 
 // watchState is the worker's memory across polls and restarts.
@@ -52,6 +56,20 @@ type watchState struct {
 	// Held is set when an operator canceled FailedCommit's run: it is not
 	// retried until a new commit arrives or `poll retry=true`.
 	Held bool `json:"held,omitempty"`
+	// FailedContent is the ContentID of FailedCommit: what its signatures
+	// cover. Hold and backoff follow it, so re-wrapping the signature (a
+	// new commit id for the same change) does not reset them.
+	FailedContent string `json:"failed_content,omitempty"`
+}
+
+// sameChange reports whether commit (with signed content content) is the
+// failing or held one: the same id, or the same signed content under
+// another id.
+func (st *watchState) sameChange(commit, content string) bool {
+	if st.FailedCommit == "" {
+		return false
+	}
+	return commit == st.FailedCommit || (content != "" && content == st.FailedContent)
 }
 
 func getWatchState(ctx context.Context, s logical.Storage) (*watchState, error) {

@@ -45,6 +45,9 @@ type watchFakeMirror struct {
 	fetchErr   error
 	fetches    int
 	tarWritten []string
+	untrusted  string // reported as the commit that broke a plugin chain
+	content    map[string]string
+	rules      []gitwatch.Rule
 }
 
 func (m *watchFakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
@@ -62,16 +65,29 @@ func (m *watchFakeMirror) IsAncestor(ctx context.Context, ancestor, head string)
 	return !m.notAncest[ancestor], nil
 }
 
-func (m *watchFakeMirror) Verify(ctx context.Context, commit string, trusted []gitwatch.TrustedKey, required int) (gitwatch.Quorum, error) {
+func (m *watchFakeMirror) Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q := gitwatch.Quorum{Commit: commit, Required: required, Verified: m.verified}
+	m.rules = append(m.rules, rule)
+	required := rule.Required
+	q := gitwatch.Quorum{Commit: commit, Required: required, Verified: m.verified, Untrusted: m.untrusted, UntrustedReason: "signed by 0 of 1"}
 	for i := range m.verified {
 		q.Signers = append(q.Signers, gitwatch.Signer{Fingerprint: fmt.Sprintf("FPR%d", i), Names: []string{fmt.Sprintf("key%d", i)}})
 	}
 	q.Missing = max(0, required-m.verified)
 	q.OK = q.Missing == 0
 	return q, nil
+}
+
+// ContentID is the commit id unless the test set another content for it
+// (a re-wrapped commit shares its original's).
+func (m *watchFakeMirror) ContentID(ctx context.Context, commit string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.content[commit]; ok {
+		return c, nil
+	}
+	return "content-" + commit, nil
 }
 
 func (m *watchFakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
@@ -258,6 +274,11 @@ func TestPollOutcomes(t *testing.T) {
 			name:        "under-signed commit starts no container",
 			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.verified = 3, 1 },
 			wantOutcome: outcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: watchCommitA,
+		},
+		{
+			name:        "a plugin commit on an untrusted one is refused naming that commit",
+			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.untrusted = 1, watchCommitC },
+			wantOutcome: outcomeRefused, wantResult: []string{"0 of 1", "plugin's signature vouches only for its own change", watchCommitC + " below it is not accepted"}, wantLast: watchCommitA,
 		},
 		{
 			name:        "force-push names the recovery path",

@@ -111,7 +111,59 @@ func parseEntity(armored string) (*openpgp.Entity, error) {
 			return nil, errors.New("this key carries private subkey material; give the public key only")
 		}
 	}
+	if err := checkKeyStrength(entity); err != nil {
+		return nil, err
+	}
 	return entity, nil
+}
+
+// MinKeyBits is the smallest RSA, DSA or ElGamal key that is accepted.
+const MinKeyBits = 2048
+
+// checkKeyStrength refuses a primary key, or a subkey that may sign, of a
+// finite-field algorithm (RSA, DSA, ElGamal) under MinKeyBits: such keys can
+// be factored or forged by a well-funded attacker. Encryption-only subkeys
+// never sign a commit, so they do not matter here.
+func checkKeyStrength(e *openpgp.Entity) error {
+	check := func(what string, pk *packet.PublicKey) error {
+		switch pk.PubKeyAlgo {
+		case packet.PubKeyAlgoRSA, packet.PubKeyAlgoRSASignOnly, packet.PubKeyAlgoRSAEncryptOnly, packet.PubKeyAlgoDSA, packet.PubKeyAlgoElGamal:
+		default:
+			return nil
+		}
+		bits, err := pk.BitLength()
+		if err != nil {
+			return fmt.Errorf("the %s cannot be measured: %w", what, err)
+		}
+		if int(bits) < MinKeyBits {
+			return fmt.Errorf("the %s is %s with %d bits, weaker than the %d bits required: make a new key "+
+				"(`gpg --quick-gen-key 'Name <email>' ed25519 sign`, or rsa3072) and trust that one", what, algoName(pk.PubKeyAlgo), bits, MinKeyBits)
+		}
+		return nil
+	}
+	if err := check("primary key", e.PrimaryKey); err != nil {
+		return err
+	}
+	for _, sub := range e.Subkeys {
+		// Flags missing: treat the subkey as one that may sign.
+		if sub.Sig != nil && sub.Sig.FlagsValid && !sub.Sig.FlagSign {
+			continue
+		}
+		if err := check("signing subkey "+sub.PublicKey.KeyIdString(), sub.PublicKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func algoName(a packet.PublicKeyAlgorithm) string {
+	switch a {
+	case packet.PubKeyAlgoDSA:
+		return "DSA"
+	case packet.PubKeyAlgoElGamal:
+		return "ElGamal"
+	}
+	return "RSA"
 }
 
 // checkPacketKinds walks the raw packets: exactly one primary public key and

@@ -3,6 +3,7 @@ package gitwatch
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -536,4 +537,68 @@ func splitCommitSignature(raw []byte) (payload []byte, armored string, ok bool) 
 		return nil, "", false
 	}
 	return out.Bytes(), sig.String(), true
+}
+
+// ContentID identifies what the signatures of commit cover: the SHA-256 of
+// the commit object with its signature headers (gpgsig, gpgsig-sha256)
+// removed, the payload git signs. Re-wrapping a signature (another armor
+// comment or line length, an extra signature packet) gives a new commit id
+// but the same ContentID, so decisions about a commit's change (an
+// operator's cancel, a backoff) can follow it.
+func (m *Mirror) ContentID(ctx context.Context, commit string) (string, error) {
+	h, err := parseCommitID(commit)
+	if err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	obj, err := m.repo.Storer.EncodedObject(plumbing.CommitObject, h)
+	if err != nil {
+		return "", fmt.Errorf("commit %s is not in the mirror (fetch first): %w", h, err)
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return "", fmt.Errorf("read commit %s: %w", h, err)
+	}
+	defer r.Close()
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return "", fmt.Errorf("read commit %s: %w", h, err)
+	}
+	sum := sha256.Sum256(unsignedPayload(raw))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// unsignedPayload is a raw commit without its signature headers and their
+// continuation lines; the message is kept byte for byte.
+func unsignedPayload(raw []byte) []byte {
+	var out bytes.Buffer
+	rest := raw
+	inSig := false
+	for len(rest) > 0 {
+		nl := bytes.IndexByte(rest, '\n')
+		line := rest
+		if nl >= 0 {
+			line = rest[:nl+1]
+		}
+		rest = rest[len(line):]
+		if len(line) == 1 && line[0] == '\n' {
+			out.WriteString("\n")
+			out.Write(rest)
+			break
+		}
+		switch {
+		case inSig && bytes.HasPrefix(line, []byte(" ")):
+			continue
+		case bytes.HasPrefix(line, []byte("gpgsig ")), bytes.HasPrefix(line, []byte("gpgsig-sha256 ")):
+			inSig = true
+			continue
+		}
+		inSig = false
+		out.Write(line)
+	}
+	return out.Bytes()
 }

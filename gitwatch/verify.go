@@ -59,6 +59,19 @@ type Quorum struct {
 	// not count (expired, revoked, bad signature...) and trusted keys that
 	// could not be used. Signatures by unknown keys are not listed.
 	Ignored []string
+
+	// Set by Accept only.
+	//
+	// Anchored: the commit is one of Rule.Accepted.
+	Anchored bool
+	// PluginCounted: a plugin key's signature counted, its chain being
+	// accepted.
+	PluginCounted bool
+	// Untrusted is the commit that kept a plugin key's signature from
+	// counting (the first one in the walk down that no trusted person
+	// signed enough), and UntrustedReason says why.
+	Untrusted       string
+	UntrustedReason string
 }
 
 // maxSignaturesPerCommit bounds the verification work an attacker who can
@@ -109,8 +122,14 @@ func countQuorum(commit string, trusted []TrustedKey, required int, blobs []sign
 	if required < 0 {
 		return Quorum{}, fmt.Errorf("required number of signatures must not be negative, got %d", required)
 	}
-	q := Quorum{Commit: commit, Required: required}
 	signers, problems := loadTrusted(trusted)
+	return countLoaded(commit, signers, problems, required, blobs, now), nil
+}
+
+// countLoaded is countQuorum with the trusted keys already parsed, so a walk
+// over many commits parses them once.
+func countLoaded(commit string, signers map[string]*trustedSigner, problems []string, required int, blobs []signedBlob, now time.Time) Quorum {
+	q := Quorum{Commit: commit, Required: required}
 	q.Ignored = append(q.Ignored, problems...)
 	if required > len(signers) {
 		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(signers)))
@@ -179,7 +198,7 @@ blobs:
 	if !q.OK {
 		q.Missing = required - q.Verified
 	}
-	return q, nil
+	return q
 }
 
 // verify checks one signature packet against every stored copy of this

@@ -90,6 +90,9 @@ type TxnRequest struct {
 	Trailers []Trailer
 	// Signer signs the commit; nil leaves it unsigned.
 	Signer *SigningKey
+	// CheckTip, when set, is asked about the fetched tip before anything is
+	// built on it; its error ends the transaction, nothing pushed.
+	CheckTip func(ctx context.Context, m *gitwatch.Mirror, tip string) error
 	// DryRun computes the change and its diff and pushes nothing.
 	DryRun      bool
 	MaxAttempts int
@@ -188,6 +191,11 @@ func (r *Repo) attempt(ctx context.Context, req TxnRequest, now func() time.Time
 	}
 	tip := plumbing.NewHash(fr.Head)
 	res.Parent = fr.Head
+	if req.CheckTip != nil {
+		if err := req.CheckTip(ctx, r.mirror, fr.Head); err != nil {
+			return res, err
+		}
+	}
 	base := r.mirror.Repository().Storer
 	parent, err := object.GetCommit(base, tip)
 	if err != nil {

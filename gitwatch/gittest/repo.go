@@ -310,3 +310,21 @@ func gitOutput(dir string, args ...string) (string, error) {
 	out, err := cmd.Output()
 	return strings.TrimSpace(string(out)), err
 }
+
+// Rewrap makes a copy of the signed commit whose signature armor carries an
+// extra "Comment:" header line (the signature itself is unchanged and still
+// verifies), points main at it on the server and returns its id: a new
+// commit id for the same signed content, as an attacker with push access
+// can make.
+func (r *Repo) Rewrap(t testing.TB, commit, comment string) string {
+	t.Helper()
+	raw := runGitRaw(t, r.Dir, nil, nil, "cat-file", "commit", commit)
+	const begin = "gpgsig -----BEGIN PGP SIGNATURE-----\n"
+	if !strings.Contains(raw, begin) {
+		t.Fatalf("gittest: commit %s has no OpenPGP gpgsig header to re-wrap", commit)
+	}
+	rewrapped := strings.Replace(raw, begin, begin+" Comment: "+comment+"\n", 1)
+	h := runGit(t, r.Dir, []byte(rewrapped), "hash-object", "-t", "commit", "-w", "--stdin")
+	runGit(t, r.Dir, nil, "update-ref", "refs/heads/main", h)
+	return h
+}

@@ -28,11 +28,15 @@ type Key struct {
 type KeyOption func(*keyConfig)
 
 type keyConfig struct {
+	rsaBits      int
 	created      time.Time
 	lifetime     time.Duration
 	signSubkey   bool
 	extraUserIDs []string
 }
+
+// RSA makes an RSA key of bits instead of Ed25519 (for tests of weak keys).
+func RSA(bits int) KeyOption { return func(c *keyConfig) { c.rsaBits = bits } }
 
 // CreatedAt sets the key creation time (default: one hour ago, so that
 // signatures made "now" are after the key's birth).
@@ -50,7 +54,7 @@ func ExtraUserID(name, email string) KeyOption {
 	return func(c *keyConfig) { c.extraUserIDs = append(c.extraUserIDs, name+"\x00"+email) }
 }
 
-// NewKey makes an Ed25519 key with user ID "name <name@example.com>".
+// NewKey makes an Ed25519 key (see RSA) with user ID "name <name@example.com>".
 func NewKey(t testing.TB, name string, opts ...KeyOption) *Key {
 	t.Helper()
 	c := keyConfig{created: time.Now().Add(-time.Hour)}
@@ -61,6 +65,9 @@ func NewKey(t testing.TB, name string, opts ...KeyOption) *Key {
 		Algorithm:       packet.PubKeyAlgoEdDSA,
 		Time:            func() time.Time { return c.created },
 		KeyLifetimeSecs: uint32(c.lifetime / time.Second),
+	}
+	if c.rsaBits > 0 {
+		cfg.Algorithm, cfg.RSABits = packet.PubKeyAlgoRSA, c.rsaBits
 	}
 	e, err := openpgp.NewEntity(name, "", strings.ToLower(name)+"@example.com", cfg)
 	if err != nil {

@@ -1,0 +1,71 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/gitwatch"
+)
+
+// untrustedTipError refuses a patch on a tip the trust rule does not accept
+// (require_trusted_tip): 409, the tip named, nothing pushed.
+type untrustedTipError struct {
+	repo, branch, tip string
+	q                 gitwatch.Quorum
+}
+
+func (e *untrustedTipError) Error() string {
+	msg := fmt.Sprintf("patch refused, nothing was pushed: repository %q requires a trusted tip (require_trusted_tip) and the tip %s of branch %q is not accepted: "+
+		"it has %d of the %d required signatures by trusted keys", e.repo, e.tip, e.branch, e.q.Verified, e.q.Required)
+	if e.q.Untrusted != "" {
+		msg += "; " + untrustedChainText(e.tip, e.q.Untrusted, e.q.UntrustedReason)
+	}
+	return msg + ". A trusted person signs the tip (a signatures note will do), then retry"
+}
+
+// trustedTipCheck builds the tip check of a require_trusted_tip repository
+// with the watch's rule: the mount's trusted keys and quorum (at least one
+// signature: a tip nobody signed is never "trusted"), the plugin's keys
+// counting only on top of an accepted commit, and the watch's last
+// successful commit as an anchor when the repository is the watched branch.
+func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, repo *repositoryEntry) (func(context.Context, *gitwatch.Mirror, string) error, error) {
+	keys, err := listTrustedKeys(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	rule := gitwatch.Rule{Required: 1}
+	for _, k := range keys {
+		rule.Trusted = append(rule.Trusted, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
+	}
+	if rule.PluginKeys, err = pluginKeyFingerprints(ctx, s, keys); err != nil {
+		return nil, err
+	}
+	if cfg != nil {
+		rule.Required = max(1, cfg.RequiredSignatures)
+		if cfg.GitRepoURL == repo.URL && cfg.GitBranchName == repo.Branch {
+			last, err := effectiveLastSuccessful(ctx, s, cfg.InitialLastSuccessfulCommit)
+			if err != nil {
+				return nil, err
+			}
+			if last.Commit != "" {
+				rule.Accepted = []string{last.Commit}
+			}
+		}
+	}
+	return func(ctx context.Context, m *gitwatch.Mirror, tip string) error {
+		q, err := m.Accept(ctx, tip, rule)
+		if err != nil {
+			return fmt.Errorf("checking the signatures of the tip %s: %w", tip, err)
+		}
+		if !q.OK {
+			return &untrustedTipError{repo: repo.Name, branch: repo.Branch, tip: tip, q: q}
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,192 @@
+package gitwatch
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// DefaultMaxPluginChain bounds how many plugin-signed commits below a commit
+// Accept follows. When one more would have to be followed, the walk stops
+// there and the plugin's signature does not count: a trusted person signs
+// one of the commits (a note on HEAD will do) or an operator sets the last
+// successful commit. Each step verifies one commit's signatures.
+const DefaultMaxPluginChain = 256
+
+// Rule says which commits are accepted.
+//
+// A trusted person's signature vouches for the whole tree of the commit it
+// signs. A plugin key (the patch path's own signing key, which signs
+// whatever tip it builds on) vouches only for the change it made: its
+// signature counts towards Required only when the commit has exactly one
+// parent and that parent is accepted: a commit listed in Accepted, a commit
+// meeting Required with trusted persons alone, or a plugin-signed commit
+// accepted by this same rule. The plugin's signature never counts on a merge
+// or a root commit: the patch path makes neither.
+type Rule struct {
+	Trusted  []TrustedKey
+	Required int
+	// PluginKeys are the primary fingerprints of the plugin's signing keys,
+	// current and earlier (upper-case hex); trusted keys with these
+	// fingerprints count only as described above, whatever their names.
+	PluginKeys []string
+	// Accepted are commits accepted whatever their signatures: the last
+	// successful commit, which the watch already ran.
+	Accepted []string
+	// MaxPluginChain bounds the walk (DefaultMaxPluginChain when zero).
+	MaxPluginChain int
+}
+
+// commitEval is what one commit's signatures say under a Rule.
+type commitEval struct {
+	q       Quorum // every trusted signer, plugin keys included
+	persons []Signer
+	plugin  *Signer // a plugin key that signed, nil when none
+	parents []plumbing.Hash
+}
+
+// Accept counts the signatures on commit under rule. The answer is a
+// Quorum as Verify gives it, with plugin keys counted only on top of an
+// accepted parent; when they did not count, Untrusted names the commit that
+// broke the chain and UntrustedReason says why.
+func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, error) {
+	h, err := parseCommitID(commit)
+	if err != nil {
+		return Quorum{}, err
+	}
+	if rule.Required < 0 {
+		return Quorum{}, fmt.Errorf("required number of signatures must not be negative, got %d", rule.Required)
+	}
+	now := time.Now()
+	plugin := make(map[string]bool, len(rule.PluginKeys))
+	for _, fp := range rule.PluginKeys {
+		plugin[strings.ToUpper(fp)] = true
+	}
+	accepted := make(map[plumbing.Hash]bool, len(rule.Accepted))
+	for _, c := range rule.Accepted {
+		if a, err := parseCommitID(c); err == nil {
+			accepted[a] = true
+		}
+	}
+	signers, problems := loadTrusted(rule.Trusted)
+	eval := func(h plumbing.Hash) (commitEval, error) {
+		if err := ctx.Err(); err != nil {
+			return commitEval{}, err
+		}
+		return m.evaluate(h, signers, problems, rule.Required, plugin, now)
+	}
+
+	head, err := eval(h)
+	if err != nil {
+		return Quorum{}, err
+	}
+	q := head.q
+	q.Signers, q.Verified = head.persons, len(head.persons)
+	q.setOK()
+	switch {
+	case accepted[h]:
+		q.OK, q.Missing, q.Anchored = true, 0, true
+		return q, nil
+	case q.OK || head.plugin == nil:
+		return q, nil
+	}
+
+	maxChain := rule.MaxPluginChain
+	if maxChain <= 0 {
+		maxChain = DefaultMaxPluginChain
+	}
+	untrusted, why, err := walkPluginChain(h, head, rule.Required, maxChain, accepted, eval)
+	if err != nil {
+		return Quorum{}, err
+	}
+	if untrusted != "" {
+		q.Untrusted, q.UntrustedReason = untrusted, why
+		q.Ignored = append(q.Ignored, fmt.Sprintf("signature by the plugin's key %s does not count: the plugin vouches only for its own change and %s is not accepted (%s)",
+			head.plugin.Fingerprint, untrusted, why))
+		return q, nil
+	}
+	q.Signers = append(q.Signers, *head.plugin)
+	q.Verified++
+	q.PluginCounted = true
+	q.setOK()
+	return q, nil
+}
+
+// walkPluginChain walks down from a plugin-signed head through its run of
+// plugin-signed commits to an accepted one. It answers "" when the chain is
+// accepted, else the commit that breaks it and why.
+func walkPluginChain(h plumbing.Hash, head commitEval, required, maxChain int, accepted map[plumbing.Hash]bool,
+	eval func(plumbing.Hash) (commitEval, error)) (string, string, error) {
+	if len(head.parents) != 1 {
+		return h.String(), fmt.Sprintf("it has %d parents; the plugin's signature counts only on a commit with exactly one parent", len(head.parents)), nil
+	}
+	c := head.parents[0]
+	for steps := 1; ; steps++ {
+		if accepted[c] {
+			return "", "", nil
+		}
+		e, err := eval(c)
+		if err != nil {
+			return "", "", err
+		}
+		persons := len(e.persons)
+		switch {
+		case persons >= required:
+			return "", "", nil
+		case e.plugin == nil:
+			return c.String(), fmt.Sprintf("signed by %d of %d required trusted persons and not the last successful commit", persons, required), nil
+		case persons+1 < required:
+			return c.String(), fmt.Sprintf("a plugin commit with %d of the %d other trusted signatures it needs", persons, required-1), nil
+		case len(e.parents) != 1:
+			return c.String(), fmt.Sprintf("a plugin-signed commit with %d parents", len(e.parents)), nil
+		case steps > maxChain:
+			return c.String(), fmt.Sprintf("the walk stopped after %d plugin-signed commits in a row without reaching an accepted commit: a trusted person must sign one of them", maxChain), nil
+		}
+		c = e.parents[0]
+	}
+}
+
+// evaluate counts the trusted signatures on one commit and splits them
+// into persons and plugin keys.
+func (m *Mirror) evaluate(h plumbing.Hash, signers map[string]*trustedSigner, problems []string, required int, plugin map[string]bool, now time.Time) (commitEval, error) {
+	m.mu.Lock()
+	blobs, ignored, err := m.signatureBlobs(h)
+	var parents []plumbing.Hash
+	if err == nil {
+		co, cerr := m.repo.CommitObject(h)
+		if cerr != nil {
+			err = fmt.Errorf("read commit %s: %w", h, cerr)
+		} else {
+			parents = co.ParentHashes
+		}
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return commitEval{}, err
+	}
+	q := countLoaded(h.String(), signers, problems, required, blobs, now)
+	q.Ignored = append(ignored, q.Ignored...)
+	e := commitEval{q: q, parents: parents}
+	// All plugin keys together count at most once: one signer, one change.
+	for i := range q.Signers {
+		if plugin[q.Signers[i].Fingerprint] {
+			s := q.Signers[i]
+			e.plugin = &s
+			continue
+		}
+		e.persons = append(e.persons, q.Signers[i])
+	}
+	return e, nil
+}
+
+// setOK recomputes OK and Missing from Verified.
+func (q *Quorum) setOK() {
+	q.OK = q.Verified >= q.Required
+	q.Missing = 0
+	if !q.OK {
+		q.Missing = q.Required - q.Verified
+	}
+}

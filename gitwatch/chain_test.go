@@ -1,0 +1,293 @@
+package gitwatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/flant/flant_gitops/gitwatch/gittest"
+	"github.com/flant/flant_gitops/gitwatch/pgptest"
+)
+
+// chainGraph writes commits with any parents and signer straight into a
+// served bare repository, so a test can build merges and long chains.
+type chainGraph struct {
+	t    testing.TB
+	repo *gittest.Repo
+	git  *git.Repository
+	tree plumbing.Hash
+	n    int
+	ids  []string // in the order made, for messages
+}
+
+func newChainGraph(t testing.TB, repo *gittest.Repo) *chainGraph {
+	g, err := git.PlainOpen(repo.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := g.Storer.NewEncodedObject()
+	if err := (&object.Tree{}).Encode(obj); err != nil {
+		t.Fatal(err)
+	}
+	tree, err := g.Storer.SetEncodedObject(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &chainGraph{t: t, repo: repo, git: g, tree: tree}
+}
+
+// commit makes a commit on parents signed in its gpgsig header by signer
+// (nil: unsigned) and points main at it.
+func (g *chainGraph) commit(signer *pgptest.Key, parents ...string) string {
+	g.t.Helper()
+	g.n++
+	when := time.Now().Add(-time.Minute)
+	c := &object.Commit{
+		Author:    object.Signature{Name: "Dev", Email: "dev@example.com", When: when},
+		Committer: object.Signature{Name: "Dev", Email: "dev@example.com", When: when},
+		Message:   fmt.Sprintf("commit %d\n", g.n),
+		TreeHash:  g.tree,
+	}
+	for _, p := range parents {
+		c.ParentHashes = append(c.ParentHashes, plumbing.NewHash(p))
+	}
+	if signer != nil {
+		unsigned := g.git.Storer.NewEncodedObject()
+		if err := c.EncodeWithoutSignature(unsigned); err != nil {
+			g.t.Fatal(err)
+		}
+		r, _ := unsigned.Reader()
+		var buf bytes.Buffer
+		_, _ = buf.ReadFrom(r)
+		c.PGPSignature = signer.ArmorSignDetached(g.t, buf.Bytes(), time.Time{})
+	}
+	obj := g.git.Storer.NewEncodedObject()
+	if err := c.Encode(obj); err != nil {
+		g.t.Fatal(err)
+	}
+	h, err := g.git.Storer.SetEncodedObject(obj)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if err := g.git.Storer.SetReference(plumbing.NewHashReference("refs/heads/main", h)); err != nil {
+		g.t.Fatal(err)
+	}
+	g.ids = append(g.ids, h.String())
+	return h.String()
+}
+
+// line makes n commits in a row on parent, each signed by signer.
+func (g *chainGraph) line(parent string, n int, signer *pgptest.Key) string {
+	for range n {
+		parent = g.commit(signer, parent)
+	}
+	return parent
+}
+
+func TestAcceptPluginChain(t *testing.T) {
+	alice, bob := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Bob")
+	plugin, pluginOld := pgptest.NewKey(t, "flant_gitops"), pgptest.NewKey(t, "flant_gitops")
+	// The operator stored the plugin keys under names that say nothing.
+	keys := trusted(t, map[string]*pgptest.Key{"alice": alice, "bob": bob, "x": plugin, "y": pluginOld})
+	pluginKeys := []string{plugin.Fingerprint(), pluginOld.Fingerprint()}
+	srv := gittest.NewServer(t)
+
+	type want struct {
+		ok, pluginCounted, anchored bool
+		verified                    int
+		untrusted                   string // commit id; "" when none
+		reason                      string
+	}
+	tests := []struct {
+		name     string
+		required int
+		maxChain int
+		// build returns HEAD, the commits the rule accepts and what to expect.
+		build func(g *chainGraph) (string, []string, want)
+	}{
+		{"laundering: a plugin commit on an unsigned push does not count", 1, 0, func(g *chainGraph) (string, []string, want) {
+			base := g.commit(alice)
+			evil := g.commit(nil, base)
+			head := g.commit(plugin, evil)
+			return head, nil, want{untrusted: evil, reason: "0 of 1 required trusted persons"}
+		}},
+		{"a plugin commit on a person-signed commit counts", 1, 0, func(g *chainGraph) (string, []string, want) {
+			head := g.commit(plugin, g.commit(alice))
+			return head, nil, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+		{"a run of plugin commits, across a key rotation, on a signed commit", 1, 0, func(g *chainGraph) (string, []string, want) {
+			mid := g.line(g.commit(bob), 3, pluginOld)
+			head := g.line(mid, 2, plugin)
+			return head, nil, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+		{"an unsigned commit deep in the run is named", 1, 0, func(g *chainGraph) (string, []string, want) {
+			evil := g.commit(nil, g.commit(alice))
+			head := g.line(evil, 4, plugin)
+			return head, nil, want{untrusted: evil}
+		}},
+		{"the last successful commit anchors the run", 1, 0, func(g *chainGraph) (string, []string, want) {
+			last := g.commit(nil)
+			head := g.line(last, 2, plugin)
+			return head, []string{last}, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+		{"HEAD itself accepted as the last successful commit", 1, 0, func(g *chainGraph) (string, []string, want) {
+			head := g.commit(nil)
+			return head, []string{head}, want{ok: true, anchored: true}
+		}},
+		{"within the bound", 1, 3, func(g *chainGraph) (string, []string, want) {
+			head := g.line(g.commit(alice), 4, plugin) // HEAD plus 3 below it
+			return head, nil, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+		{"past the bound the plugin does not count and the stop is named", 1, 3, func(g *chainGraph) (string, []string, want) {
+			base := g.commit(alice)
+			p1 := g.commit(plugin, base)
+			head := g.line(p1, 4, plugin) // 3 followed below HEAD, then p1
+			return head, nil, want{untrusted: p1, reason: "stopped after 3 plugin-signed commits"}
+		}},
+		{"a plugin-signed merge never counts, even on signed parents", 1, 0, func(g *chainGraph) (string, []string, want) {
+			a := g.commit(alice)
+			b := g.commit(bob, a)
+			c := g.commit(alice, a)
+			head := g.commit(plugin, b, c)
+			return head, nil, want{untrusted: head, reason: "2 parents"}
+		}},
+		{"an unsigned merge under a plugin commit is not accepted", 1, 0, func(g *chainGraph) (string, []string, want) {
+			a := g.commit(alice)
+			merge := g.commit(nil, g.commit(bob, a), g.commit(alice, a))
+			head := g.commit(plugin, merge)
+			return head, nil, want{untrusted: merge, reason: "0 of 1"}
+		}},
+		{"a person-signed merge anchors a plugin commit", 1, 0, func(g *chainGraph) (string, []string, want) {
+			a := g.commit(alice)
+			merge := g.commit(bob, g.commit(nil, a), g.commit(nil, a))
+			head := g.commit(plugin, merge)
+			return head, nil, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+		{"a plugin root commit never counts", 1, 0, func(g *chainGraph) (string, []string, want) {
+			head := g.commit(plugin)
+			return head, nil, want{untrusted: head, reason: "0 parents"}
+		}},
+		{"quorum 2: plugin plus a person on HEAD, on a commit two persons signed", 2, 0, func(g *chainGraph) (string, []string, want) {
+			base := g.commit(alice)
+			g.repo.NoteSignature(t, base, bob)
+			head := g.commit(plugin, base)
+			g.repo.NoteSignature(t, head, alice)
+			return head, nil, want{ok: true, pluginCounted: true, verified: 2}
+		}},
+		{"quorum 2: a parent with one person is not enough for the plugin", 2, 0, func(g *chainGraph) (string, []string, want) {
+			base := g.commit(alice)
+			head := g.commit(plugin, base)
+			g.repo.NoteSignature(t, head, bob)
+			return head, nil, want{verified: 1, untrusted: base, reason: "1 of 2"}
+		}},
+		{"two plugin keys on one commit count once", 2, 0, func(g *chainGraph) (string, []string, want) {
+			base := g.commit(alice)
+			g.repo.NoteSignature(t, base, bob)
+			head := g.commit(plugin, base)
+			g.repo.NoteSignature(t, head, pluginOld)
+			return head, nil, want{verified: 1, pluginCounted: true}
+		}},
+		{"notes signatures arriving later accept the chain", 1, 0, func(g *chainGraph) (string, []string, want) {
+			pushed := g.commit(nil, g.commit(alice))
+			head := g.commit(plugin, pushed) // CI patched the unsigned push
+			g.repo.NoteSignature(t, pushed, bob)
+			return head, nil, want{ok: true, pluginCounted: true, verified: 1}
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := srv.NewRepo(t, fmt.Sprintf("chain%d", i))
+			g := newChainGraph(t, repo)
+			head, accepted, w := tt.build(g)
+			m := openMirror(t, srv, repo, t.TempDir())
+			mustFetch(t, m)
+			q, err := m.Accept(context.Background(), head, Rule{Trusted: keys, Required: tt.required, PluginKeys: pluginKeys, Accepted: accepted, MaxPluginChain: tt.maxChain})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.OK != w.ok || q.PluginCounted != w.pluginCounted || q.Anchored != w.anchored || q.Verified != w.verified {
+				t.Errorf("ok=%v plugin=%v anchored=%v verified=%d, want %v %v %v %d; ignored %q",
+					q.OK, q.PluginCounted, q.Anchored, q.Verified, w.ok, w.pluginCounted, w.anchored, w.verified, q.Ignored)
+			}
+			if q.Untrusted != w.untrusted {
+				t.Errorf("untrusted = %q (%s), want %q; commits made: %v", q.Untrusted, q.UntrustedReason, w.untrusted, g.ids)
+			}
+			if !strings.Contains(q.UntrustedReason, w.reason) {
+				t.Errorf("reason %q does not say %q", q.UntrustedReason, w.reason)
+			}
+			if w.untrusted != "" && !strings.Contains(strings.Join(q.Ignored, "\n"), w.untrusted) {
+				t.Errorf("ignored lines do not name %s: %q", w.untrusted, q.Ignored)
+			}
+			for _, s := range q.Signers {
+				if s.Fingerprint == plugin.Fingerprint() && !q.PluginCounted {
+					t.Errorf("the plugin is listed as a signer although it did not count: %+v", q.Signers)
+				}
+			}
+		})
+	}
+}
+
+// A plain Verify still counts every trusted key alike; only Accept applies
+// the plugin rule, so a caller that forgets PluginKeys is visible in review.
+func TestAcceptWithoutPluginKeysIsVerify(t *testing.T) {
+	alice, plugin := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "flant_gitops")
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "plain")
+	g := newChainGraph(t, repo)
+	head := g.commit(plugin, g.commit(nil, g.commit(alice)))
+	m := openMirror(t, srv, repo, t.TempDir())
+	mustFetch(t, m)
+	keys := trusted(t, map[string]*pgptest.Key{"alice": alice, "ci": plugin})
+	ctx := context.Background()
+	v, err := m.Verify(ctx, head, keys, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := m.Accept(ctx, head, Rule{Trusted: keys, Required: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK || !a.OK || a.Verified != v.Verified {
+		t.Errorf("without plugin keys Accept = %+v, Verify = %+v, want the same answer", a, v)
+	}
+	a, err = m.Accept(ctx, head, Rule{Trusted: keys, Required: 1, PluginKeys: []string{strings.ToLower(plugin.Fingerprint())}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.OK {
+		t.Errorf("with the plugin key named (lower-case), the laundered commit was accepted: %+v", a)
+	}
+}
+
+// BenchmarkAcceptLongestPluginChain measures the worst walk Accept does: a
+// HEAD with DefaultMaxPluginChain plugin commits below it down to a signed one.
+func BenchmarkAcceptLongestPluginChain(b *testing.B) {
+	alice, plugin := pgptest.NewKey(b, "Alice"), pgptest.NewKey(b, "flant_gitops")
+	srv := gittest.NewServer(b)
+	repo := srv.NewRepo(b, "bench")
+	g := newChainGraph(b, repo)
+	head := g.line(g.commit(alice), DefaultMaxPluginChain+1, plugin)
+	m, err := OpenMirror(context.Background(), b.TempDir(), repo.URL(), "main", serverAuth(srv))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := m.Fetch(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	rule := Rule{Required: 1, PluginKeys: []string{plugin.Fingerprint()}, Trusted: []TrustedKey{
+		{Name: "alice", Armored: alice.PublicArmored(b)}, {Name: "ci", Armored: plugin.PublicArmored(b)},
+	}}
+	for b.Loop() {
+		q, err := m.Accept(context.Background(), head, rule)
+		if err != nil || !q.OK {
+			b.Fatalf("Accept = %+v, %v", q, err)
+		}
+	}
+}
