@@ -154,6 +154,7 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 		return nil, nil
 	}
 	front := []loc{root}
+	ctx := newEvalCtx(root.node())
 	for i, st := range p.steps {
 		var next []loc
 		for _, l := range front {
@@ -176,7 +177,7 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					case stepWildcard:
 						next = append(next, l.child(j+1))
 					case stepFilter:
-						if st.filter.eval(v) {
+						if st.filter.eval(ctx, v) {
 							next = append(next, l.child(j+1))
 						}
 					}
@@ -197,12 +198,15 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					}
 				case st.kind == stepFilter:
 					for j, item := range n.Content {
-						if st.filter.eval(item) {
+						if st.filter.eval(ctx, item) {
 							next = append(next, l.child(j))
 						}
 					}
 				}
 			}
+		}
+		if ctx.err != nil {
+			return nil, ctx.err
 		}
 		if len(next) == 0 {
 			return nil, errorf(KindNotFound, "no match: nothing matches %s at %s", strings.TrimPrefix(st.String(), "."), p.prefix(i))
