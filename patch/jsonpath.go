@@ -482,7 +482,9 @@ type evalCtx struct {
 
 const filterBudget = 10_000_000
 
-func newEvalCtx(root *yaml.Node) *evalCtx { return &evalCtx{root: resolveAlias(root), budget: filterBudget} }
+func newEvalCtx(root *yaml.Node) *evalCtx {
+	return &evalCtx{root: resolveAlias(root), budget: filterBudget}
+}
 
 func (c *evalCtx) spend(n int) bool {
 	c.budget -= n
