@@ -475,9 +475,10 @@ func (p *pathParser) unicodeEscape() (rune, error) {
 // evalCtx carries what a filter may read besides the candidate: the document root for $ queries,
 // and a budget on nodes compared, so one filter cannot make an edit cost more than a bounded walk.
 type evalCtx struct {
-	root   *yaml.Node
-	budget int
-	err    *fieldError
+	root     *yaml.Node
+	budget   int
+	err      *fieldError
+	usedRoot bool
 }
 
 const filterBudget = 10_000_000
@@ -804,7 +805,7 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 func (q query) eval(c *evalCtx, n *yaml.Node) []*yaml.Node {
 	cur := []*yaml.Node{resolveAlias(n)}
 	if q.abs {
-		cur = []*yaml.Node{c.root}
+		cur, c.usedRoot = []*yaml.Node{c.root}, true
 	}
 	for _, st := range q.steps {
 		var next []*yaml.Node

@@ -81,14 +81,16 @@ func docRoot(doc *yaml.Node) (loc, bool) {
 
 func isMergeKey(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" }
 
-// resolveOne walks a singular path (keys and indexes) in one document.
-func resolveOne(doc *yaml.Node, p fieldPath) (loc, *stop, *fieldError) {
+// resolveOne walks a singular path (keys and indexes) in one document; visit records the nodes
+// it reads.
+func resolveOne(doc *yaml.Node, p fieldPath, visit *[]*yaml.Node) (loc, *stop, *fieldError) {
 	cur, ok := docRoot(doc)
 	if !ok {
 		return loc{}, nil, errorf(KindNotFound, "the document is empty")
 	}
 	for i, st := range p.steps {
 		n := cur.node()
+		*visit = append(*visit, n)
 		at := p.prefix(i)
 		switch n.Kind {
 		case yaml.AliasNode:
@@ -148,17 +150,20 @@ func hasMergeKey(m *yaml.Node) bool {
 
 // resolveAll walks a path with wildcards or filters in one document and returns every match in
 // document order. Branches where a step does not apply simply match nothing, as in JSONPath.
-func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
+// It records in t the nodes it walks through and the nodes filters test.
+func resolveAll(doc *yaml.Node, p fieldPath, t *target) ([]loc, *fieldError) {
 	root, ok := docRoot(doc)
 	if !ok {
 		return nil, nil
 	}
 	front := []loc{root}
 	ctx := newEvalCtx(root.node())
+	defer func() { t.readsRoot = t.readsRoot || ctx.usedRoot }()
 	for i, st := range p.steps {
 		var next []loc
 		for _, l := range front {
 			n := l.node()
+			t.visited = append(t.visited, n)
 			if n.Kind == yaml.AliasNode {
 				return nil, errAt(KindInvalid, n, "a match of %s is the alias *%s; edit the anchored node &%s instead, editing through an alias would change every place that uses it", p.prefix(i), n.Value, n.Value)
 			}
@@ -177,6 +182,7 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					case stepWildcard:
 						next = append(next, l.child(j+1))
 					case stepFilter:
+						t.tested = append(t.tested, v)
 						if st.filter.eval(ctx, v) {
 							next = append(next, l.child(j+1))
 						}
@@ -198,6 +204,7 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					}
 				case st.kind == stepFilter:
 					for j, item := range n.Content {
+						t.tested = append(t.tested, item)
 						if st.filter.eval(ctx, item) {
 							next = append(next, l.child(j))
 						}
@@ -220,6 +227,10 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 type target struct {
 	locs   []loc
 	create *stop
+	// What resolving read, so that a batch of edits knows when a command depends on another.
+	visited   []*yaml.Node // walked through
+	tested    []*yaml.Node // tested by a filter (with their subtrees)
+	readsRoot bool         // a filter read a $ query
 }
 
 // resolveField applies the match rules across the documents of a file:
@@ -233,32 +244,33 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 		return target{}, errorf(KindNotFound, "no match: the file holds no YAML document")
 	}
 	if !p.singular() {
-		var all []loc
+		var t target
 		var firstErr *fieldError
 		for _, d := range f.docs {
-			ls, err := resolveAll(d, p)
+			ls, err := resolveAll(d, p, &t)
 			if err != nil && err.kind != KindNotFound {
 				return target{}, err
 			}
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
-			all = append(all, ls...)
+			t.locs = append(t.locs, ls...)
 		}
-		if len(all) == 0 {
+		if len(t.locs) == 0 {
 			if firstErr == nil {
 				firstErr = errorf(KindNotFound, "no match")
 			}
 			return target{}, firstErr
 		}
-		return target{locs: all}, nil
+		return t, nil
 	}
+	var visited []*yaml.Node
 	var found []loc
 	var foundDocs []string
 	var errs []*fieldError
 	var stops []*stop
 	for i, d := range f.docs {
-		l, st, err := resolveOne(d, p)
+		l, st, err := resolveOne(d, p, &visited)
 		if err != nil {
 			errs = append(errs, err)
 			stops = append(stops, st)
@@ -269,7 +281,7 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 	}
 	switch {
 	case len(found) == 1:
-		return target{locs: found}, nil
+		return target{locs: found, visited: visited}, nil
 	case len(found) > 1:
 		return target{}, errorf(KindConflict, "multiple matches: the field names one node but matches in documents %s of the file; use a filter to choose", strings.Join(foundDocs, ", "))
 	case len(f.docs) > 1:
@@ -290,5 +302,5 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 			return target{}, errorf(err.kind, "%s; create adds mapping keys only, not sequence items", err.msg)
 		}
 	}
-	return target{create: st}, nil
+	return target{create: st, visited: visited}, nil
 }

@@ -19,6 +19,8 @@ type yamlFile struct {
 	nl         string
 	mapIndent  int // columns a nested mapping is indented by
 	seqIndent  int // columns a block sequence's "-" sits right of its key (0: compact style)
+	// aliases lists, for each anchored node that is aliased, the alias nodes that read it.
+	aliases map[*yaml.Node][]*yaml.Node
 }
 
 func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
@@ -51,7 +53,26 @@ func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
 		f.nl = "\r\n"
 	}
 	f.detectIndent()
+	f.indexAliases()
 	return f, nil
+}
+
+func (f *yamlFile) indexAliases() {
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			if f.aliases == nil {
+				f.aliases = map[*yaml.Node][]*yaml.Node{}
+			}
+			f.aliases[n.Alias] = append(f.aliases[n.Alias], n)
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	for _, d := range f.docs {
+		walk(d)
+	}
 }
 
 // decodeDocuments parses every document into node trees; nothing is decoded into Go values, so
