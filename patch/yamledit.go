@@ -36,13 +36,14 @@ type expectation struct {
 type editPlan struct {
 	splices []splice
 	expect  map[*yaml.Node]expectation
-	// aliased are anchored nodes whose aliases the request allows to change with them.
-	aliased map[*yaml.Node]bool
+	// aliased are anchored nodes whose aliases the request allows to change with them (with the
+	// command that allowed it).
+	aliased map[*yaml.Node]int
 	targets []loc // the nodes set or appended to
 }
 
 func newPlan() *editPlan {
-	return &editPlan{expect: map[*yaml.Node]expectation{}, aliased: map[*yaml.Node]bool{}}
+	return &editPlan{expect: map[*yaml.Node]expectation{}, aliased: map[*yaml.Node]int{}}
 }
 
 // fileEditor applies the setField commands of one file. Edits are planned against one parse and
@@ -101,8 +102,10 @@ func (e *fileEditor) set(cmd int, p fieldPath, v jsonValue, create, allowAliased
 	for n, x := range plan.expect {
 		e.pending.expect[n] = x
 	}
-	for n := range plan.aliased {
-		e.pending.aliased[n] = true
+	for n, c := range plan.aliased {
+		if _, ok := e.pending.aliased[n]; !ok {
+			e.pending.aliased[n] = c
+		}
 	}
 	for _, l := range plan.targets {
 		e.edited[l.node()] = true
@@ -147,6 +150,9 @@ func (e *fileEditor) plan(cmd int, p fieldPath, v jsonValue, create, allowAliase
 	for n, x := range plan.expect {
 		x.cmd = cmd
 		plan.expect[n] = x
+	}
+	for n := range plan.aliased {
+		plan.aliased[n] = cmd
 	}
 	return plan, false, nil
 }
@@ -196,97 +202,100 @@ func (e *fileEditor) touches(t target, p fieldPath) bool {
 	return false
 }
 
-// flush writes the pending splices, parses the result once and verifies every pending edit.
+// flush writes the pending splices, parses the result once and verifies every pending edit. When
+// that fails for a batch, the first command that breaks it is found by bisecting the prefixes of
+// the batch (a few more parses, not one per command), so the refusal names the command that
+// would have failed had each been written alone.
 func (e *fileEditor) flush() *cmdError {
 	plan := e.pending
 	if len(plan.splices) == 0 {
 		return nil
 	}
-	out, outLines, ferr := applySplices(e.f.src, plan.splices)
-	if ferr != nil {
-		return &cmdError{plan.splices[0].cmd, ferr}
-	}
-	nf, perr := parseYAML(out, e.lim)
-	if perr != nil {
-		cmd := nearestCmd(plan.splices, outLines, errorLine(perr.msg))
-		if perr.kind == KindLimit {
-			return &cmdError{cmd, perr}
-		}
-		return &cmdError{cmd, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)}
-	}
-	if line, o, ok := verifyEdit(e.f, nf, plan); !ok {
-		if x, target := plan.expect[o]; target {
-			if x.set != nil && o.Anchor == "" || x.set == nil {
-				return &cmdError{x.cmd, errorf(KindInvalid, "refused: the value cannot be written at line %d so that YAML reads it back unchanged", line)}
+	nf, err := e.write(plan)
+	if err != nil {
+		var cmds []int
+		for _, sp := range plan.splices {
+			if len(cmds) == 0 || cmds[len(cmds)-1] != sp.cmd {
+				cmds = append(cmds, sp.cmd)
 			}
 		}
-		inLines := make([]int, len(plan.splices))
-		for i, sp := range plan.splices {
-			inLines[i] = e.f.lineOf(sp.start) + 1
+		// Invariant: the prefix up to cmds[hi] fails (err is its error); up to cmds[lo-1] passes.
+		lo, hi := 0, len(cmds)-1
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if _, merr := e.write(plan.upTo(cmds[mid])); merr != nil {
+				hi, err = mid, merr
+			} else {
+				lo = mid + 1
+			}
 		}
-		return &cmdError{nearestCmd(plan.splices, inLines, line), errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)}
+		return err
 	}
 	e.f = nf
 	e.reset()
 	return nil
 }
 
-var lineInError = regexp.MustCompile(`line (\d+)`)
-
-func errorLine(msg string) int {
-	if m := lineInError.FindStringSubmatch(msg); m != nil {
-		if n, err := strconv.Atoi(m[1]); err == nil {
-			return n
+// upTo is the part of the plan made by commands up to cmd.
+func (p *editPlan) upTo(cmd int) *editPlan {
+	q := newPlan()
+	for _, sp := range p.splices {
+		if sp.cmd <= cmd {
+			q.splices = append(q.splices, sp)
 		}
 	}
-	return 0
+	for n, x := range p.expect {
+		if x.cmd <= cmd {
+			q.expect[n] = x
+		}
+	}
+	for n, c := range p.aliased {
+		if c <= cmd {
+			q.aliased[n] = c
+		}
+	}
+	return q
 }
 
-// nearestCmd names the command whose splice (starting at lines[i]) is closest to line; a batch
-// that fails as a whole is reported against the edit that caused it.
-func nearestCmd(sp []splice, lines []int, line int) int {
-	best, dist := sp[len(sp)-1].cmd, -1
-	for i, s := range sp {
-		d := lines[i] - line
-		if d < 0 {
-			d = -d
-		}
-		if lines[i] > line {
-			d += 1 << 20 // a splice after the line cannot have broken it unless nothing comes before
-		}
-		if dist < 0 || d < dist {
-			best, dist = s.cmd, d
-		}
+// write applies a plan to the current file, parses the result and verifies it.
+func (e *fileEditor) write(plan *editPlan) (*yamlFile, *cmdError) {
+	last := plan.splices[len(plan.splices)-1].cmd
+	out, ferr := applySplices(e.f.src, plan.splices)
+	if ferr != nil {
+		return nil, &cmdError{last, ferr}
 	}
-	return best
+	nf, perr := parseYAML(out, e.lim)
+	if perr != nil {
+		if perr.kind == KindLimit {
+			return nil, &cmdError{last, perr}
+		}
+		return nil, &cmdError{last, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)}
+	}
+	if line, o, ok := verifyEdit(e.f, nf, plan); !ok {
+		if x, target := plan.expect[o]; target {
+			return nil, &cmdError{x.cmd, errorf(KindInvalid, "refused: the value cannot be written at line %d so that YAML reads it back unchanged", line)}
+		}
+		return nil, &cmdError{last, errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)}
+	}
+	return nf, nil
 }
 
-// applySplices writes the splices into src; it also returns the 1-based line of the output on
-// which each splice (in the order given) starts.
-func applySplices(src []byte, sp []splice) ([]byte, []int, *fieldError) {
-	order := make([]int, len(sp))
-	for i := range order {
-		order[i] = i
-	}
-	sort.SliceStable(order, func(i, j int) bool { return sp[order[i]].start < sp[order[j]].start })
+func applySplices(src []byte, sp []splice) ([]byte, *fieldError) {
+	sp = append([]splice(nil), sp...)
+	sort.SliceStable(sp, func(i, j int) bool { return sp[i].start < sp[j].start })
 	var b bytes.Buffer
 	b.Grow(len(src) + 64)
-	lines := make([]int, len(sp))
-	prev, line := 0, 1
-	for _, i := range order {
-		s := sp[i]
+	prev := 0
+	for _, s := range sp {
 		if s.start < prev || s.end < s.start || s.end > len(src) {
-			return nil, nil, errorf(KindConflict, "the field matches nodes nested inside each other; they cannot all be set")
+			return nil, errorf(KindConflict, "the field matches nodes nested inside each other; they cannot all be set")
 		}
-		line += bytes.Count(src[prev:s.start], []byte{'\n'})
-		lines[i] = line
 		b.Write(src[prev:s.start])
 		b.WriteString(s.text)
-		line += strings.Count(s.text, "\n")
 		prev = s.end
 	}
 	b.Write(src[prev:])
-	return b.Bytes(), lines, nil
+	return b.Bytes(), nil
 }
 
 func isEmptyNull(n *yaml.Node) bool {
@@ -415,7 +424,7 @@ func (f *yamlFile) checkAnchors(plan *editPlan, l loc, allowAliased, replaces bo
 			continue
 		}
 		if allowAliased {
-			plan.aliased[a] = true
+			plan.aliased[a] = 0
 			continue
 		}
 		where := "the field"
@@ -1132,7 +1141,7 @@ func sameNode(ctx *evalCtx, o, n *yaml.Node, plan *editPlan) (int, *yaml.Node, b
 		o.Style != n.Style || len(o.Content)+extra != len(n.Content) {
 		return o.Line, o, false
 	}
-	if o.Kind == yaml.AliasNode && !plan.aliased[o.Alias] && !nodesEqual(ctx, o.Alias, n.Alias) {
+	if _, allowed := plan.aliased[o.Alias]; o.Kind == yaml.AliasNode && !allowed && !nodesEqual(ctx, o.Alias, n.Alias) {
 		return o.Line, o, false
 	}
 	for i, c := range o.Content {
