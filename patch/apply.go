@@ -31,8 +31,9 @@ type fileState struct {
 type applier struct {
 	tree  Tree
 	lim   Limits
-	cmds  []Command
-	files map[string]*fileState
+	cmds   []Command
+	files  map[string]*fileState
+	budget *parseBudget
 }
 
 // Apply runs the commands in order against tree, all or nothing: it returns the changed files
@@ -45,7 +46,7 @@ func Apply(ctx context.Context, tree Tree, cmds []Command, lim Limits) ([]Change
 	if err := validateCommands(cmds, lim); err != nil {
 		return nil, err
 	}
-	a := &applier{tree: tree, lim: lim, cmds: cmds, files: map[string]*fileState{}}
+	a := &applier{tree: tree, lim: lim, cmds: cmds, files: map[string]*fileState{}, budget: newParseBudget(lim)}
 	for i, c := range cmds {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("applying commands: %w", err)
@@ -126,13 +127,13 @@ func (a *applier) apply(i int, c Command) error {
 		}
 		if fs.editor == nil {
 			if fs.parsed == nil {
-				f, ferr := parseYAML(fs.content, a.lim)
+				f, ferr := a.budget.parse(fs.content, a.lim)
 				if ferr != nil {
 					return fail(ferr)
 				}
 				fs.parsed = f
 			}
-			fs.editor = newFileEditor(fs.parsed, a.lim)
+			fs.editor = newFileEditor(fs.parsed, a.lim, a.budget)
 		}
 		p, perr := compilePath(c.SetField.Field)
 		if perr != nil {
@@ -157,7 +158,7 @@ func (a *applier) apply(i int, c Command) error {
 		content := []byte(*c.CreateFile.Content)
 		var parsed *yamlFile
 		if ext := strings.ToLower(path.Ext(c.Path)); ext == ".yaml" || ext == ".yml" {
-			f, ferr := parseYAML(content, a.lim)
+			f, ferr := a.budget.parse(content, a.lim)
 			if ferr != nil {
 				return fail(errorf(ferr.kind, "content: %s", ferr.msg))
 			}

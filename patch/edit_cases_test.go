@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -284,6 +286,53 @@ func TestBatchedEditsSeeEarlierEdits(t *testing.T) {
 			}
 			if err != nil || len(changes) != 1 || string(changes[0].Content) != tc.want {
 				t.Fatalf("got %v, %+v; want\n%s", err, changes, tc.want)
+			}
+		})
+	}
+}
+
+// Item 8: the YAML a request makes the engine parse is bounded by its size. Independent edits of
+// one file cost two parses of it whatever their number; edits that each read the one before cost
+// a parse each until Limits.MaxParseBytes answers 413.
+func TestParseBudget(t *testing.T) {
+	input, services := valuesOfSize(256 << 10)
+	many := func(n int, field func(i int) string) []Command {
+		var cmds []Command
+		for i := 0; i < n; i++ {
+			cmds = append(cmds, Command{Path: "v.yaml", SetField: &SetField{Field: field(i), Value: json.RawMessage(`"v` + strconv.Itoa(i) + `"`)}})
+		}
+		return cmds
+	}
+	independent := many(256, func(i int) string {
+		if i%2 == 1 {
+			return fmt.Sprintf("service%d.env[?@.name == 'LOG_LEVEL'].value", i*(services/256))
+		}
+		return fmt.Sprintf("service%d.image.tag", i*(services/256))
+	})
+	dependent := many(40, func(int) string { return "service0.image.tag" })
+	cases := []struct {
+		name    string
+		cmds    []Command
+		parses  int
+		wantErr string
+	}{
+		{"256 independent edits in two parses", independent, 2, ""},
+		{"dependent edits beyond the budget", dependent, 10, "parse more than " + strconv.Itoa(10*len(input)) + " bytes of YAML"},
+		{"dependent edits within the budget", dependent[:9], 10, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			lim := Limits{MaxParseBytes: tc.parses * len(input)}
+			changes, err := Apply(context.Background(), MapTree{Files: map[string][]byte{"v.yaml": input}}, tc.cmds, lim)
+			if tc.wantErr != "" {
+				var e *Error
+				if !errors.As(err, &e) || e.Kind != KindLimit || !strings.Contains(e.Msg, tc.wantErr) {
+					t.Fatalf("want 413 %q, got %v", tc.wantErr, err)
+				}
+				return
+			}
+			if err != nil || len(changes) != 1 {
+				t.Fatalf("err %v, %d changes", err, len(changes))
 			}
 		})
 	}

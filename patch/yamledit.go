@@ -53,14 +53,15 @@ func newPlan() *editPlan {
 type fileEditor struct {
 	f       *yamlFile
 	lim     Limits
+	budget  *parseBudget
 	pending *editPlan
 	size    int                 // length of the file once the pending splices are applied
 	edited  map[*yaml.Node]bool // nodes whose data pending edits change
 	above   map[*yaml.Node]bool // their ancestors
 }
 
-func newFileEditor(f *yamlFile, lim Limits) *fileEditor {
-	e := &fileEditor{f: f, lim: lim}
+func newFileEditor(f *yamlFile, lim Limits, budget *parseBudget) *fileEditor {
+	e := &fileEditor{f: f, lim: lim, budget: budget}
 	e.reset()
 	return e
 }
@@ -264,7 +265,7 @@ func (e *fileEditor) write(plan *editPlan) (*yamlFile, *cmdError) {
 	if ferr != nil {
 		return nil, &cmdError{last, ferr}
 	}
-	nf, perr := parseYAML(out, e.lim)
+	nf, perr := e.budget.parse(out, e.lim)
 	if perr != nil {
 		if perr.kind == KindLimit {
 			return nil, &cmdError{last, perr}
