@@ -29,8 +29,8 @@ type fileState struct {
 }
 
 type applier struct {
-	tree  Tree
-	lim   Limits
+	tree   Tree
+	lim    Limits
 	cmds   []Command
 	files  map[string]*fileState
 	budget *parseBudget
