@@ -34,6 +34,7 @@ type applier struct {
 	cmds   []Command
 	files  map[string]*fileState
 	budget *parseBudget
+	work   *selectBudget
 }
 
 // Apply runs the commands in order against tree, all or nothing: it returns the changed files
@@ -46,7 +47,7 @@ func Apply(ctx context.Context, tree Tree, cmds []Command, lim Limits) ([]Change
 	if err := validateCommands(cmds, lim); err != nil {
 		return nil, err
 	}
-	a := &applier{tree: tree, lim: lim, cmds: cmds, files: map[string]*fileState{}, budget: newParseBudget(lim)}
+	a := &applier{tree: tree, lim: lim, cmds: cmds, files: map[string]*fileState{}, budget: newParseBudget(lim), work: newSelectBudget(lim.MaxSelectNodes)}
 	for i, c := range cmds {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("applying commands: %w", err)
@@ -133,7 +134,7 @@ func (a *applier) apply(i int, c Command) error {
 				}
 				fs.parsed = f
 			}
-			fs.editor = newFileEditor(fs.parsed, a.lim, a.budget)
+			fs.editor = newFileEditor(fs.parsed, a.lim, a.budget, a.work)
 		}
 		p, perr := compilePath(c.SetField.Field)
 		if perr != nil {

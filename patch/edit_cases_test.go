@@ -337,3 +337,21 @@ func TestParseBudget(t *testing.T) {
 		})
 	}
 }
+
+// The selection work of one request is bounded too: wildcards and filters over a large file, in
+// every command, answer 413 once Limits.MaxSelectNodes nodes were visited.
+func TestSelectBudget(t *testing.T) {
+	input, _ := valuesOfSize(64 << 10)
+	var cmds []Command
+	for i := 0; i < 50; i++ {
+		cmds = append(cmds, Command{Path: "v.yaml", SetField: &SetField{Field: "*.env[?@.name == 'LOG_LEVEL' && $.global.registry == 'registry.example.com'].value", Value: json.RawMessage(`"info"`)}})
+	}
+	_, err := Apply(context.Background(), MapTree{Files: map[string][]byte{"v.yaml": input}}, cmds, Limits{MaxSelectNodes: 100_000})
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != KindLimit || !strings.Contains(e.Msg, "visit more than 100000 nodes") {
+		t.Fatalf("want 413 naming the selection limit, got %v", err)
+	}
+	if changes, err := Apply(context.Background(), MapTree{Files: map[string][]byte{"v.yaml": input}}, cmds[:1], Limits{MaxSelectNodes: 100_000}); err != nil || len(changes) != 0 {
+		t.Fatalf("one such command is within the limit (and a no-op), got %v, %d changes", err, len(changes))
+	}
+}

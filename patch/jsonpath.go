@@ -191,6 +191,10 @@ func compileField(field string, strict bool) (fieldPath, error) {
 		p.pos = 1
 	case strict:
 		return fieldPath{}, p.errorf("a JSONPath query starts with $")
+	case field[0] == '*':
+		// Extension E1 for a leading wildcard: *.image is $.*.image.
+		p.pos = 1
+		fp.steps = append(fp.steps, pathStep{kind: stepWildcard})
 	case field[0] != '[' && field[0] != '.':
 		// Extension E1: a dot path starts with its first name.
 		st, err := p.dotName()
@@ -472,25 +476,33 @@ func (p *pathParser) unicodeEscape() (rune, error) {
 
 // Filters.
 
-// evalCtx carries what a filter may read besides the candidate: the document root for $ queries,
-// and a budget on nodes compared, so one filter cannot make an edit cost more than a bounded walk.
+// evalCtx carries what a filter may read besides the candidate (the document root, for $
+// queries) and the selection budget the walk spends, so that the fields of one request cannot
+// cost more than a bounded walk however they nest wildcards and filters.
 type evalCtx struct {
 	root     *yaml.Node
-	budget   int
+	work     *selectBudget
 	err      *fieldError
 	usedRoot bool
+	// absolute holds the result of each $ query: it does not depend on the candidate.
+	absolute map[*query][]*yaml.Node
 }
 
-const filterBudget = 10_000_000
+// selectBudget counts the nodes the fields of one request visit against Limits.MaxSelectNodes.
+type selectBudget struct {
+	left, limit int
+}
 
-func newEvalCtx(root *yaml.Node) *evalCtx {
-	return &evalCtx{root: resolveAlias(root), budget: filterBudget}
+func newSelectBudget(limit int) *selectBudget { return &selectBudget{left: limit, limit: limit} }
+
+func newEvalCtx(root *yaml.Node, work *selectBudget) *evalCtx {
+	return &evalCtx{root: resolveAlias(root), work: work}
 }
 
 func (c *evalCtx) spend(n int) bool {
-	c.budget -= n
-	if c.budget < 0 && c.err == nil {
-		c.err = errorf(KindLimit, "the filters of the field compare more than %d nodes", filterBudget)
+	c.work.left -= n
+	if c.work.left < 0 && c.err == nil {
+		c.err = errorf(KindLimit, "the fields of the request visit more than %d nodes when selecting (wildcards and filters included); split the request or write narrower fields", c.work.limit)
 	}
 	return c.err == nil
 }
@@ -503,7 +515,7 @@ type filterExpr interface {
 type orExpr struct{ a, b filterExpr }
 type andExpr struct{ a, b filterExpr }
 type notExpr struct{ a filterExpr }
-type existsExpr struct{ q query }
+type existsExpr struct{ q *query }
 type cmpExpr struct {
 	op   string
 	l, r operand
@@ -518,7 +530,7 @@ type query struct {
 // operand is a singular query or a literal.
 type operand struct {
 	isQuery bool
-	q       query
+	q       *query
 	lit     jsonValue
 }
 
@@ -702,7 +714,7 @@ func (p *pathParser) operand() (operand, error) {
 		if err != nil {
 			return operand{}, err
 		}
-		return operand{isQuery: true, q: query{abs: c == '$', steps: steps}}, nil
+		return operand{isQuery: true, q: &query{abs: c == '$', steps: steps}}, nil
 	case c == '\'' || c == '"':
 		s, err := p.quoted()
 		if err != nil {
@@ -802,15 +814,26 @@ func resolveAlias(n *yaml.Node) *yaml.Node {
 }
 
 // eval returns the nodes a filter query selects from the candidate n (aliases resolved).
-func (q query) eval(c *evalCtx, n *yaml.Node) []*yaml.Node {
+func (q *query) eval(c *evalCtx, n *yaml.Node) []*yaml.Node {
 	cur := []*yaml.Node{resolveAlias(n)}
 	if q.abs {
-		cur, c.usedRoot = []*yaml.Node{c.root}, true
+		c.usedRoot = true
+		if r, ok := c.absolute[q]; ok {
+			return r
+		}
+		defer func() {
+			if c.absolute == nil {
+				c.absolute = map[*query][]*yaml.Node{}
+			}
+			c.absolute[q] = cur
+		}()
+		cur = []*yaml.Node{c.root}
 	}
 	for _, st := range q.steps {
 		var next []*yaml.Node
 		for _, m := range cur {
-			if m == nil || !c.spend(1) {
+			// Selecting scans the children (keys are compared one by one).
+			if m == nil || !c.spend(1+len(m.Content)) {
 				return nil
 			}
 			selectChildren(c, m, st, func(child *yaml.Node) {

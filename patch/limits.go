@@ -16,6 +16,9 @@ type Limits struct {
 	// once, and again whenever a command reads what an earlier command of the request changed.
 	// It keeps the CPU a request costs a fixed multiple of its size, whatever the commands do.
 	MaxParseBytes int
+	// MaxSelectNodes bounds the nodes the fields of one request may visit while selecting
+	// (paths walked, wildcards expanded, filters evaluated and compared), all commands together.
+	MaxSelectNodes int
 }
 
 // DefaultLimits are sized for GitOps repositories: values files of tens of thousands of lines,
@@ -27,6 +30,7 @@ func DefaultLimits() Limits {
 		MaxDocuments:      1000,
 		MaxAliasExpansion: 100_000,
 		MaxParseBytes:     64 << 20, // 16 parses of the largest file
+		MaxSelectNodes:    20_000_000,
 	}
 }
 
@@ -46,6 +50,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxParseBytes <= 0 {
 		l.MaxParseBytes = d.MaxParseBytes
+	}
+	if l.MaxSelectNodes <= 0 {
+		l.MaxSelectNodes = d.MaxSelectNodes
 	}
 	return l
 }

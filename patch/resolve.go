@@ -83,7 +83,8 @@ func isMergeKey(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.Short
 
 // resolveOne walks a singular path (keys and indexes) in one document; visit records the nodes
 // it reads.
-func resolveOne(doc *yaml.Node, p fieldPath, visit *[]*yaml.Node) (loc, *stop, *fieldError) {
+func resolveOne(doc *yaml.Node, p fieldPath, visit *[]*yaml.Node, work *selectBudget) (loc, *stop, *fieldError) {
+	ctx := newEvalCtx(nil, work)
 	cur, ok := docRoot(doc)
 	if !ok {
 		return loc{}, nil, errorf(KindNotFound, "the document is empty")
@@ -91,6 +92,9 @@ func resolveOne(doc *yaml.Node, p fieldPath, visit *[]*yaml.Node) (loc, *stop, *
 	for i, st := range p.steps {
 		n := cur.node()
 		*visit = append(*visit, n)
+		if !ctx.spend(1 + len(n.Content)) {
+			return loc{}, nil, ctx.err
+		}
 		at := p.prefix(i)
 		switch n.Kind {
 		case yaml.AliasNode:
@@ -151,19 +155,22 @@ func hasMergeKey(m *yaml.Node) bool {
 // resolveAll walks a path with wildcards or filters in one document and returns every match in
 // document order. Branches where a step does not apply simply match nothing, as in JSONPath.
 // It records in t the nodes it walks through and the nodes filters test.
-func resolveAll(doc *yaml.Node, p fieldPath, t *target) ([]loc, *fieldError) {
+func resolveAll(doc *yaml.Node, p fieldPath, t *target, work *selectBudget) ([]loc, *fieldError) {
 	root, ok := docRoot(doc)
 	if !ok {
 		return nil, nil
 	}
 	front := []loc{root}
-	ctx := newEvalCtx(root.node())
+	ctx := newEvalCtx(root.node(), work)
 	defer func() { t.readsRoot = t.readsRoot || ctx.usedRoot }()
 	for i, st := range p.steps {
 		var next []loc
 		for _, l := range front {
 			n := l.node()
 			t.visited = append(t.visited, n)
+			if !ctx.spend(1 + len(n.Content)) {
+				return nil, ctx.err
+			}
 			if n.Kind == yaml.AliasNode {
 				return nil, errAt(KindInvalid, n, "a match of %s is the alias *%s; edit the anchored node &%s instead, editing through an alias would change every place that uses it", p.prefix(i), n.Value, n.Value)
 			}
@@ -240,6 +247,11 @@ type target struct {
 //     match at least one;
 //   - create applies to a path of keys (after existing keys and indexes) in a single-document file.
 func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
+	return resolveFieldWith(f, p, create, newSelectBudget(DefaultLimits().MaxSelectNodes))
+}
+
+// resolveFieldWith is resolveField spending the selection budget of a request.
+func resolveFieldWith(f *yamlFile, p fieldPath, create bool, work *selectBudget) (target, *fieldError) {
 	if len(f.docs) == 0 {
 		return target{}, errorf(KindNotFound, "no match: the file holds no YAML document")
 	}
@@ -247,7 +259,7 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 		var t target
 		var firstErr *fieldError
 		for _, d := range f.docs {
-			ls, err := resolveAll(d, p, &t)
+			ls, err := resolveAll(d, p, &t, work)
 			if err != nil && err.kind != KindNotFound {
 				return target{}, err
 			}
@@ -270,7 +282,10 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 	var errs []*fieldError
 	var stops []*stop
 	for i, d := range f.docs {
-		l, st, err := resolveOne(d, p, &visited)
+		l, st, err := resolveOne(d, p, &visited, work)
+		if err != nil && err.kind == KindLimit {
+			return target{}, err
+		}
 		if err != nil {
 			errs = append(errs, err)
 			stops = append(stops, st)

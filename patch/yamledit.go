@@ -3,6 +3,7 @@ package patch
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
@@ -54,14 +55,15 @@ type fileEditor struct {
 	f       *yamlFile
 	lim     Limits
 	budget  *parseBudget
+	work    *selectBudget
 	pending *editPlan
 	size    int                 // length of the file once the pending splices are applied
 	edited  map[*yaml.Node]bool // nodes whose data pending edits change
 	above   map[*yaml.Node]bool // their ancestors
 }
 
-func newFileEditor(f *yamlFile, lim Limits, budget *parseBudget) *fileEditor {
-	e := &fileEditor{f: f, lim: lim, budget: budget}
+func newFileEditor(f *yamlFile, lim Limits, budget *parseBudget, work *selectBudget) *fileEditor {
+	e := &fileEditor{f: f, lim: lim, budget: budget, work: work}
 	e.reset()
 	return e
 }
@@ -120,7 +122,7 @@ func (e *fileEditor) set(cmd int, p fieldPath, v jsonValue, create, allowAliased
 // plan resolves and plans one command against the current parse; conflict reports that the
 // command reads something a pending edit changes.
 func (e *fileEditor) plan(cmd int, p fieldPath, v jsonValue, create, allowAliased bool) (*editPlan, bool, *fieldError) {
-	t, ferr := resolveField(e.f, p, create)
+	t, ferr := resolveFieldWith(e.f, p, create, e.work)
 	if ferr != nil {
 		return nil, false, ferr
 	}
@@ -435,7 +437,7 @@ func (f *yamlFile) checkAnchors(plan *editPlan, l loc, allowAliased, replaces bo
 		return errAt(KindConflict, n, "refused: %s carries the anchor &%s, which is also read through *%s at %s; the edit would change what is read there too. Set \"allowAliased\": true on the setField if that is meant, or edit those places instead",
 			where, a.Anchor, a.Anchor, aliasLines(f.aliases[a]))
 	}
-	if !replaces || n.Kind == yaml.AliasNode {
+	if !replaces || n.Kind == yaml.AliasNode || !f.holdsAnchor[n] {
 		return nil
 	}
 	inside := map[*yaml.Node]bool{}
@@ -1120,7 +1122,8 @@ func verifyEdit(old, nf *yamlFile, plan *editPlan) (int, *yaml.Node, bool) {
 	if len(old.docs) != len(nf.docs) {
 		return 1, nil, false
 	}
-	ctx := newEvalCtx(nil)
+	// Alias expansion is bounded by Limits.MaxAliasExpansion, so this walk needs no budget of its own.
+	ctx := newEvalCtx(nil, newSelectBudget(math.MaxInt))
 	for i := range old.docs {
 		if line, o, ok := sameNode(ctx, old.docs[i], nf.docs[i], plan); !ok {
 			return line, o, false

@@ -21,6 +21,8 @@ type yamlFile struct {
 	seqIndent  int // columns a block sequence's "-" sits right of its key (0: compact style)
 	// aliases lists, for each anchored node that is aliased, the alias nodes that read it.
 	aliases map[*yaml.Node][]*yaml.Node
+	// holdsAnchor marks the nodes with an aliased anchor somewhere below them.
+	holdsAnchor map[*yaml.Node]bool
 }
 
 func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
@@ -72,6 +74,29 @@ func (f *yamlFile) indexAliases() {
 	}
 	for _, d := range f.docs {
 		walk(d)
+	}
+	if len(f.aliases) == 0 {
+		return
+	}
+	// Mark the nodes that hold an aliased anchor below them, so an edit checks the subtree it
+	// replaces only when there is something to find.
+	f.holdsAnchor = map[*yaml.Node]bool{}
+	var stack []*yaml.Node
+	var mark func(n *yaml.Node)
+	mark = func(n *yaml.Node) {
+		if len(f.aliases[n]) > 0 {
+			for i := len(stack) - 1; i >= 0 && !f.holdsAnchor[stack[i]]; i-- {
+				f.holdsAnchor[stack[i]] = true
+			}
+		}
+		stack = append(stack, n)
+		for _, c := range n.Content {
+			mark(c)
+		}
+		stack = stack[:len(stack)-1]
+	}
+	for _, d := range f.docs {
+		mark(d)
 	}
 }
 
