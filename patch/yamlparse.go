@@ -7,7 +7,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // yamlFile is one parsed file: the original bytes, the node trees of its documents, and what the
