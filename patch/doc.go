@@ -63,17 +63,17 @@
 // # Format
 //
 // The file is parsed with go.yaml.in/yaml/v3 (the maintained yaml.v3) only to locate nodes; the
-// output is the input with the byte span of each edited node replaced. Strings keep the quoting
-// of the scalar they replace, or are written plain when every YAML 1.1 and 1.2 reader reads them
-// back as the same string, else double-quoted; multi-line strings become literal blocks where a block can go, and stay in the scalar's place,
-// double-quoted with escapes, where it cannot (a comment or more follows on the line, the scalar
-// was double-quoted, or it sits in a flow collection), so a trailing comment is kept. Objects and
-// arrays become block YAML indented like the file (its mapping indent and its compact or indented
-// sequence style), except inside or in place of a non-empty flow collection, where they stay flow.
-// After the edits the result is parsed again and compared node by node with the original: every
-// other node must keep its kind, tag, value, anchor and style, and every alias must read the same
-// data (unless allowAliased let it change); an edit that would change anything else is refused
-// with an error instead of written.
+// output is the input with the byte span of each edited node replaced. Strings keep the quoting of
+// the scalar they replace, or are written plain when every YAML 1.1 and 1.2 reader reads them back
+// as the same string, else double-quoted; multi-line strings become literal blocks where a block
+// can go, and stay in the scalar's place, double-quoted with escapes, where it cannot (a comment
+// or more follows on the line, the scalar was double-quoted, or it sits in a flow collection), so
+// a trailing comment is kept. Objects and arrays become block YAML indented like the file (its
+// mapping indent and its compact or indented sequence style), except inside or in place of a
+// non-empty flow collection, where they stay flow. After the edits the result is parsed again and
+// compared node by node with the original: every other node must keep its kind, tag, value, anchor
+// and style, and every alias must read the same data (unless allowAliased let it change); an edit
+// that would change anything else is refused with an error instead of written.
 //
 // # Cost
 //
