@@ -96,6 +96,7 @@ func TestE2EBadInput(t *testing.T) {
 	e := newPatchE2E(t, map[string]string{
 		p + "release.yml":    releaseYML,
 		p + "bomb.yml":       billionLaughs,
+		p + "anchors.yml":    "base: &img registry/app:1.0\nsidecar: *img\n",
 		"outside/secret.yml": "token: abc\n",
 	})
 	e.remote.Commit(t, nil, gittest.Symlink(p+"escape", "../../../outside"), gittest.Symlink(p+"etc", "/etc"), gittest.Message("symlinks"))
@@ -157,6 +158,8 @@ func TestE2EBadInput(t *testing.T) {
 			[]string{fmt.Sprintf("path is %d bytes, at most 4096", len(deepPath))}},
 		{"YAML bomb", "", commands(setField(p+"bomb.yml", "a[0]", "ha")), 413, []string{p + "bomb.yml", "aliases in the file expand to more than"}},
 		{"malformed JSONPath", "", commands(setField(p+"release.yml", "spec.values[?(@.name ==", 1)), 400, []string{`field "spec.values[?(@.name =="`}},
+		{"JSONPath construct left out", "", commands(setField(p+"release.yml", "$..tag", 1)), 400, []string{`field "$..tag"`, "descendant segments (..) are not supported"}},
+		{"anchored node without allowAliased", "", commands(setField(p+"anchors.yml", "base", "registry/app:2.0")), 409, []string{p + "anchors.yml", "&img", "*img at line 2", `"allowAliased": true`}},
 		{"value of a clashing type", "", commands(setField(p+"release.yml", "spec.values.image.tag.major", 2)), 409, []string{"spec.values.image.tag.major", "type clash", "is a string"}},
 		{"setField without value", "", commands(map[string]any{"path": p + "release.yml", "setField": map[string]any{"field": "a"}}), 400, []string{"needs a value"}},
 		{"too many commands", "", commands(many...), 413, []string{"257 commands given, at most 256"}},

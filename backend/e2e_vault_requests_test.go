@@ -63,7 +63,11 @@ func TestE2EVaultRequests(t *testing.T) {
 	})
 	write("configure_vault_access", f.accessFields("1m"))
 	configuredAt := time.Now()
-	write("configure/vault_request/app", map[string]any{"path": "secret/data/app"})
+	// The /v1/ form of the original flant_gitops is the same request; a read shows it without /v1/.
+	write("configure/vault_request/app", map[string]any{"path": "/v1/secret/data/app"})
+	if sec, err := srv.Client.Logical().ReadWithContext(ctx, vaulttest.MountPath+"/configure/vault_request/app"); err != nil || sec == nil || sec.Data["path"] != "secret/data/app" {
+		t.Fatalf("read of the request written as /v1/secret/data/app: %v, %v; want path secret/data/app", sec, err)
+	}
 
 	sum := sha256.Sum256([]byte(targetSecret))
 	wantLine := "secret_sha256=" + hex.EncodeToString(sum[:])

@@ -67,7 +67,7 @@ func pathVaultRequest(b *backend) []*framework.Path {
 				},
 				"path": {
 					Type:        framework.TypeString,
-					Description: "Vault API path of the request on the target Vault, without /v1/, e.g. secret/data/app or auth/token/create. Required on first write.",
+					Description: "Vault API path of the request on the target Vault, e.g. secret/data/app or auth/token/create. The /v1/ form of the original flant_gitops (/v1/secret/data/app) is the same request; a read shows the path without /v1/. Required on first write.",
 				},
 				"method": {
 					Type:          framework.TypeString,
@@ -223,14 +223,22 @@ func applyVaultRequestFields(r *vaultRequestEntry, d *framework.FieldData) error
 	return nil
 }
 
+// validateVaultRequestPath returns the canonical form of a request path: the API path without
+// /v1/. The original flant_gitops wrote paths as /v1/<path>, so that form is the same request and
+// is stored, and read back, without the prefix.
 func validateVaultRequestPath(raw string) (string, error) {
 	p := strings.TrimSpace(raw)
-	fix := "give the API path without /v1/, e.g. secret/data/app"
+	v1 := strings.HasPrefix(p, "/v1/")
+	p = strings.TrimPrefix(p, "/v1/")
+	fix := "give the API path, e.g. secret/data/app (or /v1/secret/data/app)"
 	switch {
 	case p == "":
-		return "", invalidf("path is empty: %s", fix)
-	case strings.HasPrefix(p, "/"), strings.HasPrefix(p, "v1/"):
-		return "", invalidf("path %q starts with / or v1/: %s", p, fix)
+		return "", invalidf("path %q names no API path: %s", raw, fix)
+	case strings.HasPrefix(p, "/"):
+		return "", invalidf("path %q starts with a / that is not part of /v1/: %s", raw, fix)
+	case !v1 && strings.HasPrefix(p, "v1/"):
+		// Without the leading slash it could be a mount named v1; say which form is meant.
+		return "", invalidf("path %q is ambiguous: write /v1/%s for the API path %s", raw, p[3:], p[3:])
 	case strings.ContainsAny(p, " ?#\t\n\\"):
 		return "", invalidf("path %q contains a space, '?', '#' or '\\': %s, and put parameters in options", p, fix)
 	case strings.Contains("/"+p+"/", "/../"), strings.Contains("/"+p+"/", "/./"), strings.Contains(p, "//"):

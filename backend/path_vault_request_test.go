@@ -93,7 +93,10 @@ func TestVaultRequestValidation(t *testing.T) {
 		{"unknown method", "x", map[string]any{"path": "a/b", "method": "PATCH"}, []string{"method", "GET, POST, PUT, LIST or DELETE"}},
 		{"short wrap_ttl", "x", map[string]any{"path": "a/b", "wrap_ttl": "59s"}, []string{"wrap_ttl", "at least 60s"}},
 		{"missing path", "x", map[string]any{}, []string{"path is missing"}},
-		{"v1 path", "x", map[string]any{"path": "/v1/secret/data/x"}, []string{"path", "without /v1/"}},
+		{"v1 only", "x", map[string]any{"path": "/v1/"}, []string{"path", "names no API path"}},
+		{"double slash after v1", "x", map[string]any{"path": "/v1//secret"}, []string{"path", "not part of /v1/"}},
+		{"v1 without slash", "x", map[string]any{"path": "v1/secret/data/x"}, []string{"ambiguous", "/v1/secret/data/x"}},
+		{"root path", "x", map[string]any{"path": "/secret/data/x"}, []string{"path", "not part of /v1/"}},
 		{"dotdot path", "x", map[string]any{"path": "secret/../sys/seal"}, []string{"path", "'..'"}},
 		{"query in path", "x", map[string]any{"path": "secret/x?version=1"}, []string{"path", "options"}},
 	}
@@ -105,6 +108,35 @@ func TestVaultRequestValidation(t *testing.T) {
 			mustBadRequest(t, resp, err, tc.want...)
 			if all, _ := listVaultRequests(t.Context(), s); len(all) != 1 {
 				t.Errorf("a refused write changed the requests: %d stored", len(all))
+			}
+		})
+	}
+}
+
+// TestVaultRequestV1Path: the /v1/<path> form of the original flant_gitops is the same request as
+// <path>, and a read shows the canonical form without /v1/.
+func TestVaultRequestV1Path(t *testing.T) {
+	cases := []struct{ name, path, want string }{
+		{"v1 form", "/v1/secret/data/app", "secret/data/app"},
+		{"canonical form", "secret/data/app", "secret/data/app"},
+		{"v1 form with spaces around", "  /v1/auth/token/create ", "auth/token/create"},
+		{"a mount named v1 under v1", "/v1/v1/data/app", "v1/data/app"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, s := newConfigTestBackend(t)
+			resp := configReq(t, b, s, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": tc.path})
+			mustOK(t, resp, "write")
+			if resp.Data["path"] != tc.want {
+				t.Errorf("write answered path %q, want %q", resp.Data["path"], tc.want)
+			}
+			resp = configReq(t, b, s, logical.ReadOperation, "configure/vault_request/app", nil)
+			if resp.Data["path"] != tc.want {
+				t.Errorf("read shows path %q, want %q", resp.Data["path"], tc.want)
+			}
+			r, err := getVaultRequest(t.Context(), s, "app")
+			if err != nil || r.Path != tc.want {
+				t.Errorf("stored %+v, %v; want path %q", r, err, tc.want)
 			}
 		})
 	}

@@ -24,13 +24,17 @@ type fileState struct {
 	orig       []byte
 	exists     bool
 	content    []byte
-	parsed     *yamlFile // parse of content, reused by the next command on the file
+	parsed     *yamlFile   // parse of content, reused by the next command on the file
+	editor     *fileEditor // setField edits not yet written into content
 }
 
 type applier struct {
-	tree  Tree
-	lim   Limits
-	files map[string]*fileState
+	tree   Tree
+	lim    Limits
+	cmds   []Command
+	files  map[string]*fileState
+	budget *parseBudget
+	work   *selectBudget
 }
 
 // Apply runs the commands in order against tree, all or nothing: it returns the changed files
@@ -43,7 +47,7 @@ func Apply(ctx context.Context, tree Tree, cmds []Command, lim Limits) ([]Change
 	if err := validateCommands(cmds, lim); err != nil {
 		return nil, err
 	}
-	a := &applier{tree: tree, lim: lim, files: map[string]*fileState{}}
+	a := &applier{tree: tree, lim: lim, cmds: cmds, files: map[string]*fileState{}, budget: newParseBudget(lim), work: newSelectBudget(lim.MaxSelectNodes)}
 	for i, c := range cmds {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("applying commands: %w", err)
@@ -52,7 +56,41 @@ func Apply(ctx context.Context, tree Tree, cmds []Command, lim Limits) ([]Change
 			return nil, err
 		}
 	}
+	paths := make([]string, 0, len(a.files))
+	for p := range a.files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		if err := a.write(a.files[p]); err != nil {
+			return nil, err
+		}
+	}
 	return a.changes(), nil
+}
+
+// write puts the pending setField edits of a file into its content (one parse and verification
+// for all of them).
+func (a *applier) write(fs *fileState) error {
+	if fs.editor == nil {
+		return nil
+	}
+	ed := fs.editor
+	fs.editor = nil
+	if err := ed.flush(); err != nil {
+		return a.cmdError(err)
+	}
+	fs.content, fs.parsed = ed.f.src, ed.f
+	return nil
+}
+
+func (a *applier) cmdError(err *cmdError) error {
+	c := a.cmds[err.cmd]
+	field := ""
+	if c.SetField != nil {
+		field = c.SetField.Field
+	}
+	return &Error{Kind: err.kind, Index: err.cmd, Path: c.Path, Field: field, Msg: err.msg}
 }
 
 func (a *applier) apply(i int, c Command) error {
@@ -88,12 +126,15 @@ func (a *applier) apply(i int, c Command) error {
 		if err != nil {
 			return treeFail(err)
 		}
-		if fs.parsed == nil {
-			f, ferr := parseYAML(fs.content, a.lim)
-			if ferr != nil {
-				return fail(ferr)
+		if fs.editor == nil {
+			if fs.parsed == nil {
+				f, ferr := a.budget.parse(fs.content, a.lim)
+				if ferr != nil {
+					return fail(ferr)
+				}
+				fs.parsed = f
 			}
-			fs.parsed = f
+			fs.editor = newFileEditor(fs.parsed, a.lim, a.budget, a.work)
 		}
 		p, perr := compilePath(c.SetField.Field)
 		if perr != nil {
@@ -103,11 +144,9 @@ func (a *applier) apply(i int, c Command) error {
 		if verr != nil {
 			return fail(errorf(KindInvalid, "value is not valid JSON: %s", JSONErrorText(verr)))
 		}
-		out, nf, ferr := setField(fs.parsed, p, v, c.SetField.Create, a.lim)
-		if ferr != nil {
-			return fail(ferr)
+		if err := fs.editor.set(i, p, v, c.SetField.Create, c.SetField.AllowAliased); err != nil {
+			return a.cmdError(err)
 		}
-		fs.content, fs.parsed = out, nf
 	case c.CreateFile != nil:
 		switch entry.Kind {
 		case EntryDir:
@@ -120,7 +159,7 @@ func (a *applier) apply(i int, c Command) error {
 		content := []byte(*c.CreateFile.Content)
 		var parsed *yamlFile
 		if ext := strings.ToLower(path.Ext(c.Path)); ext == ".yaml" || ext == ".yml" {
-			f, ferr := parseYAML(content, a.lim)
+			f, ferr := a.budget.parse(content, a.lim)
 			if ferr != nil {
 				return fail(errorf(ferr.kind, "content: %s", ferr.msg))
 			}
@@ -130,6 +169,9 @@ func (a *applier) apply(i int, c Command) error {
 		if err != nil {
 			return treeFail(err)
 		}
+		if err := a.write(fs); err != nil {
+			return err
+		}
 		fs.exists, fs.content, fs.parsed = true, content, parsed
 	case c.DeleteFile != nil:
 		if entry.Kind != EntryFile {
@@ -138,6 +180,9 @@ func (a *applier) apply(i int, c Command) error {
 		fs, err := a.state(c.Path, false)
 		if err != nil {
 			return treeFail(err)
+		}
+		if err := a.write(fs); err != nil {
+			return err
 		}
 		fs.exists, fs.content, fs.parsed = false, nil, nil
 	}

@@ -13,7 +13,7 @@ import (
 
 // Command is one edit, decoded from the patch request as the Vignet README shapes it:
 //
-//	{"path": "...", "setField": {"field": "...", "value": <any JSON>, "create": bool}}
+//	{"path": "...", "setField": {"field": "...", "value": <any JSON>, "create": bool, "allowAliased": bool}}
 //	{"path": "...", "createFile": {"content": "...", "overwrite": bool}}
 //	{"path": "...", "deleteFile": {}}
 type Command struct {
@@ -26,10 +26,13 @@ type Command struct {
 // SetField sets the node(s) Field selects to Value. Field is a dot path (spec.values.image.tag) or
 // JSONPath (array index, wildcard, filter). Value is kept as raw JSON so that object keys keep the
 // order the caller wrote them in. Create makes missing intermediate mappings for a path of keys.
+// AllowAliased lets the edit change a node that carries an anchor (or sits inside one) although
+// aliases elsewhere read it, and so change what they read too; without it such an edit is refused.
 type SetField struct {
-	Field  string          `json:"field"`
-	Value  json.RawMessage `json:"value"`
-	Create bool            `json:"create,omitempty"`
+	Field        string          `json:"field"`
+	Value        json.RawMessage `json:"value"`
+	Create       bool            `json:"create,omitempty"`
+	AllowAliased bool            `json:"allowAliased,omitempty"`
 }
 
 // CreateFile writes Content to a new file; an existing file is replaced only with Overwrite.

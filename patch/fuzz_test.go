@@ -1,6 +1,7 @@
 package patch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -61,6 +62,9 @@ func FuzzJSONPath(f *testing.F) {
 		"spec.containers[?(@.env[1].value >= 2 || !(@.name != \"x\"))].name",
 		"spec.tags[?(@ == 'a')]",
 		"a[?((@.b))]",
+		"$.spec.containers[?@.name\n== 'app'].env[?@.*]",
+		"spec['\\u0061\\uD83D\\uDE00\\t'][?@.x == $.spec.tags[0] || !@[*]]",
+		"spec .tags [ -1 ]",
 	} {
 		f.Add(s)
 	}
@@ -145,6 +149,58 @@ func FuzzApply(f *testing.F) {
 		again, err := Apply(context.Background(), MapTree{Files: map[string][]byte{"f.yaml": out}}, cmd, Limits{})
 		if err != nil || len(again) != 0 {
 			t.Fatalf("setting the same value again: err %v, %d changes\n%s", err, len(again), out)
+		}
+	})
+}
+
+// FuzzApplyBatch checks that the setFields of one file, written and verified together, give what
+// applying them one request at a time gives: the same bytes, or a refusal of the same command.
+func FuzzApplyBatch(f *testing.F) {
+	f.Add([]byte(fuzzDoc), "spec.containers[0].name", `"web"`, "spec.containers[?(@.name == 'web')].image", `"b:2"`, false)
+	f.Add([]byte(fuzzDoc), "spec.map.z", `{"k":1}`, "spec.map.*", `3`, true)
+	f.Add([]byte("a: &x 1\nb: *x\nc: {d: 1}\n"), "c.d", `2`, "a", `5`, false)
+	f.Add([]byte("l:\n  - n: 1 # c\n  - n: 2\n"), "l[0].n", `"x\ny"`, "l[1]", `{"n":[1,2]}`, false)
+	f.Add([]byte("m:\n  a: 1\n"), "m", `{"a":1,"b":2}`, "m.b", `3`, false)
+	f.Fuzz(func(t *testing.T, input []byte, f1, v1, f2, v2 string, create bool) {
+		cmds := []Command{
+			{Path: "f.yaml", SetField: &SetField{Field: f1, Value: []byte(v1), Create: create}},
+			{Path: "f.yaml", SetField: &SetField{Field: f2, Value: []byte(v2)}},
+		}
+		if err := validateCommands(cmds, DefaultLimits()); err != nil {
+			return
+		}
+		run := func(in []byte, cs []Command) ([]byte, error) {
+			changes, err := Apply(context.Background(), MapTree{Files: map[string][]byte{"f.yaml": in}}, cs, Limits{})
+			if err != nil {
+				return nil, err
+			}
+			if len(changes) == 0 {
+				return in, nil
+			}
+			return changes[0].Content, nil
+		}
+		batch, berr := run(input, cmds)
+		one, err1 := run(input, cmds[:1])
+		var two []byte
+		var err2 error
+		if err1 == nil {
+			two, err2 = run(one, cmds[1:])
+		}
+		var be *Error
+		switch {
+		case err1 != nil || err2 != nil:
+			want, idx := err1, 0
+			if err1 == nil {
+				want, idx = err2, 1
+			}
+			var we *Error
+			if !errors.As(berr, &be) || !errors.As(want, &we) || be.Index != idx || be.Kind != we.Kind {
+				t.Fatalf("one at a time: commands[%d] refused (%v); together: %v, output\n%s", idx, want, berr, batch)
+			}
+		case berr != nil:
+			t.Fatalf("one at a time both applied, giving\n%s\ntogether: %v", two, berr)
+		case !bytes.Equal(batch, two):
+			t.Fatalf("together\n%s\none at a time\n%s", batch, two)
 		}
 	})
 }

@@ -12,6 +12,13 @@ type Limits struct {
 	// MaxAliasExpansion bounds the number of nodes that aliases would add if they were expanded
 	// (a node reached through N aliases counts N times), which refuses billion-laughs files.
 	MaxAliasExpansion int
+	// MaxParseBytes bounds the YAML one request may make the engine parse: each file it edits
+	// once, and again whenever a command reads what an earlier command of the request changed.
+	// It keeps the CPU a request costs a fixed multiple of its size, whatever the commands do.
+	MaxParseBytes int
+	// MaxSelectNodes bounds the nodes the fields of one request may visit while selecting
+	// (paths walked, wildcards expanded, filters evaluated and compared), all commands together.
+	MaxSelectNodes int
 }
 
 // DefaultLimits are sized for GitOps repositories: values files of tens of thousands of lines,
@@ -22,6 +29,8 @@ func DefaultLimits() Limits {
 		MaxCommands:       256,
 		MaxDocuments:      1000,
 		MaxAliasExpansion: 100_000,
+		MaxParseBytes:     64 << 20, // 16 parses of the largest file
+		MaxSelectNodes:    20_000_000,
 	}
 }
 
@@ -39,5 +48,36 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxAliasExpansion <= 0 {
 		l.MaxAliasExpansion = d.MaxAliasExpansion
 	}
+	if l.MaxParseBytes <= 0 {
+		l.MaxParseBytes = d.MaxParseBytes
+	}
+	if l.MaxSelectNodes <= 0 {
+		l.MaxSelectNodes = d.MaxSelectNodes
+	}
 	return l
+}
+
+// parseBudget counts the bytes of YAML one request has parsed against Limits.MaxParseBytes.
+type parseBudget struct {
+	left, limit int
+}
+
+func newParseBudget(lim Limits) *parseBudget {
+	return &parseBudget{left: lim.MaxParseBytes, limit: lim.MaxParseBytes}
+}
+
+func (b *parseBudget) charge(n int) *fieldError {
+	b.left -= n
+	if b.left < 0 {
+		return errorf(KindLimit, "the request would make the engine parse more than %d bytes of YAML: each edited file is parsed once, and again whenever a command reads what an earlier one changed; split the request or group its edits by what they read", b.limit)
+	}
+	return nil
+}
+
+// parse parses src after charging it to the budget.
+func (b *parseBudget) parse(src []byte, lim Limits) (*yamlFile, *fieldError) {
+	if err := b.charge(len(src)); err != nil {
+		return nil, err
+	}
+	return parseYAML(src, lim)
 }

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -111,7 +111,7 @@ func TestFilterEval(t *testing.T) {
 			t.Errorf("%s: %v", tt.expr, err)
 			continue
 		}
-		if got := p.steps[1].filter.eval(n); got != tt.want {
+		if got := p.steps[1].filter.eval(newEvalCtx(n, newSelectBudget(1000)), n); got != tt.want {
 			t.Errorf("%s = %v, want %v", tt.expr, got, tt.want)
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // loc is where a node sits: its ancestors from the document node down to its parent, and its index
@@ -81,14 +81,20 @@ func docRoot(doc *yaml.Node) (loc, bool) {
 
 func isMergeKey(k *yaml.Node) bool { return k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" }
 
-// resolveOne walks a singular path (keys and indexes) in one document.
-func resolveOne(doc *yaml.Node, p fieldPath) (loc, *stop, *fieldError) {
+// resolveOne walks a singular path (keys and indexes) in one document; visit records the nodes
+// it reads.
+func resolveOne(doc *yaml.Node, p fieldPath, visit *[]*yaml.Node, work *selectBudget) (loc, *stop, *fieldError) {
+	ctx := newEvalCtx(nil, work)
 	cur, ok := docRoot(doc)
 	if !ok {
 		return loc{}, nil, errorf(KindNotFound, "the document is empty")
 	}
 	for i, st := range p.steps {
 		n := cur.node()
+		*visit = append(*visit, n)
+		if !ctx.spend(1 + len(n.Content)) {
+			return loc{}, nil, ctx.err
+		}
 		at := p.prefix(i)
 		switch n.Kind {
 		case yaml.AliasNode:
@@ -148,16 +154,23 @@ func hasMergeKey(m *yaml.Node) bool {
 
 // resolveAll walks a path with wildcards or filters in one document and returns every match in
 // document order. Branches where a step does not apply simply match nothing, as in JSONPath.
-func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
+// It records in t the nodes it walks through and the nodes filters test.
+func resolveAll(doc *yaml.Node, p fieldPath, t *target, work *selectBudget) ([]loc, *fieldError) {
 	root, ok := docRoot(doc)
 	if !ok {
 		return nil, nil
 	}
 	front := []loc{root}
+	ctx := newEvalCtx(root.node(), work)
+	defer func() { t.readsRoot = t.readsRoot || ctx.usedRoot }()
 	for i, st := range p.steps {
 		var next []loc
 		for _, l := range front {
 			n := l.node()
+			t.visited = append(t.visited, n)
+			if !ctx.spend(1 + len(n.Content)) {
+				return nil, ctx.err
+			}
 			if n.Kind == yaml.AliasNode {
 				return nil, errAt(KindInvalid, n, "a match of %s is the alias *%s; edit the anchored node &%s instead, editing through an alias would change every place that uses it", p.prefix(i), n.Value, n.Value)
 			}
@@ -176,7 +189,8 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					case stepWildcard:
 						next = append(next, l.child(j+1))
 					case stepFilter:
-						if st.filter.eval(v) {
+						t.tested = append(t.tested, v)
+						if st.filter.eval(ctx, v) {
 							next = append(next, l.child(j+1))
 						}
 					}
@@ -197,12 +211,16 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 					}
 				case st.kind == stepFilter:
 					for j, item := range n.Content {
-						if st.filter.eval(item) {
+						t.tested = append(t.tested, item)
+						if st.filter.eval(ctx, item) {
 							next = append(next, l.child(j))
 						}
 					}
 				}
 			}
+		}
+		if ctx.err != nil {
+			return nil, ctx.err
 		}
 		if len(next) == 0 {
 			return nil, errorf(KindNotFound, "no match: nothing matches %s at %s", strings.TrimPrefix(st.String(), "."), p.prefix(i))
@@ -216,6 +234,10 @@ func resolveAll(doc *yaml.Node, p fieldPath) ([]loc, *fieldError) {
 type target struct {
 	locs   []loc
 	create *stop
+	// What resolving read, so that a batch of edits knows when a command depends on another.
+	visited   []*yaml.Node // walked through
+	tested    []*yaml.Node // tested by a filter (with their subtrees)
+	readsRoot bool         // a filter read a $ query
 }
 
 // resolveField applies the match rules across the documents of a file:
@@ -225,36 +247,45 @@ type target struct {
 //     match at least one;
 //   - create applies to a path of keys (after existing keys and indexes) in a single-document file.
 func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
+	return resolveFieldWith(f, p, create, newSelectBudget(DefaultLimits().MaxSelectNodes))
+}
+
+// resolveFieldWith is resolveField spending the selection budget of a request.
+func resolveFieldWith(f *yamlFile, p fieldPath, create bool, work *selectBudget) (target, *fieldError) {
 	if len(f.docs) == 0 {
 		return target{}, errorf(KindNotFound, "no match: the file holds no YAML document")
 	}
 	if !p.singular() {
-		var all []loc
+		var t target
 		var firstErr *fieldError
 		for _, d := range f.docs {
-			ls, err := resolveAll(d, p)
+			ls, err := resolveAll(d, p, &t, work)
 			if err != nil && err.kind != KindNotFound {
 				return target{}, err
 			}
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
-			all = append(all, ls...)
+			t.locs = append(t.locs, ls...)
 		}
-		if len(all) == 0 {
+		if len(t.locs) == 0 {
 			if firstErr == nil {
 				firstErr = errorf(KindNotFound, "no match")
 			}
 			return target{}, firstErr
 		}
-		return target{locs: all}, nil
+		return t, nil
 	}
+	var visited []*yaml.Node
 	var found []loc
 	var foundDocs []string
 	var errs []*fieldError
 	var stops []*stop
 	for i, d := range f.docs {
-		l, st, err := resolveOne(d, p)
+		l, st, err := resolveOne(d, p, &visited, work)
+		if err != nil && err.kind == KindLimit {
+			return target{}, err
+		}
 		if err != nil {
 			errs = append(errs, err)
 			stops = append(stops, st)
@@ -265,7 +296,7 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 	}
 	switch {
 	case len(found) == 1:
-		return target{locs: found}, nil
+		return target{locs: found, visited: visited}, nil
 	case len(found) > 1:
 		return target{}, errorf(KindConflict, "multiple matches: the field names one node but matches in documents %s of the file; use a filter to choose", strings.Join(foundDocs, ", "))
 	case len(f.docs) > 1:
@@ -286,5 +317,5 @@ func resolveField(f *yamlFile, p fieldPath, create bool) (target, *fieldError) {
 			return target{}, errorf(err.kind, "%s; create adds mapping keys only, not sequence items", err.msg)
 		}
 	}
-	return target{create: st}, nil
+	return target{create: st, visited: visited}, nil
 }

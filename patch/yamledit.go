@@ -2,13 +2,15 @@ package patch
 
 import (
 	"bytes"
+	"fmt"
+	"math"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode"
 
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // The editor never re-serializes a file. It finds the byte span of each node it changes from the
@@ -17,10 +19,11 @@ import (
 // Everything outside the spans is copied byte for byte, which keeps comments, blank lines, key
 // order, quoting, indentation, document markers and the final newline.
 
-// splice replaces src[start:end] with text.
+// splice replaces src[start:end] with text; cmd is the command that asked for it.
 type splice struct {
 	start, end int
 	text       string
+	cmd        int
 }
 
 // expectation is what verification demands of an edited node in the new tree.
@@ -28,60 +31,260 @@ type expectation struct {
 	set       *jsonValue // the node now holds this value
 	appendKey string     // or: the mapping gained this key, with appendVal, at its end
 	appendVal *jsonValue
+	cmd       int
 }
 
 type editPlan struct {
 	splices []splice
 	expect  map[*yaml.Node]expectation
+	// aliased are anchored nodes whose aliases the request allows to change with them (with the
+	// command that allowed it).
+	aliased map[*yaml.Node]int
+	targets []loc // the nodes set or appended to
 }
 
-// setField edits f and returns the new bytes and their parse; when the value is already there the
-// input is returned unchanged.
-func setField(f *yamlFile, p fieldPath, v jsonValue, create bool, lim Limits) ([]byte, *yamlFile, *fieldError) {
-	t, err := resolveField(f, p, create)
-	if err != nil {
-		return nil, nil, err
+func newPlan() *editPlan {
+	return &editPlan{expect: map[*yaml.Node]expectation{}, aliased: map[*yaml.Node]int{}}
+}
+
+// fileEditor applies the setField commands of one file. Edits are planned against one parse and
+// written together: the file is parsed and verified again only when a command reads a node that
+// a pending edit changes (or encloses), when a plan fails, and at the end. So N edits of distinct
+// fields cost two parses of the file, not N, and every command still sees the edits before it.
+type fileEditor struct {
+	f       *yamlFile
+	lim     Limits
+	budget  *parseBudget
+	work    *selectBudget
+	pending *editPlan
+	size    int                 // length of the file once the pending splices are applied
+	edited  map[*yaml.Node]bool // nodes whose data pending edits change
+	above   map[*yaml.Node]bool // their ancestors
+}
+
+func newFileEditor(f *yamlFile, lim Limits, budget *parseBudget, work *selectBudget) *fileEditor {
+	e := &fileEditor{f: f, lim: lim, budget: budget, work: work}
+	e.reset()
+	return e
+}
+
+func (e *fileEditor) reset() {
+	e.pending, e.size = newPlan(), len(e.f.src)
+	e.edited, e.above = map[*yaml.Node]bool{}, map[*yaml.Node]bool{}
+}
+
+// cmdError is a fieldError with the index of the command it belongs to.
+type cmdError struct {
+	cmd int
+	*fieldError
+}
+
+// set plans one setField (command cmd). A plan that reads what a pending edit changes, or that
+// fails, is made again after the pending edits are written, so its outcome is the one it would
+// have on its own.
+func (e *fileEditor) set(cmd int, p fieldPath, v jsonValue, create, allowAliased bool) *cmdError {
+	plan, conflict, ferr := e.plan(cmd, p, v, create, allowAliased)
+	if (conflict || ferr != nil) && len(e.pending.splices) > 0 {
+		if err := e.flush(); err != nil {
+			return err
+		}
+		plan, _, ferr = e.plan(cmd, p, v, create, allowAliased)
 	}
-	plan := &editPlan{expect: map[*yaml.Node]expectation{}}
+	if ferr != nil {
+		return &cmdError{cmd, ferr}
+	}
+	delta := 0
+	for _, sp := range plan.splices {
+		delta += len(sp.text) - (sp.end - sp.start)
+	}
+	if e.size+delta > e.lim.MaxFileBytes {
+		return &cmdError{cmd, errorf(KindLimit, "the edited file would be %d bytes, at most %d are allowed", e.size+delta, e.lim.MaxFileBytes)}
+	}
+	e.size += delta
+	e.pending.splices = append(e.pending.splices, plan.splices...)
+	for n, x := range plan.expect {
+		e.pending.expect[n] = x
+	}
+	for n, c := range plan.aliased {
+		if _, ok := e.pending.aliased[n]; !ok {
+			e.pending.aliased[n] = c
+		}
+	}
+	for _, l := range plan.targets {
+		e.edited[l.node()] = true
+		for _, c := range l.chain {
+			e.above[c] = true
+		}
+	}
+	return nil
+}
+
+// plan resolves and plans one command against the current parse; conflict reports that the
+// command reads something a pending edit changes.
+func (e *fileEditor) plan(cmd int, p fieldPath, v jsonValue, create, allowAliased bool) (*editPlan, bool, *fieldError) {
+	t, ferr := resolveFieldWith(e.f, p, create, e.work)
+	if ferr != nil {
+		return nil, false, ferr
+	}
+	if e.touches(t, p) {
+		return nil, true, nil
+	}
+	plan := newPlan()
 	if t.create != nil {
-		err = f.planCreate(plan, t.create, p, v)
+		ferr = e.f.planCreate(plan, t.create, p, v, allowAliased)
 	} else {
 		for _, l := range t.locs {
-			if err = f.planSet(plan, l, v); err != nil {
+			if ferr = e.f.planSet(plan, l, v, allowAliased); ferr != nil {
 				break
 			}
 		}
 	}
-	if err != nil {
-		return nil, nil, err
+	if ferr != nil {
+		return nil, false, ferr
 	}
+	for i := range plan.splices {
+		plan.splices[i].cmd = cmd
+		for _, q := range e.pending.splices {
+			if plan.splices[i].start < q.end && q.start < plan.splices[i].end || plan.splices[i].start == q.start {
+				return nil, true, nil
+			}
+		}
+	}
+	for n, x := range plan.expect {
+		x.cmd = cmd
+		plan.expect[n] = x
+	}
+	for n := range plan.aliased {
+		plan.aliased[n] = cmd
+	}
+	return plan, false, nil
+}
+
+// touches reports whether resolving or planning t read a node that a pending edit changes: a
+// node walked through or tested by a filter, a target enclosing an edited node, or anything a
+// filter may reach beyond its candidate ($ queries, aliases whose anchors may change).
+func (e *fileEditor) touches(t target, p fieldPath) bool {
+	if len(e.pending.splices) == 0 {
+		return false
+	}
+	if t.readsRoot || !p.singular() && len(e.pending.aliased) > 0 {
+		return true
+	}
+	for _, n := range t.visited {
+		if e.edited[n] {
+			return true
+		}
+	}
+	for _, n := range t.tested {
+		if e.edited[n] || e.above[n] {
+			return true
+		}
+	}
+	check := func(l loc) bool {
+		if e.edited[l.node()] || e.above[l.node()] {
+			return true
+		}
+		if r := resolveAlias(l.node()); r != nil && (e.edited[r] || e.above[r]) {
+			return true // a no-op check reads through an alias
+		}
+		for _, c := range l.chain {
+			if e.edited[c] {
+				return true
+			}
+		}
+		return false
+	}
+	if t.create != nil && check(t.create.at) {
+		return true
+	}
+	for _, l := range t.locs {
+		if check(l) {
+			return true
+		}
+	}
+	return false
+}
+
+// flush writes the pending splices, parses the result once and verifies every pending edit. When
+// that fails for a batch, the first command that breaks it is found by bisecting the prefixes of
+// the batch (a few more parses, not one per command), so the refusal names the command that
+// would have failed had each been written alone.
+func (e *fileEditor) flush() *cmdError {
+	plan := e.pending
 	if len(plan.splices) == 0 {
-		return f.src, f, nil
+		return nil
 	}
-	out, err := applySplices(f.src, plan.splices)
+	nf, err := e.write(plan)
 	if err != nil {
-		return nil, nil, err
+		var cmds []int
+		for _, sp := range plan.splices {
+			if len(cmds) == 0 || cmds[len(cmds)-1] != sp.cmd {
+				cmds = append(cmds, sp.cmd)
+			}
+		}
+		// Invariant: the prefix up to cmds[hi] fails (err is its error); up to cmds[lo-1] passes.
+		lo, hi := 0, len(cmds)-1
+		for lo < hi {
+			mid := (lo + hi) / 2
+			if _, merr := e.write(plan.upTo(cmds[mid])); merr != nil {
+				hi, err = mid, merr
+			} else {
+				lo = mid + 1
+			}
+		}
+		return err
 	}
-	if len(out) > lim.MaxFileBytes {
-		return nil, nil, errorf(KindLimit, "the edited file would be %d bytes, at most %d are allowed", len(out), lim.MaxFileBytes)
+	e.f = nf
+	e.reset()
+	return nil
+}
+
+// upTo is the part of the plan made by commands up to cmd.
+func (p *editPlan) upTo(cmd int) *editPlan {
+	q := newPlan()
+	for _, sp := range p.splices {
+		if sp.cmd <= cmd {
+			q.splices = append(q.splices, sp)
+		}
 	}
-	nf, perr := parseYAML(out, lim)
+	for n, x := range p.expect {
+		if x.cmd <= cmd {
+			q.expect[n] = x
+		}
+	}
+	for n, c := range p.aliased {
+		if c <= cmd {
+			q.aliased[n] = c
+		}
+	}
+	return q
+}
+
+// write applies a plan to the current file, parses the result and verifies it.
+func (e *fileEditor) write(plan *editPlan) (*yamlFile, *cmdError) {
+	last := plan.splices[len(plan.splices)-1].cmd
+	out, ferr := applySplices(e.f.src, plan.splices)
+	if ferr != nil {
+		return nil, &cmdError{last, ferr}
+	}
+	nf, perr := e.budget.parse(out, e.lim)
 	if perr != nil {
 		if perr.kind == KindLimit {
-			return nil, nil, perr
+			return nil, &cmdError{last, perr}
 		}
-		return nil, nil, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)
+		return nil, &cmdError{last, errorf(KindInvalid, "refused: the edit would not leave valid YAML (%s); the surrounding YAML construct is not supported for editing", perr.msg)}
 	}
-	if line, target, ok := verifyEdit(f, nf, plan.expect); !ok {
-		if target {
-			return nil, nil, errorf(KindInvalid, "refused: the value cannot be written at line %d so that YAML reads it back unchanged", line)
+	if line, o, ok := verifyEdit(e.f, nf, plan); !ok {
+		if x, target := plan.expect[o]; target {
+			return nil, &cmdError{x.cmd, errorf(KindInvalid, "refused: the value cannot be written at line %d so that YAML reads it back unchanged", line)}
 		}
-		return nil, nil, errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)
+		return nil, &cmdError{last, errorf(KindInvalid, "refused: the edit cannot be made without changing other parts of the file near line %d; the YAML construct there is not supported for editing", line)}
 	}
-	return out, nf, nil
+	return nf, nil
 }
 
 func applySplices(src []byte, sp []splice) ([]byte, *fieldError) {
+	sp = append([]splice(nil), sp...)
 	sort.SliceStable(sp, func(i, j int) bool { return sp[i].start < sp[j].start })
 	var b bytes.Buffer
 	b.Grow(len(src) + 64)
@@ -127,16 +330,19 @@ func typeClash(n *yaml.Node, v jsonValue) bool {
 	return v.isCollection() && t.ShortTag() != "!!null"
 }
 
-func (f *yamlFile) planSet(plan *editPlan, l loc, v jsonValue) *fieldError {
+func (f *yamlFile) planSet(plan *editPlan, l loc, v jsonValue, allowAliased bool) *fieldError {
 	n := l.node()
 	if matchJSON(n, v) {
-		return nil
+		return nil // the field already reads the value: leave its bytes alone
 	}
 	if n.Style&yaml.TaggedStyle != 0 {
 		return errAt(KindInvalid, n, "the node has the explicit tag %s; tagged nodes are not edited", n.Tag)
 	}
 	if typeClash(n, v) {
 		return errAt(KindConflict, n, "type clash: the field holds %s and the value is %s; set a field inside it or use a value of the same type (null clears any field)", kindName(n), v.typeName())
+	}
+	if err := f.checkAnchors(plan, l, allowAliased, true); err != nil {
+		return err
 	}
 	start, end, err := f.valueSpan(l)
 	if err != nil {
@@ -148,23 +354,29 @@ func (f *yamlFile) planSet(plan *editPlan, l loc, v jsonValue) *fieldError {
 	switch {
 	case l.inFlow() || isCollection(n) && n.Style&yaml.FlowStyle != 0 && len(n.Content) > 0:
 		// Keep flow style where the file chose it: args: [a, b] stays on its line.
-		sp = splice{start, end, f.flowText(v, n)}
+		sp = splice{start: start, end: end, text: f.flowText(v, n)}
 	case !v.isCollection() || len(v.items) == 0:
-		text := f.inlineText(v, n, indent+f.mapIndent)
+		blockIndent := indent + f.mapIndent
+		if strings.TrimLeft(string(f.src[end:f.lineEnd(end)]), " \t") != "" {
+			// A comment (or more) follows on the line: a block scalar would swallow it, so
+			// the value stays in the scalar's place, double-quoted when it has line breaks.
+			blockIndent = -1
+		}
+		text := f.inlineText(v, n, blockIndent)
 		switch {
 		case isBlockCollection(n) && key != nil:
 			a, err := f.afterColon(l)
 			if err != nil {
 				return err
 			}
-			sp = splice{a, end, " " + text}
+			sp = splice{start: a, end: end, text: " " + text}
 		case isEmptyNull(n):
-			sp = splice{start, start, " " + text}
+			sp = splice{start: start, end: start, text: " " + text}
 		default:
-			sp = splice{start, end, text}
+			sp = splice{start: start, end: end, text: text}
 		}
 	case isBlockCollection(n):
-		sp = splice{start, end, f.blockText(v, n, f.column(start))}
+		sp = splice{start: start, end: end, text: f.blockText(v, n, f.column(start))}
 	case key != nil:
 		a, err := f.afterColon(l)
 		if err != nil {
@@ -181,25 +393,99 @@ func (f *yamlFile) planSet(plan *editPlan, l loc, v jsonValue) *fieldError {
 		switch {
 		case strings.HasPrefix(tail, "#"):
 			// The line comment stays on the key's line, above the new block.
-			sp = splice{a, le, " " + tail + block}
+			sp = splice{start: a, end: le, text: " " + tail + block}
 		case tail == "":
-			sp = splice{a, end, block}
+			sp = splice{start: a, end: end, text: block}
 		default:
 			return errAt(KindInvalid, n, "refused: text follows the value on its line, a block cannot be placed there")
 		}
 	case isEmptyNull(n):
 		return errAt(KindInvalid, n, "refused: an empty sequence item cannot be replaced by a block; write null or a value there first")
 	default:
-		sp = splice{start, end, f.blockText(v, n, f.column(start))}
+		sp = splice{start: start, end: end, text: f.blockText(v, n, f.column(start))}
 	}
 	plan.splices = append(plan.splices, sp)
 	vv := v
 	plan.expect[n] = expectation{set: &vv}
+	plan.targets = append(plan.targets, l)
 	return nil
 }
 
+// checkAnchors refuses an edit that would change what an alias elsewhere reads: the node at l, or
+// a node enclosing it, carries an anchor that is aliased (unless allowAliased says the request
+// means to change every alias with it), or the node being replaced (replaces) defines an anchor
+// that an alias outside it reads, which would be left dangling.
+func (f *yamlFile) checkAnchors(plan *editPlan, l loc, allowAliased, replaces bool) *fieldError {
+	if len(f.aliases) == 0 {
+		return nil
+	}
+	n := l.node()
+	path := append(append([]*yaml.Node(nil), l.chain[1:]...), n)
+	for i := len(path) - 1; i >= 0; i-- {
+		a := path[i]
+		if a.Kind == yaml.AliasNode || len(f.aliases[a]) == 0 {
+			continue
+		}
+		if allowAliased {
+			plan.aliased[a] = 0
+			continue
+		}
+		where := "the field"
+		if a != n {
+			where = fmt.Sprintf("the node enclosing the field at line %d", a.Line)
+		}
+		return errAt(KindConflict, n, "refused: %s carries the anchor &%s, which is also read through *%s at %s; the edit would change what is read there too. Set \"allowAliased\": true on the setField if that is meant, or edit those places instead",
+			where, a.Anchor, a.Anchor, aliasLines(f.aliases[a]))
+	}
+	if !replaces || n.Kind == yaml.AliasNode || !f.holdsAnchor[n] {
+		return nil
+	}
+	inside := map[*yaml.Node]bool{}
+	var anchored []*yaml.Node
+	var walk func(m *yaml.Node)
+	walk = func(m *yaml.Node) {
+		inside[m] = true
+		if m != n && len(f.aliases[m]) > 0 {
+			anchored = append(anchored, m)
+		}
+		for _, c := range m.Content {
+			walk(c)
+		}
+	}
+	walk(n)
+	for _, a := range anchored {
+		var outside []*yaml.Node
+		for _, al := range f.aliases[a] {
+			if !inside[al] {
+				outside = append(outside, al)
+			}
+		}
+		if len(outside) > 0 {
+			return errAt(KindConflict, n, "refused: the value being replaced defines the anchor &%s (line %d), which is read through *%s at %s; replacing it would leave nothing for them to read. Edit the fields inside it instead",
+				a.Anchor, a.Line, a.Anchor, aliasLines(outside))
+		}
+	}
+	return nil
+}
+
+func aliasLines(as []*yaml.Node) string {
+	lines := make([]string, 0, len(as))
+	for i, a := range as {
+		if i == 10 {
+			lines = append(lines, fmt.Sprintf("and %d more", len(as)-i))
+			break
+		}
+		lines = append(lines, strconv.Itoa(a.Line))
+	}
+	word := "line "
+	if len(as) > 1 {
+		word = "lines "
+	}
+	return word + strings.Join(lines, ", ")
+}
+
 // planCreate adds the missing keys of a path, as nested mappings ending in v.
-func (f *yamlFile) planCreate(plan *editPlan, st *stop, p fieldPath, v jsonValue) *fieldError {
+func (f *yamlFile) planCreate(plan *editPlan, st *stop, p fieldPath, v jsonValue, allowAliased bool) *fieldError {
 	var keys []string
 	for _, s := range p.steps[st.step:] {
 		keys = append(keys, s.key)
@@ -211,10 +497,13 @@ func (f *yamlFile) planCreate(plan *editPlan, st *stop, p fieldPath, v jsonValue
 	m := st.at.node()
 	entry := jsonValue{kind: jsonObject, keys: []string{keys[0]}, items: []jsonValue{val}}
 	if m.Kind != yaml.MappingNode || len(m.Content) == 0 {
-		return f.planSet(plan, st.at, entry)
+		return f.planSet(plan, st.at, entry, allowAliased)
 	}
 	if m.Style&yaml.TaggedStyle != 0 {
 		return errAt(KindInvalid, m, "the mapping has the explicit tag %s; tagged nodes are not edited", m.Tag)
+	}
+	if err := f.checkAnchors(plan, st.at, allowAliased, false); err != nil {
+		return err
 	}
 	_, end, err := f.valueSpan(st.at.child(len(m.Content) - 1))
 	if err != nil {
@@ -222,19 +511,20 @@ func (f *yamlFile) planCreate(plan *editPlan, st *stop, p fieldPath, v jsonValue
 	}
 	var sp splice
 	if m.Style&yaml.FlowStyle != 0 {
-		sp = splice{end, end, ", " + f.keyText(keys[0], true) + ": " + f.flowText(val, nil)}
+		sp = splice{start: end, end: end, text: ", " + f.keyText(keys[0], true) + ": " + f.flowText(val, nil)}
 	} else {
 		col := f.column(f.contentStart(m))
 		text := f.keyText(keys[0], false) + ":" + f.entryValue(val, nil, col)
 		if i := bytes.IndexByte(f.src[end:], '\n'); i >= 0 {
 			at := end + i + 1
-			sp = splice{at, at, strings.Repeat(" ", col) + text + f.nl}
+			sp = splice{start: at, end: at, text: strings.Repeat(" ", col) + text + f.nl}
 		} else {
-			sp = splice{len(f.src), len(f.src), f.nl + strings.Repeat(" ", col) + text}
+			sp = splice{start: len(f.src), end: len(f.src), text: f.nl + strings.Repeat(" ", col) + text}
 		}
 	}
 	plan.splices = append(plan.splices, sp)
 	plan.expect[m] = expectation{appendKey: keys[0], appendVal: &val}
+	plan.targets = append(plan.targets, st.at)
 	return nil
 }
 
@@ -567,10 +857,10 @@ func (f *yamlFile) scalarText(v jsonValue, old *yaml.Node, inFlow bool, literalI
 		style = old.Style
 	}
 	switch {
-	case strings.Contains(s, "\n") && !inFlow && literalOK(s):
-		return f.literal(s, literalIndent)
 	case style&yaml.DoubleQuotedStyle != 0:
 		return doubleQuote(s)
+	case strings.Contains(s, "\n") && !inFlow && literalIndent >= 0 && literalOK(s):
+		return f.literal(s, literalIndent)
 	case style&yaml.SingleQuotedStyle != 0 && singleOK(s):
 		return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 	case plainOK(s, inFlow):
@@ -753,8 +1043,10 @@ func plainOK(s string, inFlow bool) bool {
 	return c.Kind == yaml.ScalarNode && c.Style == 0 && c.ShortTag() == "!!str" && c.Value == s
 }
 
-// matchJSON reports whether node n holds exactly the value v.
+// matchJSON reports whether node n reads exactly the value v, as data: aliases are followed,
+// numbers compare by value within their type (integer or not), booleans and nulls by meaning.
 func matchJSON(n *yaml.Node, v jsonValue) bool {
+	n = resolveAlias(n)
 	if n == nil {
 		return false
 	}
@@ -764,8 +1056,8 @@ func matchJSON(n *yaml.Node, v jsonValue) bool {
 			return false
 		}
 		for i, k := range v.keys {
-			kn := n.Content[2*i]
-			if kn.Kind != yaml.ScalarNode || kn.ShortTag() != "!!str" || kn.Value != k || !matchJSON(n.Content[2*i+1], v.items[i]) {
+			kn := resolveAlias(n.Content[2*i])
+			if kn == nil || kn.Kind != yaml.ScalarNode || kn.ShortTag() != "!!str" || kn.Value != k || !matchJSON(n.Content[2*i+1], v.items[i]) {
 				return false
 			}
 		}
@@ -788,33 +1080,62 @@ func matchJSON(n *yaml.Node, v jsonValue) bool {
 	case jsonNull:
 		return tag == "!!null"
 	case jsonBool:
-		return tag == "!!bool" && n.Value == v.text
+		var b bool
+		return tag == "!!bool" && n.Decode(&b) == nil && strconv.FormatBool(b) == v.text
 	case jsonNumber:
-		return (tag == "!!int" || tag == "!!float") && n.Value == v.text
+		return numberMatches(n, tag, v.text)
 	default:
 		return tag == "!!str" && n.Value == v.text
 	}
 }
 
-// verifyEdit walks the old and new trees together: edited nodes must hold what was asked, every
-// other node must be unchanged in kind, tag, value, anchor and style. On a difference it returns
-// its line and whether it is at an edited node.
-func verifyEdit(old, nf *yamlFile, exp map[*yaml.Node]expectation) (line int, target, ok bool) {
-	if len(old.docs) != len(nf.docs) {
-		return 1, false, false
+// numberMatches compares a YAML number with a JSON number literal: an integer literal matches an
+// !!int of the same value, any other literal a !!float of the same value.
+func numberMatches(n *yaml.Node, tag, text string) bool {
+	if n.Value == text && (tag == "!!int" || tag == "!!float") {
+		return true
 	}
-	for i := range old.docs {
-		if line, target, ok := sameNode(old.docs[i], nf.docs[i], exp); !ok {
-			return line, target, false
+	if !strings.ContainsAny(text, ".eE") {
+		if tag != "!!int" {
+			return false
 		}
+		var got, want int64
+		if n.Decode(&got) != nil {
+			return false
+		}
+		want, err := strconv.ParseInt(text, 10, 64)
+		return err == nil && got == want
 	}
-	return 0, false, true
+	if tag != "!!float" {
+		return false
+	}
+	var got float64
+	want, err := strconv.ParseFloat(text, 64)
+	return err == nil && n.Decode(&got) == nil && got == want
 }
 
-func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool, bool) {
-	e, edited := exp[o]
+// verifyEdit walks the old and new trees together: edited nodes must hold what was asked, every
+// other node must be unchanged in kind, tag, value, anchor and style, and every alias must read
+// the same data as before unless its anchor is one the request allowed to change. On a
+// difference it returns its line and the old node there.
+func verifyEdit(old, nf *yamlFile, plan *editPlan) (int, *yaml.Node, bool) {
+	if len(old.docs) != len(nf.docs) {
+		return 1, nil, false
+	}
+	// Alias expansion is bounded by Limits.MaxAliasExpansion, so this walk needs no budget of its own.
+	ctx := newEvalCtx(nil, newSelectBudget(math.MaxInt))
+	for i := range old.docs {
+		if line, o, ok := sameNode(ctx, old.docs[i], nf.docs[i], plan); !ok {
+			return line, o, false
+		}
+	}
+	return 0, nil, true
+}
+
+func sameNode(ctx *evalCtx, o, n *yaml.Node, plan *editPlan) (int, *yaml.Node, bool) {
+	e, edited := plan.expect[o]
 	if edited && e.set != nil {
-		return o.Line, true, o.Anchor == n.Anchor && matchJSON(n, *e.set)
+		return o.Line, o, o.Anchor == n.Anchor && matchJSON(n, *e.set)
 	}
 	extra := 0
 	if edited {
@@ -822,18 +1143,21 @@ func sameNode(o, n *yaml.Node, exp map[*yaml.Node]expectation) (int, bool, bool)
 	}
 	if o.Kind != n.Kind || o.Value != n.Value || o.Anchor != n.Anchor || o.ShortTag() != n.ShortTag() ||
 		o.Style != n.Style || len(o.Content)+extra != len(n.Content) {
-		return o.Line, edited, false
+		return o.Line, o, false
+	}
+	if _, allowed := plan.aliased[o.Alias]; o.Kind == yaml.AliasNode && !allowed && !nodesEqual(ctx, o.Alias, n.Alias) {
+		return o.Line, o, false
 	}
 	for i, c := range o.Content {
-		if line, target, ok := sameNode(c, n.Content[i], exp); !ok {
-			return line, target, false
+		if line, bad, ok := sameNode(ctx, c, n.Content[i], plan); !ok {
+			return line, bad, false
 		}
 	}
 	if edited {
 		k, v := n.Content[len(o.Content)], n.Content[len(o.Content)+1]
 		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" || k.Value != e.appendKey || !matchJSON(v, *e.appendVal) {
-			return o.Line, true, false
+			return o.Line, o, false
 		}
 	}
-	return 0, false, true
+	return 0, nil, true
 }

@@ -7,7 +7,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"gopkg.in/yaml.v3"
+	yaml "go.yaml.in/yaml/v3"
 )
 
 // yamlFile is one parsed file: the original bytes, the node trees of its documents, and what the
@@ -19,6 +19,10 @@ type yamlFile struct {
 	nl         string
 	mapIndent  int // columns a nested mapping is indented by
 	seqIndent  int // columns a block sequence's "-" sits right of its key (0: compact style)
+	// aliases lists, for each anchored node that is aliased, the alias nodes that read it.
+	aliases map[*yaml.Node][]*yaml.Node
+	// holdsAnchor marks the nodes with an aliased anchor somewhere below them.
+	holdsAnchor map[*yaml.Node]bool
 }
 
 func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
@@ -51,7 +55,49 @@ func parseYAML(src []byte, lim Limits) (*yamlFile, *fieldError) {
 		f.nl = "\r\n"
 	}
 	f.detectIndent()
+	f.indexAliases()
 	return f, nil
+}
+
+func (f *yamlFile) indexAliases() {
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			if f.aliases == nil {
+				f.aliases = map[*yaml.Node][]*yaml.Node{}
+			}
+			f.aliases[n.Alias] = append(f.aliases[n.Alias], n)
+		}
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	for _, d := range f.docs {
+		walk(d)
+	}
+	if len(f.aliases) == 0 {
+		return
+	}
+	// Mark the nodes that hold an aliased anchor below them, so an edit checks the subtree it
+	// replaces only when there is something to find.
+	f.holdsAnchor = map[*yaml.Node]bool{}
+	var stack []*yaml.Node
+	var mark func(n *yaml.Node)
+	mark = func(n *yaml.Node) {
+		if len(f.aliases[n]) > 0 {
+			for i := len(stack) - 1; i >= 0 && !f.holdsAnchor[stack[i]]; i-- {
+				f.holdsAnchor[stack[i]] = true
+			}
+		}
+		stack = append(stack, n)
+		for _, c := range n.Content {
+			mark(c)
+		}
+		stack = stack[:len(stack)-1]
+	}
+	for _, d := range f.docs {
+		mark(d)
+	}
 }
 
 // decodeDocuments parses every document into node trees; nothing is decoded into Go values, so
