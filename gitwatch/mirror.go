@@ -328,21 +328,26 @@ func (m *Mirror) Deepen(ctx context.Context, head string, n int) error {
 		return fmt.Errorf("deepen %s: %w", head, err)
 	}
 	defer func() { _ = m.repo.Storer.RemoveReference(deepenRef) }()
-	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RemoteName: RemoteName,
-		RefSpecs:   []config.RefSpec{config.RefSpec(h.String() + ":" + deepenRef.String())},
-		Auth:       m.auth,
-		Tags:       git.NoTags,
-		Depth:      n + 1,
-		Force:      true,
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch %d commits of history below %s from %s: %w", n, head, redactURL(m.url), err)
+	// Servers refuse a commit id in a want by default, so the depth counts
+	// from the remote branch head; when that moved past head, ask deeper.
+	spec := config.RefSpec("+" + plumbing.NewBranchReferenceName(m.branch).String() + ":" + deepenRef.String())
+	for depth, try := n+1, 0; try < 4; depth, try = depth*4, try+1 {
+		err = remote.FetchContext(ctx, &git.FetchOptions{
+			RemoteName: RemoteName,
+			RefSpecs:   []config.RefSpec{spec},
+			Auth:       m.auth,
+			Tags:       git.NoTags,
+			Depth:      depth,
+			Force:      true,
+		})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return fmt.Errorf("fetch %d commits of history below %s from %s: %w", n, head, redactURL(m.url), err)
+		}
+		if m.hasHistory(h, n) {
+			return nil
+		}
 	}
-	if !m.hasHistory(h, n) {
-		return fmt.Errorf("fetch %d commits of history below %s from %s: the server sent fewer", n, head, redactURL(m.url))
-	}
-	return nil
+	return fmt.Errorf("fetch %d commits of history below %s from %s: the branch no longer leads to it closely enough", n, head, redactURL(m.url))
 }
 
 // hasHistory reports whether the first-parent chain of n commits below h is

@@ -82,7 +82,13 @@ func (e *ClosedError) Error() string {
 // then queues again behind the others (Go wakes blocked channel senders in
 // arrival order), so a busy branch takes turns with the rest instead of
 // starving them.
-type Pool struct{ slots chan struct{} }
+type Pool struct {
+	slots   chan struct{}
+	waiting atomic.Int32 // groups waiting for a slot
+}
+
+// Waiting is how many groups wait for a slot now.
+func (p *Pool) Waiting() int { return int(p.waiting.Load()) }
 
 // NewPool makes a pool of n slots (at least one).
 func NewPool(n int) *Pool {
@@ -91,7 +97,9 @@ func NewPool(n int) *Pool {
 
 func (p *Pool) acquire() {
 	if p != nil {
+		p.waiting.Add(1)
 		p.slots <- struct{}{}
+		p.waiting.Add(-1)
 	}
 }
 
