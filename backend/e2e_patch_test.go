@@ -43,7 +43,13 @@ type patchE2E struct {
 
 func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
 	t.Helper()
-	v := vaulttest.NewServer(t, &vaulttest.Options{Env: []string{"FLANT_GITOPS_CACHE_DIR=" + t.TempDir()}})
+	return newPatchE2EEnv(t, files, nil)
+}
+
+// newPatchE2EEnv also adds env to Vault's (and so the plugin's) environment.
+func newPatchE2EEnv(t *testing.T, files map[string]string, env []string) *patchE2E {
+	t.Helper()
+	v := vaulttest.NewServer(t, &vaulttest.Options{Env: append([]string{"FLANT_GITOPS_CACHE_DIR=" + t.TempDir()}, env...)})
 	srv := gittest.NewServer(t)
 	remote := srv.NewRepo(t, "infra")
 	remote.Commit(t, files, gittest.Message("initial"))

@@ -87,12 +87,3 @@ func TestE2ESecretsStayWithTheirAddress(t *testing.T) {
 		t.Fatalf("a credential reached the new host:\n%s", got)
 	}
 }
-
-func (e *watchE2E) read(path string) map[string]any {
-	e.t.Helper()
-	s, err := e.vault.Client.Logical().Read(vaulttest.MountPath + "/" + path)
-	if err != nil || s == nil {
-		e.t.Fatalf("read %s: %v", path, err)
-	}
-	return s.Data
-}

@@ -147,12 +147,3 @@ func (e *watchE2E) ciPatch(values string) string {
 	}
 	return c
 }
-
-func (e *watchE2E) read(path string) map[string]any {
-	e.t.Helper()
-	s, err := e.vault.Client.Logical().Read(vaulttest.MountPath + "/" + path)
-	if err != nil || s == nil {
-		e.t.Fatalf("read %s: %v", path, err)
-	}
-	return s.Data
-}

@@ -439,3 +439,13 @@ func watchParseTime(t *testing.T, v any) time.Time {
 	}
 	return ts
 }
+
+// read answers the data of a read of path under the mount.
+func (e *watchE2E) read(path string) map[string]any {
+	e.t.Helper()
+	s, err := e.vault.Client.Logical().Read(vaulttest.MountPath + "/" + path)
+	if err != nil || s == nil {
+		e.t.Fatalf("read %s: %v", path, err)
+	}
+	return s.Data
+}

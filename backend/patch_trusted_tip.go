@@ -17,8 +17,10 @@ type untrustedTipError struct {
 }
 
 func (e *untrustedTipError) Error() string {
-	msg := fmt.Sprintf("patch refused, nothing was pushed: repository %q requires a trusted tip (require_trusted_tip) and the tip %s of branch %q is not accepted: "+
-		"it has %d of the %d required signatures by trusted keys", e.repo, e.tip, e.branch, e.q.Verified, e.q.Required)
+	// patch.BaseError around it names the tip and branch and says nothing
+	// was pushed.
+	msg := fmt.Sprintf("repository %q requires a trusted tip (require_trusted_tip) and this tip is not accepted: "+
+		"it has %d of the %d required signatures by trusted keys", e.repo, e.q.Verified, e.q.Required)
 	if e.q.Untrusted != "" {
 		msg += "; " + untrustedChainText(e.tip, e.q.Untrusted, e.q.UntrustedReason)
 	}
@@ -30,7 +32,7 @@ func (e *untrustedTipError) Error() string {
 // signature: a tip nobody signed is never "trusted"), the plugin's keys
 // counting only on top of an accepted commit, and the watch's last
 // successful commit as an anchor when the repository is the watched branch.
-func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, repo *repositoryEntry) (func(context.Context, *gitwatch.Mirror, string) error, error) {
+func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, repo *repositoryEntry) (func(context.Context, string, *gitwatch.Mirror) error, error) {
 	keys, err := listTrustedKeys(ctx, s)
 	if err != nil {
 		return nil, err
@@ -58,7 +60,7 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 			}
 		}
 	}
-	return func(ctx context.Context, m *gitwatch.Mirror, tip string) error {
+	return func(ctx context.Context, tip string, m *gitwatch.Mirror) error {
 		q, err := m.Accept(ctx, tip, rule)
 		if err != nil {
 			return fmt.Errorf("checking the signatures of the tip %s: %w", tip, err)

@@ -12,6 +12,8 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -44,10 +46,16 @@ type patchState struct {
 
 	slotsMu sync.Mutex
 	slots   map[string]*repoSlot // by url + branch
+
+	// pool bounds the groups of all branches working at once, so that one
+	// busy branch takes turns with the others.
+	pool  *patch.Pool
+	group patch.GroupLimits
 }
 
-// repoSlot serialises the transactions on one branch. The lock is a
-// one-element channel so that a request waiting for it gives up when its
+// repoSlot holds the Repo of one branch. The Repo groups and serialises the
+// transactions itself; the lock only guards opening and replacing it. It is
+// a one-element channel so that a request waiting for it gives up when its
 // context ends.
 type repoSlot struct {
 	lock chan struct{}
@@ -57,8 +65,19 @@ type repoSlot struct {
 	opened string
 }
 
+// patchQueueEnv overrides how many patches may wait for one branch.
+const patchQueueEnv = "FLANT_GITOPS_PATCH_QUEUE"
+
+// patchPoolSize is how many groups work at once: the work is CPU (YAML,
+// signing) and network (fetch, push) in turns, so a few more than the cores.
+func patchPoolSize() int { return max(2, runtime.NumCPU()) }
+
 func newPatchState(b *backend) *patchState {
-	return &patchState{b: b, slots: map[string]*repoSlot{}}
+	g := patch.DefaultGroupLimits()
+	if n, err := strconv.Atoi(os.Getenv(patchQueueEnv)); err == nil && n > 0 {
+		g.MaxQueued = n
+	}
+	return &patchState{b: b, slots: map[string]*repoSlot{}, pool: patch.NewPool(patchPoolSize()), group: g}
 }
 
 // pathsPatch lists the patch half's paths, sharing one patchState.
@@ -180,11 +199,6 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 	if txn.Author.Email == "" {
 		txn.Author.Email = repo.DefaultAuthorEmail
 	}
-	if repo.RequireTrustedTip {
-		if txn.CheckTip, err = ps.trustedTipCheck(ctx, req.Storage, repo); err != nil {
-			return nil, err
-		}
-	}
 	if repo.SignCommits && !pr.dryRun {
 		k, _, err := ps.signingKey(ctx, req.Storage)
 		if err != nil {
@@ -193,7 +207,15 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 		txn.Signer = k
 	}
 
-	// 4. The transaction, under the branch's lock.
+	// The tip the commit is built on (the remote head just fetched) is
+	// checked in the branch's worker; its refusal is this request's alone.
+	if repo.RequireTrustedTip {
+		if txn.CheckBase, err = ps.trustedTipCheck(ctx, req.Storage, repo); err != nil {
+			return nil, err
+		}
+	}
+
+	// 4. The transaction, grouped with the other requests for the branch.
 	res, err := ps.transact(ctx, req.Storage, repo, txn)
 	if err != nil {
 		return patchErrorResponse(err)
@@ -335,7 +357,21 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 	var pe *patch.Error
 	var conflict *patch.ConflictError
 	var remote *patch.RemoteError
+	var full *patch.QueueFullError
+	var base *patch.BaseError
+	var closed *patch.ClosedError
+	var coded logical.HTTPCodedError
 	switch {
+	case errors.As(err, &full):
+		// 429 as Vault's own rate limits: the caller should slow down. A 503
+		// would make Vault's clients retry at once into the full queue.
+		return nil, logical.CodedError(http.StatusTooManyRequests, full.Error())
+	case errors.As(err, &base) && errors.As(err, &coded):
+		return nil, logical.CodedError(coded.Code(), base.Error())
+	case errors.As(err, &base):
+		return nil, logical.CodedError(http.StatusConflict, base.Error())
+	case errors.As(err, &closed):
+		return nil, logical.CodedError(http.StatusServiceUnavailable, closed.Error())
 	case errors.As(err, &pe):
 		code := http.StatusBadRequest
 		switch pe.Kind {
@@ -354,8 +390,6 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 		return nil, logical.CodedError(code, pe.Error())
 	case errors.As(err, &conflict):
 		return nil, logical.CodedError(http.StatusConflict, conflict.Error())
-	case errors.As(err, new(*untrustedTipError)):
-		return nil, logical.CodedError(http.StatusConflict, err.Error())
 	case errors.As(err, &remote):
 		return nil, logical.CodedError(http.StatusBadGateway, "git server: "+remote.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -365,29 +399,57 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 	}
 }
 
-// transact runs one transaction under the lock of the repository's branch.
+// transact runs one transaction on the branch's Repo, which groups it with
+// the other requests for the branch.
 func (ps *patchState) transact(ctx context.Context, s logical.Storage, repo *repositoryEntry, txn patch.TxnRequest) (patch.TxnResult, error) {
+	r, err := ps.openRepo(ctx, s, repo)
+	if err != nil {
+		return patch.TxnResult{}, err
+	}
+	res, err := r.Patch(ctx, txn)
+	var closed *patch.ClosedError
+	if errors.As(err, &closed) {
+		// Reconfigured between opening and queueing: once more, on the new one.
+		if r, err = ps.openRepo(ctx, s, repo); err != nil {
+			return patch.TxnResult{}, err
+		}
+		res, err = r.Patch(ctx, txn)
+	}
+	return res, err
+}
+
+// openRepo returns the branch's Repo, opening it on first use and reopening
+// it (after its queued work is done) when the configuration changed.
+func (ps *patchState) openRepo(ctx context.Context, s logical.Storage, repo *repositoryEntry) (*patch.Repo, error) {
 	slot := ps.slot(repo)
 	select {
 	case slot.lock <- struct{}{}:
 	case <-ctx.Done():
-		return patch.TxnResult{}, fmt.Errorf("waiting for the other patches of branch %q: %w", repo.Branch, ctx.Err())
+		return nil, fmt.Errorf("waiting for the patch target of branch %q: %w", repo.Branch, ctx.Err())
 	}
 	defer func() { <-slot.lock }()
 
 	opened := repoFingerprint(repo)
-	if slot.repo == nil || slot.opened != opened {
-		dir, err := ps.mirrorDir(ctx, s, repo)
-		if err != nil {
-			return patch.TxnResult{}, err
-		}
-		r, err := patch.OpenRepo(ctx, dir, patch.Remote{URL: repo.URL, Branch: repo.Branch, Auth: repo.auth()})
-		if err != nil {
-			return patch.TxnResult{}, err
-		}
-		slot.repo, slot.opened = r, opened
+	if slot.repo != nil && slot.opened == opened {
+		return slot.repo, nil
 	}
-	return slot.repo.Patch(ctx, txn)
+	if slot.repo != nil {
+		if err := slot.repo.Close(ctx); err != nil {
+			return nil, err
+		}
+		slot.repo, slot.opened = nil, ""
+	}
+	dir, err := ps.mirrorDir(ctx, s, repo)
+	if err != nil {
+		return nil, err
+	}
+	r, err := patch.OpenRepo(ctx, dir, patch.Remote{URL: repo.URL, Branch: repo.Branch, Auth: repo.auth()})
+	if err != nil {
+		return nil, err
+	}
+	r.Pool, r.Group = ps.pool, ps.group
+	slot.repo, slot.opened = r, opened
+	return r, nil
 }
 
 func (ps *patchState) slot(repo *repositoryEntry) *repoSlot {
@@ -412,6 +474,11 @@ func (ps *patchState) dropMirror(ctx context.Context, s logical.Storage, repo *r
 		return fmt.Errorf("waiting for the patches of branch %q to finish: %w", repo.Branch, ctx.Err())
 	}
 	defer func() { <-slot.lock }()
+	if slot.repo != nil {
+		if err := slot.repo.Close(ctx); err != nil {
+			return err
+		}
+	}
 	slot.repo, slot.opened = nil, ""
 	dir, err := ps.mirrorDir(ctx, s, repo)
 	if err != nil {
@@ -462,12 +529,26 @@ this order:
   2. the patch policy (configure/policy) on the caller's identity and the
      cleaned commands - 403 with the violations;
   3. the repository must be configured - 404 (only after the policy allowed it);
-  4. under a lock per repository and branch: fetch the tip, apply all commands,
-     commit once (author from the request or the default, committer and
-     signature the plugin's, trailers Requested-By and Vault-Request-Id), push.
-     A push that lost a race re-fetches and re-applies a few times; after
-     that - 409. Git server unreachable or refusing - 502. A repository with
+  4. grouped per repository and branch (group commit): fetch the tip, apply
+     all commands, commit once (author from the request or the default,
+     committer and signature the plugin's, trailers Requested-By and
+     Vault-Request-Id), push. Requests that arrive while a push for the branch
+     is in flight wait; then all of them (up to 64 per push) are applied in
+     arrival order, each as its own signed commit with its own trailers on top
+     of the previous one, and the chain goes out in one push. A request whose
+     edit fails on the tip it lands on fails alone with its own status; the
+     others go on. A push that lost a race re-fetches and re-applies the whole
+     group a few times; after that - 409. Git server unreachable or refusing -
+     502. A request whose caller has gone (timeout, disconnect) before its
+     group's push starts is dropped, never committed later. A repository with
      require_trusted_tip refuses a tip it does not accept - 409 naming it.
+
+At most 256 requests wait per branch (FLANT_GITOPS_PATCH_QUEUE in Vault's
+environment changes it); one more is answered 429 with a time to retry in,
+and nothing is done. 429, as Vault's own rate limits answer: the caller should
+slow down (a 503 would make Vault's clients retry at once into the full
+queue). Groups of all branches share a pool of a few workers and take turns,
+so one busy branch does not starve the others.
 
 Identical content makes no commit: the answer has no_op=true. dry_run=true
 answers the unified diff and pushes nothing. The answer carries commit (SHA),

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -233,6 +234,10 @@ func TestPatchErrorStatus(t *testing.T) {
 		{&patch.RemoteError{Op: "pushing to", URL: "https://git.example.com/x.git", Err: errors.New("connection refused")}, http.StatusBadGateway},
 		{fmt.Errorf("waiting: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
 		{errors.New("disk full"), http.StatusInternalServerError},
+		{&patch.QueueFullError{Branch: "main", Queued: 256, RetryAfter: 3 * time.Second}, http.StatusTooManyRequests},
+		{&patch.BaseError{Branch: "main", Tip: "0123abcd", Err: errors.New("the tip is not signed")}, http.StatusConflict},
+		{&patch.BaseError{Branch: "main", Tip: "0123abcd", Err: logical.CodedError(http.StatusPreconditionFailed, "untrusted tip")}, http.StatusPreconditionFailed},
+		{&patch.ClosedError{Branch: "main"}, http.StatusServiceUnavailable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.err.Error(), func(t *testing.T) {

@@ -2,6 +2,7 @@ package gitwatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -72,11 +73,22 @@ func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, 
 		}
 	}
 	signers, problems := loadTrusted(rule.Trusted)
-	eval := func(h plumbing.Hash) (commitEval, error) {
+	steps := 0
+	eval := func(c plumbing.Hash) (commitEval, error) {
 		if err := ctx.Err(); err != nil {
 			return commitEval{}, err
 		}
-		return m.evaluate(h, signers, problems, rule.Required, plugin, now)
+		e, err := m.evaluate(c, signers, problems, rule.Required, plugin, now)
+		if err != nil && m.Shallow && errors.Is(err, plumbing.ErrObjectNotFound) {
+			// A shallow mirror (the patch path's) may hold only the tip:
+			// bring the history this walk reaches, with some room ahead.
+			if derr := m.Deepen(ctx, commit, steps+16); derr != nil {
+				return commitEval{}, derr
+			}
+			e, err = m.evaluate(c, signers, problems, rule.Required, plugin, now)
+		}
+		steps++
+		return e, err
 	}
 
 	head, err := eval(h)

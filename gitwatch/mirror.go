@@ -37,6 +37,11 @@ type Mirror struct {
 	// FetchTimeout bounds one Fetch when the context allows longer
 	// (DefaultFetchTimeout when zero).
 	FetchTimeout time.Duration
+	// Shallow makes a Fetch into a mirror that holds no commit of the branch
+	// yet fetch only the tip (depth 1), for callers that read the tip's tree
+	// and not its history (the patch path). Later fetches stay incremental;
+	// Deepen brings history on demand.
+	Shallow bool
 
 	mu     sync.Mutex
 	dir    string
@@ -261,13 +266,17 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 	}
 
 	if len(specs) > 0 {
-		err := remote.FetchContext(ctx, &git.FetchOptions{
+		opts := &git.FetchOptions{
 			RemoteName: RemoteName,
 			RefSpecs:   specs,
 			Auth:       m.auth,
 			Tags:       git.NoTags,
 			Force:      true,
-		})
+		}
+		if m.Shallow && (previous.IsZero() || !m.hasObject(previous)) {
+			opts.Depth = 1
+		}
+		err := remote.FetchContext(ctx, opts)
 		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 			if ctx.Err() == nil && isLocalStorageError(err) {
 				return FetchResult{}, &corruptError{previous: hashString(previous), err: err}
@@ -294,6 +303,68 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		Changed:           head != previous,
 		SignaturesChanged: sigChanged,
 	}, nil
+}
+
+// deepenRef holds the commit a Deepen asks for while it is fetched.
+const deepenRef = plumbing.ReferenceName("refs/flant_gitops/deepen")
+
+// Deepen makes the n commits below head (a commit in the mirror) available
+// in a Shallow mirror, for an operation that walks history. A mirror that
+// already holds them costs nothing.
+func (m *Mirror) Deepen(ctx context.Context, head string, n int) error {
+	h, err := parseCommitID(head)
+	if err != nil {
+		return err
+	}
+	if n < 1 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hasHistory(h, n) {
+		return nil
+	}
+	remote, err := m.repo.Remote(RemoteName)
+	if err != nil {
+		return fmt.Errorf("deepen %s: %w", head, err)
+	}
+	defer func() { _ = m.repo.Storer.RemoveReference(deepenRef) }()
+	// Servers refuse a commit id in a want by default, so the depth counts
+	// from the remote branch head; when that moved past head, ask deeper.
+	spec := config.RefSpec("+" + plumbing.NewBranchReferenceName(m.branch).String() + ":" + deepenRef.String())
+	for depth, try := n+1, 0; try < 4; depth, try = depth*4, try+1 {
+		err = remote.FetchContext(ctx, &git.FetchOptions{
+			RemoteName: RemoteName,
+			RefSpecs:   []config.RefSpec{spec},
+			Auth:       m.auth,
+			Tags:       git.NoTags,
+			Depth:      depth,
+			Force:      true,
+		})
+		if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
+			return fmt.Errorf("fetch %d commits of history below %s from %s: %w", n, head, redactURL(m.url), err)
+		}
+		if m.hasHistory(h, n) {
+			return nil
+		}
+	}
+	return fmt.Errorf("fetch %d commits of history below %s from %s: the branch no longer leads to it closely enough", n, head, redactURL(m.url))
+}
+
+// hasHistory reports whether the first-parent chain of n commits below h is
+// in the mirror (or ends earlier at a root commit).
+func (m *Mirror) hasHistory(h plumbing.Hash, n int) bool {
+	for range n {
+		c, err := m.repo.CommitObject(h)
+		if err != nil {
+			return false
+		}
+		if len(c.ParentHashes) == 0 {
+			return true
+		}
+		h = c.ParentHashes[0]
+	}
+	return m.hasObject(h)
 }
 
 // isLocalStorageError tells cache damage (fixable by a rebuild) from remote

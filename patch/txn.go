@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -18,7 +18,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
-	"github.com/go-git/go-git/v5/storage/memory"
 
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -36,16 +35,32 @@ type Remote struct {
 
 // Repo is one patch target: a persistent on-disk mirror of the remote branch
 // (fetched incrementally, never cloned per request) and the means to push to
-// it. A Repo is not safe for concurrent use: the caller serializes
-// transactions with one lock per repository and branch.
+// it. Patch is safe for concurrent use: requests for the branch queue while a
+// push is in flight and then go out together (group commit, txn_group.go).
 type Repo struct {
 	remote Remote
 	mirror *gitwatch.Mirror
 	ep     *transport.Endpoint
 	auth   transport.AuthMethod
+
+	// Pool, when set, bounds how many groups of all repositories sharing it
+	// work at once. Set it before the first Patch.
+	Pool *Pool
+	// Group bounds group commit; zero fields take DefaultGroupLimits. Set it
+	// before the first Patch.
+	Group GroupLimits
+
+	mu        sync.Mutex
+	queue     []*pending
+	running   bool          // a worker goroutine owns the mirror
+	idle      chan struct{} // closed when that worker exits
+	closed    bool
+	lastGroup time.Duration // how long the last group took, for the retry hint
 }
 
-// OpenRepo opens (or creates) the mirror of remote in dir.
+// OpenRepo opens (or creates) the mirror of remote in dir. A mirror that
+// holds nothing yet fetches only the branch tip: a patch reads the tip's tree,
+// not its history.
 func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 	if remote.Branch == "" {
 		return nil, errors.New("opening the patch target: the branch is empty")
@@ -62,8 +77,13 @@ func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the local mirror of the patch target in %s: %w", dir, err)
 	}
+	m.Shallow = true
 	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth}, nil
 }
+
+// Mirror is the local mirror, for checks of the tip (it may be shallow:
+// Mirror.Deepen brings history). Callers must not move its refs.
+func (r *Repo) Mirror() *gitwatch.Mirror { return r.mirror }
 
 // Person is a commit author or committer.
 type Person struct {
@@ -90,11 +110,17 @@ type TxnRequest struct {
 	Trailers []Trailer
 	// Signer signs the commit; nil leaves it unsigned.
 	Signer *SigningKey
-	// CheckTip, when set, is asked about the fetched tip before anything is
-	// built on it; its error ends the transaction, nothing pushed.
-	CheckTip func(ctx context.Context, m *gitwatch.Mirror, tip string) error
-	// DryRun computes the change and its diff and pushes nothing.
-	DryRun      bool
+	// DryRun computes the change against the branch tip and its diff, and
+	// pushes nothing.
+	DryRun bool
+	// CheckBase, when set, is asked before anything is built on a tip: tip
+	// is the remote branch head just fetched, on which this request's commit
+	// (or the chain of its group) will be built. An error refuses this
+	// request alone with a BaseError naming the tip; nothing of it is
+	// pushed. It runs again on every re-fetched tip after a lost race, in the
+	// repository's worker: it must not call Patch.
+	CheckBase func(ctx context.Context, tip string, m *gitwatch.Mirror) error
+
 	MaxAttempts int
 	// Now stamps the commit; nil means time.Now.
 	Now func() time.Time
@@ -114,6 +140,20 @@ type TxnResult struct {
 	Diff     string
 	Attempts int
 }
+
+// BaseError means the request's CheckBase refused the tip it would have
+// been built on.
+type BaseError struct {
+	Branch string
+	Tip    string
+	Err    error
+}
+
+func (e *BaseError) Error() string {
+	return fmt.Sprintf("refusing to build on the tip %s of branch %q: %v; nothing was pushed", e.Tip, e.Branch, e.Err)
+}
+
+func (e *BaseError) Unwrap() error { return e.Err }
 
 // ConflictError means the branch moved under every attempt: other writers
 // kept winning the race. The caller may retry later.
@@ -142,121 +182,6 @@ func (e *RemoteError) Unwrap() error { return e.Err }
 
 // errMoved is one lost race: the branch tip was not the parent we built on.
 var errMoved = errors.New("the branch moved")
-
-// Patch runs the transaction: fetch the tip, apply every command, commit and
-// push; on a lost race re-fetch and re-apply, a bounded number of times with
-// jittered backoff. Nothing is pushed unless every command applied.
-func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
-	if err := checkPerson("author", req.Author); err != nil {
-		return TxnResult{}, err
-	}
-	if err := checkPerson("committer", req.Committer); err != nil {
-		return TxnResult{}, err
-	}
-	attempts := req.MaxAttempts
-	if attempts <= 0 {
-		attempts = DefaultMaxAttempts
-	}
-	now := req.Now
-	if now == nil {
-		now = time.Now
-	}
-	for i := 1; ; i++ {
-		res, err := r.attempt(ctx, req, now)
-		res.Attempts = i
-		if !errors.Is(err, errMoved) {
-			return res, err
-		}
-		if i >= attempts {
-			return TxnResult{Branch: r.remote.Branch, Attempts: i}, &ConflictError{Branch: r.remote.Branch, Attempts: i}
-		}
-		// Full jitter over a doubling window keeps two pipelines that collided
-		// from colliding again in lockstep.
-		backoff := time.Duration(rand.Int64N(int64(25*time.Millisecond) << i))
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return TxnResult{Branch: r.remote.Branch, Attempts: i}, fmt.Errorf("patching branch %q: %w", r.remote.Branch, ctx.Err())
-		case <-t.C:
-		}
-	}
-}
-
-func (r *Repo) attempt(ctx context.Context, req TxnRequest, now func() time.Time) (TxnResult, error) {
-	res := TxnResult{Branch: r.remote.Branch}
-	fr, err := r.mirror.Fetch(ctx)
-	if err != nil {
-		return res, &RemoteError{Op: "fetching branch " + r.remote.Branch + " of", URL: r.remote.URL, Err: err}
-	}
-	tip := plumbing.NewHash(fr.Head)
-	res.Parent = fr.Head
-	if req.CheckTip != nil {
-		if err := req.CheckTip(ctx, r.mirror, fr.Head); err != nil {
-			return res, err
-		}
-	}
-	base := r.mirror.Repository().Storer
-	parent, err := object.GetCommit(base, tip)
-	if err != nil {
-		return res, fmt.Errorf("reading the tip %s of branch %q: %w", tip, r.remote.Branch, err)
-	}
-	root, err := parent.Tree()
-	if err != nil {
-		return res, fmt.Errorf("reading the tree of %s: %w", tip, err)
-	}
-
-	changes, err := Apply(ctx, &gitTree{store: base, root: root, limits: req.Limits}, req.Commands, req.Limits)
-	if err != nil {
-		return res, err
-	}
-	var effective []Change
-	for _, c := range changes {
-		same, err := sameContent(root, c)
-		if err != nil {
-			return res, err
-		}
-		if !same {
-			effective = append(effective, c)
-		}
-	}
-	if len(effective) == 0 {
-		res.NoOp, res.Commit = true, tip.String()
-		return res, nil
-	}
-
-	overlay := memory.NewStorage()
-	w := &treeWriter{base: base, out: overlay}
-	nodes, err := buildChangeTree(effective)
-	if err != nil {
-		return res, err
-	}
-	newRoot, _, err := w.rewrite(root.Hash, "", nodes)
-	if err != nil {
-		return res, fmt.Errorf("building the new tree: %w", err)
-	}
-	if newRoot == root.Hash {
-		res.NoOp, res.Commit = true, tip.String()
-		return res, nil
-	}
-	for _, c := range effective {
-		res.ChangedPaths = append(res.ChangedPaths, c.Path)
-	}
-	if req.DryRun {
-		res.Diff, err = unifiedDiff(root, effective)
-		return res, err
-	}
-
-	commit, err := r.commit(req, now(), tip, newRoot, w)
-	if err != nil {
-		return res, err
-	}
-	if err := r.push(ctx, tip, commit, overlay, w.written); err != nil {
-		return res, err
-	}
-	res.Commit = commit.String()
-	return res, nil
-}
 
 // commit writes the commit object, signed when the request has a signer.
 func (r *Repo) commit(req TxnRequest, when time.Time, parent, tree plumbing.Hash, w *treeWriter) (plumbing.Hash, error) {

@@ -2,12 +2,15 @@
 # bench-patch.sh: one patch through Vault + the plugin against the git CLI floor
 # (warm clone: fetch, reset --hard, edit one value, commit, push), interleaved
 # rounds on the large repository that scripts/mkrepo.sh DIR 20000 2000 makes
-# (about 116 MB), plus the plugin's peak RSS and 10 concurrent patches.
+# (about 116 MB), plus the plugin's peak RSS and 10 concurrent patches; then
+# the burst benchmark: one patch alone vs 32 and 100 at once (group commit),
+# and the first patch on a cold mirror vs git clone --bare --depth 1.
 #
 # Environment: BENCH_REPO (an existing pristine repository to reuse; default
 # $BENCH_CACHE/mkrepo-20000-2000.git, made on first run, about 30 s),
 # BENCH_CACHE (default /tmp/flant_gitops-bench), BENCH_ROUNDS (default 10),
-# MKREPO (default scripts/mkrepo.sh).
+# MKREPO (default scripts/mkrepo.sh), BENCH (default both benchmarks:
+# 'BenchmarkPatchVsGitCLI|BenchmarkPatchBurst').
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${BENCH_CACHE:-/tmp/flant_gitops-bench}
@@ -24,4 +27,4 @@ fi
 
 cd "$root"
 BENCH_REPO=$repo BENCH_ROUNDS=${BENCH_ROUNDS:-10} \
-  go test -run '^$' -bench BenchmarkPatchVsGitCLI -benchtime 1x -timeout 30m ./scripts/bench-patch/
+  go test -run '^$' -bench "${BENCH:-BenchmarkPatchVsGitCLI|BenchmarkPatchBurst}" -benchtime 1x -timeout 30m ./scripts/bench-patch/
