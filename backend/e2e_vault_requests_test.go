@@ -127,8 +127,9 @@ func TestE2EVaultRequests(t *testing.T) {
 
 	// A wrong CA fails the run before any container starts, with a TLS
 	// error, although VAULT_SKIP_VERIFY=true is in the plugin's environment.
+	// (A CA change decides where the secret_id goes, so it carries one.)
 	other, _ := vaulttest.NewTestCA(t, "not the target's CA")
-	write("configure_vault_access", map[string]any{"vault_cacert": vaulttest.CACertPEM(other)})
+	write("configure_vault_access", map[string]any{"vault_cacert": vaulttest.CACertPEM(other), "secret_id": newSecretID(t, f.tg)})
 	repo.Commit(t, map[string]string{"README": "four\n"})
 	id, run := pollRun(t, srv, repo.Head(t))
 	runIDs = append(runIDs, id)

@@ -258,10 +258,6 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	sshKey, hasKey := d.GetOk("ssh_private_key")
 	knownHosts, hasHosts := d.GetOk("known_hosts")
 	basic, ssh := hasUser || hasPassword, hasKey || hasHosts
-	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
-		return secretMustFollow([]string{"url"}, "password or ssh_private_key",
-			"give password (or ssh_private_key) for the new url in the same write")
-	}
 	switch {
 	case basic && ssh:
 		return invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
@@ -298,6 +294,10 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	}
 	if _, err := validateBranchName(e.Branch); err != nil {
 		return invalidf("%s", rename.Replace(err.Error()))
+	}
+	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
+		return secretMustFollow([]string{"url"}, "password or ssh_private_key",
+			"give password (or ssh_private_key) for the new url in the same write")
 	}
 	if err := patch.CheckAuth(e.URL, e.auth()); err != nil {
 		return invalidf("credentials for url %q: %v", e.URL, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
 // recorder stands in for a host an attacker controls: it records every
@@ -306,5 +307,39 @@ func TestRepositoryURLChangeNeedsCredential(t *testing.T) {
 				t.Errorf("a refused write changed the repository: %+v", after)
 			}
 		})
+	}
+}
+
+// The repository's password, after a refused move of its url, still goes
+// only to its own git server: a patch pushes there and the new host hears
+// nothing.
+func TestRepositoryPasswordNeverReachesANewHost(t *testing.T) {
+	t.Setenv(cacheDirEnv, t.TempDir())
+	git := gittest.NewServer(t)
+	repo := git.NewRepo(t, "infra")
+	repo.Commit(t, map[string]string{"my-group/my-project/release.yml": "tag: v1\n"})
+	evil := newRecorder(t)
+	ci := &logical.Entity{ID: "ent-1", Name: "ci", Aliases: []*logical.Alias{{
+		MountType: "jwt", MountAccessor: "auth_jwt_0a1b2c3d", Name: "my-group/my-project",
+		Metadata: map[string]string{"project_path": "my-group/my-project"},
+	}}}
+	b, s := newPatchTestBackend(t, ci, nil)
+	configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"trusted_auth_mount_accessors": "auth_jwt_0a1b2c3d"})
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{
+		"url": repo.URL(), "username": git.Username(), "password": git.Password(), "sign_commits": false,
+	}), "repository")
+	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{"url": evil.URL + "/infra.git"})
+	mustBadRequest(t, resp, err, "url", "password")
+
+	before := repo.Head(t)
+	resp, err = b.HandleRequest(context.Background(), &logical.Request{
+		Operation: logical.UpdateOperation, Path: "patch/infra", Storage: s, MountPoint: "flant_gitops/", ID: "req-1", EntityID: ci.ID,
+		Data: map[string]any{"commands": []any{map[string]any{"path": "my-group/my-project/release.yml", "setField": map[string]any{"field": "tag", "value": "v2"}}}},
+	})
+	if st := status(resp, err); st != http.StatusOK || repo.Head(t) == before {
+		t.Fatalf("patch after the refused move: %d %q; want it pushed to the real server", st, errText(resp, err))
+	}
+	if got := evil.requests(); len(got) != 0 {
+		t.Fatalf("the new host received %d request(s):\n%s", len(got), got[0])
 	}
 }
