@@ -130,8 +130,9 @@ func BenchmarkPatchBurst(b *testing.B) {
 				b.Errorf("burst of %d, patch %d: %v", n, i, err)
 			case seen[commits[i]]:
 				b.Errorf("burst of %d, patch %d: commit %s answered twice", n, i, commits[i])
+			default:
+				seen[commits[i]] = true
 			}
-			seen[commits[i]] = true
 		}
 		count := strings.TrimSpace(run(b, bare, "git", "rev-list", "--count", before+"..main"))
 		fmt.Printf("%d patches to distinct files at once: %d answered with their own commit, %s new commits on the branch, wall %s\n",
