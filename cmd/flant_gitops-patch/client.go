@@ -38,6 +38,9 @@ type backoff struct {
 	rand      func(n int64) int64 // [0, n)
 }
 
+// defaultBackoff spreads the retries of many jobs over up to 20 s each.
+var defaultBackoff = backoff{base: 500 * time.Millisecond, max: 20 * time.Second, rand: rand.Int64N}
+
 func (b backoff) delay(attempt int, hint time.Duration) time.Duration {
 	ceil := b.max
 	if attempt < 30 && b.base<<attempt < ceil {
@@ -76,7 +79,7 @@ func newClient(inv *invocation, getenv func(string) string) (*client, error) {
 		namespace: getenv("VAULT_NAMESPACE"),
 		token:     getenv("VAULT_TOKEN"),
 		http:      &http.Client{Transport: tr},
-		backoff:   backoff{base: 500 * time.Millisecond, max: 20 * time.Second, rand: rand.Int64N},
+		backoff:   defaultBackoff,
 	}, nil
 }
 
@@ -125,7 +128,16 @@ var retryInRe = regexp.MustCompile(`retry in ([0-9][0-9.]*(?:ns|us|µs|ms|s|m|h)
 // answer names.
 func retryable(f *failure) (bool, time.Duration) {
 	if f.status == 0 {
-		return true, 0 // no answer: refused, reset, timed out connecting
+		// No answer: refused, reset, timed out connecting. A certificate that
+		// does not verify or an address that is not a URL stays so.
+		var cv *tls.CertificateVerificationError
+		var ua x509.UnknownAuthorityError
+		var hn x509.HostnameError
+		var ci x509.CertificateInvalidError
+		if errors.As(f.err, &cv) || errors.As(f.err, &ua) || errors.As(f.err, &hn) || errors.As(f.err, &ci) || errors.Is(f.err, errBadAddr) {
+			return false, 0
+		}
+		return true, 0
 	}
 	switch f.status {
 	case http.StatusTooManyRequests:
@@ -150,7 +162,7 @@ func retryable(f *failure) (bool, time.Duration) {
 func (c *client) send(ctx context.Context, path, token string, body []byte) (*answer, *failure) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.addr+"/v1/"+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, &failure{err: fmt.Errorf("VAULT_ADDR %q: %w", c.addr, err)}
+		return nil, &failure{err: fmt.Errorf("%w %q: %v", errBadAddr, c.addr, err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
@@ -212,6 +224,9 @@ func cleanError(s string) string {
 	}
 	return strings.TrimSpace(s)
 }
+
+// errBadAddr is a VAULT_ADDR that does not make a request.
+var errBadAddr = errors.New("VAULT_ADDR")
 
 // errGaveUp ends the retries: the deadline (or a signal) came first.
 var errGaveUp = errors.New("gave up")
