@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,7 +50,8 @@ type ciEnv struct {
 	bin    string // directory holding flant_gitops-patch
 }
 
-func newCIEnv(t *testing.T) *ciEnv {
+// newCIEnv's env goes to Vault's (and so the plugin's) environment.
+func newCIEnv(t *testing.T, env ...string) *ciEnv {
 	t.Helper()
 	binDir := t.TempDir()
 	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(binDir, "flant_gitops-patch"), ".")
@@ -58,7 +60,7 @@ func newCIEnv(t *testing.T) *ciEnv {
 		t.Fatalf("go build the CLI: %v\n%s", err, out)
 	}
 
-	v := vaulttest.NewServer(t, &vaulttest.Options{Env: []string{"FLANT_GITOPS_CACHE_DIR=" + t.TempDir()}})
+	v := vaulttest.NewServer(t, &vaulttest.Options{Env: append([]string{"FLANT_GITOPS_CACHE_DIR=" + t.TempDir()}, env...)})
 	srv := gittest.NewServer(t)
 	remote := srv.NewRepo(t, "infra")
 	remote.Commit(t, map[string]string{
@@ -407,4 +409,112 @@ func TestCIClientThroughVaultJWT(t *testing.T) {
 			t.Error("the token was printed")
 		}
 	})
+}
+
+// syncBuffer is a process's stderr, read while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestCIClientRetriesAFullQueue: with one patch allowed to wait per branch
+// and a push held at the git server, a job is answered 429 with a time to
+// retry; the CLI waits it out and its patch lands once the push returns.
+func TestCIClientRetriesAFullQueue(t *testing.T) {
+	e := newCIEnv(t, "FLANT_GITOPS_PATCH_QUEUE=1")
+	gate := t.TempDir()
+	hook := fmt.Sprintf("#!/bin/sh\ncat >/dev/null\nif [ -f %[1]s/hold ]; then\n  touch %[1]s/started\n  while [ -f %[1]s/hold ]; do sleep 0.05; done\nfi\n", gate)
+	if err := os.WriteFile(filepath.Join(e.remote.Dir, "hooks", "pre-receive"), []byte(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gate, "hold"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := e.jobEnv("VAULT_ID_TOKEN=" + e.idToken(t, "my-group/my-project"))
+	cli := filepath.Join(e.bin, "flant_gitops-patch")
+	before := e.remote.Head(t)
+
+	type proc struct {
+		cmd            *exec.Cmd
+		stdout, stderr *syncBuffer
+		done           chan error
+	}
+	start := func(file string) *proc {
+		p := &proc{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+		p.cmd = exec.Command(cli, "--role", "gitlab-ci", "--deadline", "2m", "infra", "create", "my-group/my-project/"+file, "file: "+file+"\n")
+		p.cmd.Env = job
+		p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { p.done <- p.cmd.Wait() }()
+		t.Cleanup(func() {
+			if p.cmd.ProcessState == nil {
+				_ = p.cmd.Process.Kill()
+			}
+		})
+		return p
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not happen within a minute", what)
+			}
+		}
+	}
+
+	held := start("held.yml")
+	waitFor("a push held at the git server", func() bool {
+		_, err := os.Stat(filepath.Join(gate, "started"))
+		return err == nil
+	})
+	// One of these two waits in the queue, the other is answered 429.
+	waiting := []*proc{start("a.yml"), start("b.yml")}
+	waitFor("a 429 answer", func() bool {
+		return strings.Contains(waiting[0].stderr.String()+waiting[1].stderr.String(), "HTTP 429")
+	})
+	if err := os.Remove(filepath.Join(gate, "hold")); err != nil {
+		t.Fatal(err)
+	}
+
+	var shas []string
+	retried := 0
+	for i, p := range append([]*proc{held}, waiting...) {
+		if err := <-p.done; err != nil {
+			t.Fatalf("job %d: %v\n%s", i, err, p.stderr.String())
+		}
+		stderr := p.stderr.String()
+		if strings.Contains(stderr, "HTTP 429") {
+			retried++
+			t.Logf("job %d retried:\n%s", i, stderr)
+			if !strings.Contains(stderr, "nothing was done, retry in") || !strings.Contains(stderr, "trying again in") {
+				t.Errorf("job %d's stderr does not show the wait it honoured:\n%s", i, stderr)
+			}
+		}
+		shas = append(shas, strings.TrimSpace(p.stdout.String()))
+	}
+	if retried == 0 {
+		t.Fatal("no job was answered 429")
+	}
+	if c := strings.TrimSpace(e.git(t, "rev-list", "--count", before+".."+e.remote.Head(t))); c != "3" {
+		t.Errorf("%s new commits, want 3", c)
+	}
+	for _, sha := range shas {
+		if _, err := exec.Command("git", "-C", e.remote.Dir, "merge-base", "--is-ancestor", sha, "HEAD").CombinedOutput(); err != nil {
+			t.Errorf("printed commit %q is not on the branch", sha)
+		}
+	}
 }
