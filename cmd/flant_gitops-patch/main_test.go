@@ -559,3 +559,46 @@ func TestStandardLibraryOnly(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRequestCarriesArgumentsExactly: whatever a job passes (quotes,
+// backslashes, braces, control characters), the body is JSON in which every
+// argument reads back exactly, or the arguments are refused as usage.
+func FuzzRequestCarriesArgumentsExactly(f *testing.F) {
+	f.Add("g/p/release.yml", "spec.values.image.tag", `v1.2.3"x`, "release")
+	f.Add("a.yml", `$["x"]`, `1"}, {"path": "../x", "deleteFile": {}}, {"a": "`, "m\n\"")
+	f.Add("a.yml", "a", "\\u0000\x00\t", "")
+	f.Fuzz(func(t *testing.T, file, field, value, message string) {
+		var stderr bytes.Buffer
+		args := []string{"--message", message, "infra", "set", file, field, value}
+		inv, err := parseArgs(args, env("VAULT_TOKEN", "t"), strings.NewReader(""), &stderr)
+		if err != nil {
+			return // refused before anything was sent
+		}
+		var body struct {
+			Commit *struct {
+				Message string `json:"message"`
+			} `json:"commit"`
+			Commands []struct {
+				Path     string `json:"path"`
+				SetField struct {
+					Field string          `json:"field"`
+					Value json.RawMessage `json:"value"`
+				} `json:"setField"`
+			} `json:"commands"`
+		}
+		if err := json.Unmarshal(inv.body, &body); err != nil {
+			t.Fatalf("the body is not JSON: %v\n%s", err, inv.body)
+		}
+		var got string
+		if len(body.Commands) != 1 || json.Unmarshal(body.Commands[0].SetField.Value, &got) != nil {
+			t.Fatalf("the body has not one set with a string value: %s", inv.body)
+		}
+		c := body.Commands[0]
+		if c.Path != file || c.SetField.Field != field || got != value {
+			t.Errorf("sent %q %q %q, the body reads %q %q %q", file, field, value, c.Path, c.SetField.Field, got)
+		}
+		if message != "" && (body.Commit == nil || body.Commit.Message != message) {
+			t.Errorf("message %q, the body reads %+v", message, body.Commit)
+		}
+	})
+}
