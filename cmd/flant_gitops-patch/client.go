@@ -11,6 +11,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"strconv"
@@ -61,6 +62,9 @@ func newClient(inv *invocation, getenv func(string) string) (*client, error) {
 	addr := strings.TrimRight(getenv("VAULT_ADDR"), "/")
 	if addr == "" {
 		addr = "https://127.0.0.1:8200" // Vault's own default
+	}
+	if u, err := url.Parse(addr); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("VAULT_ADDR %q is not an http(s) URL such as https://vault.example.com:8200", addr)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caFile := getenv("VAULT_CACERT"); caFile != "" {

@@ -120,6 +120,7 @@ func TestParseArgsRefusesBadUsage(t *testing.T) {
 		{"stdin twice", []string{"infra", "create", "a.yml", "@-", "create", "b.yml", "@-"}, env("VAULT_TOKEN", "t"), "@- can be given once"},
 		{"author name alone", []string{"--author-name", "x", "infra", "delete", "a.yml"}, env("VAULT_TOKEN", "t"), "go together"},
 		{"non-positive deadline", []string{"--deadline", "0s", "infra", "delete", "a.yml"}, env("VAULT_TOKEN", "t"), "--deadline must be positive"},
+		{"VAULT_ADDR without a scheme", []string{"infra", "delete", "a.yml"}, env("VAULT_TOKEN", "t", "VAULT_ADDR", "vault.example.com:8200"), "not an http(s) URL"},
 		{"unknown flag", []string{"--force", "infra", "delete", "a.yml"}, env("VAULT_TOKEN", "t"), "flag provided but not defined"},
 	}
 	for _, tt := range tests {
