@@ -460,11 +460,7 @@ func TestCIClientRetriesAFullQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 		go func() { p.done <- p.cmd.Wait() }()
-		t.Cleanup(func() {
-			if p.cmd.ProcessState == nil {
-				_ = p.cmd.Process.Kill()
-			}
-		})
+		t.Cleanup(func() { _ = p.cmd.Process.Kill() }) // an error once it has ended
 		return p
 	}
 	waitFor := func(what string, cond func() bool) {
@@ -517,4 +513,83 @@ func TestCIClientRetriesAFullQueue(t *testing.T) {
 			t.Errorf("printed commit %q is not on the branch", sha)
 		}
 	}
+}
+
+// TestCIClientRetriesABranchThatKeptMoving: while another writer moves the
+// branch at every push of the plugin, the plugin answers 409 "moved under the
+// patch"; the CLI tries again and lands once the branch holds still. A 409
+// about the content in the same run is not retried (TestCIClientThroughVaultJWT).
+func TestCIClientRetriesABranchThatKeptMoving(t *testing.T) {
+	e := newCIEnv(t)
+	flag := t.TempDir()
+	// The hook runs inside git's quarantine, where ref updates are refused;
+	// the other writer works outside it, on the objects already there.
+	hook := fmt.Sprintf(`#!/bin/sh
+cat >/dev/null
+if [ -f %[1]s/move ]; then
+  (
+    unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+    c=$(git -c user.name=other -c user.email=other@example.com commit-tree refs/heads/main^{tree} -p refs/heads/main -m "another writer") &&
+      git update-ref refs/heads/main "$c" && echo moved >>%[1]s/moves
+  ) 2>>%[1]s/errors
+fi
+exit 0
+`, flag)
+	if err := os.WriteFile(filepath.Join(e.remote.Dir, "hooks", "pre-receive"), []byte(hook), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(flag, "move"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := e.jobEnv("VAULT_ID_TOKEN=" + e.idToken(t, "my-group/my-project"))
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	cmd := exec.Command(filepath.Join(e.bin, "flant_gitops-patch"), "--role", "gitlab-ci", "--deadline", "2m",
+		"infra", "set", "my-group/my-project/release.yml", "spec.values.image.tag", "v3")
+	cmd.Env = job
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // an error once it has ended
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(stderr.String(), "moved under the patch"); time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("the CLI ended (%v) before a 409 \"moved under the patch\"; stderr:\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no 409 \"moved under the patch\" within a minute; stderr:\n%s", stderr.String())
+		}
+	}
+	if err := os.Remove(filepath.Join(flag, "move")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the CLI failed: %v\n%s", err, stderr.String())
+	}
+	t.Logf("stderr:\n%s", stderr.String())
+	if !strings.Contains(stderr.String(), "HTTP 409") || !strings.Contains(stderr.String(), "trying again in") {
+		t.Errorf("stderr does not show the 409 retried:\n%s", stderr.String())
+	}
+	sha := strings.TrimSpace(stdout.String())
+	if head := e.remote.Head(t); sha != head {
+		t.Fatalf("printed %q, the branch is at %s", sha, head)
+	}
+	if got := tagOf(t, fileAt(t, e, sha, "my-group/my-project/release.yml")); got != "v3" {
+		t.Errorf("tag %q", got)
+	}
+	if moves := strings.Count(e.gitFile(t, filepath.Join(flag, "moves")), "moved"); moves < 2 {
+		t.Errorf("the other writer moved the branch %d times", moves)
+	}
+}
+
+func (e *ciEnv) gitFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
