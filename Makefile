@@ -19,13 +19,19 @@ FUZZTIME ?= 5s
 
 all: build
 
-build: bin/$(PLUGIN)
+build: bin/$(PLUGIN) bin/$(PLUGIN)-patch
 
 # Always handed to `go build`, which knows best whether anything changed.
 .PHONY: bin/$(PLUGIN)
 bin/$(PLUGIN):
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(PLUGIN)
+
+# The CI client: static (no cgo), stripped, for jobs to download.
+.PHONY: bin/$(PLUGIN)-patch
+bin/$(PLUGIN)-patch:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/$(PLUGIN)-patch
 
 # A real Vault for tests and `make enable`, from the pinned module (about 8
 # minutes and 4 GB of module cache when cold).
@@ -64,4 +70,4 @@ bench:
 	else $(GO) test ./... -run '^$$' -bench . -benchtime 1x; fi
 
 clean:
-	rm -rf bin/$(PLUGIN) .cache
+	rm -rf bin/$(PLUGIN) bin/$(PLUGIN)-patch .cache
