@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 fuzztime="${FUZZTIME:-5s}"
 count=0
 failed=()
+flaked=()
 start=$(date +%s)
 
 while read -r pkg dir; do
@@ -16,13 +17,27 @@ while read -r pkg dir; do
 	for target in $targets; do
 		count=$((count + 1))
 		echo "fuzz-smoke: $pkg $target for $fuzztime"
-		if ! go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime"; then
+		log=$(mktemp)
+		if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" 2>&1 | tee "$log"; then
+			:
+		elif grep -q 'context deadline exceeded' "$log" && ! grep -qE 'Failing input written to|panic:|^\s+[^ ]+\.go:[0-9]+:' "$log" &&
+			go test "$pkg" -run "^${target}\$" -count=1; then
+			# Go 1.26's fuzz coordinator can report its own -fuzztime
+			# deadline as a failure (go.dev/issue/75804, fixed in 1.27).
+			# A real finding writes a reproducer; with none written and the
+			# corpus replaying clean, this is that race, not a bug.
+			flaked+=("$pkg $target")
+		else
 			failed+=("$pkg $target")
 		fi
+		rm -f "$log"
 	done
 done < <(go list -f '{{.ImportPath}} {{.Dir}}' ./...)
 
 echo "fuzz-smoke: $count target(s) in $(($(date +%s) - start))s"
+if [ "${#flaked[@]}" -gt 0 ]; then
+	printf 'fuzz-smoke: %s stopped on the fuzz engine'"'"'s own deadline race (go.dev/issue/75804); its corpus replays clean\n' "${flaked[@]}" >&2
+fi
 if [ "$count" -eq 0 ]; then
 	echo "fuzz-smoke: no fuzz targets found; the discovery is broken" >&2
 	exit 1
