@@ -42,11 +42,13 @@ func pathRuns(b *backend) []*framework.Path {
 				"id": idField,
 				"offset": {
 					Type:        framework.TypeInt,
+					Query:       true,
 					Description: "Byte offset to read from; use next_offset of the previous page to follow a running command.",
 					Default:     0,
 				},
 				"limit": {
 					Type:        framework.TypeInt,
+					Query:       true,
 					Description: fmt.Sprintf("Most bytes to return (default %d, at most %d).", defaultLogPage, maxLogPage),
 					Default:     defaultLogPage,
 				},

@@ -55,8 +55,9 @@ func respInt(desc string) *framework.FieldSchema {
 	return &framework.FieldSchema{Type: framework.TypeInt, Required: true, Description: desc}
 }
 
+// respSeconds is a duration the handlers answer as whole seconds.
 func respSeconds(desc string) *framework.FieldSchema {
-	return &framework.FieldSchema{Type: framework.TypeDurationSecond, Required: true, Description: desc}
+	return &framework.FieldSchema{Type: framework.TypeInt, Required: true, Description: desc}
 }
 
 func respStrings(desc string) *framework.FieldSchema {
@@ -98,6 +99,7 @@ func lastSuccessfulResponseFields() map[string]*framework.FieldSchema {
 		"commit": respString("SHA of the last successful commit."),
 		"source": respString("Where it comes from: `run`, `operator` or `initial_last_successful_commit`."),
 		"run_id": respOptString("The run that succeeded on it, when source is `run`."),
+		"set_at": respOptString("When it was recorded (RFC 3339); absent for initial_last_successful_commit."),
 	}
 }
 
@@ -175,8 +177,9 @@ func patchResponseFields() map[string]*framework.FieldSchema {
 
 func pollResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"started": respBool("Whether a poll was started now (false: one is already running and this request joined it)."),
-		"message": respString("What happened, for the operator."),
+		"started":     respBool("Whether a poll was started now (false: one is already running and this request joined it)."),
+		"message":     respString("What happened, for the operator."),
+		"current_run": respOptString("Id of the run in progress that the poll waits behind, when there is one."),
 	}
 }
 
