@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -22,36 +23,65 @@ const APIReferenceCommand = "go generate ./backend"
 // OpenAPI document, as `vault path-help` and the Vault OpenAPI generator do
 // (a help request on the mount's root).
 func OpenAPI(ctx context.Context) (*framework.OASDocument, error) {
+	doc, _, err := referenceBackend(ctx)
+	return doc, err
+}
+
+func referenceBackend(ctx context.Context) (*framework.OASDocument, *backend, error) {
 	conf := logical.TestBackendConfig()
 	conf.StorageView = &logical.InmemStorage{}
 	// An empty Vault version keeps the document the same on every machine.
 	conf.System = &logical.StaticSystemView{PluginEnvironment: &logical.PluginEnvironment{}}
 	lb, err := Factory(ctx, conf)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer lb.Cleanup(ctx)
 	resp, err := lb.HandleRequest(ctx, &logical.Request{
 		Operation: logical.HelpOperation, Path: "", Storage: conf.StorageView, MountPoint: "flant_gitops/",
 	})
 	if err != nil {
-		return nil, fmt.Errorf("asking the backend for its OpenAPI document: %w", err)
+		return nil, nil, fmt.Errorf("asking the backend for its OpenAPI document: %w", err)
 	}
 	doc, ok := resp.Data["openapi"].(*framework.OASDocument)
 	if !ok {
-		return nil, fmt.Errorf("the help response carries no OpenAPI document (got %T)", resp.Data["openapi"])
+		return nil, nil, fmt.Errorf("the help response carries no OpenAPI document (got %T)", resp.Data["openapi"])
 	}
-	return doc, nil
+	return doc, lb.(*backend), nil
 }
 
 // APIReference renders the OpenAPI document of the backend as the Markdown
 // committed in backend/API.md.
 func APIReference(ctx context.Context) ([]byte, error) {
-	doc, err := OpenAPI(ctx)
+	doc, b, err := referenceBackend(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return renderAPIReference(doc)
+	return renderAPIReference(doc, b)
+}
+
+// pathParam matches an OpenAPI path parameter such as {name}.
+var pathParam = regexp.MustCompile(`\{([^}]+)\}`)
+
+// declaredResponse finds the framework response of an OpenAPI operation, for
+// what the document leaves out: which response fields are always present.
+func declaredResponse(b *backend, o apiOp, code int) *framework.Response {
+	p := b.Route(pathParam.ReplaceAllString(strings.TrimPrefix(o.path, "/"), "$1"))
+	if p == nil {
+		return nil
+	}
+	ops := map[string][]logical.Operation{
+		"read": {logical.ReadOperation}, "list": {logical.ListOperation}, "delete": {logical.DeleteOperation},
+		"write": {logical.UpdateOperation, logical.CreateOperation}, "patch": {logical.PatchOperation},
+	}[o.verb]
+	for _, op := range ops {
+		if h, ok := p.Operations[op]; ok {
+			if rs := h.Properties().Responses[code]; len(rs) > 0 {
+				return &rs[0]
+			}
+		}
+	}
+	return nil
 }
 
 // apiOp is one operation of one path, in the order the reference lists them.
@@ -86,7 +116,7 @@ func apiOps(doc *framework.OASDocument) []apiOp {
 	return ops
 }
 
-func renderAPIReference(doc *framework.OASDocument) ([]byte, error) {
+func renderAPIReference(doc *framework.OASDocument, b *backend) ([]byte, error) {
 	var w bytes.Buffer
 	ops := apiOps(doc)
 	fmt.Fprintf(&w, "# flant_gitops API reference\n\n")
@@ -137,7 +167,7 @@ func renderAPIReference(doc *framework.OASDocument) ([]byte, error) {
 			}
 			if body != nil && len(body.Properties) > 0 {
 				fmt.Fprintf(&w, "Request fields:\n\n")
-				writeFields(&w, body, true)
+				writeFields(&w, body, nil)
 			}
 		}
 		codes := make([]int, 0, len(o.op.Responses))
@@ -153,7 +183,11 @@ func renderAPIReference(doc *framework.OASDocument) ([]byte, error) {
 				return nil, fmt.Errorf("%s %s response %d: %w", o.method, o.path, c, err)
 			}
 			if body != nil && len(body.Properties) > 0 {
-				writeFields(&w, body, false)
+				declared := declaredResponse(b, o, c)
+				if declared == nil {
+					return nil, fmt.Errorf("%s %s response %d: no declared response in the path definitions", o.method, o.path, c)
+				}
+				writeFields(&w, body, declared)
 			}
 		}
 	}
@@ -208,7 +242,9 @@ func writeParams(w *bytes.Buffer, ps []framework.OASParameter) {
 	fmt.Fprintln(w)
 }
 
-func writeFields(w *bytes.Buffer, s *framework.OASSchema, request bool) {
+// writeFields writes a request body's fields, or with declared a response's.
+func writeFields(w *bytes.Buffer, s *framework.OASSchema, declared *framework.Response) {
+	request := declared == nil
 	names := make([]string, 0, len(s.Properties))
 	for n := range s.Properties {
 		names = append(names, n)
@@ -221,14 +257,15 @@ func writeFields(w *bytes.Buffer, s *framework.OASSchema, request bool) {
 	if request {
 		fmt.Fprintf(w, "| Field | Type | Default | Required | Sensitive | Description |\n|---|---|---|---|---|---|\n")
 	} else {
-		fmt.Fprintf(w, "| Field | Type | Description |\n|---|---|---|\n")
+		fmt.Fprintf(w, "| Field | Type | Always present | Description |\n|---|---|---|---|\n")
 	}
 	for _, n := range names {
 		p := s.Properties[n]
 		if request {
 			fmt.Fprintf(w, "| `%s` | %s | %s | %s | %s | %s |\n", n, typeName(p), defaultOf(p), yesNo(required[n]), yesNo(sensitive(p)), cell(p.Description))
 		} else {
-			fmt.Fprintf(w, "| `%s` | %s | %s |\n", n, typeName(p), cell(p.Description))
+			always := declared.Fields[n] != nil && declared.Fields[n].Required
+			fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", n, typeName(p), yesNo(always), cell(p.Description))
 		}
 	}
 	fmt.Fprintln(w)

@@ -302,12 +302,21 @@ func TestResponseSchemas(t *testing.T) {
 	t.Setenv(cacheDirEnv, t.TempDir())
 	cov := schemaCoverage{}
 
-	// Every path declares an answer for every operation.
+	// Every path declares an answer for every operation, and no answer
+	// has room for a secret field of its path: with the strict check below,
+	// no read can return one.
 	all := newSchemaTestBackend(t)
 	for _, p := range all.Paths {
 		for op := range p.Operations {
-			if _, _, err := responseSchemaOf(p, op); err != nil {
+			want, _, err := responseSchemaOf(p, op)
+			if err != nil {
 				t.Error(err)
+				continue
+			}
+			for name, f := range p.Fields {
+				if f.DisplayAttrs != nil && f.DisplayAttrs.Sensitive && want != nil && want.Fields[name] != nil {
+					t.Errorf("%s %s: the response schema has the secret field %q", p.Pattern, op, name)
+				}
 			}
 		}
 	}

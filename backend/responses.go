@@ -164,12 +164,12 @@ func vaultRequestResponseFields() map[string]*framework.FieldSchema {
 
 func patchResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"commit":        respString("SHA of the pushed commit (of the commit that would be pushed, on a dry run); the parent when no_op."),
+		"commit":        respString("SHA of the pushed commit; on a no-op the tip that already holds the content; empty on a dry run that would change something."),
 		"parent":        respString("SHA of the commit it was built on."),
 		"branch":        respString("The branch pushed to."),
 		"changed_paths": respStrings("Files the commit changes."),
 		"no_op":         respBool("True when the edits changed nothing and no commit was made."),
-		"attempts":      respInt("How many times the commit was rebuilt because the branch moved."),
+		"attempts":      respInt("How many times the commands were applied (more than 1 when the branch moved under the push)."),
 		"dry_run":       {Type: framework.TypeBool, Description: "Present and true on a dry run: nothing was pushed."},
 		"diff":          respOptString("Unified diff of the change, on a dry run."),
 	}
@@ -177,9 +177,9 @@ func patchResponseFields() map[string]*framework.FieldSchema {
 
 func pollResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"started":     respBool("Whether a poll was started now (false: one is already running and this request joined it)."),
+		"started":     respBool("True: a poll was started, or queued behind the run in progress (a refused poll is answered 429)."),
 		"message":     respString("What happened, for the operator."),
-		"current_run": respOptString("Id of the run in progress that the poll waits behind, when there is one."),
+		"current_run": respOptString("Id of the run in progress the queued poll waits for."),
 	}
 }
 
