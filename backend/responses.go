@@ -192,7 +192,7 @@ func runResponseFields() map[string]*framework.FieldSchema {
 		"status":       respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
 		"reason":       respString("Why it ended as it did; empty while running or on success."),
 		"attempt":      respInt("Attempt number for this commit (1 for the first run)."),
-		"signers":      respStrings("Fingerprints of the trusted keys that signed the commit."),
+		"signers":      respStrings("The trusted keys that signed the commit, each \"<key names> <fingerprint>\" (null when no signature was required)."),
 		"trigger":      respString("What started the run (a poll, a retry, ...)."),
 		"created_at":   respString("When the run was created (RFC 3339)."),
 		"exit_code":    {Type: framework.TypeInt, Description: "Exit code of the commands, once they ended."},
