@@ -63,10 +63,16 @@ func APIReference(ctx context.Context) ([]byte, error) {
 // pathParam matches an OpenAPI path parameter such as {name}.
 var pathParam = regexp.MustCompile(`\{([^}]+)\}`)
 
+// concretePath turns an OpenAPI path such as /runs/{id} into one the
+// backend routes (runs/id), to find the framework path behind it.
+func concretePath(oasPath string) string {
+	return pathParam.ReplaceAllString(strings.TrimPrefix(oasPath, "/"), "$1")
+}
+
 // declaredResponse finds the framework response of an OpenAPI operation, for
 // what the document leaves out: which response fields are always present.
 func declaredResponse(b *backend, o apiOp, code int) *framework.Response {
-	p := b.Route(pathParam.ReplaceAllString(strings.TrimPrefix(o.path, "/"), "$1"))
+	p := b.Route(concretePath(o.path))
 	if p == nil {
 		return nil
 	}
@@ -139,6 +145,11 @@ func renderAPIReference(doc *framework.OASDocument, b *backend) ([]byte, error) 
 			fmt.Fprintf(&w, "\n## %s\n\n", o.path)
 			if d := strings.TrimSpace(pi.Description); d != "" {
 				fmt.Fprintf(&w, "%s\n\n", d)
+			}
+			if fp := b.Route(concretePath(o.path)); fp != nil {
+				if help := strings.Trim(fp.HelpDescription, "\n"); strings.TrimSpace(help) != "" {
+					fmt.Fprintf(&w, "<details><summary>Help (as <code>vault path-help</code> shows it)</summary>\n\n```text\n%s\n```\n\n</details>\n\n", help)
+				}
 			}
 			if len(pi.Parameters) > 0 {
 				fmt.Fprintf(&w, "Path parameters:\n\n")
