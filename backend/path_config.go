@@ -22,6 +22,7 @@ func pathConfigure(b *backend) []*framework.Path {
 		Pattern: "configure$",
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: "flant-gitops",
+			OperationSuffix: "configuration",
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"git_repo_url": {
@@ -77,20 +78,24 @@ func pathConfigure(b *backend) []*framework.Path {
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathConfigRead,
-				Summary:  "Read the main configuration.",
+				Callback:  b.pathConfigRead,
+				Responses: okWith(configResponseFields()),
+				Summary:   "Read the main configuration.",
 			},
 			logical.CreateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  "Configure the repository, branch, quorum, image and commands.",
+				Callback:  b.pathConfigWrite,
+				Responses: noContent(),
+				Summary:   "Configure the repository, branch, quorum, image and commands.",
 			},
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathConfigWrite,
-				Summary:  "Change some fields of the configuration; fields not given keep their values.",
+				Callback:  b.pathConfigWrite,
+				Responses: noContent(),
+				Summary:   "Change some fields of the configuration; fields not given keep their values.",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathConfigDelete,
-				Summary:  "Delete the main configuration; polling stops.",
+				Callback:  b.pathConfigDelete,
+				Responses: noContent(),
+				Summary:   "Delete the main configuration; polling stops.",
 			},
 		},
 		HelpSynopsis:    pathConfigureHelpSyn,

@@ -21,6 +21,7 @@ func pathConfigureVaultAccess(b *backend) []*framework.Path {
 		Pattern: "configure_vault_access$",
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: "flant-gitops",
+			OperationSuffix: "vault-access-configuration",
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"vault_addr": {
@@ -61,20 +62,24 @@ func pathConfigureVaultAccess(b *backend) []*framework.Path {
 		ExistenceCheck: b.vaultAccessExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathVaultAccessRead,
-				Summary:  "Read the target Vault access without the secret_id.",
+				Callback:  b.pathVaultAccessRead,
+				Responses: okWith(vaultAccessResponseFields()),
+				Summary:   "Read the target Vault access without the secret_id.",
 			},
 			logical.CreateOperation: &framework.PathOperation{
-				Callback: b.pathVaultAccessWrite,
-				Summary:  "Configure AppRole access to the target Vault.",
+				Callback:  b.pathVaultAccessWrite,
+				Responses: noContent(),
+				Summary:   "Configure AppRole access to the target Vault.",
 			},
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathVaultAccessWrite,
-				Summary:  "Change some fields of the target Vault access; fields not given keep their values.",
+				Callback:  b.pathVaultAccessWrite,
+				Responses: noContent(),
+				Summary:   "Change some fields of the target Vault access; fields not given keep their values.",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathVaultAccessDelete,
-				Summary:  "Delete the target Vault access.",
+				Callback:  b.pathVaultAccessDelete,
+				Responses: noContent(),
+				Summary:   "Delete the target Vault access.",
 			},
 		},
 		HelpSynopsis:    pathVaultAccessHelpSyn,

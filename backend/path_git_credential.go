@@ -16,6 +16,7 @@ func pathGitCredential(b *backend) []*framework.Path {
 		Pattern: "configure/git_credential$",
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: "flant-gitops",
+			OperationSuffix: "git-credential",
 		},
 		Fields: map[string]*framework.FieldSchema{
 			"username": {
@@ -39,12 +40,14 @@ func pathGitCredential(b *backend) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathGitCredentialWrite,
-				Summary:  "Set the credential used to fetch the repository, replacing the previous one.",
+				Callback:  b.pathGitCredentialWrite,
+				Responses: noContent(),
+				Summary:   "Set the credential used to fetch the repository, replacing the previous one.",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathGitCredentialDelete,
-				Summary:  "Remove the credential; the repository is fetched anonymously.",
+				Callback:  b.pathGitCredentialDelete,
+				Responses: noContent(),
+				Summary:   "Remove the credential; the repository is fetched anonymously.",
 			},
 		},
 		HelpSynopsis:    pathGitCredentialHelpSyn,

@@ -14,7 +14,7 @@ var commitIDPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 func pathLastSuccessfulCommit(b *backend) []*framework.Path {
 	return []*framework.Path{{
 		Pattern:      "configure/last_successful_commit/?$",
-		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "last-successful-commit"},
 		Fields: map[string]*framework.FieldSchema{
 			"commit": {
 				Type:        framework.TypeString,
@@ -23,16 +23,19 @@ func pathLastSuccessfulCommit(b *backend) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathLastSuccessfulRead,
-				Summary:  "Show the last successful commit and where it came from.",
+				Callback:  b.pathLastSuccessfulRead,
+				Responses: okWith(lastSuccessfulResponseFields()),
+				Summary:   "Show the last successful commit and where it came from.",
 			},
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathLastSuccessfulWrite,
-				Summary:  "Set the commit runs resume after (recovery after a force-push).",
+				Callback:  b.pathLastSuccessfulWrite,
+				Responses: noContent(),
+				Summary:   "Set the commit runs resume after (recovery after a force-push).",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback: b.pathLastSuccessfulDelete,
-				Summary:  "Forget it; initial_last_successful_commit applies again.",
+				Callback:  b.pathLastSuccessfulDelete,
+				Responses: noContent(),
+				Summary:   "Forget it; initial_last_successful_commit applies again.",
 			},
 		},
 		HelpSynopsis:    "The commit the next run must descend from; set it to recover from a force-push.",

@@ -77,16 +77,19 @@ func pathPolicy(ps *patchState) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: ps.pathPolicyWrite,
-				Summary:  "Replace the patch authorization policy and/or the trusted auth mounts; fields not given keep their values; a policy that does not compile is refused.",
+				Callback:  ps.pathPolicyWrite,
+				Responses: noContent(),
+				Summary:   "Replace the patch authorization policy and/or the trusted auth mounts; fields not given keep their values; a policy that does not compile is refused.",
 			},
 			logical.ReadOperation: &framework.PathOperation{
-				Callback: ps.pathPolicyRead,
-				Summary:  "Read the policy in force (the built-in one when none is written).",
+				Callback:  ps.pathPolicyRead,
+				Responses: okWith(policyResponseFields()),
+				Summary:   "Read the policy in force (the built-in one when none is written).",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback: ps.pathPolicyDelete,
-				Summary:  "Go back to the built-in policy; the trusted auth mounts are kept.",
+				Callback:  ps.pathPolicyDelete,
+				Responses: noContent(),
+				Summary:   "Go back to the built-in policy; the trusted auth mounts are kept.",
 			},
 		},
 		HelpSynopsis:    pathPolicyHelpSyn,

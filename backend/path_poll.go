@@ -11,7 +11,7 @@ import (
 func pathPoll(b *backend) []*framework.Path {
 	return []*framework.Path{{
 		Pattern:      "poll/?$",
-		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationVerb: "poll"},
 		Fields: map[string]*framework.FieldSchema{
 			"retry": {
 				Type:        framework.TypeBool,
@@ -21,8 +21,9 @@ func pathPoll(b *backend) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathPollWrite,
-				Summary:  "Poll the branch now instead of at the next period.",
+				Callback:  b.pathPollWrite,
+				Responses: okWith(pollResponseFields()),
+				Summary:   "Poll the branch now instead of at the next period.",
 			},
 		},
 		HelpSynopsis:    "Poll the branch now (rate-limited); answers at once.",

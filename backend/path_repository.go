@@ -74,8 +74,9 @@ func pathRepository(ps *patchState) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: ps.pathRepositoryList,
-					Summary:  "List the repositories the patch path can write to.",
+					Callback:  ps.pathRepositoryList,
+					Responses: listOK(""),
+					Summary:   "List the repositories the patch path can write to.",
 				},
 			},
 			HelpSynopsis:    pathRepositoryListHelpSyn,
@@ -151,20 +152,24 @@ func pathRepository(ps *patchState) []*framework.Path {
 			ExistenceCheck: ps.repositoryExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{
-					Callback: ps.pathRepositoryWrite,
-					Summary:  "Configure a patch target.",
+					Callback:  ps.pathRepositoryWrite,
+					Responses: noContent(),
+					Summary:   "Configure a patch target.",
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback: ps.pathRepositoryWrite,
-					Summary:  "Change a patch target; omitted fields keep their values.",
+					Callback:  ps.pathRepositoryWrite,
+					Responses: noContent(),
+					Summary:   "Change a patch target; omitted fields keep their values.",
 				},
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: ps.pathRepositoryRead,
-					Summary:  "Read a patch target without its credentials.",
+					Callback:  ps.pathRepositoryRead,
+					Responses: okWith(repositoryResponseFields()),
+					Summary:   "Read a patch target without its credentials.",
 				},
 				logical.DeleteOperation: &framework.PathOperation{
-					Callback: ps.pathRepositoryDelete,
-					Summary:  "Remove a patch target and its local mirror.",
+					Callback:  ps.pathRepositoryDelete,
+					Responses: noContent(),
+					Summary:   "Remove a patch target and its local mirror.",
 				},
 			},
 			HelpSynopsis:    pathRepositoryHelpSyn,

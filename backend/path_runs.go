@@ -24,11 +24,12 @@ func pathRuns(b *backend) []*framework.Path {
 	return []*framework.Path{
 		{
 			Pattern:      "runs/?$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "runs"},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathRunsList,
-					Summary:  "List runs, newest first.",
+					Callback:  b.pathRunsList,
+					Responses: listOK(`Per id: {"commit", "status", "reason", "created_at"}.`),
+					Summary:   "List runs, newest first.",
 				},
 			},
 			HelpSynopsis:    "Run history, newest first.",
@@ -36,24 +37,27 @@ func pathRuns(b *backend) []*framework.Path {
 		},
 		{
 			Pattern:      "runs/" + framework.GenericNameRegex("id") + "/log$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "run-log"},
 			Fields: map[string]*framework.FieldSchema{
 				"id": idField,
 				"offset": {
 					Type:        framework.TypeInt,
+					Query:       true,
 					Description: "Byte offset to read from; use next_offset of the previous page to follow a running command.",
 					Default:     0,
 				},
 				"limit": {
 					Type:        framework.TypeInt,
+					Query:       true,
 					Description: fmt.Sprintf("Most bytes to return (default %d, at most %d).", defaultLogPage, maxLogPage),
 					Default:     defaultLogPage,
 				},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathRunLogRead,
-					Summary:  "Read a page of the run's output.",
+					Callback:  b.pathRunLogRead,
+					Responses: okWith(runLogResponseFields()),
+					Summary:   "Read a page of the run's output.",
 				},
 			},
 			HelpSynopsis:    "The output of a run's commands, paged.",
@@ -61,12 +65,13 @@ func pathRuns(b *backend) []*framework.Path {
 		},
 		{
 			Pattern:      "runs/" + framework.GenericNameRegex("id") + "/cancel$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationVerb: "cancel", OperationSuffix: "run"},
 			Fields:       map[string]*framework.FieldSchema{"id": idField},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathRunCancel,
-					Summary:  "Cancel a run in progress: its container is killed and removed.",
+					Callback:  b.pathRunCancel,
+					Responses: okWith(runResponseFields()),
+					Summary:   "Cancel a run in progress: its container is killed and removed.",
 				},
 			},
 			HelpSynopsis:    "Cancel a run in progress.",
@@ -74,12 +79,13 @@ func pathRuns(b *backend) []*framework.Path {
 		},
 		{
 			Pattern:      "runs/" + framework.GenericNameRegex("id") + "$",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "run"},
 			Fields:       map[string]*framework.FieldSchema{"id": idField},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathRunRead,
-					Summary:  "Show one run.",
+					Callback:  b.pathRunRead,
+					Responses: okWith(runResponseFields()),
+					Summary:   "Show one run.",
 				},
 			},
 			HelpSynopsis:    "One run: commit, status, reason, exit code, signers, times.",

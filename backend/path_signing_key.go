@@ -78,8 +78,9 @@ func pathSigningKey(ps *patchState) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: ps.pathSigningKeyRead,
-					Summary:  "Read the public part of the plugin's commit signing key, generating the key on first use.",
+					Callback:  ps.pathSigningKeyRead,
+					Responses: okWith(signingKeyResponseFields()),
+					Summary:   "Read the public part of the plugin's commit signing key, generating the key on first use.",
 				},
 			},
 			HelpSynopsis:    pathSigningKeyHelpSyn,
@@ -94,8 +95,9 @@ func pathSigningKey(ps *patchState) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback: ps.pathSigningKeyRotate,
-					Summary:  "Replace the commit signing key with a new one.",
+					Callback:  ps.pathSigningKeyRotate,
+					Responses: okWith(signingKeyResponseFields()),
+					Summary:   "Replace the commit signing key with a new one.",
 				},
 			},
 			HelpSynopsis:    pathSigningKeyRotateHelpSyn,

@@ -13,11 +13,12 @@ import (
 func pathStatus(b *backend) []*framework.Path {
 	return []*framework.Path{{
 		Pattern:      "status/?$",
-		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops"},
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "status"},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathStatusRead,
-				Summary:  "Show what the watch last saw and did.",
+				Callback:  b.pathStatusRead,
+				Responses: okWith(statusResponseFields()),
+				Summary:   "Show what the watch last saw and did.",
 			},
 		},
 		HelpSynopsis:    "Where the watch stands: last successful commit, HEAD, last poll, current run.",

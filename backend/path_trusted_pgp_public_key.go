@@ -16,11 +16,13 @@ func pathTrustedPGPPublicKey(b *backend) []*framework.Path {
 			Pattern: "configure/trusted_pgp_public_key/?$",
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: "flant-gitops",
+				OperationSuffix: "trusted-pgp-public-keys",
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathTrustedKeyList,
-					Summary:  "List the names of the trusted PGP public keys.",
+					Callback:  b.pathTrustedKeyList,
+					Responses: listOK(""),
+					Summary:   "List the names of the trusted PGP public keys.",
 				},
 			},
 			HelpSynopsis:    pathTrustedKeyListHelpSyn,
@@ -32,6 +34,7 @@ func pathTrustedPGPPublicKey(b *backend) []*framework.Path {
 			Pattern: "configure/trusted_pgp_public_key/(?P<name>.+)",
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: "flant-gitops",
+				OperationSuffix: "trusted-pgp-public-key",
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
@@ -46,20 +49,24 @@ func pathTrustedPGPPublicKey(b *backend) []*framework.Path {
 			ExistenceCheck: b.trustedKeyExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathTrustedKeyRead,
-					Summary:  "Show the key with its fingerprint and user IDs.",
+					Callback:  b.pathTrustedKeyRead,
+					Responses: okWith(trustedKeyResponseFields()),
+					Summary:   "Show the key with its fingerprint and user IDs.",
 				},
 				logical.CreateOperation: &framework.PathOperation{
-					Callback: b.pathTrustedKeyWrite,
-					Summary:  "Trust a PGP public key.",
+					Callback:  b.pathTrustedKeyWrite,
+					Responses: okWith(trustedKeyResponseFields()),
+					Summary:   "Trust a PGP public key.",
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathTrustedKeyWrite,
-					Summary:  "Replace a trusted PGP public key.",
+					Callback:  b.pathTrustedKeyWrite,
+					Responses: okWith(trustedKeyResponseFields()),
+					Summary:   "Replace a trusted PGP public key.",
 				},
 				logical.DeleteOperation: &framework.PathOperation{
-					Callback: b.pathTrustedKeyDelete,
-					Summary:  "Stop trusting a PGP public key.",
+					Callback:  b.pathTrustedKeyDelete,
+					Responses: noContent(),
+					Summary:   "Stop trusting a PGP public key.",
 				},
 			},
 			HelpSynopsis:    pathTrustedKeyHelpSyn,

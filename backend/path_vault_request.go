@@ -43,11 +43,13 @@ func pathVaultRequest(b *backend) []*framework.Path {
 			Pattern: "configure/vault_request/?$",
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: "flant-gitops",
+				OperationSuffix: "vault-requests",
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathVaultRequestList,
-					Summary:  "List the names of the vault requests.",
+					Callback:  b.pathVaultRequestList,
+					Responses: listOK(""),
+					Summary:   "List the names of the vault requests.",
 				},
 			},
 			HelpSynopsis:    pathVaultRequestListHelpSyn,
@@ -59,6 +61,7 @@ func pathVaultRequest(b *backend) []*framework.Path {
 			Pattern: "configure/vault_request/(?P<name>.+)",
 			DisplayAttrs: &framework.DisplayAttributes{
 				OperationPrefix: "flant-gitops",
+				OperationSuffix: "vault-request",
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
@@ -88,20 +91,24 @@ func pathVaultRequest(b *backend) []*framework.Path {
 			ExistenceCheck: b.vaultRequestExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathVaultRequestRead,
-					Summary:  "Read a vault request and its env var name.",
+					Callback:  b.pathVaultRequestRead,
+					Responses: okWith(vaultRequestResponseFields()),
+					Summary:   "Read a vault request and its env var name.",
 				},
 				logical.CreateOperation: &framework.PathOperation{
-					Callback: b.pathVaultRequestWrite,
-					Summary:  "Add a vault request made before each run.",
+					Callback:  b.pathVaultRequestWrite,
+					Responses: okWith(vaultRequestResponseFields()),
+					Summary:   "Add a vault request made before each run.",
 				},
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathVaultRequestWrite,
-					Summary:  "Change some fields of a vault request; fields not given keep their values.",
+					Callback:  b.pathVaultRequestWrite,
+					Responses: okWith(vaultRequestResponseFields()),
+					Summary:   "Change some fields of a vault request; fields not given keep their values.",
 				},
 				logical.DeleteOperation: &framework.PathOperation{
-					Callback: b.pathVaultRequestDelete,
-					Summary:  "Delete a vault request.",
+					Callback:  b.pathVaultRequestDelete,
+					Responses: noContent(),
+					Summary:   "Delete a vault request.",
 				},
 			},
 			HelpSynopsis:    pathVaultRequestHelpSyn,
