@@ -58,7 +58,11 @@ fuzz:
 
 test: build vault-binary vet unit fuzz
 
-enable: build vault-binary
+# The needs check runs before anything is built, so a fresh machine hears
+# everything it lacks in one message.
+enable:
+	scripts/dev-enable.sh --check
+	$(MAKE) build vault-binary
 	VERSION=$(VERSION) scripts/dev-enable.sh
 
 stop:

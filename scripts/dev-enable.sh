@@ -17,10 +17,43 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'make enable: %s\n' "$*" >&2; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-for tool in go git gpg docker sha256sum; do
-	command -v "$tool" >/dev/null || die "$tool is not installed (see .ci/run for the apt packages)"
-done
-docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed): start dockerd or fix DOCKER_HOST"
+# check_needs looks at everything `make enable` needs before anything starts
+# and names all that is missing in one message, so a fresh machine is fixed
+# in one round instead of one failure at a time.
+check_needs() {
+	local missing=() tool
+	for tool in go git gpg docker make openssl sha256sum; do
+		command -v "$tool" >/dev/null || missing+=("$tool is not installed")
+	done
+	if command -v go >/dev/null; then
+		local gov
+		gov=$(go env GOVERSION 2>/dev/null || true)
+		gov=${gov#go}
+		case $gov in
+		1.2[6-9]* | 1.[3-9][0-9]* | [2-9].*) ;;
+		*) missing+=("Go ${gov:-of unknown version} is too old: install Go 1.26 from https://go.dev/dl/") ;;
+		esac
+	fi
+	if command -v docker >/dev/null && ! docker info >/dev/null 2>&1; then
+		missing+=("Docker is not reachable (docker info failed): start dockerd or fix DOCKER_HOST")
+	fi
+	[ -x /bin/busybox ] || missing+=("/bin/busybox is missing: install Debian's busybox-static (the dev image is built from it)")
+	if [ "${#missing[@]}" -gt 0 ]; then
+		{
+			printf 'make enable: cannot start, %d thing(s) missing:\n' "${#missing[@]}"
+			printf '  - %s\n' "${missing[@]}"
+			printf 'Debian packages: git gnupg make openssl busybox-static (.ci/run installs them); a Docker engine; Go 1.26 from https://go.dev/dl/\n'
+		} >&2
+		exit 1
+	fi
+	if [ -z "${VAULT_BINARY:-}" ] && [ ! -x bin/vault ] && ! command -v vault >/dev/null; then
+		say "no Vault binary (\$VAULT_BINARY, bin/vault or vault on PATH): this first run builds bin/vault," \
+			"about 8 minutes on 2 idle cores and ~4 GB of module downloads, up to 30 minutes on a busy machine"
+	fi
+}
+check_needs
+# `make enable` checks first, then builds, then runs the rest.
+[ "${1:-}" = --check ] && exit 0
 
 mkdir -p "$DEV/plugins" "$DEV/git"
 
