@@ -132,6 +132,37 @@ func githubRawJob(t *testing.T) githubJob {
 	return j
 }
 
+// githubCLISteps are the run scripts of the README's CI client steps for
+// GitHub that call the CLI (the download step needs the network).
+func githubCLISteps(t *testing.T) []string {
+	t.Helper()
+	section := readmeSection(t, "CI client")
+	_, rest, ok := strings.Cut(section, "```yaml\n")
+	if !ok {
+		t.Fatal("the CI client section has no yaml block")
+	}
+	_, rest, ok = strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("the CI client section's yaml block does not end")
+	}
+	var steps []struct {
+		Run string `yaml:"run"`
+	}
+	if err := yaml.Unmarshal([]byte(fenced(t, rest, "yaml")), &steps); err != nil {
+		t.Fatalf("the CI client's GitHub steps are not YAML: %v", err)
+	}
+	var runs []string
+	for _, s := range steps {
+		if strings.Contains(s.Run, "flant_gitops-patch\" ") && !strings.HasPrefix(s.Run, "curl ") {
+			runs = append(runs, s.Run)
+		}
+	}
+	if len(runs) == 0 {
+		t.Fatal("the CI client's GitHub steps do not call flant_gitops-patch")
+	}
+	return runs
+}
+
 // mint signs claims with the test's key, as GitLab or GitHub sign theirs.
 func (e *ciEnv) mint(t *testing.T, claims map[string]any) string {
 	t.Helper()
@@ -235,47 +266,64 @@ func TestRecipesThroughVaultJWT(t *testing.T) {
 	if len(rules) != 1 || rules[0]["if"] != "$CI_COMMIT_TAG" {
 		t.Errorf("the GitLab job's rules are %v, want only `if: $CI_COMMIT_TAG`", rules)
 	}
-	// GitLab runs a job's lines in one shell that stops at the first failure.
-	gitlabScript := "set -eo pipefail\n" + strings.Join(script, "\n")
-	gitlab := func(namespace, project, tag string) result {
-		env := e.jobEnv("HOME="+t.TempDir(),
-			"VAULT_ID_TOKEN="+e.mint(t, gitlabClaims(namespace, project, tag)),
-			"CI_PROJECT_PATH="+namespace+"/"+project, "CI_COMMIT_TAG="+tag)
-		return run(t, env, "bash", "-c", gitlabScript)
-	}
+	gitlabScript := strings.Join(script, "\n")
 	if gh.shell != "bash" {
 		t.Errorf("the GitHub step's shell is %q, want bash (so a failing jq fails the step)", gh.shell)
 	}
-	// vault-action's login, then the step's script as GitHub runs `shell: bash`.
-	github := func(repository, ref string) (result, error) {
+	// vault-action's login, then a step's script as GitHub runs it
+	// (`shell: bash`: -eo pipefail; no shell: -e).
+	github := func(repository, ref, script string) (result, error) {
 		s, err := e.v.Client.Logical().Write("auth/"+gh.path+"/login", map[string]any{
 			"role": gh.role, "jwt": e.mint(t, githubClaims(repository, ref)),
 		})
 		if err != nil {
 			return result{}, err
 		}
-		env := e.jobEnv("HOME="+t.TempDir(), "VAULT_TOKEN="+s.Auth.ClientToken,
+		env := e.jobEnv("HOME="+t.TempDir(), "VAULT_TOKEN="+s.Auth.ClientToken, "RUNNER_TEMP="+e.bin,
 			"GITHUB_REPOSITORY="+repository, "GITHUB_REF_NAME="+strings.TrimPrefix(ref, "refs/tags/"))
 		if e.v.CACertPath != "" {
 			env = append(env, "CURL_CA_BUNDLE="+e.v.CACertPath)
 		}
-		return run(t, env, "bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", gh.run), nil
+		return run(t, env, "bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script), nil
+	}
+	gitlabCLI := strings.Join(readmeJobCommands(t), "\n")
+	githubCLI := strings.Join(githubCLISteps(t), "\n")
+	// GitLab runs a job's lines in one shell that stops at the first failure.
+	gitlabWith := func(script, namespace, project, tag string) result {
+		env := e.jobEnv("HOME="+t.TempDir(),
+			"VAULT_ID_TOKEN="+e.mint(t, gitlabClaims(namespace, project, tag)),
+			"CI_PROJECT_PATH="+namespace+"/"+project, "CI_COMMIT_TAG="+tag)
+		return run(t, env, "bash", "-c", "set -eo pipefail\n"+script)
+	}
+	gitlab := func(namespace, project, tag string) result {
+		return gitlabWith(gitlabScript, namespace, project, tag)
 	}
 
 	for _, tc := range []struct {
 		name      string
 		run       func() (result, error)
+		cli       bool // the job prints the SHA, not Vault's JSON answer
 		file, tag string
 		message   string // the commit message's first line, "" for the plugin's
 	}{
 		{
-			name: "GitLab job", file: "my-group/my-project/release.yml", tag: `v1.2.3"x`,
+			name: "GitLab raw job", file: "my-group/my-project/release.yml", tag: `v1.2.3"x`,
 			message: `my-group/my-project: release v1.2.3"x`,
 			run:     func() (result, error) { return gitlab("my-group", "my-project", `v1.2.3"x`), nil },
 		},
 		{
-			name: "GitHub job", file: "my-org/my-app/release.yml", tag: `v2.0.0"y`,
-			run: func() (result, error) { return github("my-org/my-app", `refs/tags/v2.0.0"y`) },
+			name: "GitHub raw job", file: "my-org/my-app/release.yml", tag: `v2.0.0"y`,
+			run: func() (result, error) { return github("my-org/my-app", `refs/tags/v2.0.0"y`, gh.run) },
+		},
+		{
+			name: "GitLab CLI job", file: "my-group/my-project/release.yml", tag: `v1.2.4"z`, cli: true,
+			message: `my-group/my-project: release v1.2.4"z`,
+			run:     func() (result, error) { return gitlabWith(gitlabCLI, "my-group", "my-project", `v1.2.4"z`), nil },
+		},
+		{
+			name: "GitHub CLI job", file: "my-org/my-app/release.yml", tag: `v2.0.1"w`, cli: true,
+			message: `my-org/my-app: release v2.0.1"w`,
+			run:     func() (result, error) { return github("my-org/my-app", `refs/tags/v2.0.1"w`, githubCLI) },
 		},
 	} {
 		t.Run(tc.name+" commits a tag with a quote as that string", func(t *testing.T) {
@@ -291,7 +339,9 @@ func TestRecipesThroughVaultJWT(t *testing.T) {
 					Commit string `json:"commit"`
 				} `json:"data"`
 			}
-			if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
+			if tc.cli {
+				answer.Data.Commit = strings.TrimSpace(r.stdout)
+			} else if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
 				t.Fatalf("the job's output is not Vault's JSON answer: %v\n%s", err, r.stdout)
 			}
 			head := e.remote.Head(t)
@@ -337,7 +387,7 @@ func TestRecipesThroughVaultJWT(t *testing.T) {
 	for _, tc := range refusedGitHub {
 		t.Run("GitHub job from "+tc.name+" is refused at login", func(t *testing.T) {
 			before := e.remote.Head(t)
-			_, err := github(tc.repository, tc.ref)
+			_, err := github(tc.repository, tc.ref, gh.run)
 			if err == nil {
 				t.Fatal("the login was accepted")
 			}
