@@ -61,7 +61,7 @@ mkdir -p "$DEV/plugins" "$DEV/git"
 VAULT=${VAULT_BINARY:-$ROOT/bin/vault}
 if [ ! -x "$VAULT" ]; then
 	if command -v vault >/dev/null; then VAULT=$(command -v vault); else
-		say "building bin/vault (about 8 minutes on a cold module cache)"
+		say "building bin/vault"
 		make bin/vault
 	fi
 fi
