@@ -42,17 +42,6 @@ type backend struct {
 	watch *watcher
 }
 
-// sealWrapStorage lists every storage entry that holds a secret, so that it
-// gets seal wrapping where the Vault edition supports it. Vault matches an
-// entry exactly unless it ends in "/", which makes it a prefix.
-var sealWrapStorage = []string{
-	storageKeyGitCredential,    // password or SSH key
-	storageKeyVaultAccess,      // secret_id
-	storageKeySecretIDRotation, // the old and the new secret_id
-	storageKeySigningKey,       // the plugin's private signing key
-	storagePrefixRepository,    // each repository's password or SSH key
-}
-
 // Factory is the logical.Factory Vault calls for each mount.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend()
@@ -69,7 +58,7 @@ func newBackend() *backend {
 		BackendType:    logical.TypeLogical,
 		RunningVersion: Version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: sealWrapStorage,
+			SealWrapStorage: sealWrapStorage(), // storage_keys.go
 		},
 		Paths:          b.paths(),
 		InitializeFunc: b.initialize,

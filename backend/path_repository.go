@@ -12,8 +12,6 @@ import (
 	"github.com/flant/flant_gitops/patch"
 )
 
-const storagePrefixRepository = "patch/repository/"
-
 // Defaults of a patch target when the operator gives none.
 const (
 	defaultPatchBranch        = "main"

@@ -10,10 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// storageKeySecretIDRotation holds a secret_id rotation in flight. Seal
-// wrapping matches keys exactly, so it has its own line in sealWrapStorage.
-const storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
-
 // secretIDRotation is the write-ahead record of one rotation: while it
 // exists both secret_ids are in storage, so a crash at any step leaves at
 // least one that works, and the next call finishes or rolls back.

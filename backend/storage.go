@@ -12,15 +12,6 @@ import (
 	"github.com/flant/flant_gitops/gitwatch"
 )
 
-// Storage keys. Keyed families keep one entry per NAME under a prefix.
-const (
-	storageKeyConfig          = "config"
-	storageKeyGitCredential   = "config/git_credential"
-	storageKeyVaultAccess     = "config/vault_access"
-	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
-	storagePrefixVaultRequest = "config/vault_request/"
-)
-
 // configEntry is the main configuration written at flant_gitops/configure.
 type configEntry struct {
 	GitRepoURL                  string        `json:"git_repo_url"`
