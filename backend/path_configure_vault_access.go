@@ -99,7 +99,7 @@ func (b *backend) pathVaultAccessRead(ctx context.Context, req *logical.Request,
 // secret_id, only when it was issued and when it expires.
 func vaultAccessResponse(v *vaultAccessEntry) map[string]any {
 	expires := ""
-	if t := v.SecretIDExpiresAt(); !t.IsZero() {
+	if t := v.secretIDExpiresAt(); !t.IsZero() {
 		expires = t.UTC().Format(time.RFC3339)
 	}
 	return map[string]any{

@@ -95,9 +95,9 @@ type vaultAccessEntry struct {
 	SecretIDIssuedAt time.Time `json:"secret_id_issued_at"`
 }
 
-// SecretIDExpiresAt is when the current secret_id stops working; the zero
+// secretIDExpiresAt is when the current secret_id stops working; the zero
 // time when it does not expire.
-func (v *vaultAccessEntry) SecretIDExpiresAt() time.Time {
+func (v *vaultAccessEntry) secretIDExpiresAt() time.Time {
 	if v.SecretIDTTL <= 0 {
 		return time.Time{}
 	}

@@ -13,16 +13,14 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/docker/go-units"
+
+	"github.com/flant/flant_gitops/container"
 )
 
 var (
-	// imageIDRe is a local image ID as `docker images --no-trunc` prints it.
-	imageIDRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	commitRe  = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	// scpLikeRe is git's scp-like SSH syntax: user@host:path.
 	scpLikeRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/\\]`)
-	// networkNameRe is Docker's rule for user-defined network names.
-	networkNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 	// nameRe is the NAME of keyed paths (trusted keys, vault requests).
 	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
@@ -91,14 +89,16 @@ func validateBranchName(raw string) (string, error) {
 
 // validateDockerImage accepts an image pinned by digest (name@sha256:...)
 // or a local image ID (sha256:...): a tag can be moved to other content, so
-// it is not enough to say which code runs.
+// it is not enough to say which code runs. The rule is the runner's
+// (container.CheckPinned); the reference is parsed here to say what is wrong.
 func validateDockerImage(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	fix := "pin it by digest as name@sha256:<64 hex> (see `docker images --digests`) or give the image ID sha256:<64 hex> (see `docker images --no-trunc -q NAME`)"
 	if s == "" {
 		return "", invalidf("docker_image is empty: %s", fix)
 	}
-	if imageIDRe.MatchString(s) {
+	pinned := container.CheckPinned(s)
+	if pinned == nil && !strings.Contains(s, "@") { // an image ID
 		return s, nil
 	}
 	ref, err := reference.ParseNormalizedNamed(s)
@@ -109,8 +109,11 @@ func validateDockerImage(raw string) (string, error) {
 	if !ok {
 		return "", invalidf("docker_image %q is not pinned: %s", s, fix)
 	}
-	if d := digested.Digest(); d.Algorithm() != "sha256" || !imageIDRe.MatchString(d.String()) {
+	if d := digested.Digest(); d.Algorithm() != "sha256" || len(d.Encoded()) != 64 {
 		return "", invalidf("docker_image %q uses digest %q: %s", s, d.String(), fix)
+	}
+	if pinned != nil {
+		return "", invalidf("docker_image %q is not accepted by the runner (%v): %s", s, pinned, fix)
 	}
 	return s, nil
 }
@@ -180,7 +183,7 @@ func validateNetworkMode(raw string) (string, error) {
 		return "", invalidf("network_mode is empty: use bridge (the default), host, none or the name of a Docker network")
 	case strings.HasPrefix(s, "container:"):
 		return "", invalidf("network_mode %q would share another container's network: use bridge, host, none or the name of a Docker network", s)
-	case !networkNameRe.MatchString(s):
+	case container.CheckNetworkMode(s) != nil:
 		return "", invalidf("network_mode %q is not a Docker network name: use bridge, host, none or a name made of letters, digits, '_', '.' and '-'", s)
 	}
 	return s, nil

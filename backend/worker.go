@@ -439,13 +439,6 @@ func signerLabels(signers []gitwatch.Signer) []string {
 	return out
 }
 
-func shortCommit(c string) string {
-	if len(c) > 12 {
-		return c[:12]
-	}
-	return c
-}
-
 // clearRetry forgets a failing or held commit after an operator moved the
 // last successful commit.
 func (w *watcher) clearRetry(ctx context.Context, s logical.Storage) error {
