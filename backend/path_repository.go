@@ -283,15 +283,11 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	if e.URL == "" {
 		return invalidf("url is empty: give the repository to patch, e.g. https://gitlab.example.com/group/infra.git")
 	}
-	// The watcher's validators speak of its own fields; name this path's.
-	rename := strings.NewReplacer("git_repo_url", "url", "git_branch_name", "branch",
-		"flant_gitops/configure/git_credential", "this path's username and password",
-		"configure/git_credential", "this path's username and password")
-	if _, err := validateGitRepoURL(e.URL); err != nil {
-		return invalidf("%s", rename.Replace(err.Error()))
+	if _, err := validateGitRepoURL(patchGitFields, e.URL); err != nil {
+		return err
 	}
-	if _, err := validateBranchName(e.Branch); err != nil {
-		return invalidf("%s", rename.Replace(err.Error()))
+	if _, err := validateBranchName(patchGitFields, e.Branch); err != nil {
+		return err
 	}
 	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
 		return secretMustFollow([]string{"url"}, "password or ssh_private_key",

@@ -32,56 +32,69 @@ const (
 	maxCPULimit    = 1024
 )
 
+// gitFields names the fields a repository is given in, so that one set of
+// validators speaks of the path the operator wrote.
+type gitFields struct {
+	url, branch string
+	// credential says where the credential goes instead of into the URL.
+	credential string
+}
+
+var (
+	watchGitFields = gitFields{url: "git_repo_url", branch: "git_branch_name", credential: "flant_gitops/configure/git_credential"}
+	patchGitFields = gitFields{url: "url", branch: "branch", credential: "this path's username and password"}
+)
+
 // validateGitRepoURL accepts https, http and ssh URLs (and git's scp-like
 // user@host:path form, which is ssh) and refuses credentials inside the URL.
-func validateGitRepoURL(raw string) (string, error) {
+func validateGitRepoURL(f gitFields, raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
-		return "", invalidf("git_repo_url is empty: give the repository to watch, e.g. https://gitlab.example.com/group/project.git or ssh://git@gitlab.example.com/group/project.git")
+		return "", invalidf("%s is empty: give the repository to watch, e.g. https://gitlab.example.com/group/project.git or ssh://git@gitlab.example.com/group/project.git", f.url)
 	}
 	if scpLikeRe.MatchString(s) && !strings.Contains(s, "://") {
 		return s, nil
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", invalidf("git_repo_url %q is not a URL (%v): use https://host/path.git, http://host/path.git or ssh://user@host/path.git", s, err)
+		return "", invalidf("%s %q is not a URL (%v): use https://host/path.git, http://host/path.git or ssh://user@host/path.git", f.url, s, err)
 	}
 	switch u.Scheme {
 	case "https", "http", "ssh":
 	default:
-		return "", invalidf("git_repo_url %q has scheme %q: use https://, http:// or ssh:// (file:// and git:// are not accepted)", s, u.Scheme)
+		return "", invalidf("%s %q has scheme %q: use https://, http:// or ssh:// (file:// and git:// are not accepted)", f.url, s, u.Scheme)
 	}
 	if u.Host == "" {
-		return "", invalidf("git_repo_url %q has no host: use e.g. https://gitlab.example.com/group/project.git", s)
+		return "", invalidf("%s %q has no host: use e.g. https://gitlab.example.com/group/project.git", f.url, s)
 	}
 	if _, hasPassword := u.User.Password(); hasPassword {
-		return "", invalidf("git_repo_url must not contain a password: remove it from the URL and write it to flant_gitops/configure/git_credential instead")
+		return "", invalidf("%s must not contain a password: remove it from the URL and write it to %s instead", f.url, f.credential)
 	}
 	if u.Scheme != "ssh" && u.User != nil {
-		return "", invalidf("git_repo_url must not contain a user name for %s: write username and password to flant_gitops/configure/git_credential instead", u.Scheme)
+		return "", invalidf("%s must not contain a user name for %s: write username and password to %s instead", f.url, u.Scheme, f.credential)
 	}
 	return s, nil
 }
 
 // validateBranchName applies the rules of git check-ref-format that matter
 // for a branch name given without the refs/heads/ prefix.
-func validateBranchName(raw string) (string, error) {
+func validateBranchName(f gitFields, raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	fix := "give a branch name such as main or release/1.2, without refs/heads/"
 	switch {
 	case s == "":
-		return "", invalidf("git_branch_name is empty: %s", fix)
+		return "", invalidf("%s is empty: %s", f.branch, fix)
 	case strings.HasPrefix(s, "refs/"):
-		return "", invalidf("git_branch_name %q starts with refs/: %s", s, fix)
+		return "", invalidf("%s %q starts with refs/: %s", f.branch, s, fix)
 	case strings.HasPrefix(s, "-"), strings.HasPrefix(s, "/"), strings.HasSuffix(s, "/"),
 		strings.HasSuffix(s, "."), strings.HasSuffix(s, ".lock"),
 		strings.Contains(s, ".."), strings.Contains(s, "//"), strings.Contains(s, "@{"),
 		strings.ContainsAny(s, " ~^:?*[\\\t\n"), s == "@":
-		return "", invalidf("git_branch_name %q is not a valid git branch name: %s", s, fix)
+		return "", invalidf("%s %q is not a valid git branch name: %s", f.branch, s, fix)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			return "", invalidf("git_branch_name contains a control character: %s", fix)
+			return "", invalidf("%s contains a control character: %s", f.branch, fix)
 		}
 	}
 	return s, nil
