@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/mail"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -319,11 +318,8 @@ func parseCommitOptions(v any, pr *patchRequest) error {
 	pr.message = strings.TrimSpace(co.Message)
 	if co.Author != nil {
 		name, email := strings.TrimSpace(co.Author.Name), strings.TrimSpace(co.Author.Email)
-		if name == "" || strings.ContainsAny(name, "<>\n\r\x00") {
-			return invalidf("commit.author.name must be non-empty, on one line, without '<' or '>'")
-		}
-		if _, err := mail.ParseAddress("x <" + email + ">"); err != nil || strings.ContainsAny(email, "<>\n\r\x00 ") {
-			return invalidf("commit.author.email %q is not an email address", email)
+		if err := validateAuthor("commit.author.name", "commit.author.email", name, email); err != nil {
+			return err
 		}
 		pr.author = patch.Person{Name: name, Email: email}
 	}

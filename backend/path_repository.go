@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"net/mail"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -299,13 +298,7 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	if e.DefaultCommitMessage == "" {
 		return invalidf("default_commit_message is empty: give the message used when a request has none")
 	}
-	if e.DefaultAuthorName == "" || strings.ContainsAny(e.DefaultAuthorName, "<>\n\r\x00") {
-		return invalidf("default_author_name must be non-empty, on one line, without '<' or '>'")
-	}
-	if _, err := mail.ParseAddress("x <" + e.DefaultAuthorEmail + ">"); err != nil || strings.ContainsAny(e.DefaultAuthorEmail, "<>\n\r\x00 ") {
-		return invalidf("default_author_email %q is not an email address", e.DefaultAuthorEmail)
-	}
-	return nil
+	return validateAuthor("default_author_name", "default_author_email", e.DefaultAuthorName, e.DefaultAuthorEmail)
 }
 
 func (ps *patchState) pathRepositoryDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

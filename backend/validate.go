@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -98,6 +99,18 @@ func validateBranchName(f gitFields, raw string) (string, error) {
 		}
 	}
 	return s, nil
+}
+
+// validateAuthor checks a commit author given in the named fields: git
+// writes it as "name <email>" on one line.
+func validateAuthor(nameField, emailField, name, email string) error {
+	if name == "" || strings.ContainsAny(name, "<>\n\r\x00") {
+		return invalidf("%s must be non-empty, on one line, without '<' or '>'", nameField)
+	}
+	if _, err := mail.ParseAddress("x <" + email + ">"); err != nil || strings.ContainsAny(email, "<>\n\r\x00 ") {
+		return invalidf("%s %q is not an email address", emailField, email)
+	}
+	return nil
 }
 
 // validateDockerImage accepts an image pinned by digest (name@sha256:...)
