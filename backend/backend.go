@@ -64,7 +64,7 @@ func newBackend() *backend {
 		InitializeFunc: b.initialize,
 		Clean:          b.clean,
 	}
-	b.approle = newApproleClient(b.Backend.Logger)
+	b.approle = newApproleClient(b.Backend.Logger, &b.configMu)
 	b.onClean = append(b.onClean, b.approle.reset)
 	b.setupWatch()
 	return b

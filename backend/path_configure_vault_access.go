@@ -243,7 +243,7 @@ func (b *backend) pathVaultAccessDelete(ctx context.Context, req *logical.Reques
 		return nil, err
 	}
 	// Revoke the token made with the deleted access now rather than leave it
-	// to its TTL; outside configMu, as rotation takes approle.mu first.
+	// to its TTL; outside configMu, as rotation takes the client's lock first.
 	b.approle.reset(ctx)
 	return nil, nil
 }

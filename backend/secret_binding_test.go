@@ -146,7 +146,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 		t.Fatalf("refused writes changed the stored access: %+v", after)
 	}
 	p.sleep(61 * time.Second) // rotation due
-	if err := p.b.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
 		t.Fatalf("rotate on the real target: %v", err)
 	}
 	if _, _, err := p.b.prepareVaultRequests(ctx, p.s); err != nil {
@@ -166,7 +166,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 	if err := putEntry(ctx, p.s, storageKeySecretIDRotation, leftover); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.b.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
 		t.Fatalf("recovery of a record for another target: %v", err)
 	}
 	if r, _ := getEntry[secretIDRotation](ctx, p.s, storageKeySecretIDRotation); r != nil {
