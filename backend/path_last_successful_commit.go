@@ -68,24 +68,11 @@ func (b *backend) pathLastSuccessfulWrite(ctx context.Context, req *logical.Requ
 	if !commitRe.MatchString(commit) {
 		return errorResponse("commit must be a full 40-hex commit id (git rev-parse HEAD prints one), got %q", d.Get("commit"))
 	}
-	ls := &lastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: b.watch.deps.now()}
-	if err := putLastSuccessful(ctx, req.Storage, ls); err != nil {
-		return nil, err
-	}
-	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return nil, b.watch.setLastSuccessful(ctx, req.Storage, commit)
 }
 
 func (b *backend) pathLastSuccessfulDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	if err := deleteEntry(ctx, req.Storage, lastSuccessfulKey); err != nil {
-		return nil, err
-	}
-	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return nil, b.watch.setLastSuccessful(ctx, req.Storage, "")
 }
 
 const pathLastSuccessfulHelpDesc = `
