@@ -40,6 +40,10 @@ type backend struct {
 
 	// watch is the background worker of the watch half (worker*.go).
 	watch *watcher
+
+	// patch is the patch half's state: its locks, mirrors, prepared policy
+	// and signing key (patch_state.go).
+	patch *patchState
 }
 
 // Factory is the logical.Factory Vault calls for each mount.
@@ -53,6 +57,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 
 func newBackend() *backend {
 	b := &backend{}
+	b.patch = newPatchState(b)
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
 		BackendType:    logical.TypeLogical,
@@ -80,7 +85,7 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigureVaultAccess(b),
 		pathVaultRequest(b),
 		pathWatch(b),
-		pathsPatch(b),
+		pathsPatch(b.patch),
 	)
 }
 
