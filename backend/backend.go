@@ -40,17 +40,10 @@ type backend struct {
 
 	// watch is the background worker of the watch half (worker*.go).
 	watch *watcher
-}
 
-// sealWrapStorage lists every storage entry that holds a secret, so that it
-// gets seal wrapping where the Vault edition supports it. Vault matches an
-// entry exactly unless it ends in "/", which makes it a prefix.
-var sealWrapStorage = []string{
-	storageKeyGitCredential,    // password or SSH key
-	storageKeyVaultAccess,      // secret_id
-	storageKeySecretIDRotation, // the old and the new secret_id
-	storageKeySigningKey,       // the plugin's private signing key
-	storagePrefixRepository,    // each repository's password or SSH key
+	// patch is the patch half's state: its locks, mirrors, prepared policy
+	// and signing key (patch_state.go).
+	patch *patchState
 }
 
 // Factory is the logical.Factory Vault calls for each mount.
@@ -64,18 +57,19 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 
 func newBackend() *backend {
 	b := &backend{}
+	b.patch = newPatchState(b)
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
 		BackendType:    logical.TypeLogical,
 		RunningVersion: Version,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: sealWrapStorage,
+			SealWrapStorage: sealWrapStorage(), // storage_keys.go
 		},
 		Paths:          b.paths(),
 		InitializeFunc: b.initialize,
 		Clean:          b.clean,
 	}
-	b.approle = newApproleClient(b.Backend.Logger)
+	b.approle = newApproleClient(b.Backend.Logger, &b.configMu)
 	b.onClean = append(b.onClean, b.approle.reset)
 	b.setupWatch()
 	return b
@@ -91,7 +85,7 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigureVaultAccess(b),
 		pathVaultRequest(b),
 		pathWatch(b),
-		pathsPatch(b),
+		pathsPatch(b.patch),
 	)
 }
 

@@ -24,7 +24,7 @@ func FuzzConfigureValidators(f *testing.F) {
 		if img, err := validateDockerImage(s); err == nil && !strings.Contains(img, "sha256:") {
 			t.Errorf("docker_image %q accepted without a digest", s)
 		}
-		if u, err := validateGitRepoURL(s); err == nil && !(strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "ssh://") || scpLikeRe.MatchString(u)) {
+		if u, err := validateGitRepoURL(watchGitFields, s); err == nil && !(strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "ssh://") || scpLikeRe.MatchString(u)) {
 			t.Errorf("git_repo_url %q accepted with another scheme", s)
 		}
 		if _, n, err := parseMemoryLimit(s); err == nil && n != 0 && n < minMemoryLimit {
@@ -33,7 +33,7 @@ func FuzzConfigureValidators(f *testing.F) {
 		if _, n, err := parseCPULimit(s); err == nil && n < 0 {
 			t.Errorf("cpu_limit %q accepted as %d nano CPUs", s, n)
 		}
-		if b, err := validateBranchName(s); err == nil && (b == "" || strings.ContainsAny(b, " ~^:?*[\\") || strings.Contains(b, "..")) {
+		if b, err := validateBranchName(watchGitFields, s); err == nil && (b == "" || strings.ContainsAny(b, " ~^:?*[\\") || strings.Contains(b, "..")) {
 			t.Errorf("git_branch_name %q accepted", s)
 		}
 		if m, err := validateNetworkMode(s); err == nil && (m == "" || strings.Contains(m, ":")) {

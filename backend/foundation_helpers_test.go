@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -10,12 +11,15 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// newConfigTestBackend is a backend on in-memory storage, set up as Vault
-// would, without the gRPC boundary.
-func newConfigTestBackend(t *testing.T) (*backend, logical.Storage) {
+// newTestBackend is a backend on in-memory storage, set up as Vault would,
+// without the gRPC boundary. Its system view answers entity and groups as
+// the caller's identity (nil for none).
+func newTestBackend(t *testing.T, entity *logical.Entity, groups []*logical.Group) (*backend, logical.Storage) {
 	t.Helper()
 	conf := logical.TestBackendConfig()
 	conf.StorageView = &logical.InmemStorage{}
+	sys := conf.System.(*logical.StaticSystemView)
+	sys.EntityVal, sys.GroupsVal = entity, groups
 	lb, err := Factory(context.Background(), conf)
 	if err != nil {
 		t.Fatalf("Factory: %v", err)
@@ -83,8 +87,7 @@ func mustBadRequest(t *testing.T, resp *logical.Response, err error, want ...str
 	if resp == nil || !resp.IsError() {
 		t.Fatalf("want a 400 error response, got %#v", resp)
 	}
-	status, _ := logical.RespondErrorCommon(&logical.Request{}, resp, nil)
-	if status != 400 {
+	if status := status(resp, nil); status != http.StatusBadRequest {
 		t.Fatalf("want HTTP 400, got %d for %v", status, resp.Error())
 	}
 	msg := resp.Error().Error()
@@ -93,6 +96,30 @@ func mustBadRequest(t *testing.T, resp *logical.Response, err error, want ...str
 			t.Errorf("error %q does not mention %q", msg, w)
 		}
 	}
+}
+
+// status is the HTTP status Vault would answer for a handler's result.
+func status(resp *logical.Response, err error) int {
+	var coded logical.HTTPCodedError
+	switch {
+	case errors.As(err, &coded):
+		return coded.Code()
+	case err != nil:
+		return http.StatusInternalServerError
+	case resp != nil && resp.IsError():
+		return http.StatusBadRequest
+	}
+	return http.StatusOK
+}
+
+func errText(resp *logical.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if resp != nil && resp.IsError() {
+		return resp.Error().Error()
+	}
+	return ""
 }
 
 func isUnsupported(err error) bool {

@@ -17,11 +17,10 @@ import (
 // cacheDirEnv overrides where mirrors are cached (default: the OS temp dir).
 const cacheDirEnv = "FLANT_GITOPS_CACHE_DIR"
 
-// mountIDKey holds the mount's id. It labels the mount's containers and
-// names its cache folders, so both survive plugin restarts and two mounts
-// never share them. Vault's BackendUUID would do too, but a stored id needs
-// nothing from the factory.
-const mountIDKey = "mount_id"
+// The entry at mountIDKey holds the mount's id. It labels the mount's
+// containers and names its cache folders, so both survive plugin restarts
+// and two mounts never share them. Vault's BackendUUID would do too, but a
+// stored id needs nothing from the factory.
 
 // cacheBase is the folder under which every mount keeps its mirrors.
 func cacheBase() string {

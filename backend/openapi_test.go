@@ -122,7 +122,7 @@ func TestOperationIDs(t *testing.T) {
 
 // newSchemaTestBackend is a backend for reading path definitions only.
 func newSchemaTestBackend(t *testing.T) *backend {
-	b, _ := newConfigTestBackend(t)
+	b, _ := newTestBackend(t, nil, nil)
 	return b
 }
 
@@ -327,7 +327,7 @@ func TestResponseSchemas(t *testing.T) {
 			ID: "ent-1", Name: "entity_ci",
 			Aliases: []*logical.Alias{{MountType: "jwt", MountAccessor: accessor, Name: "my-group/my-project", Metadata: map[string]string{"project_path": "my-group/my-project"}}},
 		}
-		b, s := newPatchTestBackend(t, ci, nil)
+		b, s := newTestBackend(t, ci, nil)
 		srv := gittest.NewServer(t)
 		remote := srv.NewRepo(t, "infra")
 		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "spec:\n  values:\n    image:\n      tag: 1.2.4\n"}, gittest.Message("initial"))
@@ -394,7 +394,7 @@ func TestResponseSchemas(t *testing.T) {
 	})
 
 	t.Run("watch: status, runs, log, poll, cancel", func(t *testing.T) {
-		b, _ := newConfigTestBackend(t)
+		b, _ := newTestBackend(t, nil, nil)
 		h := newWatchHarness(t)
 		h.runner.run = watchBlockingRun(make(chan struct{}))
 		h.runner.started = make(chan container.Spec, 1)

@@ -62,7 +62,7 @@ func TestRequireTrustedTip(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(cacheDirEnv, t.TempDir())
-			b, s := newPatchTestBackend(t, entity, nil)
+			b, s := newTestBackend(t, entity, nil)
 			repo := srv.NewRepo(t, fmt.Sprintf("tip%d", i))
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"policy": allowAllPolicy}), "policy")
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/alice", map[string]any{"public_key": alice.PublicArmored(t)}), "trust alice")

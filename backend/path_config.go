@@ -209,14 +209,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 // validating each; fields not given are left as they are.
 func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
 	if v, ok := d.GetOk("git_repo_url"); ok {
-		s, err := validateGitRepoURL(v.(string))
+		s, err := validateGitRepoURL(watchGitFields, v.(string))
 		if err != nil {
 			return err
 		}
 		cfg.GitRepoURL = s
 	}
 	if v, ok := d.GetOk("git_branch_name"); ok {
-		s, err := validateBranchName(v.(string))
+		s, err := validateBranchName(watchGitFields, v.(string))
 		if err != nil {
 			return err
 		}

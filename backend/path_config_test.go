@@ -23,7 +23,7 @@ func minimalConfig() map[string]any {
 }
 
 func TestConfigureDefaultsAndRead(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", minimalConfig()), "write")
 
 	resp := configReq(t, b, s, logical.ReadOperation, "configure", nil)
@@ -46,7 +46,7 @@ func TestConfigureDefaultsAndRead(t *testing.T) {
 }
 
 func TestConfigurePartialUpdateKeepsOtherFields(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	data := minimalConfig()
 	data["memory_limit"] = "512m"
 	data["cpu_limit"] = "1.50"
@@ -94,7 +94,7 @@ func TestConfigureAcceptsImageForms(t *testing.T) {
 		"registry.example.com:5000/team/tool:1.2@" + testDigest,
 	} {
 		t.Run(image, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			data := minimalConfig()
 			data["docker_image"] = image
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", data), "write")
@@ -110,7 +110,7 @@ func TestConfigureAcceptsURLForms(t *testing.T) {
 		"git@git.example.com:a/b.git",
 	} {
 		t.Run(u, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			data := minimalConfig()
 			data["git_repo_url"] = u
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", data), "write")
@@ -150,7 +150,7 @@ func TestConfigureValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			data := minimalConfig()
 			data[tc.field] = tc.value
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure", data)
@@ -163,13 +163,13 @@ func TestConfigureValidation(t *testing.T) {
 }
 
 func TestConfigureFirstWriteNeedsRequiredFields(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure", map[string]any{"git_branch_name": "main"})
 	mustBadRequest(t, resp, err, "git_repo_url", "docker_image", "commands", "first write")
 }
 
 func TestConfigureQuorumWarning(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	data := minimalConfig()
 	data["required_number_of_verified_signatures_on_commit"] = 2
 	resp := configReq(t, b, s, logical.UpdateOperation, "configure", data)
@@ -184,7 +184,7 @@ func TestConfigureQuorumWarning(t *testing.T) {
 }
 
 func TestConfigureDelete(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", minimalConfig()), "write")
 	mustOK(t, configReq(t, b, s, logical.DeleteOperation, "configure", nil), "delete")
 	if resp := configReq(t, b, s, logical.ReadOperation, "configure", nil); resp != nil {

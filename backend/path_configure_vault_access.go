@@ -104,7 +104,7 @@ func (b *backend) pathVaultAccessRead(ctx context.Context, req *logical.Request,
 // secret_id, only when it was issued and when it expires.
 func vaultAccessResponse(v *vaultAccessEntry) map[string]any {
 	expires := ""
-	if t := v.SecretIDExpiresAt(); !t.IsZero() {
+	if t := v.secretIDExpiresAt(); !t.IsZero() {
 		expires = t.UTC().Format(time.RFC3339)
 	}
 	return map[string]any{
@@ -248,7 +248,7 @@ func (b *backend) pathVaultAccessDelete(ctx context.Context, req *logical.Reques
 		return nil, err
 	}
 	// Revoke the token made with the deleted access now rather than leave it
-	// to its TTL; outside configMu, as rotation takes approle.mu first.
+	// to its TTL; outside configMu, as rotation takes the client's lock first.
 	b.approle.reset(ctx)
 	return nil, nil
 }

@@ -22,7 +22,7 @@ func vaultAccessData() map[string]any {
 }
 
 func TestVaultAccessReadIsRedacted(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	ca, _ := vaulttest.NewTestCA(t, "test CA")
 	data := vaultAccessData()
 	data["vault_cacert"] = vaulttest.CACertPEM(ca)
@@ -55,7 +55,7 @@ func TestVaultAccessReadIsRedacted(t *testing.T) {
 }
 
 func TestVaultAccessPartialUpdateRotatesSecretIDOnly(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
 	before, _ := getVaultAccess(t.Context(), s)
 	time.Sleep(10 * time.Millisecond)
@@ -95,7 +95,7 @@ func TestVaultAccessValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			data := vaultAccessData()
 			data[tc.field] = tc.value
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure_vault_access", data)
@@ -108,7 +108,7 @@ func TestVaultAccessValidation(t *testing.T) {
 }
 
 func TestVaultAccessFirstWriteNeedsRequiredFields(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure_vault_access", map[string]any{"vault_addr": "https://vault:8200"})
 	mustBadRequest(t, resp, err, "missing role_id, role_name, secret_id")
 }

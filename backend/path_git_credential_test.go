@@ -36,7 +36,7 @@ func testSSHKey(t *testing.T, passphrase string) (privatePEM, knownHosts string)
 }
 
 func TestGitCredentialWriteOnly(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/git_credential", map[string]any{
 		"username": "oauth2", "password": "glpat-very-secret",
 	}), "write basic")
@@ -88,7 +88,7 @@ func TestGitCredentialValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/git_credential", tc.data)
 			mustBadRequest(t, resp, err, tc.want...)
 			if msg := resp.Error().Error(); strings.Contains(msg, "PRIVATE KEY") {

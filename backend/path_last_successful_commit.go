@@ -2,14 +2,11 @@ package backend
 
 import (
 	"context"
-	"regexp"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-var commitIDPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 func pathLastSuccessfulCommit(b *backend) []*framework.Path {
 	return []*framework.Path{{
@@ -71,27 +68,14 @@ func (b *backend) pathLastSuccessfulRead(ctx context.Context, req *logical.Reque
 
 func (b *backend) pathLastSuccessfulWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	commit := strings.ToLower(strings.TrimSpace(d.Get("commit").(string)))
-	if !commitIDPattern.MatchString(commit) {
+	if !commitRe.MatchString(commit) {
 		return errorResponse("commit must be a full 40-hex commit id (git rev-parse HEAD prints one), got %q", d.Get("commit"))
 	}
-	ls := &lastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: b.watch.deps.now()}
-	if err := putLastSuccessful(ctx, req.Storage, ls); err != nil {
-		return nil, err
-	}
-	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return nil, b.watch.setLastSuccessful(ctx, req.Storage, commit)
 }
 
 func (b *backend) pathLastSuccessfulDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	if err := deleteEntry(ctx, req.Storage, lastSuccessfulKey); err != nil {
-		return nil, err
-	}
-	if err := b.watch.clearRetry(ctx, req.Storage); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	return nil, b.watch.setLastSuccessful(ctx, req.Storage, "")
 }
 
 const pathLastSuccessfulHelpDesc = `

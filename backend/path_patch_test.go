@@ -14,48 +14,8 @@ import (
 	"github.com/flant/flant_gitops/patch"
 )
 
-// newPatchTestBackend is a backend on in-memory storage whose system view
-// answers entity as the caller's identity.
-func newPatchTestBackend(t *testing.T, entity *logical.Entity, groups []*logical.Group) (*backend, logical.Storage) {
-	t.Helper()
-	conf := logical.TestBackendConfig()
-	conf.StorageView = &logical.InmemStorage{}
-	conf.System = logical.StaticSystemView{EntityVal: entity, GroupsVal: groups}
-	lb, err := Factory(context.Background(), conf)
-	if err != nil {
-		t.Fatalf("Factory: %v", err)
-	}
-	b := lb.(*backend)
-	t.Cleanup(func() { b.Cleanup(context.Background()) })
-	return b, conf.StorageView
-}
-
-// status is the HTTP status Vault would answer for a handler's result.
-func status(resp *logical.Response, err error) int {
-	var coded logical.HTTPCodedError
-	switch {
-	case errors.As(err, &coded):
-		return coded.Code()
-	case err != nil:
-		return http.StatusInternalServerError
-	case resp != nil && resp.IsError():
-		return http.StatusBadRequest
-	}
-	return http.StatusOK
-}
-
-func errText(resp *logical.Response, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	if resp != nil && resp.IsError() {
-		return resp.Error().Error()
-	}
-	return ""
-}
-
 func TestRepositoryConfig(t *testing.T) {
-	b, s := newPatchTestBackend(t, nil, nil)
+	b, s := newTestBackend(t, nil, nil)
 	const path = "configure/repository/infra"
 	tests := []struct {
 		name string
@@ -118,7 +78,7 @@ func toString(v any) string {
 }
 
 func TestPolicyConfig(t *testing.T) {
-	b, s := newPatchTestBackend(t, nil, nil)
+	b, s := newTestBackend(t, nil, nil)
 	resp := configReq(t, b, s, logical.ReadOperation, "configure/policy", nil)
 	if resp.Data["builtin"] != true || !strings.Contains(toString(resp.Data["policy"]), "package flant_gitops.patch") {
 		t.Fatalf("default policy read = %v", resp.Data)
@@ -140,7 +100,7 @@ func TestPolicyConfig(t *testing.T) {
 }
 
 func TestSigningKeyPath(t *testing.T) {
-	b, s := newPatchTestBackend(t, nil, nil)
+	b, s := newTestBackend(t, nil, nil)
 	first := configReq(t, b, s, logical.ReadOperation, "configure/signing_key", nil)
 	fp := toString(first.Data["fingerprint"])
 	if len(fp) != 40 || !strings.Contains(toString(first.Data["public_key"]), "BEGIN PGP PUBLIC KEY BLOCK") {
@@ -204,7 +164,7 @@ func TestPatchRequestChecks(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newPatchTestBackend(t, tc.entity, nil)
+			b, s := newTestBackend(t, tc.entity, nil)
 			configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"trusted_auth_mount_accessors": "auth_jwt_0a1b2c3d"})
 			req := &logical.Request{
 				Operation: logical.UpdateOperation, Path: "patch/" + tc.repo, Data: tc.data, Storage: s,

@@ -16,8 +16,6 @@ import (
 	"github.com/flant/flant_gitops/policy"
 )
 
-const storageKeyPolicy = "patch/policy"
-
 // maxPolicyBytes bounds a custom policy; real ones are a few kilobytes.
 const maxPolicyBytes = 256 << 10
 

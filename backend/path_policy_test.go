@@ -14,7 +14,7 @@ import (
 // validated, kept by a delete that goes back to the built-in policy, and
 // handed to the policy as input.trusted_auth_mount_accessors.
 func TestPolicyTrustedAuthMounts(t *testing.T) {
-	b, s := newPatchTestBackend(t, nil, nil)
+	b, s := newTestBackend(t, nil, nil)
 	read := func() *logical.Response { return configReq(t, b, s, logical.ReadOperation, "configure/policy", nil) }
 	if r := read(); !reflect.DeepEqual(r.Data["trusted_auth_mount_accessors"], []string{}) || len(r.Warnings) == 0 || !strings.Contains(r.Warnings[0], "denies every patch") {
 		t.Fatalf("fresh read = %v %v, want no trusted mount and a warning", r.Data, r.Warnings)

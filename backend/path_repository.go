@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"net/mail"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -11,8 +10,6 @@ import (
 	"github.com/flant/flant_gitops/gitwatch"
 	"github.com/flant/flant_gitops/patch"
 )
-
-const storagePrefixRepository = "patch/repository/"
 
 // Defaults of a patch target when the operator gives none.
 const (
@@ -290,15 +287,11 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	if e.URL == "" {
 		return invalidf("url is empty: give the repository to patch, e.g. https://gitlab.example.com/group/infra.git")
 	}
-	// The watcher's validators speak of its own fields; name this path's.
-	rename := strings.NewReplacer("git_repo_url", "url", "git_branch_name", "branch",
-		"flant_gitops/configure/git_credential", "this path's username and password",
-		"configure/git_credential", "this path's username and password")
-	if _, err := validateGitRepoURL(e.URL); err != nil {
-		return invalidf("%s", rename.Replace(err.Error()))
+	if _, err := validateGitRepoURL(patchGitFields, e.URL); err != nil {
+		return err
 	}
-	if _, err := validateBranchName(e.Branch); err != nil {
-		return invalidf("%s", rename.Replace(err.Error()))
+	if _, err := validateBranchName(patchGitFields, e.Branch); err != nil {
+		return err
 	}
 	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
 		return secretMustFollow([]string{"url"}, "password or ssh_private_key",
@@ -310,13 +303,7 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	if e.DefaultCommitMessage == "" {
 		return invalidf("default_commit_message is empty: give the message used when a request has none")
 	}
-	if e.DefaultAuthorName == "" || strings.ContainsAny(e.DefaultAuthorName, "<>\n\r\x00") {
-		return invalidf("default_author_name must be non-empty, on one line, without '<' or '>'")
-	}
-	if _, err := mail.ParseAddress("x <" + e.DefaultAuthorEmail + ">"); err != nil || strings.ContainsAny(e.DefaultAuthorEmail, "<>\n\r\x00 ") {
-		return invalidf("default_author_email %q is not an email address", e.DefaultAuthorEmail)
-	}
-	return nil
+	return validateAuthor("default_author_name", "default_author_email", e.DefaultAuthorName, e.DefaultAuthorEmail)
 }
 
 func (ps *patchState) pathRepositoryDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

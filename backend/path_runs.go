@@ -140,7 +140,7 @@ func (b *backend) pathRunLogRead(ctx context.Context, req *logical.Request, d *f
 	if err != nil {
 		return nil, err
 	}
-	page, err := readRunLog(ctx, req.Storage, r.ID, offset, limit, b.watch.logLimits.chunkSize)
+	page, err := b.watch.readLog(ctx, req.Storage, r.ID, offset, limit)
 	if err != nil {
 		return nil, err
 	}

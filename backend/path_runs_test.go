@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,7 +11,7 @@ import (
 )
 
 func TestRunPaths(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	ctx := context.Background()
 	t0 := time.Date(2026, 2, 1, 8, 0, 0, 0, time.UTC)
 	var ids []string
@@ -93,7 +92,7 @@ func TestRunPaths(t *testing.T) {
 }
 
 func TestLastSuccessfulCommitPath(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	ctx := context.Background()
 	if err := putWatchState(ctx, s, &watchState{FailedCommit: watchCommitC, Failures: 3, NextAttemptAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
@@ -147,15 +146,9 @@ func TestLastSuccessfulCommitPath(t *testing.T) {
 
 func checkWatchResponse(t *testing.T, resp *logical.Response, err error, wantCode int, want []string) {
 	t.Helper()
-	msg, code := "", 0
-	var coded logical.HTTPCodedError
-	switch {
-	case errors.As(err, &coded):
-		msg, code = coded.Error(), coded.Code()
-	case err != nil:
-		t.Fatalf("unexpected error: %v", err)
-	case resp != nil && resp.IsError():
-		msg, code = resp.Error().Error(), http.StatusBadRequest
+	msg, code := errText(resp, err), status(resp, err)
+	if wantCode == 0 { // success
+		wantCode = http.StatusOK
 	}
 	if code != wantCode {
 		t.Fatalf("status %d (%q), want %d", code, msg, wantCode)

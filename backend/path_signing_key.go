@@ -12,8 +12,6 @@ import (
 	"github.com/flant/flant_gitops/patch"
 )
 
-const storageKeySigningKey = "patch/signing_key"
-
 // The identity the plugin commits and signs as.
 const (
 	pluginCommitterName  = "flant_gitops"

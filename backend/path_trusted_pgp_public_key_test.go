@@ -12,7 +12,7 @@ import (
 )
 
 func TestTrustedKeyWriteReadListDelete(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	alice := pgptest.NewKey(t, "Alice")
 	bob := pgptest.NewKey(t, "Bob")
 
@@ -68,7 +68,7 @@ func TestTrustedKeyValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/"+tc.path, tc.data)
 			mustBadRequest(t, resp, err, tc.want...)
 			if keys, _ := listTrustedKeys(t.Context(), s); len(keys) != 0 {
@@ -79,7 +79,7 @@ func TestTrustedKeyValidation(t *testing.T) {
 }
 
 func TestTrustedKeySameFingerprintTwiceRefused(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	alice := pgptest.NewKey(t, "Alice")
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/alice", map[string]any{"public_key": alice.PublicArmored(t)}), "write")
 	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/alice2", map[string]any{"public_key": alice.PublicArmored(t)})
@@ -118,7 +118,7 @@ func TestQuorumCountsOnlyUsableKeys(t *testing.T) {
 }
 
 func TestTrustedKeyExpiredAndRevokedWarn(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	expired := pgptest.NewKey(t, "Old", pgptest.CreatedAt(time.Now().Add(-48*time.Hour)), pgptest.Lifetime(time.Hour))
 	revoked := pgptest.NewKey(t, "Gone")
 	revoked.Revoke(t)
@@ -134,7 +134,7 @@ func TestTrustedKeyExpiredAndRevokedWarn(t *testing.T) {
 // An RSA-1024 key is refused on write with the fix; one stored before the
 // rule counts zero, and read, status and the quorum warning say so.
 func TestWeakTrustedKey(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	weak := pgptest.NewKey(t, "Weak", pgptest.RSA(1024))
 	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/weak", map[string]any{"public_key": weak.PublicArmored(t)})
 	mustBadRequest(t, resp, err, "RSA with 1024 bits", "2048", "gpg --quick-gen-key")

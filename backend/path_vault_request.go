@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,9 +11,9 @@ import (
 )
 
 const (
-	// VaultRequestEnvPrefix starts the name of the env var that carries a
+	// vaultRequestEnvPrefix starts the name of the env var that carries a
 	// request's wrapping token into the container.
-	VaultRequestEnvPrefix = "VAULT_REQUEST_TOKEN_"
+	vaultRequestEnvPrefix = "VAULT_REQUEST_TOKEN_"
 
 	defaultWrapTTL = time.Minute
 	minWrapTTL     = time.Minute
@@ -34,7 +35,7 @@ func vaultRequestEnvVar(name string) (string, error) {
 		}
 		return r
 	}, strings.ToUpper(name))
-	return VaultRequestEnvPrefix + suffix, nil
+	return vaultRequestEnvPrefix + suffix, nil
 }
 
 func pathVaultRequest(b *backend) []*framework.Path {
@@ -212,7 +213,7 @@ func applyVaultRequestFields(r *vaultRequestEntry, d *framework.FieldData) error
 	}
 	if raw, ok := d.GetOk("method"); ok {
 		m := strings.ToUpper(strings.TrimSpace(raw.(string)))
-		if !containsString(vaultRequestMethods, m) {
+		if !slices.Contains(vaultRequestMethods, m) {
 			return invalidf("method %q is not supported: use GET, POST, PUT, LIST or DELETE", raw)
 		}
 		r.Method = m
@@ -252,15 +253,6 @@ func validateVaultRequestPath(raw string) (string, error) {
 		return "", invalidf("path %q has empty, '.' or '..' segments: %s", p, fix)
 	}
 	return p, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (b *backend) pathVaultRequestDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {

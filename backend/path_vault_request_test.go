@@ -32,7 +32,7 @@ func TestVaultRequestEnvVar(t *testing.T) {
 }
 
 func TestVaultRequestWriteReadListDelete(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	resp := configReq(t, b, s, logical.UpdateOperation, "configure/vault_request/deploy-token", map[string]any{
 		"path":     "auth/token/create",
 		"method":   "post",
@@ -102,7 +102,7 @@ func TestVaultRequestValidation(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/vault_request/deploy-token", map[string]any{"path": "auth/token/create"}), "seed request")
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/vault_request/"+tc.reqName, tc.data)
 			mustBadRequest(t, resp, err, tc.want...)
@@ -124,7 +124,7 @@ func TestVaultRequestV1Path(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			resp := configReq(t, b, s, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": tc.path})
 			mustOK(t, resp, "write")
 			if resp.Data["path"] != tc.want {

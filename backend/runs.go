@@ -24,12 +24,9 @@ const (
 	runInterrupted = "interrupted"
 )
 
-const (
-	runsPrefix = "runs/"
-	// runsRetained bounds the history kept in storage; older runs and their
-	// logs are deleted after each run finishes.
-	runsRetained = 50
-)
+// runsRetained bounds the history kept in storage; older runs and their
+// logs are deleted after each run finishes.
+const runsRetained = 50
 
 // runRecord is one attempt to run the commands for one commit.
 type runRecord struct {

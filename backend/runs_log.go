@@ -16,7 +16,6 @@ import (
 // bytes [n*chunkSize, (n+1)*chunkSize) of the log, so a byte offset maps to a
 // chunk without reading any other. When a log grows past maxChunks, the
 // oldest chunks are deleted: the tail of a log is where failures are.
-const runLogPrefix = "runlog/"
 
 type logLimits struct {
 	chunkSize     int

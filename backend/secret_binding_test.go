@@ -68,7 +68,7 @@ func TestVaultAccessAddressChangeNeedsSecretID(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
 			rot := &secretIDRotation{OldSecretID: "secret-id-very-secret", NewSecretID: "rotated-secret"}
 			if err := putEntry(t.Context(), s, storageKeySecretIDRotation, rot); err != nil {
@@ -100,7 +100,7 @@ func TestVaultAccessAddressChangeNeedsSecretID(t *testing.T) {
 // after a delete: its secret_ids belong to the old target.
 func TestVaultAccessDeleteAndRecreateDropRotationRecord(t *testing.T) {
 	for _, deleteFirst := range []bool{true, false} {
-		b, s := newConfigTestBackend(t)
+		b, s := newTestBackend(t, nil, nil)
 		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
 		if err := putEntry(t.Context(), s, storageKeySecretIDRotation, &secretIDRotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
 			t.Fatal(err)
@@ -146,7 +146,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 		t.Fatalf("refused writes changed the stored access: %+v", after)
 	}
 	p.sleep(61 * time.Second) // rotation due
-	if err := p.b.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
 		t.Fatalf("rotate on the real target: %v", err)
 	}
 	if _, _, err := p.b.prepareVaultRequests(ctx, p.s); err != nil {
@@ -166,7 +166,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 	if err := putEntry(ctx, p.s, storageKeySecretIDRotation, leftover); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.b.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
 		t.Fatalf("recovery of a record for another target: %v", err)
 	}
 	if r, _ := getEntry[secretIDRotation](ctx, p.s, storageKeySecretIDRotation); r != nil {
@@ -228,7 +228,7 @@ func TestGitCredentialStaysWithItsURL(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			for i, st := range tc.steps {
 				resp, err := rawConfigReq(b, s, st.op, st.path, st.data)
 				if st.refuse != nil {
@@ -259,7 +259,7 @@ func TestGitCredentialStaysWithItsURL(t *testing.T) {
 // A credential whose recorded URL is not configure's (written by hand, or by
 // a future bug) is not used: the poll fails with the fix instead.
 func TestWatchSettingsRefuseACredentialOfAnotherURL(t *testing.T) {
-	b, s := newConfigTestBackend(t)
+	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://a.example.com/r.git", "docker_image": testImage, "commands": "true"}), "configure")
 	if err := putEntry(t.Context(), s, storageKeyGitCredential, &gitCredentialEntry{Username: "u", Password: "p", GitRepoURL: "https://b.example.com/r.git"}); err != nil {
 		t.Fatal(err)
@@ -291,7 +291,7 @@ func TestRepositoryURLChangeNeedsCredential(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			b, s := newConfigTestBackend(t)
+			b, s := newTestBackend(t, nil, nil)
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, path, tc.create), "create")
 			before, _ := getRepository(t.Context(), s, "infra")
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, path, tc.update)
@@ -323,7 +323,7 @@ func TestRepositoryPasswordNeverReachesANewHost(t *testing.T) {
 		MountType: "jwt", MountAccessor: "auth_jwt_0a1b2c3d", Name: "my-group/my-project",
 		Metadata: map[string]string{"project_path": "my-group/my-project"},
 	}}}
-	b, s := newPatchTestBackend(t, ci, nil)
+	b, s := newTestBackend(t, ci, nil)
 	configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"trusted_auth_mount_accessors": "auth_jwt_0a1b2c3d"})
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{
 		"url": repo.URL(), "username": git.Username(), "password": git.Password(), "sign_commits": false,

@@ -10,10 +10,6 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// storageKeySecretIDRotation holds a secret_id rotation in flight. Seal
-// wrapping matches keys exactly, so it has its own line in sealWrapStorage.
-const storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
-
 // secretIDRotation is the write-ahead record of one rotation: while it
 // exists both secret_ids are in storage, so a crash at any step leaves at
 // least one that works, and the next call finishes or rolls back.
@@ -58,39 +54,54 @@ func (t targetVault) rolePath(suffix string) string {
 // rotateSecretID finishes a rotation a crash left behind and rotates the
 // secret_id when it is due. The periodic function calls it, so a secret_id
 // is renewed even when no run happens for longer than its TTL.
-func (b *backend) rotateSecretID(ctx context.Context, s logical.Storage) error {
-	a := b.approle
+func (a *approleClient) rotateSecretID(ctx context.Context, s logical.Storage) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return b.rotateSecretIDLocked(ctx, s)
+	return a.rotateSecretIDLocked(ctx, s)
+}
+
+// withTarget runs fn under the client's lock, after finishing or making a
+// due secret_id rotation (a failure is logged: the current secret_id works
+// until it expires), with the configured access (nil when there is none)
+// and a way to get a token for it. A storage error comes back unwrapped.
+func (a *approleClient) withTarget(ctx context.Context, s logical.Storage, fn func(entry *vaultAccessEntry, token func() (*api.Client, string, error)) error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.rotateSecretIDLocked(ctx, s); err != nil {
+		a.logger().Error("secret_id rotation failed; the current secret_id is used until it expires", "error", err)
+	}
+	entry, err := getVaultAccess(ctx, s)
+	if err != nil {
+		return err
+	}
+	return fn(entry, func() (*api.Client, string, error) { return a.tokenLocked(ctx, targetFromEntry(entry)) })
 }
 
 // periodicSecretIDRotation is the periodic function's share: two storage
 // reads when nothing is due, so the tick stays fast; failures are logged and
 // retried on the next tick while the old secret_id still works.
-func (b *backend) periodicSecretIDRotation(ctx context.Context, s logical.Storage) {
+func (a *approleClient) periodicSecretIDRotation(ctx context.Context, s logical.Storage) {
 	rot, err := getEntry[secretIDRotation](ctx, s, storageKeySecretIDRotation)
 	if err == nil && rot == nil {
 		var entry *vaultAccessEntry
 		entry, err = getVaultAccess(ctx, s)
-		if err == nil && !secretIDRotationDue(entry, b.approle.now()) {
+		if err == nil && !secretIDRotationDue(entry, a.now()) {
 			return
 		}
 	}
 	if err == nil {
-		err = b.rotateSecretID(ctx, s)
+		err = a.rotateSecretID(ctx, s)
 	}
 	if err != nil {
-		b.Logger().Error("secret_id rotation failed; retried on the next periodic tick", "error", err)
+		a.logger().Error("secret_id rotation failed; retried on the next periodic tick", "error", err)
 	}
 }
 
 // rotateSecretIDLocked: generate a new secret_id for role_name, store it
 // next to the old one, log in with it, make it the configured one, destroy
 // the old one on the target, drop the old one from storage. a.mu is held.
-func (b *backend) rotateSecretIDLocked(ctx context.Context, s logical.Storage) error {
-	a := b.approle
-	if err := b.recoverSecretIDRotationLocked(ctx, s); err != nil {
+func (a *approleClient) rotateSecretIDLocked(ctx context.Context, s logical.Storage) error {
+	if err := a.recoverSecretIDRotationLocked(ctx, s); err != nil {
 		return err
 	}
 	entry, err := getVaultAccess(ctx, s)
@@ -116,22 +127,21 @@ func (b *backend) rotateSecretIDLocked(ctx context.Context, s logical.Storage) e
 		return fmt.Errorf("rotate secret_id: %s on %s answered without a secret_id", t.rolePath("/secret-id"), t.Addr)
 	}
 	if ttl, ok := dataInt(gen, "secret_id_ttl"); ok && ttl > 0 && time.Duration(ttl)*time.Second < t.SecretIDTTL {
-		b.Logger().Warn("the role's secret_id_ttl on the target Vault is shorter than configure_vault_access secret_id_ttl; set it no longer than the role's, or the secret_id expires before the plugin rotates it",
+		a.logger().Warn("the role's secret_id_ttl on the target Vault is shorter than configure_vault_access secret_id_ttl; set it no longer than the role's, or the secret_id expires before the plugin rotates it",
 			"role_name", t.RoleName, "role_secret_id_ttl", (time.Duration(ttl) * time.Second).String(), "secret_id_ttl", t.SecretIDTTL.String())
 	}
 	rot := &secretIDRotation{OldSecretID: entry.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now(), Target: vaultTargetKey(entry)}
 	if err := putEntry(ctx, s, storageKeySecretIDRotation, rot); err != nil {
-		b.destroySecretIDLocked(ctx, c, token, t, "", newAccessor)
+		a.destroySecretIDLocked(ctx, c, token, t, "", newAccessor)
 		return fmt.Errorf("rotate secret_id: %w", err)
 	}
-	return b.commitSecretIDRotationLocked(ctx, s, t, rot)
+	return a.commitSecretIDRotationLocked(ctx, s, t, rot)
 }
 
 // commitSecretIDRotationLocked proves the new secret_id by logging in with
 // it, makes it the configured one, then destroys the old one. A failed login
 // rolls the rotation back; the old secret_id is still configured then.
-func (b *backend) commitSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
-	a := b.approle
+func (a *approleClient) commitSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
 	c, err := a.clientLocked(ctx, t)
 	if err != nil {
 		return fmt.Errorf("rotate secret_id: %w", err)
@@ -142,35 +152,35 @@ func (b *backend) commitSecretIDRotationLocked(ctx context.Context, s logical.St
 		// the target was unreachable the record stays for the next try.
 		var re *api.ResponseError
 		if errors.As(err, &re) {
-			b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+			a.rollBackSecretIDRotationLocked(ctx, s, t, rot)
 		}
 		return fmt.Errorf("rotate secret_id: log in with the new secret_id: %w", err)
 	}
-	entry, changed, err := b.swapSecretID(ctx, s, t, rot)
+	entry, changed, err := a.swapSecretID(ctx, s, t, rot)
 	if err != nil {
 		a.revoke(ctx, c, fresh)
 		return fmt.Errorf("rotate secret_id: %w", err)
 	}
 	if changed {
 		a.revoke(ctx, c, fresh)
-		b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+		a.rollBackSecretIDRotationLocked(ctx, s, t, rot)
 		return nil
 	}
 	// The session now belongs to the new secret_id; the token obtained with
 	// the old one is revoked.
 	a.identity = targetFromEntry(entry).identity()
 	a.replaceTokenLocked(ctx, fresh)
-	b.Logger().Info("rotated the AppRole secret_id on the target Vault", "vault_addr", t.Addr, "role_name", t.RoleName, "next_rotation_after", (entry.SecretIDTTL * 2 / 3).String())
-	return b.finishSecretIDRotationLocked(ctx, s, targetFromEntry(entry), rot)
+	a.logger().Info("rotated the AppRole secret_id on the target Vault", "vault_addr", t.Addr, "role_name", t.RoleName, "next_rotation_after", (entry.SecretIDTTL * 2 / 3).String())
+	return a.finishSecretIDRotationLocked(ctx, s, targetFromEntry(entry), rot)
 }
 
 // swapSecretID makes the rotation's new secret_id the configured one, under
 // configMu so that an operator's write is not lost. changed reports that the
 // operator wrote configure_vault_access since the rotation started (or
 // deleted it); their values win and nothing is written.
-func (b *backend) swapSecretID(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) (entry *vaultAccessEntry, changed bool, err error) {
-	b.configMu.Lock()
-	defer b.configMu.Unlock()
+func (a *approleClient) swapSecretID(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) (entry *vaultAccessEntry, changed bool, err error) {
+	a.configMu.Lock()
+	defer a.configMu.Unlock()
 	entry, err = getVaultAccess(ctx, s)
 	if err != nil {
 		return nil, false, err
@@ -179,7 +189,7 @@ func (b *backend) swapSecretID(ctx context.Context, s logical.Storage, t targetV
 		return nil, true, nil
 	}
 	entry.SecretID = rot.NewSecretID
-	entry.SecretIDIssuedAt = b.approle.now()
+	entry.SecretIDIssuedAt = a.now()
 	if err := putVaultAccess(ctx, s, entry); err != nil {
 		return nil, false, err
 	}
@@ -189,8 +199,7 @@ func (b *backend) swapSecretID(ctx context.Context, s logical.Storage, t targetV
 // finishSecretIDRotationLocked destroys the old secret_id on the target and
 // then forgets it. If destroying fails the record stays and the next call
 // tries again; the new secret_id is already in use either way.
-func (b *backend) finishSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
-	a := b.approle
+func (a *approleClient) finishSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) error {
 	c, token, err := a.tokenLocked(ctx, t)
 	if err != nil {
 		return fmt.Errorf("rotate secret_id: destroy the old secret_id: %w", err)
@@ -207,20 +216,19 @@ func (b *backend) finishSecretIDRotationLocked(ctx context.Context, s logical.St
 
 // rollBackSecretIDRotationLocked destroys the unused new secret_id (best
 // effort: it is only in our storage) and forgets the rotation.
-func (b *backend) rollBackSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) {
-	a := b.approle
+func (a *approleClient) rollBackSecretIDRotationLocked(ctx context.Context, s logical.Storage, t targetVault, rot *secretIDRotation) {
 	if c, token, err := a.tokenLocked(ctx, t); err == nil {
-		b.destroySecretIDLocked(ctx, c, token, t, rot.NewSecretID, rot.NewSecretIDAccessor)
+		a.destroySecretIDLocked(ctx, c, token, t, rot.NewSecretID, rot.NewSecretIDAccessor)
 	} else {
-		b.Logger().Warn("could not log in to destroy an unused secret_id; it expires with its TTL", "role_name", t.RoleName, "error", err)
+		a.logger().Warn("could not log in to destroy an unused secret_id; it expires with its TTL", "role_name", t.RoleName, "error", err)
 	}
 	if err := deleteEntry(ctx, s, storageKeySecretIDRotation); err != nil {
-		b.Logger().Error("dropping the rolled-back secret_id rotation failed; retried on the next tick", "error", err)
+		a.logger().Error("dropping the rolled-back secret_id rotation failed; retried on the next tick", "error", err)
 	}
 }
 
 // destroySecretIDLocked destroys an unused secret_id by accessor when known.
-func (b *backend) destroySecretIDLocked(ctx context.Context, c *api.Client, token string, t targetVault, secretID, accessor string) {
+func (a *approleClient) destroySecretIDLocked(ctx context.Context, c *api.Client, token string, t targetVault, secretID, accessor string) {
 	var err error
 	switch {
 	case accessor != "":
@@ -231,7 +239,7 @@ func (b *backend) destroySecretIDLocked(ctx context.Context, c *api.Client, toke
 		return
 	}
 	if err != nil {
-		b.Logger().Warn("destroying an unused secret_id on the target Vault failed; it expires with its TTL", "role_name", t.RoleName, "error", err)
+		a.logger().Warn("destroying an unused secret_id on the target Vault failed; it expires with its TTL", "role_name", t.RoleName, "error", err)
 	}
 }
 
@@ -242,7 +250,7 @@ func (b *backend) destroySecretIDLocked(ctx context.Context, c *api.Client, toke
 //     otherwise roll back;
 //   - the operator wrote another secret_id (or deleted the access): drop
 //     the unused new one.
-func (b *backend) recoverSecretIDRotationLocked(ctx context.Context, s logical.Storage) error {
+func (a *approleClient) recoverSecretIDRotationLocked(ctx context.Context, s logical.Storage) error {
 	rot, err := getEntry[secretIDRotation](ctx, s, storageKeySecretIDRotation)
 	if err != nil || rot == nil {
 		return err
@@ -257,18 +265,18 @@ func (b *backend) recoverSecretIDRotationLocked(ctx context.Context, s logical.S
 	if rot.Target != "" && rot.Target != vaultTargetKey(entry) {
 		// The operator moved the access to another target: the record's
 		// secret_ids belong to the old one and go nowhere.
-		b.Logger().Warn("dropping a secret_id rotation made for a target Vault that is no longer configured; its unused secret_id expires with its TTL there", "started_at", rot.StartedAt)
+		a.logger().Warn("dropping a secret_id rotation made for a target Vault that is no longer configured; its unused secret_id expires with its TTL there", "started_at", rot.StartedAt)
 		return deleteEntry(ctx, s, storageKeySecretIDRotation)
 	}
 	t := targetFromEntry(entry)
 	switch entry.SecretID {
 	case rot.NewSecretID:
-		return b.finishSecretIDRotationLocked(ctx, s, t, rot)
+		return a.finishSecretIDRotationLocked(ctx, s, t, rot)
 	case rot.OldSecretID:
-		b.Logger().Info("finishing a secret_id rotation interrupted by a restart", "role_name", t.RoleName, "started_at", rot.StartedAt)
-		return b.commitSecretIDRotationLocked(ctx, s, t, rot)
+		a.logger().Info("finishing a secret_id rotation interrupted by a restart", "role_name", t.RoleName, "started_at", rot.StartedAt)
+		return a.commitSecretIDRotationLocked(ctx, s, t, rot)
 	default:
-		b.rollBackSecretIDRotationLocked(ctx, s, t, rot)
+		a.rollBackSecretIDRotationLocked(ctx, s, t, rot)
 		return nil
 	}
 }

@@ -12,15 +12,6 @@ import (
 	"github.com/flant/flant_gitops/gitwatch"
 )
 
-// Storage keys. Keyed families keep one entry per NAME under a prefix.
-const (
-	storageKeyConfig          = "config"
-	storageKeyGitCredential   = "config/git_credential"
-	storageKeyVaultAccess     = "config/vault_access"
-	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
-	storagePrefixVaultRequest = "config/vault_request/"
-)
-
 // configEntry is the main configuration written at flant_gitops/configure.
 type configEntry struct {
 	GitRepoURL                  string        `json:"git_repo_url"`
@@ -104,9 +95,9 @@ type vaultAccessEntry struct {
 	SecretIDIssuedAt time.Time `json:"secret_id_issued_at"`
 }
 
-// SecretIDExpiresAt is when the current secret_id stops working; the zero
+// secretIDExpiresAt is when the current secret_id stops working; the zero
 // time when it does not expire.
-func (v *vaultAccessEntry) SecretIDExpiresAt() time.Time {
+func (v *vaultAccessEntry) secretIDExpiresAt() time.Time {
 	if v.SecretIDTTL <= 0 {
 		return time.Time{}
 	}

@@ -47,8 +47,9 @@ func sealWrapCovers(paths []string, key string) bool {
 // of git credential, AppRole access with a real secret_id rotation, patch
 // repositories, the signing key and its rotation), then checks every entry
 // the plugin wrote: one that holds a secret must be covered by
-// SealWrapStorage. What is a secret comes from the table of values the test
-// wrote or the target Vault handed out, not from the plugin's list.
+// SealWrapStorage, and every entry must be in the storage-key table. What
+// is a secret comes from the table of values the test wrote or the target
+// Vault handed out, not from the plugin's list.
 func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 	f := newTargetFixture(t, "10m")
 	s := &recordingStorage{}
@@ -73,7 +74,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.sleep(61 * time.Second)
-	if err := p.b.rotateSecretID(ctx, s); err != nil {
+	if err := p.b.approle.rotateSecretID(ctx, s); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	if p.configuredSecretID(t) == f.secretID {
@@ -91,14 +92,21 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 	found := map[string]bool{}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var tableKeys []string
+	for _, k := range storageKeys {
+		tableKeys = append(tableKeys, k.key)
+	}
 	for _, e := range s.puts {
+		if !sealWrapCovers(tableKeys, e.Key) {
+			t.Errorf("storage entry %q is not in the storage-key table (storage_keys.go)", e.Key)
+		}
 		for _, sec := range secrets {
 			if !strings.Contains(string(e.Value), sec.value) {
 				continue
 			}
 			found[sec.what] = true
-			if !sealWrapCovers(sealWrapStorage, e.Key) {
-				t.Errorf("storage entry %q holds a %s but SealWrapStorage %q does not cover it", e.Key, sec.what, sealWrapStorage)
+			if !sealWrapCovers(sealWrapStorage(), e.Key) {
+				t.Errorf("storage entry %q holds a %s but SealWrapStorage %q does not cover it", e.Key, sec.what, sealWrapStorage())
 			}
 		}
 	}

@@ -17,7 +17,7 @@ import (
 // and the watch knows them all as the plugin's, together with any trusted
 // key carrying the plugin's identity, whatever its name.
 func TestSigningKeyRotationKeepsEarlierKeys(t *testing.T) {
-	b, s := newPatchTestBackend(t, nil, nil)
+	b, s := newTestBackend(t, nil, nil)
 	ctx := context.Background()
 	var fps []string
 	fps = append(fps, toString(configReq(t, b, s, logical.ReadOperation, "configure/signing_key", nil).Data["fingerprint"]))

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math"
+	"net/mail"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -13,16 +14,14 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/docker/go-units"
+
+	"github.com/flant/flant_gitops/container"
 )
 
 var (
-	// imageIDRe is a local image ID as `docker images --no-trunc` prints it.
-	imageIDRe = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	commitRe  = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	// scpLikeRe is git's scp-like SSH syntax: user@host:path.
 	scpLikeRe = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^/\\]`)
-	// networkNameRe is Docker's rule for user-defined network names.
-	networkNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 	// nameRe is the NAME of keyed paths (trusted keys, vault requests).
 	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
@@ -34,71 +33,98 @@ const (
 	maxCPULimit    = 1024
 )
 
+// gitFields names the fields a repository is given in, so that one set of
+// validators speaks of the path the operator wrote.
+type gitFields struct {
+	url, branch string
+	// credential says where the credential goes instead of into the URL.
+	credential string
+}
+
+var (
+	watchGitFields = gitFields{url: "git_repo_url", branch: "git_branch_name", credential: "flant_gitops/configure/git_credential"}
+	patchGitFields = gitFields{url: "url", branch: "branch", credential: "this path's username and password"}
+)
+
 // validateGitRepoURL accepts https, http and ssh URLs (and git's scp-like
 // user@host:path form, which is ssh) and refuses credentials inside the URL.
-func validateGitRepoURL(raw string) (string, error) {
+func validateGitRepoURL(f gitFields, raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
-		return "", invalidf("git_repo_url is empty: give the repository to watch, e.g. https://gitlab.example.com/group/project.git or ssh://git@gitlab.example.com/group/project.git")
+		return "", invalidf("%s is empty: give the repository to watch, e.g. https://gitlab.example.com/group/project.git or ssh://git@gitlab.example.com/group/project.git", f.url)
 	}
 	if scpLikeRe.MatchString(s) && !strings.Contains(s, "://") {
 		return s, nil
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", invalidf("git_repo_url %q is not a URL (%v): use https://host/path.git, http://host/path.git or ssh://user@host/path.git", s, err)
+		return "", invalidf("%s %q is not a URL (%v): use https://host/path.git, http://host/path.git or ssh://user@host/path.git", f.url, s, err)
 	}
 	switch u.Scheme {
 	case "https", "http", "ssh":
 	default:
-		return "", invalidf("git_repo_url %q has scheme %q: use https://, http:// or ssh:// (file:// and git:// are not accepted)", s, u.Scheme)
+		return "", invalidf("%s %q has scheme %q: use https://, http:// or ssh:// (file:// and git:// are not accepted)", f.url, s, u.Scheme)
 	}
 	if u.Host == "" {
-		return "", invalidf("git_repo_url %q has no host: use e.g. https://gitlab.example.com/group/project.git", s)
+		return "", invalidf("%s %q has no host: use e.g. https://gitlab.example.com/group/project.git", f.url, s)
 	}
 	if _, hasPassword := u.User.Password(); hasPassword {
-		return "", invalidf("git_repo_url must not contain a password: remove it from the URL and write it to flant_gitops/configure/git_credential instead")
+		return "", invalidf("%s must not contain a password: remove it from the URL and write it to %s instead", f.url, f.credential)
 	}
 	if u.Scheme != "ssh" && u.User != nil {
-		return "", invalidf("git_repo_url must not contain a user name for %s: write username and password to flant_gitops/configure/git_credential instead", u.Scheme)
+		return "", invalidf("%s must not contain a user name for %s: write username and password to %s instead", f.url, u.Scheme, f.credential)
 	}
 	return s, nil
 }
 
 // validateBranchName applies the rules of git check-ref-format that matter
 // for a branch name given without the refs/heads/ prefix.
-func validateBranchName(raw string) (string, error) {
+func validateBranchName(f gitFields, raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	fix := "give a branch name such as main or release/1.2, without refs/heads/"
 	switch {
 	case s == "":
-		return "", invalidf("git_branch_name is empty: %s", fix)
+		return "", invalidf("%s is empty: %s", f.branch, fix)
 	case strings.HasPrefix(s, "refs/"):
-		return "", invalidf("git_branch_name %q starts with refs/: %s", s, fix)
+		return "", invalidf("%s %q starts with refs/: %s", f.branch, s, fix)
 	case strings.HasPrefix(s, "-"), strings.HasPrefix(s, "/"), strings.HasSuffix(s, "/"),
 		strings.HasSuffix(s, "."), strings.HasSuffix(s, ".lock"),
 		strings.Contains(s, ".."), strings.Contains(s, "//"), strings.Contains(s, "@{"),
 		strings.ContainsAny(s, " ~^:?*[\\\t\n"), s == "@":
-		return "", invalidf("git_branch_name %q is not a valid git branch name: %s", s, fix)
+		return "", invalidf("%s %q is not a valid git branch name: %s", f.branch, s, fix)
 	}
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			return "", invalidf("git_branch_name contains a control character: %s", fix)
+			return "", invalidf("%s contains a control character: %s", f.branch, fix)
 		}
 	}
 	return s, nil
 }
 
+// validateAuthor checks a commit author given in the named fields: git
+// writes it as "name <email>" on one line.
+func validateAuthor(nameField, emailField, name, email string) error {
+	if name == "" || strings.ContainsAny(name, "<>\n\r\x00") {
+		return invalidf("%s must be non-empty, on one line, without '<' or '>'", nameField)
+	}
+	if _, err := mail.ParseAddress("x <" + email + ">"); err != nil || strings.ContainsAny(email, "<>\n\r\x00 ") {
+		return invalidf("%s %q is not an email address", emailField, email)
+	}
+	return nil
+}
+
 // validateDockerImage accepts an image pinned by digest (name@sha256:...)
 // or a local image ID (sha256:...): a tag can be moved to other content, so
-// it is not enough to say which code runs.
+// it is not enough to say which code runs. The rule is the runner's
+// (container.CheckPinned); the reference is parsed here to say what is wrong.
 func validateDockerImage(raw string) (string, error) {
 	s := strings.TrimSpace(raw)
 	fix := "pin it by digest as name@sha256:<64 hex> (see `docker images --digests`) or give the image ID sha256:<64 hex> (see `docker images --no-trunc -q NAME`)"
 	if s == "" {
 		return "", invalidf("docker_image is empty: %s", fix)
 	}
-	if imageIDRe.MatchString(s) {
+	pinned := container.CheckPinned(s)
+	if pinned == nil && !strings.Contains(s, "@") { // an image ID
 		return s, nil
 	}
 	ref, err := reference.ParseNormalizedNamed(s)
@@ -109,8 +135,11 @@ func validateDockerImage(raw string) (string, error) {
 	if !ok {
 		return "", invalidf("docker_image %q is not pinned: %s", s, fix)
 	}
-	if d := digested.Digest(); d.Algorithm() != "sha256" || !imageIDRe.MatchString(d.String()) {
+	if d := digested.Digest(); d.Algorithm() != "sha256" || len(d.Encoded()) != 64 {
 		return "", invalidf("docker_image %q uses digest %q: %s", s, d.String(), fix)
+	}
+	if pinned != nil {
+		return "", invalidf("docker_image %q is not accepted by the runner (%v): %s", s, pinned, fix)
 	}
 	return s, nil
 }
@@ -180,7 +209,7 @@ func validateNetworkMode(raw string) (string, error) {
 		return "", invalidf("network_mode is empty: use bridge (the default), host, none or the name of a Docker network")
 	case strings.HasPrefix(s, "container:"):
 		return "", invalidf("network_mode %q would share another container's network: use bridge, host, none or the name of a Docker network", s)
-	case !networkNameRe.MatchString(s):
+	case container.CheckNetworkMode(s) != nil:
 		return "", invalidf("network_mode %q is not a Docker network name: use bridge, host, none or a name made of letters, digits, '_', '.' and '-'", s)
 	}
 	return s, nil

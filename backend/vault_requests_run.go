@@ -39,38 +39,39 @@ func (b *backend) prepareVaultRequests(ctx context.Context, s logical.Storage) (
 		return env, files, nil
 	}
 
-	a := b.approle
-	a.mu.Lock()
-	defer a.mu.Unlock()
-
 	// A rotation that fails here does not fail the run while the current
 	// secret_id still works; the periodic function keeps retrying it.
-	if err := b.rotateSecretIDLocked(ctx, s); err != nil {
-		b.Logger().Error("secret_id rotation failed; the current secret_id is used until it expires", "error", err)
-	}
-	entry, err := getVaultAccess(ctx, s)
-	if err != nil {
+	var t targetVault
+	inFn := false
+	err = b.approle.withTarget(ctx, s, func(entry *vaultAccessEntry, login func() (*api.Client, string, error)) error {
+		inFn = true
+		if entry == nil {
+			return fmt.Errorf("vault requests %s are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests",
+				requestNames(reqs))
+		}
+		t = targetFromEntry(entry)
+		c, token, err := login()
+		if err != nil {
+			return fmt.Errorf("vault requests %s: %w", requestNames(reqs), err)
+		}
+		for _, r := range reqs {
+			name, err := requestEnvVar(r)
+			if err != nil {
+				return fmt.Errorf("vault request %q: %w", r.Name, err)
+			}
+			wrapped, err := wrappedRequest(ctx, c, token, r)
+			if err != nil {
+				return fmt.Errorf("vault request %q (%s %s on %s): %w", r.Name, requestMethod(r), r.Path, t.Addr, err)
+			}
+			env[name] = wrapped
+		}
+		return nil
+	})
+	if err != nil && !inFn {
 		return nil, nil, fmt.Errorf("vault requests: %w", err)
 	}
-	if entry == nil {
-		return nil, nil, fmt.Errorf("vault requests %s are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests",
-			requestNames(reqs))
-	}
-	t := targetFromEntry(entry)
-	c, token, err := a.tokenLocked(ctx, t)
 	if err != nil {
-		return nil, nil, fmt.Errorf("vault requests %s: %w", requestNames(reqs), err)
-	}
-	for _, r := range reqs {
-		name, err := requestEnvVar(r)
-		if err != nil {
-			return nil, nil, fmt.Errorf("vault request %q: %w", r.Name, err)
-		}
-		wrapped, err := wrappedRequest(ctx, c, token, r)
-		if err != nil {
-			return nil, nil, fmt.Errorf("vault request %q (%s %s on %s): %w", r.Name, requestMethod(r), r.Path, t.Addr, err)
-		}
-		env[name] = wrapped
+		return nil, nil, err
 	}
 
 	env["VAULT_ADDR"] = t.Addr

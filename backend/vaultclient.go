@@ -152,13 +152,18 @@ func tokenFromAuth(s *api.Secret, now time.Time) (*targetToken, error) {
 }
 
 // approleClient is the plugin's session with the target Vault: one API
-// client and the current AppRole token. One lives in each backend; mu
-// serialises every conversation with the target (login, renewal, rotation,
-// the requests of a run), which are rare and short.
+// client, the current AppRole token and the secret_id rotation
+// (secret_id_rotation.go). One lives in each backend; mu serialises every
+// conversation with the target (login, renewal, rotation, the requests of a
+// run), which are rare and short. The run calls withTarget, the paths reset,
+// the periodic function periodicSecretIDRotation; nothing else takes mu.
 type approleClient struct {
 	// logger is the backend's, which exists only once Vault set it up.
 	logger func() hclog.Logger
 	now    func() time.Time
+	// configMu is the backend's: the rotation swaps the configured
+	// secret_id without losing an operator's concurrent write.
+	configMu *sync.Mutex
 
 	mu       sync.Mutex
 	identity string
@@ -166,8 +171,8 @@ type approleClient struct {
 	tok      *targetToken
 }
 
-func newApproleClient(logger func() hclog.Logger) *approleClient {
-	return &approleClient{logger: logger, now: time.Now}
+func newApproleClient(logger func() hclog.Logger, configMu *sync.Mutex) *approleClient {
+	return &approleClient{logger: logger, now: time.Now, configMu: configMu}
 }
 
 // as returns a shallow copy of the base client that sends token and, when

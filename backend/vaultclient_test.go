@@ -534,14 +534,14 @@ func TestSecretIDRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldToken := p.accessor()
-	if err := p.b.rotateSecretID(ctx, p.s); err != nil || p.configuredSecretID(t) != f.secretID {
+	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil || p.configuredSecretID(t) != f.secretID {
 		t.Fatalf("rotated before it was due: %v", err)
 	}
 
 	secretIDs := []string{f.secretID}
 	for range 2 {
 		p.sleep(61 * time.Second) // past two thirds of 90s
-		if err := p.b.rotateSecretID(ctx, p.s); err != nil {
+		if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
 			t.Fatalf("rotate: %v", err)
 		}
 		old, cur := secretIDs[len(secretIDs)-1], p.configuredSecretID(t)
@@ -645,7 +645,7 @@ func TestSecretIDRotationRecovery(t *testing.T) {
 
 			// Simulate the restart: a fresh backend finds the record.
 			restarted := newTestPlugin(t, p.s)
-			err := restarted.b.rotateSecretID(ctx, p.s)
+			err := restarted.b.approle.rotateSecretID(ctx, p.s)
 			if (err != nil) != (tt.wantErr != "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("recover: error %v, want %q", err, tt.wantErr)
 			}

@@ -439,11 +439,24 @@ func signerLabels(signers []gitwatch.Signer) []string {
 	return out
 }
 
-func shortCommit(c string) string {
-	if len(c) > 12 {
-		return c[:12]
+// setLastSuccessful records the operator's last successful commit (an empty
+// commit deletes it) and forgets a failing or held commit.
+func (w *watcher) setLastSuccessful(ctx context.Context, s logical.Storage, commit string) error {
+	var err error
+	if commit == "" {
+		err = deleteEntry(ctx, s, lastSuccessfulKey)
+	} else {
+		err = putLastSuccessful(ctx, s, &lastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: w.deps.now()})
 	}
-	return c
+	if err != nil {
+		return err
+	}
+	return w.clearRetry(ctx, s)
+}
+
+// readLog reads a page of a run's log in the chunking the worker wrote it.
+func (w *watcher) readLog(ctx context.Context, s logical.Storage, id string, offset, limit int64) (*logPage, error) {
+	return readRunLog(ctx, s, id, offset, limit, w.logLimits.chunkSize)
 }
 
 // clearRetry forgets a failing or held commit after an operator moved the

@@ -56,7 +56,7 @@ func (b *backend) initWatch(_ context.Context, req *logical.InitializationReques
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if b.WriteSafeReplicationState() {
 		b.watch.tick(req.Storage)
-		b.periodicSecretIDRotation(ctx, req.Storage)
+		b.approle.periodicSecretIDRotation(ctx, req.Storage)
 	}
 	return nil
 }

@@ -8,8 +8,6 @@ import (
 )
 
 const (
-	watchStateKey          = "watch/state"
-	lastSuccessfulKey      = "watch/last_successful_commit"
 	lastSuccessfulByRun    = "run"
 	lastSuccessfulOperator = "operator"
 	lastSuccessfulInitial  = "initial_last_successful_commit"

@@ -30,13 +30,13 @@ const (
 	ReasonOOMKilled = "oom_killed"
 )
 
-// LabelManaged marks every container this package creates. Find, Attach and
+// labelManaged marks every container this package creates. Find, Attach and
 // Remove only ever act on containers carrying it, so the runner never touches
 // a container it did not start.
-const LabelManaged = "flant_gitops.managed"
+const labelManaged = "flant_gitops.managed"
 
-// WorkDir is where Spec.Files lands and where the commands start.
-const WorkDir = "/git"
+// workDir is where Spec.Files lands and where the commands start.
+const workDir = "/git"
 
 var (
 	// ErrInvalidSpec: the Spec cannot be run as given.
@@ -72,7 +72,7 @@ type Spec struct {
 	// container's environment, never a label, a log or an error message.
 	Env map[string]string
 	// Labels name the run (for example flant_gitops.mount, flant_gitops.run);
-	// LabelManaged is added by the runner and may not be set here.
+	// The label flant_gitops.managed is added by the runner and may not be set here.
 	Labels map[string]string
 	// MemoryBytes limits memory (and memory+swap) when > 0.
 	MemoryBytes int64
@@ -142,6 +142,21 @@ func CheckPinned(image string) error {
 	return fmt.Errorf("%w: %q: use name@sha256:<digest> or an image ID sha256:<64 hex> so every run uses the same bytes", ErrImageNotPinned, image)
 }
 
+// CheckNetworkMode reports whether mode is "" (the default), bridge, host,
+// none or a user-defined network name; the backend uses it to validate
+// configuration before any run. container:<id> would join another
+// container's namespaces: refused.
+func CheckNetworkMode(mode string) error {
+	switch mode {
+	case "", "bridge", "host", "none":
+		return nil
+	}
+	if !networkName.MatchString(mode) {
+		return fmt.Errorf("%w: network mode %q: use bridge, host, none or a network name", ErrInvalidSpec, mode)
+	}
+	return nil
+}
+
 func (s *Spec) validate() error {
 	if err := CheckPinned(s.Image); err != nil {
 		return err
@@ -163,13 +178,8 @@ func (s *Spec) validate() error {
 	if s.MemoryBytes < 0 || s.NanoCPUs < 0 || s.PidsLimit < 0 {
 		return fmt.Errorf("%w: memory, CPU and pids limits must not be negative", ErrInvalidSpec)
 	}
-	switch s.NetworkMode {
-	case "", "bridge", "host", "none":
-	default:
-		// container:<id> would join another container's namespaces: refused.
-		if !networkName.MatchString(s.NetworkMode) {
-			return fmt.Errorf("%w: network mode %q: use bridge, host, none or a network name", ErrInvalidSpec, s.NetworkMode)
-		}
+	if err := CheckNetworkMode(s.NetworkMode); err != nil {
+		return err
 	}
 	for k, v := range s.Env {
 		if !envKey.MatchString(k) {
@@ -184,8 +194,8 @@ func (s *Spec) validate() error {
 		if k == "" {
 			return fmt.Errorf("%w: empty label name", ErrInvalidSpec)
 		}
-		if k == LabelManaged {
-			return fmt.Errorf("%w: label %s is reserved for the runner", ErrInvalidSpec, LabelManaged)
+		if k == labelManaged {
+			return fmt.Errorf("%w: label %s is reserved for the runner", ErrInvalidSpec, labelManaged)
 		}
 	}
 	for p := range s.ExtraFiles {
@@ -202,8 +212,8 @@ func extraFileName(p string) (string, error) {
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
 		return "", fmt.Errorf("%w: extra file path %q must be absolute and clean", ErrInvalidSpec, p)
 	}
-	if p == WorkDir || strings.HasPrefix(p, WorkDir+"/") {
-		return "", fmt.Errorf("%w: extra file path %q is inside %s, which holds the commit", ErrInvalidSpec, p, WorkDir)
+	if p == workDir || strings.HasPrefix(p, workDir+"/") {
+		return "", fmt.Errorf("%w: extra file path %q is inside %s, which holds the commit", ErrInvalidSpec, p, workDir)
 	}
 	return strings.TrimPrefix(p, "/"), nil
 }

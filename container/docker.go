@@ -44,12 +44,6 @@ type dockerOptions struct {
 // WithHost overrides DOCKER_HOST, for example "unix:///run/docker.sock".
 func WithHost(host string) Option { return func(o *dockerOptions) { o.host = host } }
 
-// WithCleanupTimeout bounds kill and removal, which run on a fresh context so
-// they happen even after the caller's context has ended. Default 30s.
-func WithCleanupTimeout(d time.Duration) Option {
-	return func(o *dockerOptions) { o.cleanupTimeout = d }
-}
-
 // NewDocker connects to the Docker engine named by the environment
 // (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), negotiates the API
 // version and checks that the engine answers.
@@ -157,7 +151,7 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	labels[LabelManaged] = "true"
+	labels[labelManaged] = "true"
 
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
@@ -182,7 +176,7 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 			// wrap or ignore the commands; the image's USER still applies.
 			Entrypoint:   []string{"/bin/sh", "-c", runScript, "flant_gitops"},
 			Cmd:          spec.Commands,
-			WorkingDir:   WorkDir,
+			WorkingDir:   workDir,
 			Env:          env,
 			Labels:       labels,
 			AttachStdout: true,
@@ -205,11 +199,11 @@ func (d *Docker) copyFiles(ctx context.Context, id string, spec *Spec) error {
 	// write their build output next to the commit's files.
 	if err := d.copyTar(ctx, id, true, func(w io.Writer) error {
 		if spec.Files == nil {
-			return rebaseTar(w, emptyTar{}, WorkDir[1:])
+			return rebaseTar(w, emptyTar{}, workDir[1:])
 		}
-		return pipeThrough(spec.Files, func(r io.Reader) error { return rebaseTar(w, r, WorkDir[1:]) })
+		return pipeThrough(spec.Files, func(r io.Reader) error { return rebaseTar(w, r, workDir[1:]) })
 	}); err != nil {
-		return fmt.Errorf("copying the commit's files to %s in container %s: %w", WorkDir, id, err)
+		return fmt.Errorf("copying the commit's files to %s in container %s: %w", workDir, id, err)
 	}
 	if len(spec.ExtraFiles) == 0 {
 		return nil
@@ -392,7 +386,7 @@ func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWa
 
 // Find implements Runner.
 func (d *Docker) Find(ctx context.Context, labels map[string]string) ([]Found, error) {
-	f := make(client.Filters).Add("label", LabelManaged+"=true")
+	f := make(client.Filters).Add("label", labelManaged+"=true")
 	for k, v := range labels {
 		f.Add("label", k+"="+v)
 	}
@@ -478,7 +472,7 @@ func (d *Docker) inspectManaged(ctx context.Context, id string) (container.Inspe
 		return container.InspectResponse{}, fmt.Errorf("inspecting container %s: %w", id, err)
 	}
 	c := insp.Container
-	if c.Config == nil || c.Config.Labels[LabelManaged] != "true" || c.State == nil {
+	if c.Config == nil || c.Config.Labels[labelManaged] != "true" || c.State == nil {
 		return container.InspectResponse{}, fmt.Errorf("container %s: %w", id, ErrNotManaged)
 	}
 	return c, nil

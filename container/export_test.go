@@ -32,3 +32,6 @@ func (d *Docker) StartDetached(ctx context.Context, spec Spec, start bool) (stri
 	}
 	return created.ID, nil
 }
+
+// LabelManaged lets the external tests check the label the runner sets.
+const LabelManaged = labelManaged
