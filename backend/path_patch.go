@@ -59,9 +59,11 @@ func pathPatch(ps *patchState) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback:  ps.pathPatchWrite,
-				Responses: okWith(patchResponseFields()),
-				Summary:   "Apply edits to a repository in one signed commit and push it.",
+				Callback:                    ps.pathPatchWrite,
+				Responses:                   okWith(patchResponseFields()),
+				Summary:                     "Apply edits to a repository in one signed commit and push it.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
 			},
 		},
 		HelpSynopsis:    pathPatchHelpSyn,

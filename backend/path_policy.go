@@ -75,9 +75,11 @@ func pathPolicy(ps *patchState) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback:  ps.pathPolicyWrite,
-				Responses: noContent(),
-				Summary:   "Replace the patch authorization policy and/or the trusted auth mounts; fields not given keep their values; a policy that does not compile is refused.",
+				Callback:                    ps.pathPolicyWrite,
+				Responses:                   noContent(),
+				Summary:                     "Replace the patch authorization policy and/or the trusted auth mounts; fields not given keep their values; a policy that does not compile is refused.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
 			},
 			logical.ReadOperation: &framework.PathOperation{
 				Callback:  ps.pathPolicyRead,
@@ -85,9 +87,11 @@ func pathPolicy(ps *patchState) []*framework.Path {
 				Summary:   "Read the policy in force (the built-in one when none is written).",
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback:  ps.pathPolicyDelete,
-				Responses: noContent(),
-				Summary:   "Go back to the built-in policy; the trusted auth mounts are kept.",
+				Callback:                    ps.pathPolicyDelete,
+				Responses:                   noContent(),
+				Summary:                     "Go back to the built-in policy; the trusted auth mounts are kept.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
 			},
 		},
 		HelpSynopsis:    pathPolicyHelpSyn,

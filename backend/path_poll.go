@@ -21,9 +21,11 @@ func pathPoll(b *backend) []*framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback:  b.pathPollWrite,
-				Responses: okWith(pollResponseFields()),
-				Summary:   "Poll the branch now instead of at the next period.",
+				Callback:                    b.pathPollWrite,
+				Responses:                   okWith(pollResponseFields()),
+				Summary:                     "Poll the branch now instead of at the next period.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
 			},
 		},
 		HelpSynopsis:    "Poll the branch now (rate-limited); answers at once.",

@@ -69,9 +69,11 @@ func pathRuns(b *backend) []*framework.Path {
 			Fields:       map[string]*framework.FieldSchema{"id": idField},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:  b.pathRunCancel,
-					Responses: okWith(runResponseFields()),
-					Summary:   "Cancel a run in progress: its container is killed and removed.",
+					Callback:                    b.pathRunCancel,
+					Responses:                   okWith(runResponseFields()),
+					Summary:                     "Cancel a run in progress: its container is killed and removed.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
 				},
 			},
 			HelpSynopsis:    "Cancel a run in progress.",

@@ -76,9 +76,11 @@ func pathSigningKey(ps *patchState) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback:  ps.pathSigningKeyRead,
-					Responses: okWith(signingKeyResponseFields()),
-					Summary:   "Read the public part of the plugin's commit signing key, generating the key on first use.",
+					Callback:                    ps.pathSigningKeyRead,
+					Responses:                   okWith(signingKeyResponseFields()),
+					Summary:                     "Read the public part of the plugin's commit signing key, generating the key on first use.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
 				},
 			},
 			HelpSynopsis:    pathSigningKeyHelpSyn,
@@ -93,9 +95,11 @@ func pathSigningKey(ps *patchState) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
-					Callback:  ps.pathSigningKeyRotate,
-					Responses: okWith(signingKeyResponseFields()),
-					Summary:   "Replace the commit signing key with a new one.",
+					Callback:                    ps.pathSigningKeyRotate,
+					Responses:                   okWith(signingKeyResponseFields()),
+					Summary:                     "Replace the commit signing key with a new one.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
 				},
 			},
 			HelpSynopsis:    pathSigningKeyRotateHelpSyn,

@@ -16,9 +16,11 @@ func pathStatus(b *backend) []*framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationSuffix: "status"},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
-				Callback:  b.pathStatusRead,
-				Responses: okWith(statusResponseFields()),
-				Summary:   "Show what the watch last saw and did.",
+				Callback:                    b.pathStatusRead,
+				Responses:                   okWith(statusResponseFields()),
+				Summary:                     "Show what the watch last saw and did.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
 			},
 		},
 		HelpSynopsis:    "Where the watch stands: last successful commit, HEAD, last poll, current run.",
