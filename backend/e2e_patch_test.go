@@ -1,11 +1,6 @@
 package backend_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -16,10 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
@@ -37,8 +29,7 @@ type patchE2E struct {
 	v      *vaulttest.Server
 	srv    *gittest.Server
 	remote *gittest.Repo
-	key    *ecdsa.PrivateKey
-	pubPEM string
+	ci     *vaulttest.JWTIssuer
 }
 
 func newPatchE2E(t *testing.T, files map[string]string) *patchE2E {
@@ -54,28 +45,13 @@ func newPatchE2EEnv(t *testing.T, files map[string]string, env []string) *patchE
 	remote := srv.NewRepo(t, "infra")
 	remote.Commit(t, files, gittest.Message("initial"))
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-
 	c := v.Client
-	if err := c.Sys().EnableAuthWithOptions("jwt", &api.EnableAuthOptions{Type: "jwt"}); err != nil {
-		t.Fatal(err)
-	}
+	ci := vaulttest.NewJWTIssuer(t, e2eIssuer)
+	ci.Mount(t, c, "jwt")
 	writes := []struct {
 		path string
 		data map[string]any
 	}{
-		{"auth/jwt/config", map[string]any{
-			"jwt_validation_pubkeys": []string{pubPEM},
-			"bound_issuer":           e2eIssuer,
-		}},
 		{"auth/jwt/role/gitlab-ci", map[string]any{
 			"role_type":       "jwt",
 			"user_claim":      "project_path",
@@ -103,7 +79,7 @@ func newPatchE2EEnv(t *testing.T, files map[string]string, env []string) *patchE
 	if _, err := c.Logical().Write("flant_gitops/configure/policy", map[string]any{"trusted_auth_mount_accessors": authAccessor(t, v, "jwt")}); err != nil {
 		t.Fatal(err)
 	}
-	return &patchE2E{v: v, srv: srv, remote: remote, key: key, pubPEM: pubPEM}
+	return &patchE2E{v: v, srv: srv, remote: remote, ci: ci}
 }
 
 // authAccessor is the accessor of the auth mount at path, read the way the
@@ -117,38 +93,10 @@ func authAccessor(t *testing.T, v *vaulttest.Server, path string) string {
 	return strings.TrimSpace(out)
 }
 
-// gitlabToken mints a GitLab-shaped CI id_token.
+// gitlabToken mints a GitLab-shaped CI id_token of a protected branch.
 func (e *patchE2E) gitlabToken(t *testing.T, projectPath, audience string) string {
 	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: e.key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	namespace, _, _ := strings.Cut(projectPath, "/")
-	claims := map[string]any{
-		"iss":             e2eIssuer,
-		"sub":             "project_path:" + projectPath + ":ref_type:branch:ref:main",
-		"aud":             audience,
-		"iat":             now.Unix(),
-		"nbf":             now.Add(-time.Minute).Unix(),
-		"exp":             now.Add(5 * time.Minute).Unix(),
-		"jti":             fmt.Sprintf("%d", now.UnixNano()),
-		"namespace_id":    "7",
-		"namespace_path":  namespace,
-		"project_id":      "42",
-		"project_path":    projectPath,
-		"user_login":      "ci-bot",
-		"pipeline_source": "push",
-		"ref":             "main",
-		"ref_type":        "branch",
-		"ref_protected":   "true",
-	}
-	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return e.ci.Token(t, audience, vaulttest.GitLabClaims(projectPath, "main", "branch"))
 }
 
 // login exchanges an id_token for a Vault client, as `vault write

@@ -44,7 +44,7 @@ func TestE2EPatchPolicyIdentityAndTrustedMounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, data := range map[string]map[string]any{
-		"auth/github/config": {"jwt_validation_pubkeys": []string{e.pubPEM}, "bound_issuer": e2eIssuer},
+		"auth/github/config": {"jwt_validation_pubkeys": []string{e.ci.PublicKeyPEM()}, "bound_issuer": e2eIssuer},
 		"auth/github/role/gitlab-ci": {
 			"role_type": "jwt", "user_claim": "project_path", "bound_audiences": []string{e2eAudience},
 			"claim_mappings": map[string]any{"project_path": "project_path"}, "token_policies": []string{"gitops-patch"},

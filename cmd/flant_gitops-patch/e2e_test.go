@@ -3,11 +3,6 @@ package main_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -18,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/hashicorp/vault/api"
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
@@ -46,8 +38,9 @@ spec:
 type ciEnv struct {
 	v      *vaulttest.Server
 	remote *gittest.Repo
-	key    *ecdsa.PrivateKey
-	bin    string // directory holding flant_gitops-patch
+	gitlab *vaulttest.JWTIssuer
+	github *vaulttest.JWTIssuer // set by recipeEnv
+	bin    string               // directory holding flant_gitops-patch
 }
 
 // newCIEnv's env goes to Vault's (and so the plugin's) environment.
@@ -69,18 +62,9 @@ func newCIEnv(t *testing.T, env ...string) *ciEnv {
 		"other-group/app/release.yml":     releaseYML,
 	}, gittest.Message("initial"))
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := v.Client
-	if err := c.Sys().EnableAuthWithOptions("jwt", &api.EnableAuthOptions{Type: "jwt"}); err != nil {
-		t.Fatal(err)
-	}
+	gitlab := vaulttest.NewJWTIssuer(t, issuer)
+	gitlab.Mount(t, c, "jwt")
 	accessor := ""
 	auths, err := c.Sys().ListAuth()
 	if err != nil {
@@ -96,10 +80,6 @@ func newCIEnv(t *testing.T, env ...string) *ciEnv {
 		path string
 		data map[string]any
 	}{
-		{"auth/jwt/config", map[string]any{
-			"jwt_validation_pubkeys": []string{string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))},
-			"bound_issuer":           issuer,
-		}},
 		// Only projects of my-group, on protected refs, may log in.
 		{"auth/jwt/role/gitlab-ci", map[string]any{
 			"role_type":       "jwt",
@@ -125,40 +105,13 @@ func newCIEnv(t *testing.T, env ...string) *ciEnv {
 	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
 		t.Fatal(err)
 	}
-	return &ciEnv{v: v, remote: remote, key: key, bin: binDir}
+	return &ciEnv{v: v, remote: remote, gitlab: gitlab, bin: binDir}
 }
 
-// idToken mints a GitLab-shaped CI id_token for a project.
+// idToken mints a GitLab-shaped CI id_token for a project's tag pipeline.
 func (e *ciEnv) idToken(t *testing.T, projectPath string) string {
 	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: e.key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	namespace := projectPath[:strings.LastIndex(projectPath, "/")]
-	tok, err := jwt.Signed(signer).Claims(map[string]any{
-		"iss":             issuer,
-		"sub":             "project_path:" + projectPath + ":ref_type:tag:ref:v1.2.3",
-		"aud":             audience,
-		"iat":             now.Unix(),
-		"nbf":             now.Add(-time.Minute).Unix(),
-		"exp":             now.Add(5 * time.Minute).Unix(),
-		"jti":             fmt.Sprintf("%d", now.UnixNano()),
-		"namespace_id":    "7",
-		"namespace_path":  namespace,
-		"project_id":      "42",
-		"project_path":    projectPath,
-		"user_login":      "ci-bot",
-		"pipeline_source": "push",
-		"ref":             "v1.2.3",
-		"ref_type":        "tag",
-		"ref_protected":   "true",
-	}).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return e.gitlab.Token(t, audience, vaulttest.GitLabClaims(projectPath, "v1.2.3", "tag"))
 }
 
 // jobEnv is a CI job's environment: Vault's address, the id_token and the

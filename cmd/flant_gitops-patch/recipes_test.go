@@ -3,15 +3,11 @@ package main_test
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/hashicorp/vault/api"
 	yaml "go.yaml.in/yaml/v3"
 
@@ -163,44 +159,15 @@ func githubCLISteps(t *testing.T) []string {
 	return runs
 }
 
-// mint signs claims with the test's key, as GitLab or GitHub sign theirs.
-func (e *ciEnv) mint(t *testing.T, claims map[string]any) string {
+// gitlabToken mints a GitLab-shaped id_token of a tag pipeline.
+func (e *ciEnv) gitlabToken(t *testing.T, namespace, project, tag string) string {
 	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: e.key}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	claims["aud"] = audience
-	claims["iat"] = now.Unix()
-	claims["nbf"] = now.Add(-time.Minute).Unix()
-	claims["exp"] = now.Add(5 * time.Minute).Unix()
-	claims["jti"] = fmt.Sprintf("%d", now.UnixNano())
-	tok, err := jwt.Signed(signer).Claims(claims).Serialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-func gitlabClaims(namespace, project, tag string) map[string]any {
-	return map[string]any{
-		"iss":            issuer,
-		"sub":            "project_path:" + namespace + "/" + project + ":ref_type:tag:ref:" + tag,
-		"namespace_id":   "7",
-		"namespace_path": namespace,
-		"project_id":     "42",
-		"project_path":   namespace + "/" + project,
-		"ref":            tag,
-		"ref_type":       "tag",
-		"ref_protected":  "true",
-	}
+	return e.gitlab.Token(t, audience, vaulttest.GitLabClaims(namespace+"/"+project, tag, "tag"))
 }
 
 func githubClaims(repository, ref string) map[string]any {
 	owner, _, _ := strings.Cut(repository, "/")
 	return map[string]any{
-		"iss":              githubIssuer,
 		"sub":              "repo:" + repository + ":ref:" + ref,
 		"repository":       repository,
 		"repository_owner": owner,
@@ -224,13 +191,8 @@ func recipeEnv(t *testing.T) (*ciEnv, githubJob) {
 		t.Fatal(err)
 	}
 	e.remote.Commit(t, map[string]string{"my-org/my-app/release.yml": releaseYML}, gittest.Message("the GitHub repository's release"))
-	if err := c.Sys().EnableAuthWithOptions(gh.path, &api.EnableAuthOptions{Type: "jwt"}); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := c.Logical().Read("auth/jwt/config")
-	if err != nil || cfg == nil {
-		t.Fatalf("read auth/jwt/config: %v", err)
-	}
+	e.github = vaulttest.NewJWTIssuer(t, githubIssuer)
+	e.github.Mount(t, c, gh.path)
 	auths, err := c.Sys().ListAuth()
 	if err != nil {
 		t.Fatal(err)
@@ -240,10 +202,6 @@ func recipeEnv(t *testing.T) (*ciEnv, githubJob) {
 		data map[string]any
 	}{
 		{"auth/jwt/role/gitlab-ci", readmeRole(t, "Operator setup", "auth/jwt/role/gitlab-ci")},
-		{"auth/" + gh.path + "/config", map[string]any{
-			"jwt_validation_pubkeys": cfg.Data["jwt_validation_pubkeys"],
-			"bound_issuer":           githubIssuer,
-		}},
 		{"auth/" + gh.path + "/role/" + gh.role, readmeRole(t, "GitHub Actions job", "auth/"+gh.path+"/role/"+gh.role)},
 		{"flant_gitops/configure/policy", map[string]any{
 			"trusted_auth_mount_accessors": auths["jwt/"].Accessor + "," + auths[gh.path+"/"].Accessor,
@@ -274,7 +232,7 @@ func TestRecipesThroughVaultJWT(t *testing.T) {
 	// (`shell: bash`: -eo pipefail; no shell: -e).
 	github := func(repository, ref, script string) (result, error) {
 		s, err := e.v.Client.Logical().Write("auth/"+gh.path+"/login", map[string]any{
-			"role": gh.role, "jwt": e.mint(t, githubClaims(repository, ref)),
+			"role": gh.role, "jwt": e.github.Token(t, audience, githubClaims(repository, ref)),
 		})
 		if err != nil {
 			return result{}, err
@@ -291,7 +249,7 @@ func TestRecipesThroughVaultJWT(t *testing.T) {
 	// GitLab runs a job's lines in one shell that stops at the first failure.
 	gitlabWith := func(script, namespace, project, tag string) result {
 		env := e.jobEnv("HOME="+t.TempDir(),
-			"VAULT_ID_TOKEN="+e.mint(t, gitlabClaims(namespace, project, tag)),
+			"VAULT_ID_TOKEN="+e.gitlabToken(t, namespace, project, tag),
 			"CI_PROJECT_PATH="+namespace+"/"+project, "CI_COMMIT_TAG="+tag)
 		return run(t, env, "bash", "-c", "set -eo pipefail\n"+script)
 	}
