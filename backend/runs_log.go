@@ -37,6 +37,11 @@ func runLogKey(id string, chunk int64) string {
 	return fmt.Sprintf("%s%s/%010d", runLogPrefix, id, chunk)
 }
 
+// runLogPointKey holds the engine's timestamp of the last container line
+// stored, where a re-attach continues. It is written after the chunk that
+// holds the line, so a crash in between repeats a line rather than lose it.
+func runLogPointKey(id string) string { return runLogPrefix + id + "/point" }
+
 // runLogWriter buffers the container's output and writes the current chunk to
 // storage when it fills up and at every flush interval, so a reader sees the
 // log while the command is still running.
@@ -49,8 +54,11 @@ type runLogWriter struct {
 	chunk   int64  // index of the chunk being filled
 	buf     []byte // its bytes so far
 	dirty   bool
-	oldest  int64 // oldest chunk still stored
-	err     error // first storage error; later writes are dropped
+	oldest  int64     // oldest chunk still stored
+	stored  bool      // the log had bytes when it was opened
+	point   time.Time // engine timestamp of the last container line taken
+	pointAt time.Time // the point as stored
+	err     error     // first storage error; later writes are dropped
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -72,6 +80,17 @@ func openRunLog(ctx context.Context, s logical.Storage, id string, limits logLim
 		if e != nil {
 			w.buf = append(w.buf, e.Value...)
 		}
+		w.stored = w.chunk > 0 || len(w.buf) > 0
+	}
+	e, err := s.Get(ctx, runLogPointKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
+	}
+	if e != nil {
+		if err := w.point.UnmarshalText(e.Value); err != nil {
+			return nil, fmt.Errorf("reading the log of run %s: its stored point %q: %w", id, e.Value, err)
+		}
+		w.pointAt = w.point
 	}
 	go w.flushLoop(context.WithoutCancel(ctx))
 	return w, nil
@@ -93,11 +112,32 @@ func (w *runLogWriter) flushLoop(ctx context.Context) {
 	}
 }
 
+// resumePoint returns the engine timestamp of the last container line stored
+// (zero when there is none) and whether the log had any bytes when opened.
+func (w *runLogWriter) resumePoint() (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pointAt, w.stored
+}
+
+// WriteLine implements container.LineWriter: it stores a container line and
+// remembers its engine timestamp.
+func (w *runLogWriter) WriteLine(p []byte, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writeLocked(p)
+	w.point = at
+}
+
 // Write never blocks on storage for longer than one chunk put and never fails
 // the container: a storage problem is reported by Close.
 func (w *runLogWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writeLocked(p), nil
+}
+
+func (w *runLogWriter) writeLocked(p []byte) int {
 	n := len(p)
 	for len(p) > 0 {
 		room := w.limits.chunkSize - len(w.buf)
@@ -113,20 +153,37 @@ func (w *runLogWriter) Write(p []byte) (int, error) {
 			w.dropOldLocked(context.Background())
 		}
 	}
-	return n, nil
+	return n
 }
 
 func (w *runLogWriter) flushLocked(ctx context.Context) {
-	if !w.dirty || w.err != nil {
+	if w.err != nil {
 		return
 	}
 	ctx, cancel := w.storeContext(ctx)
 	defer cancel()
-	if err := w.storage.Put(ctx, &logical.StorageEntry{Key: runLogKey(w.id, w.chunk), Value: append([]byte(nil), w.buf...)}); err != nil {
+	// The point taken with the bytes below; a line written during a chunk
+	// change counts only once its last byte is stored.
+	point := w.point
+	if w.dirty {
+		if err := w.storage.Put(ctx, &logical.StorageEntry{Key: runLogKey(w.id, w.chunk), Value: append([]byte(nil), w.buf...)}); err != nil {
+			w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
+			return
+		}
+		w.dirty = false
+	}
+	if point.Equal(w.pointAt) {
+		return
+	}
+	text, err := point.MarshalText()
+	if err == nil {
+		err = w.storage.Put(ctx, &logical.StorageEntry{Key: runLogPointKey(w.id), Value: text})
+	}
+	if err != nil {
 		w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
 		return
 	}
-	w.dirty = false
+	w.pointAt = point
 }
 
 // storeContext bounds one storage call of the writer.
@@ -245,6 +302,9 @@ func deleteRunLog(ctx context.Context, s logical.Storage, id string) error {
 		if err := s.Delete(ctx, runLogKey(id, n)); err != nil {
 			return fmt.Errorf("deleting the log of run %s: %w", id, err)
 		}
+	}
+	if err := s.Delete(ctx, runLogPointKey(id)); err != nil {
+		return fmt.Errorf("deleting the log of run %s: %w", id, err)
 	}
 	return nil
 }

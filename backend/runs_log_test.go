@@ -251,3 +251,64 @@ func TestRunLogHungStorageIsBounded(t *testing.T) {
 		})
 	}
 }
+
+// The engine timestamp of the last container line is stored with the log,
+// so a re-attach continues right after it; bytes of the plugin's own carry
+// no point.
+func TestRunLogResumePoint(t *testing.T) {
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 1, time.UTC)
+	t2 := t1.Add(time.Millisecond)
+	type write struct {
+		text string
+		at   time.Time // zero: a plain Write
+	}
+	tests := []struct {
+		name       string
+		writes     []write
+		wantPoint  time.Time
+		wantStored bool
+	}{
+		{"no log yet", nil, time.Time{}, false},
+		{"plain bytes only", []write{{"note\n", time.Time{}}}, time.Time{}, true},
+		{"last container line", []write{{"one\n", t1}, {"two\n", t2}, {"note\n", time.Time{}}}, t2, true},
+		{"line across chunks", []write{{"a line longer than a chunk\n", t1}}, t1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := &logical.InmemStorage{}
+			limits := logLimits{chunkSize: 8, maxChunks: 10, flushInterval: time.Hour}
+			w, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, wr := range tt.writes {
+				if wr.at.IsZero() {
+					_, _ = w.Write([]byte(wr.text))
+				} else {
+					w.WriteLine([]byte(wr.text), wr.at)
+				}
+			}
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			again, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			point, stored := again.resumePoint()
+			if err := again.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !point.Equal(tt.wantPoint) || stored != tt.wantStored {
+				t.Errorf("reopened at %s (stored %v), want %s (stored %v)", point, stored, tt.wantPoint, tt.wantStored)
+			}
+			if err := deleteRunLog(ctx, s, "r"); err != nil {
+				t.Fatal(err)
+			}
+			if keys, err := s.List(ctx, runLogPrefix); err != nil || len(keys) != 0 {
+				t.Errorf("after delete: %v, %v", keys, err)
+			}
+		})
+	}
+}

@@ -1,19 +1,60 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 )
 
+// dyingLog is the run log of a plugin instance that dies: once killed it
+// takes nothing more, like a process that is gone.
+type dyingLog struct {
+	mu   sync.Mutex
+	w    *runLogWriter
+	dead bool
+}
+
+func (d *dyingLog) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.dead {
+		_, _ = d.w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (d *dyingLog) WriteLine(p []byte, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.dead {
+		d.w.WriteLine(p, at)
+	}
+}
+
+// kill stops the log as a dying plugin does: what its last flush stored
+// stays, the rest of its buffer is gone.
+func (d *dyingLog) kill() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.dead = true
+	d.w.mu.Lock()
+	d.w.buf, d.w.dirty, d.w.point = nil, false, d.w.pointAt
+	d.w.mu.Unlock()
+}
+
 // A plugin that died without Clean leaves its container running; the next
 // instance finds it by label on the real Docker engine, follows it to its
-// end, records the outcome once and leaves nothing behind.
+// end, records the outcome once and leaves nothing behind. What the
+// container printed while no plugin followed it is in the log once.
 func TestRecoveryReattachesRealContainer(t *testing.T) {
 	docker := dockertest.Runner(t)
 	image := dockertest.Image(t, docker)
@@ -26,19 +67,37 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	labels := h.w.labels(id)
+	lw, err := openRunLog(ctx, h.s, id, logLimits{chunkSize: 64 << 10, maxChunks: 32, flushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dying := &dyingLog{w: lw}
 	orphanDone := make(chan struct{})
 	go func() {
-		// The dead instance's Run: abandoned, its output lost with it.
+		// The dead instance's Run: abandoned, it keeps running to the end.
 		defer close(orphanDone)
 		_, _ = docker.Run(context.WithoutCancel(ctx), container.Spec{
-			Image: image, Labels: labels, Timeout: time.Minute, Log: io.Discard,
-			Commands: []string{"echo before the restart; sleep 3; echo after the restart"},
+			Image: image, Labels: labels, Timeout: time.Minute, Log: dying,
+			Commands: []string{"echo before the restart; sleep 2; echo while no plugin follows; sleep 3; echo after the restart"},
 		})
 	}()
 	t.Cleanup(func() { <-orphanDone })
 	waitForWatch(t, func() bool {
-		found, err := docker.Find(ctx, labels)
-		return err == nil && len(found) == 1 && found[0].State == "running"
+		page, err := readRunLog(ctx, h.s, id, 0, 1<<20, lw.limits.chunkSize)
+		return err == nil && strings.Contains(page.Text, "before the restart")
+	})
+	waitForWatch(t, func() bool { p, _ := lw.resumePoint(); return !p.IsZero() })
+	dying.kill()
+	_ = lw.Close(ctx)
+	// The container prints while no plugin follows it.
+	waitForWatch(t, func() bool {
+		rc, err := docker.Client().ContainerLogs(ctx, found1(t, docker, labels), client.ContainerLogsOptions{ShowStdout: true})
+		if err != nil {
+			return false
+		}
+		defer rc.Close()
+		b, _ := io.ReadAll(rc)
+		return bytes.Contains(b, []byte("while no plugin follows"))
 	})
 	now := h.clock.now()
 	run := &runRecord{ID: id, Commit: watchCommitB, Status: runRunning, Attempt: 1, CreatedAt: now, StartedAt: now, Deadline: now.Add(time.Minute)}
@@ -63,8 +122,10 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(page.Text, "after the restart") {
-		t.Errorf("log after re-attaching lacks the container's later output: %q", page.Text)
+	want := "before the restart\n\n[flant_gitops: the plugin restarted and re-attached; the output continues after the last line stored]\n" +
+		"while no plugin follows\nafter the restart\n"
+	if page.Text != want {
+		t.Errorf("log after re-attaching = %q, want every line once: %q", page.Text, want)
 	}
 	if h.lastSuccessful() != watchCommitB {
 		t.Errorf("last successful %s, want %s", h.lastSuccessful(), watchCommitB)
@@ -77,4 +138,14 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 	}
 	<-orphanDone // the abandoned Run races the re-attached one to remove it
 	dockertest.NoLeftovers(t, docker, labels)
+}
+
+// found1 returns the ID of the one container carrying labels.
+func found1(t *testing.T, r container.Runner, labels map[string]string) string {
+	t.Helper()
+	found, err := r.Find(context.Background(), labels)
+	if err != nil || len(found) != 1 {
+		t.Fatalf("containers with %v: %+v, %v", labels, found, err)
+	}
+	return found[0].ID
 }

@@ -414,9 +414,18 @@ func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord,
 		w.finish(runCtx, s, r, period, container.Result{}, err)
 		return
 	}
-	_, _ = logw.Write([]byte("\n[flant_gitops: the plugin restarted; output resumes here]\n"))
+	// The engine's log continues after the last line stored, so nothing the
+	// container printed meanwhile is lost; a log stored without a point (by
+	// an older version) can only continue from now.
+	since, stored := logw.resumePoint()
+	note := "\n[flant_gitops: the plugin restarted and re-attached; the output continues after the last line stored]\n"
+	if since.IsZero() && stored {
+		since = time.Now()
+		note = "\n[flant_gitops: the plugin restarted; output resumes here and some may be missing]\n"
+	}
+	_, _ = logw.Write([]byte(note))
 	remaining := r.Deadline.Sub(w.deps.now())
-	res, runErr := runner.Attach(runCtx, containerID, logw, remaining)
+	res, runErr := runner.Attach(runCtx, containerID, logw, since, remaining)
 	if cerr := logw.Close(context.WithoutCancel(ctx)); cerr != nil {
 		w.log().Warn("part of a run's log could not be stored", "run", r.ID, "error", cerr)
 	}

@@ -107,6 +107,7 @@ type watchFakeRunner struct {
 	found   []container.Found
 	attach  func(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error)
 	attachT []time.Duration
+	since   []time.Time // the since of each Attach
 }
 
 func (r *watchFakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
@@ -138,9 +139,10 @@ func (r *watchFakeRunner) Find(ctx context.Context, labels map[string]string) ([
 	return out, nil
 }
 
-func (r *watchFakeRunner) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
+func (r *watchFakeRunner) Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (container.Result, error) {
 	r.mu.Lock()
 	r.attachT = append(r.attachT, timeout)
+	r.since = append(r.since, since)
 	r.mu.Unlock()
 	return r.attach(ctx, id, log, timeout)
 }
@@ -596,6 +598,16 @@ func TestRecovery(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// The dead instance stored one line and its engine timestamp.
+			lastLine := time.Date(2026, 3, 1, 9, 59, 30, 123456789, time.UTC)
+			lw, err := openRunLog(ctx, h.s, r.ID, h.w.logLimits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lw.WriteLine([]byte("first line\n"), lastLine)
+			if err := lw.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
 			if tt.container {
 				h.runner.found = []container.Found{{ID: "c-old", State: "running", Labels: h.w.labels(r.ID)}}
 				h.runner.attach = func(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error) {
@@ -621,6 +633,19 @@ func TestRecovery(t *testing.T) {
 			}
 			if tt.wantAttach && h.runner.attachT[0] != 9*time.Minute {
 				t.Errorf("re-attached with timeout %s, want the 9m left of the run", h.runner.attachT[0])
+			}
+			if tt.wantAttach {
+				if !h.runner.since[0].Equal(lastLine) {
+					t.Errorf("re-attached from %s, want the stored line's %s", h.runner.since[0], lastLine)
+				}
+				page, err := readRunLog(ctx, h.s, r.ID, 0, 1<<20, h.w.logLimits.chunkSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := "first line\n\n[flant_gitops: the plugin restarted and re-attached; the output continues after the last line stored]\nrest of output\n"
+				if page.Text != want {
+					t.Errorf("log after re-attach = %q, want %q", page.Text, want)
+				}
 			}
 			if h.lastSuccessful() != tt.wantLast {
 				t.Errorf("last successful %s, want %s", h.lastSuccessful(), tt.wantLast)

@@ -100,6 +100,14 @@ type Result struct {
 	Finished    time.Time
 }
 
+// LineWriter is a log sink that also keeps the engine's timestamp of each
+// line, so a later Attach can continue right after the last line it kept.
+// Run and Attach use WriteLine instead of Write when the sink has it.
+type LineWriter interface {
+	io.Writer
+	WriteLine(p []byte, at time.Time)
+}
+
 // Found is a managed container found by its labels.
 type Found struct {
 	ID      string
@@ -119,9 +127,11 @@ type Runner interface {
 	Run(ctx context.Context, spec Spec) (Result, error)
 	// Find lists managed containers, running or not, carrying all labels.
 	Find(ctx context.Context, labels map[string]string) ([]Found, error)
-	// Attach follows a managed container from now on (after a restart of the
-	// caller), waits for it up to timeout, and removes it.
-	Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (Result, error)
+	// Attach follows a managed container (after a restart of the caller),
+	// waits for it up to timeout, and removes it. Its output is taken from
+	// the engine's log, from the first line stamped after since (the zero
+	// time: from the container's first line).
+	Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (Result, error)
 	// Remove force-removes a managed container; a missing one is not an error.
 	Remove(ctx context.Context, id string) error
 }

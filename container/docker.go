@@ -1,6 +1,7 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -121,17 +122,11 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 		return canceledOr(ctx, res, err)
 	}
 
-	// Wait and attach are set up before start so neither a fast exit nor the
-	// first output can be missed; both outlive ctx so a kill still reports.
+	// The wait is set up before start so a fast exit cannot be missed; it
+	// outlives ctx so a kill still reports.
 	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWait()
 	wait := d.cli.ContainerWait(waitCtx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	att, err := d.cli.ContainerAttach(ctx, created.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
-	if err != nil {
-		return canceledOr(ctx, res, fmt.Errorf("attaching to container %s: %w", created.ID, err))
-	}
-	logs := d.streamLogs(att.HijackedResponse, spec.Log)
-	defer logs.stop()
 
 	// A cancel that lands while the start request is in flight must not cut
 	// it: the container may already run, and follow then kills it and
@@ -143,6 +138,16 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 		return canceledOr(ctx, res, fmt.Errorf("starting container %s: %w", created.ID, err))
 	}
 	res.Started = time.Now()
+	// The output is read from the engine's log, which keeps it from the
+	// first line, with the engine's timestamps: an Attach after a restart
+	// continues from the last line the caller kept.
+	logs, err := d.openLogs(ctx, created.ID, time.Time{}, true, spec.Log)
+	if err != nil {
+		// The run goes on without its output rather than leave the container.
+		logs = noLogs()
+		writeNote(spec.Log, fmt.Sprintf("the container's output cannot be read: %v", err))
+	}
+	defer logs.stop()
 	return d.follow(ctx, res, wait, logs, spec.Timeout)
 }
 
@@ -272,25 +277,47 @@ func (emptyTar) Read([]byte) (int, error) { return 0, io.EOF }
 
 // logStream copies a container's multiplexed output to a writer.
 type logStream struct {
-	conn  *client.HijackedResponse // nil when there is no stream
+	conn  io.Closer // nil when there is no stream
 	done  chan struct{}
 	drain time.Duration
 	once  sync.Once
 }
 
-func (d *Docker) streamLogs(conn client.HijackedResponse, w io.Writer) *logStream {
+// openLogs streams the engine's log of container id from the first line
+// stamped after since to w; with follow it ends when the container stops.
+func (d *Docker) openLogs(ctx context.Context, id string, since time.Time, follow bool, w io.Writer) (*logStream, error) {
+	opts := client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true, Follow: follow}
+	if !since.IsZero() {
+		// The engine includes a line stamped exactly at since; forwardWriter
+		// drops it.
+		opts.Since = fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
+	}
+	// The stream outlives ctx so the output of a killed container is still
+	// read to its end; stop closes it.
+	rc, err := d.cli.ContainerLogs(context.WithoutCancel(ctx), id, opts)
+	if err != nil {
+		return nil, fmt.Errorf("reading the log of container %s: %w", id, err)
+	}
 	if w == nil {
 		w = io.Discard
 	}
-	ls := &logStream{conn: &conn, done: make(chan struct{}), drain: d.logDrain}
+	ls := &logStream{conn: rc, done: make(chan struct{}), drain: d.logDrain}
 	go func() {
 		defer close(ls.done)
 		// The stream ends with the container, or with an error when stop
 		// closes it: either way there is nothing more to forward.
-		fw := &forwardWriter{w: w}
-		_, _ = stdcopy.StdCopy(fw, fw, conn.Reader)
+		fw := &forwardWriter{w: w, since: since}
+		fw.lw, _ = w.(LineWriter)
+		_, _ = stdcopy.StdCopy(fw, fw, rc)
 	}()
-	return ls
+	return ls, nil
+}
+
+// writeNote puts a line of the plugin's own into a run's log.
+func writeNote(w io.Writer, note string) {
+	if w != nil {
+		_, _ = fmt.Fprintf(w, "[flant_gitops: %s]\n", note)
+	}
 }
 
 func noLogs() *logStream {
@@ -321,18 +348,45 @@ func (ls *logStream) stop() {
 
 // forwardWriter never fails, so the stream keeps draining after the caller's
 // writer gave up (a stalled reader would eventually block the container).
+// Each write is one log message of the engine, prefixed with its timestamp;
+// messages stamped at or before since were kept by an earlier reader.
 type forwardWriter struct {
 	w      io.Writer
+	lw     LineWriter // w, when it keeps timestamps
+	since  time.Time
 	failed bool
 }
 
 func (f *forwardWriter) Write(p []byte) (int, error) {
-	if !f.failed {
-		if _, err := f.w.Write(p); err != nil {
+	n := len(p)
+	at, msg := splitTimestamp(p)
+	if !at.IsZero() && !at.After(f.since) {
+		return n, nil
+	}
+	switch {
+	case f.failed:
+	case f.lw != nil && !at.IsZero():
+		f.lw.WriteLine(msg, at)
+	default:
+		if _, err := f.w.Write(msg); err != nil {
 			f.failed = true
 		}
 	}
-	return len(p), nil
+	return n, nil
+}
+
+// splitTimestamp splits the engine's "RFC3339Nano " prefix off a message; a
+// message without one is passed on whole.
+func splitTimestamp(p []byte) (time.Time, []byte) {
+	i := bytes.IndexByte(p, ' ')
+	if i <= 0 {
+		return time.Time{}, p
+	}
+	at, err := time.Parse(time.RFC3339Nano, string(p[:i]))
+	if err != nil {
+		return time.Time{}, p
+	}
+	return at, p[i+1:]
 }
 
 // follow waits for the container to exit, the timeout or ctx; it kills the
@@ -408,7 +462,7 @@ func (d *Docker) Find(ctx context.Context, labels map[string]string) ([]Found, e
 
 // Attach implements Runner. A timeout <= 0 means the run's time is already
 // up: a running container is killed at once with ReasonTimeout.
-func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, timeout time.Duration) (res Result, err error) {
+func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (res Result, err error) {
 	insp, err := d.inspectManaged(ctx, id)
 	if err != nil {
 		return Result{}, err
@@ -430,22 +484,31 @@ func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, timeout t
 		if st.OOMKilled {
 			res.Reason = ReasonOOMKilled
 		}
+		// What it printed after the caller's last line is still in the
+		// engine's log.
+		logs, err := d.openLogs(ctx, insp.ID, since, false, log)
+		if err != nil {
+			return canceledOr(ctx, res, err)
+		}
+		select {
+		case <-logs.done:
+		case <-ctx.Done():
+		}
+		logs.stop()
 		return res, nil
 	}
 
 	waitCtx, stopWait := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWait()
 	wait := d.cli.ContainerWait(waitCtx, insp.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-	logs := noLogs()
-	att, err := d.cli.ContainerAttach(ctx, insp.ID, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
-	switch {
-	case err == nil:
-		logs = d.streamLogs(att.HijackedResponse, log)
-	case ctx.Err() != nil:
-		return canceledOr(ctx, res, err)
-	default:
-		// It may have exited between inspect and attach: the wait tells, and
-		// there is no output left to follow.
+	logs, err := d.openLogs(ctx, insp.ID, since, true, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return canceledOr(ctx, res, err)
+		}
+		// The container is followed to its end even without its output.
+		logs = noLogs()
+		writeNote(log, fmt.Sprintf("the container's output cannot be read: %v", err))
 	}
 	defer logs.stop()
 	return d.follow(ctx, res, wait, logs, max(timeout, time.Nanosecond))

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
 
 	"github.com/flant/flant_gitops/container"
@@ -524,7 +525,7 @@ func TestReattach(t *testing.T) {
 			}
 
 			var log bytes.Buffer
-			res, err := second.Attach(ctx, id, &log, tt.timeout)
+			res, err := second.Attach(ctx, id, &log, time.Time{}, tt.timeout)
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Attach: got error %v, want %v", err, tt.wantErr)
 			}
@@ -552,7 +553,7 @@ func TestForeignContainersAreLeftAlone(t *testing.T) {
 		}
 	}()
 
-	if _, err := r.Attach(ctx, created.ID, io.Discard, time.Minute); !errors.Is(err, container.ErrNotManaged) {
+	if _, err := r.Attach(ctx, created.ID, io.Discard, time.Time{}, time.Minute); !errors.Is(err, container.ErrNotManaged) {
 		t.Errorf("Attach on a foreign container: got %v, want ErrNotManaged", err)
 	}
 	if err := r.Remove(ctx, created.ID); !errors.Is(err, container.ErrNotManaged) {
@@ -581,6 +582,117 @@ func BenchmarkRun(b *testing.B) {
 		res, err := r.Run(context.Background(), container.Spec{Image: image, Commands: []string{"cat a.txt >/dev/null"}, Files: files, Timeout: time.Minute, Log: io.Discard})
 		if err != nil || res.ExitCode != 0 {
 			b.Fatalf("%+v, %v", res, err)
+		}
+	}
+}
+
+// lineSink is a LineWriter that keeps what it took and the engine's
+// timestamp of the last line, as the plugin's run log does.
+type lineSink struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	last time.Time
+}
+
+func (s *lineSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *lineSink) WriteLine(p []byte, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf.Write(p)
+	s.last = at
+}
+
+func (s *lineSink) snapshot() (string, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String(), s.last
+}
+
+// engineLines counts the lines the engine has logged for container id.
+func engineLines(t *testing.T, r *container.Docker, id string) int {
+	t.Helper()
+	rc, err := r.Client().ContainerLogs(context.Background(), id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, rc); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(out.String(), "\n")
+}
+
+// TestReattachLosesNoOutput plays a plugin that dies mid-run while the
+// container keeps printing: the new runner's Attach continues from the
+// engine timestamp of the last line kept, so every line is there once.
+func TestReattachLosesNoOutput(t *testing.T) {
+	r := dockertest.Runner(t)
+	image := dockertest.Image(t, r)
+	ctx := context.Background()
+	const total = 60
+	script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); echo line $i; sleep 0.05; done", total)
+
+	tests := []struct {
+		name   string
+		settle string // the container's state when the new runner attaches
+	}{
+		{"still printing at re-attach", "running"},
+		{"exited before re-attach", "exited"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			labels := runLabels(t)
+			defer dockertest.NoLeftovers(t, r, labels)
+			id, err := r.StartDetached(ctx, container.Spec{Image: image, Commands: []string{script}, Timeout: time.Minute, Labels: labels}, true)
+			if err != nil {
+				if id != "" {
+					_ = r.Remove(ctx, id)
+				}
+				t.Fatal(err)
+			}
+
+			sink := &lineSink{}
+			stop, err := r.FollowLogs(ctx, id, sink)
+			if err != nil {
+				_ = r.Remove(ctx, id)
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { s, _ := sink.snapshot(); return strings.Contains(s, "line 10\n") })
+			stop() // the plugin dies
+			before, since := sink.snapshot()
+			kept := strings.Count(before, "\n")
+			// Lines the engine logs while nobody follows.
+			waitFor(t, func() bool { return engineLines(t, r, id) >= kept+10 })
+			waitForState(t, r, labels, tt.settle)
+
+			res, err := dockertest.Runner(t).Attach(ctx, id, sink, since, time.Minute)
+			if err != nil || res.Reason != container.ReasonExit || res.ExitCode != 0 {
+				t.Fatalf("Attach: %+v, %v", res, err)
+			}
+			got, _ := sink.snapshot()
+			var want strings.Builder
+			for i := 1; i <= total; i++ {
+				fmt.Fprintf(&want, "line %d\n", i)
+			}
+			if got != want.String() {
+				t.Errorf("log after re-attach is not every line once, in order (%d kept before):\n%s", kept, got)
+			}
+		})
+	}
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within a minute")
 		}
 	}
 }

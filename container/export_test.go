@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -35,3 +36,13 @@ func (d *Docker) StartDetached(ctx context.Context, spec Spec, start bool) (stri
 
 // LabelManaged lets the external tests check the label the runner sets.
 const LabelManaged = labelManaged
+
+// FollowLogs follows the log of container id as Run and Attach do, until
+// stop: a follower that goes away while the container keeps printing.
+func (d *Docker) FollowLogs(ctx context.Context, id string, w LineWriter) (stop func(), err error) {
+	logs, err := d.openLogs(ctx, id, time.Time{}, true, w)
+	if err != nil {
+		return nil, err
+	}
+	return logs.stop, nil
+}
