@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -138,4 +140,47 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// The patch half serves many branches: a configured repository's folder is
+// never stale, a deleted or changed one's is, when another mirror is opened.
+func TestPatchMirrorDirKeepsConfiguredRepositories(t *testing.T) {
+	base := t.TempDir()
+	t.Setenv(cacheDirEnv, base)
+	b, s := newTestBackend(t, nil, nil)
+	ctx := context.Background()
+	write := func(name, url string) *repositoryEntry {
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/"+name, map[string]any{"url": url, "password": "tok"}), "configure "+name)
+		e, err := getRepository(ctx, s, name)
+		if err != nil || e == nil {
+			t.Fatalf("reading %s: %v", name, err)
+		}
+		return e
+	}
+	a, other := write("a", "https://git.example/a.git"), write("b", "https://git.example/b.git")
+	mountID, err := b.mount.get(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kindDir := filepath.Join(base, mountID, mirrorKindPatch)
+	old := write("c", "https://git.example/c-old.git").mirrorTarget().folder()
+	write("c", "https://git.example/c-new.git") // c's old folder is no longer configured
+	for _, f := range []string{other.mirrorTarget().folder(), old} {
+		if err := os.MkdirAll(filepath.Join(kindDir, f), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := b.patch.mirrorDir(ctx, s, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(kindDir, a.mirrorTarget().folder()); dir != want {
+		t.Errorf("mirror of a at %s, want %s", dir, want)
+	}
+	if _, err := os.Stat(filepath.Join(kindDir, other.mirrorTarget().folder())); err != nil {
+		t.Errorf("configured repository b lost its mirror: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(kindDir, old)); !os.IsNotExist(err) {
+		t.Errorf("c's folder for its old url is still there (%v)", err)
+	}
 }
