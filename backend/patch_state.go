@@ -2,12 +2,9 @@ package backend
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
@@ -54,6 +51,8 @@ type repoSlot struct {
 	// opened identifies the configuration repo was opened with; a change of
 	// credentials reopens it (the mirror folder is kept).
 	opened string
+	// folder is the branch's cache folder; a slot's folder is never stale.
+	folder string
 }
 
 // patchQueueEnv overrides how many patches may wait for one branch.
@@ -101,7 +100,7 @@ func (ps *patchState) openRepo(ctx context.Context, s logical.Storage, repo *rep
 	}
 	defer func() { <-slot.lock }()
 
-	opened := repoFingerprint(repo)
+	opened := repo.mirrorTarget().fingerprint()
 	if slot.repo != nil && slot.opened == opened {
 		return slot.repo, nil
 	}
@@ -130,7 +129,7 @@ func (ps *patchState) slot(repo *repositoryEntry) *repoSlot {
 	key := repo.URL + "\x00" + repo.Branch
 	sl := ps.slots[key]
 	if sl == nil {
-		sl = &repoSlot{lock: make(chan struct{}, 1)}
+		sl = &repoSlot{lock: make(chan struct{}, 1), folder: repo.mirrorTarget().folder()}
 		ps.slots[key] = sl
 	}
 	return sl
@@ -162,29 +161,46 @@ func (ps *patchState) dropMirror(ctx context.Context, s logical.Storage, repo *r
 	return nil
 }
 
-// repoFingerprint changes whenever the remote or its credentials change.
-func repoFingerprint(r *repositoryEntry) string {
-	h := sha256.New()
-	for _, s := range []string{r.URL, r.Branch, r.Username, r.Password, r.SSHPrivateKey, r.KnownHosts} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
+func (r *repositoryEntry) mirrorTarget() mirrorTarget {
+	return mirrorTarget{URL: r.URL, Branch: r.Branch, Auth: r.auth()}
 }
 
-// mirrorDir is where the branch's mirror lives: under the cache folder
-// (FLANT_GITOPS_CACHE_DIR or the OS temp dir), in a folder per mount (an ID
-// kept in storage, so it survives plugin restarts and two mounts never
-// share), one folder per URL and branch.
+// mirrorDir is where the branch's mirror lives (see mirrorFolder). A folder
+// is stale when neither a configured repository nor a branch patched since
+// the plugin started claims it. The sweep holds slotsMu, so a branch being
+// opened (its slot is made first) never loses its folder.
 func (ps *patchState) mirrorDir(ctx context.Context, s logical.Storage, repo *repositoryEntry) (string, error) {
 	mountID, err := ps.b.mount.get(ctx, s)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256([]byte(repo.URL + "\x00" + repo.Branch))
-	parent, err := privateCacheDir(ps.b.Logger(), cacheBase(), "patch-"+mountID)
+	keep, err := configuredMirrorFolders(ctx, s)
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(parent, hex.EncodeToString(sum[:8])), nil
+	ps.slotsMu.Lock()
+	defer ps.slotsMu.Unlock()
+	for _, sl := range ps.slots {
+		keep[sl.folder] = true
+	}
+	return mirrorFolder(ps.b.Logger(), cacheBase(), mountID, mirrorKindPatch, repo.mirrorTarget(), func(f string) bool { return keep[f] })
+}
+
+// configuredMirrorFolders are the cache folders of the configured repositories.
+func configuredMirrorFolders(ctx context.Context, s logical.Storage) (map[string]bool, error) {
+	names, err := s.List(ctx, storagePrefixRepository)
+	if err != nil {
+		return nil, fmt.Errorf("listing the repositories: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, n := range names {
+		e, err := getRepository(ctx, s, n)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			keep[e.mirrorTarget().folder()] = true
+		}
+	}
+	return keep, nil
 }

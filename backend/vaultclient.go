@@ -2,9 +2,7 @@ package backend
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -36,11 +34,7 @@ type targetVault struct {
 // identity changes whenever anything that decides which Vault we talk to, or
 // as whom, changes; a token obtained under another identity is revoked.
 func (t targetVault) identity() string {
-	h := sha256.New()
-	for _, f := range []string{t.Addr, t.TLSServerName, t.CACert, t.MountPoint, t.RoleID, t.SecretID} {
-		fmt.Fprintf(h, "%d:%s;", len(f), f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+	return identityHash(t.Addr, t.TLSServerName, t.CACert, t.MountPoint, t.RoleID, t.SecretID)
 }
 
 func (t targetVault) mount() string {

@@ -2,13 +2,9 @@ package backend
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -110,12 +106,11 @@ type watcher struct {
 	// and the path handlers.
 	stateMu sync.Mutex
 
-	mu       sync.Mutex
-	mountID  string // from storage: labels and cache folder survive restarts
-	cacheDir string
-	storage  logical.Storage
-	cancel   context.CancelCauseFunc // stops the worker; nil when not started
-	done     chan struct{}
+	mu      sync.Mutex
+	mountID string // from storage: labels and cache folder survive restarts
+	storage logical.Storage
+	cancel  context.CancelCauseFunc // stops the worker; nil when not started
+	done    chan struct{}
 	// stopped is set by stop: a tick or poll racing Clean must not start a
 	// worker that nothing would ever stop.
 	stopped        bool
@@ -317,7 +312,7 @@ func (w *watcher) loadMountID(ctx context.Context, s logical.Storage) error {
 		return err
 	}
 	w.mu.Lock()
-	w.mountID, w.cacheDir = id, filepath.Join(w.cacheBase, id)
+	w.mountID = id
 	w.mu.Unlock()
 	return nil
 }
@@ -341,53 +336,29 @@ func (w *watcher) updateState(ctx context.Context, s logical.Storage, f func(st 
 }
 
 // mirrorFor reuses the open mirror while the repository, branch and
-// credentials stay the same; each combination gets its own cache folder.
+// credentials stay the same; the cache folder depends on repository and
+// branch only, so a rotated password does not cost a full clone.
 func (w *watcher) mirrorFor(ctx context.Context, ws *watchSettings) (mirror, error) {
-	h := sha256.New()
-	for _, part := range []string{ws.RepoURL, ws.Branch, ws.Auth.Username, ws.Auth.Password, string(ws.Auth.SSHPrivateKey), string(ws.Auth.SSHKnownHosts)} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	sum := h.Sum(nil)
-	key := hex.EncodeToString(sum[:])
-	// The folder name depends on repository and branch only: a rotated
-	// password must not cost a full clone.
-	loc := sha256.Sum256([]byte(ws.RepoURL + "\x00" + ws.Branch))
+	t := mirrorTarget{URL: ws.RepoURL, Branch: ws.Branch, Auth: ws.Auth}
+	key := t.fingerprint()
 	w.mu.Lock()
-	m, mk, cacheDir := w.mirror, w.mirrorKey, w.cacheDir
+	m, mk, mountID := w.mirror, w.mirrorKey, w.mountID
 	w.mu.Unlock()
-	dir := filepath.Join(cacheDir, hex.EncodeToString(loc[:8]))
 	if m != nil && mk == key {
 		return m, nil
 	}
-	if _, err := privateCacheDir(w.log(), filepath.Dir(cacheDir), filepath.Base(cacheDir)); err != nil {
+	dir, err := mirrorFolder(w.log(), w.cacheBase, mountID, mirrorKindWatch, t, nil)
+	if err != nil {
 		return nil, err
 	}
-	m, err := w.deps.openMirror(ctx, dir, ws)
+	m, err = w.deps.openMirror(ctx, dir, ws)
 	if err != nil {
 		return nil, fmt.Errorf("opening the mirror of %s: %w", ws.RepoURL, err)
 	}
-	removeStaleMirrors(w.log(), cacheDir, dir)
 	w.mu.Lock()
 	w.mirror, w.mirrorKey = m, key
 	w.mu.Unlock()
 	return m, nil
-}
-
-// removeStaleMirrors deletes cache folders of repositories no longer watched.
-func removeStaleMirrors(logger hclog.Logger, cacheDir, keep string) {
-	entries, err := os.ReadDir(cacheDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		p := filepath.Join(cacheDir, e.Name())
-		if p != keep {
-			if err := os.RemoveAll(p); err != nil {
-				logger.Warn("could not remove an old mirror cache", "path", p, "error", err)
-			}
-		}
-	}
 }
 
 func (w *watcher) getRunner(ctx context.Context) (container.Runner, error) {
