@@ -391,6 +391,10 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
+// Pid is the process ID of the Vault server, which also leads the process
+// group of Vault and its plugins that the cleanup stops.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // stop terminates the process group (Vault and its plugins) and makes sure
 // nothing of it is left.
 func (s *Server) stop(t testing.TB) {

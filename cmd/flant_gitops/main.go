@@ -3,8 +3,12 @@
 package main
 
 import (
+	"context"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/api"
@@ -19,6 +23,10 @@ import (
 // and the plugin shares its host with Vault.
 const defaultMemoryLimit = 256 << 20
 
+// parentCheckInterval is how often the plugin looks whether its Vault is
+// still its parent; go-plugin does not end a server whose client died.
+const parentCheckInterval = time.Second
+
 func main() {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(defaultMemoryLimit)
@@ -28,6 +36,8 @@ func main() {
 	if err := flags.Parse(os.Args[1:]); err != nil {
 		fatal("cannot parse plugin flags", err)
 	}
+
+	go watchParent(context.Background(), parentCheckInterval, os.Getppid, exitOrphaned)
 
 	err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: backend.Factory,
@@ -41,4 +51,39 @@ func main() {
 func fatal(msg string, err error) {
 	hclog.New(&hclog.LoggerOptions{Name: "flant_gitops"}).Error(msg, "error", err)
 	os.Exit(1)
+}
+
+// watchParent calls onOrphan once when the parent process changes from the
+// one the plugin started under: Vault starts the plugin as its direct child,
+// so a new parent (init or a subreaper) means that Vault is gone. It returns
+// when ctx ends or after onOrphan.
+func watchParent(ctx context.Context, interval time.Duration, getppid func() int, onOrphan func()) {
+	parent := getppid()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if getppid() != parent {
+				onOrphan()
+				return
+			}
+		}
+	}
+}
+
+// exitOrphaned ends a plugin whose Vault died without stopping it. It exits
+// at once, without the backend's Cleanup, so a running container is neither
+// killed nor removed: the next active node re-attaches to it by label, and
+// an orphan following it would only race that node to remove it.
+func exitOrphaned() {
+	// The stderr pipe's reader was Vault; without this the log line below
+	// would end the process by SIGPIPE instead of the exit code.
+	signal.Ignore(syscall.SIGPIPE)
+	hclog.New(&hclog.LoggerOptions{Name: "flant_gitops"}).Error(
+		"the Vault process that started this plugin is gone; exiting and leaving any running container to the next active node",
+		"pid", os.Getpid())
+	os.Exit(3)
 }

@@ -1,0 +1,125 @@
+package backend
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/flant/flant_gitops/container/dockertest"
+	"github.com/flant/flant_gitops/gitwatch/gittest"
+)
+
+// When only the Vault process dies (kill -9), its plugin process notices
+// that it lost its parent, exits, and leaves the run's container running
+// for the next active node instead of following it and racing that node to
+// remove it.
+func TestE2EOrphanedPluginExitsAndLeavesContainer(t *testing.T) {
+	e := newWatchE2E(t)
+	base := e.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
+	e.configure(map[string]any{
+		"git_repo_url":    e.repo.URL(),
+		"git_branch_name": "main",
+		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
+		"required_number_of_verified_signatures_on_commit": 2,
+		"initial_last_successful_commit":                   base,
+		"docker_image":                                     dockertest.Image(t, e.docker),
+		"commands":                                         []string{"sh /git/step.sh"},
+		"run_timeout":                                      "300s",
+		"memory_limit":                                     "64m",
+		"network_mode":                                     "none",
+	})
+	e.mountID, _ = e.status()["mount_id"].(string)
+	if e.mountID == "" {
+		t.Fatal("status has no mount_id")
+	}
+	// The container outlives the plugin; remove it whatever happens.
+	t.Cleanup(func() {
+		for _, f := range e.containers() {
+			_ = e.docker.Remove(context.Background(), f.ID)
+		}
+	})
+
+	long := e.commit("orphan\n", "echo orphan run started; while true; do echo still here; sleep 1; done", 0, 1)
+	id := e.pollAndWaitLog(long, "orphan run started")
+
+	vaultPid := e.vault.Pid()
+	plugins := childPids(t, vaultPid)
+	if len(plugins) == 0 {
+		t.Fatalf("no plugin process is a child of Vault (pid %d)", vaultPid)
+	}
+	// Only Vault, not its process group: the plugins stay behind as
+	// orphans, as when Vault crashes.
+	if err := syscall.Kill(vaultPid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 vault: %v", err)
+	}
+	killed := time.Now()
+
+	// A liveness bound, not a speed assertion.
+	deadline := killed.Add(60 * time.Second)
+	for _, pid := range plugins {
+		for processAlive(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin process %d still runs %s after its Vault was killed", pid, time.Since(killed))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	t.Logf("plugin processes %v exited %s after Vault was killed", plugins, time.Since(killed).Round(time.Millisecond))
+
+	found, err := e.docker.Find(context.Background(), map[string]string{labelMount: e.mountID, labelRun: id})
+	if err != nil {
+		t.Fatalf("listing the run's containers: %v", err)
+	}
+	if len(found) != 1 {
+		t.Fatalf("%d containers of run %s after the plugin exited, want its one container left running", len(found), id)
+	}
+	info, err := e.docker.Client().ContainerInspect(context.Background(), found[0].ID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatalf("inspect the run's container: %v", err)
+	}
+	if info.Container.State == nil || !info.Container.State.Running {
+		t.Errorf("the run's container is not running after the plugin exited: %+v", info.Container.State)
+	}
+}
+
+// childPids lists the direct children of pid from /proc.
+func childPids(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for _, field := range strings.Fields(string(b)) {
+			if n, err := strconv.Atoi(field); err == nil {
+				pids = append(pids, n)
+			}
+		}
+	}
+	return pids
+}
+
+// processAlive reports whether pid is a running process; a zombie counts
+// as gone (its parent, now init or a subreaper, may not reap it at once).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
