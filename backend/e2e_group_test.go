@@ -87,16 +87,7 @@ func (e *patchE2E) callers(t *testing.T, n int) []burstCaller {
 		if err != nil {
 			t.Fatalf("login %s: %v", project, err)
 		}
-		self, err := c.Auth().Token().LookupSelf()
-		if err != nil {
-			t.Fatal(err)
-		}
-		id, _ := self.Data["entity_id"].(string)
-		ent, err := e.v.Client.Logical().Read("identity/entity/id/" + id)
-		if err != nil || ent == nil {
-			t.Fatalf("reading entity %q: %v", id, err)
-		}
-		name, _ := ent.Data["name"].(string)
+		name, id := e.entityOf(t, c)
 		out = append(out, burstCaller{project: project, client: c, entity: fmt.Sprintf("%s (%s)", name, id)})
 	}
 	return out

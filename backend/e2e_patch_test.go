@@ -99,6 +99,23 @@ func (e *patchE2E) gitlabToken(t *testing.T, projectPath, audience string) strin
 	return e.ci.Token(t, audience, vaulttest.GitLabClaims(projectPath, "main", "branch"))
 }
 
+// entityOf answers the name and id of the Vault entity behind c's token,
+// as the plugin's Requested-By trailer names it.
+func (e *patchE2E) entityOf(t *testing.T, c *api.Client) (name, id string) {
+	t.Helper()
+	self, err := c.Auth().Token().LookupSelf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ = self.Data["entity_id"].(string)
+	ent, err := e.v.Client.Logical().Read("identity/entity/id/" + id)
+	if err != nil || ent == nil {
+		t.Fatalf("reading entity %q: %v", id, err)
+	}
+	name, _ = ent.Data["name"].(string)
+	return name, id
+}
+
 // login exchanges an id_token for a Vault client, as `vault write
 // auth/jwt/login role=gitlab-ci jwt=$CI_JOB_JWT` does in a CI job.
 func (e *patchE2E) login(t *testing.T, idToken string) (*api.Client, error) {
@@ -225,16 +242,7 @@ func TestPatchThroughVaultWithGitLabJWT(t *testing.T) {
 			t.Fatalf("release.yml =\n%s\nwant (comments and quoting kept)\n%s", got, want)
 		}
 
-		self, err := ci.Auth().Token().LookupSelf()
-		if err != nil {
-			t.Fatal(err)
-		}
-		entityID, _ := self.Data["entity_id"].(string)
-		entity, err := e.v.Client.Logical().Read("identity/entity/id/" + entityID)
-		if err != nil || entity == nil {
-			t.Fatalf("reading the CI entity %q: %v", entityID, err)
-		}
-		entityName, _ := entity.Data["name"].(string)
+		entityName, entityID := e.entityOf(t, ci)
 		msg, _ := e.git(t, nil, "log", "-1", "--format=%B", head)
 		for _, want := range []string{
 			"Bump image to 1.2.5\n",
