@@ -27,6 +27,7 @@ const runScript = `for c in "$@"; do /bin/sh -c "$c" || exit $?; done`
 // Docker is a Runner on the Docker Engine API.
 type Docker struct {
 	cli            *client.Client
+	engine         Engine
 	cleanupTimeout time.Duration
 	logDrain       time.Duration
 }
@@ -38,6 +39,7 @@ type Option func(*dockerOptions)
 
 type dockerOptions struct {
 	host           string
+	engine         Engine
 	cleanupTimeout time.Duration
 	pingTimeout    time.Duration
 }
@@ -45,30 +47,32 @@ type dockerOptions struct {
 // WithHost overrides DOCKER_HOST, for example "unix:///run/docker.sock".
 func WithHost(host string) Option { return func(o *dockerOptions) { o.host = host } }
 
-// NewDocker connects to the Docker engine named by the environment
-// (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), negotiates the API
-// version and checks that the engine answers.
+// NewDocker connects to the Docker engine named by WithEngine or, by
+// default, by the environment (DOCKER_HOST, DOCKER_TLS_VERIFY,
+// DOCKER_CERT_PATH), negotiates the API version and checks that the engine
+// answers.
 func NewDocker(ctx context.Context, opts ...Option) (*Docker, error) {
 	o := dockerOptions{cleanupTimeout: 30 * time.Second, pingTimeout: 15 * time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	copts := []client.Opt{client.FromEnv}
-	if o.host != "" {
-		copts = append(copts, client.WithHost(o.host))
+	copts, err := o.clientOptions(time.Now())
+	if err != nil {
+		return nil, err
 	}
 	cli, err := client.New(copts...)
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
+	d := &Docker{cli: cli, engine: o.engine, cleanupTimeout: o.cleanupTimeout, logDrain: 5 * time.Second}
 	pctx, cancel := context.WithTimeout(ctx, o.pingTimeout)
 	defer cancel()
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
-		host := cli.DaemonHost()
+		err = d.explain(err)
 		_ = cli.Close()
-		return nil, fmt.Errorf("%w at %s (is dockerd running, and do DOCKER_HOST and the socket permissions let this process in?): %w", ErrDaemonUnreachable, host, err)
+		return nil, err
 	}
-	return &Docker{cli: cli, cleanupTimeout: o.cleanupTimeout, logDrain: 5 * time.Second}, nil
+	return d, nil
 }
 
 // Client exposes the engine client, for helpers such as dockertest.
