@@ -52,6 +52,12 @@ var (
 	// ErrNeverStarted: a container was found created but never started (the
 	// runner stopped between create and start); it has been removed.
 	ErrNeverStarted = errors.New("container was created but never started")
+	// ErrLeftRunning is the cancel cause that hands a container over: when
+	// the ctx of Run or Attach is canceled with a cause wrapping it (see
+	// context.WithCancelCause), they stop following a started container and
+	// return at once, leaving it running for a later Attach, with an error
+	// wrapping this one. Any other cause kills and removes the container.
+	ErrLeftRunning = errors.New("container left running for another follower")
 )
 
 // Spec describes one run.
@@ -122,15 +128,22 @@ type Found struct {
 type Runner interface {
 	// Run creates, starts, follows and removes one container. Cancelling ctx
 	// kills the container; the outcome is then ReasonCanceled with a nil
-	// error. An error means the run could not be carried out (bad spec,
-	// missing image, engine failure) or the container could not be removed.
+	// error. Cancelling it with a cause wrapping ErrLeftRunning instead
+	// leaves a started container running (Result has its ID and start) and
+	// returns an error wrapping ErrLeftRunning; a container not started yet
+	// is removed as on any cancel. An error means the run could not be
+	// carried out (bad spec, missing image, engine failure) or the container
+	// could not be removed.
 	Run(ctx context.Context, spec Spec) (Result, error)
 	// Find lists managed containers, running or not, carrying all labels.
 	Find(ctx context.Context, labels map[string]string) ([]Found, error)
 	// Attach follows a managed container (after a restart of the caller),
 	// waits for it up to timeout, and removes it. Its output is taken from
 	// the engine's log, from the first line stamped after since (the zero
-	// time: from the container's first line).
+	// time: from the container's first line). Cancelling ctx kills the
+	// container, or with a cause wrapping ErrLeftRunning leaves it as Run
+	// does; a container created but never started is removed and reported
+	// with ErrNeverStarted.
 	Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (Result, error)
 	// Remove force-removes a managed container; a missing one is not an error.
 	Remove(ctx context.Context, id string) error

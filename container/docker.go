@@ -117,6 +117,9 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 	}
 	res.ContainerID = created.ID
 	defer func() {
+		if errors.Is(err, ErrLeftRunning) {
+			return // handed over: the next follower removes it
+		}
 		if rmErr := d.remove(ctx, created.ID); rmErr != nil && !cerrdefs.IsNotFound(rmErr) {
 			err = errors.Join(err, fmt.Errorf("removing container %s: %w", created.ID, rmErr))
 		}
@@ -394,7 +397,8 @@ func splitTimestamp(p []byte) (time.Time, []byte) {
 }
 
 // follow waits for the container to exit, the timeout or ctx; it kills the
-// container in the latter two cases.
+// container in the latter two cases, unless ctx was canceled to hand the
+// container over (ErrLeftRunning): then it only stops reading its output.
 func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWaitResult, logs *logStream, timeout time.Duration) (Result, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
@@ -403,10 +407,20 @@ func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWa
 	case exit = <-wait.Result:
 		res.Reason = ReasonExit
 	case err := <-wait.Error:
+		if left := leaving(ctx, res.ContainerID); left != nil {
+			logs.stop()
+			return res, left
+		}
 		return canceledOr(ctx, res, fmt.Errorf("waiting for container %s: %w", res.ContainerID, err))
 	case <-timer.C:
 		res.Reason = ReasonTimeout
 	case <-ctx.Done():
+		if left := leaving(ctx, res.ContainerID); left != nil {
+			// Every line read so far reaches the caller's writer before
+			// the return; the next follower continues after the last one.
+			logs.stop()
+			return res, left
+		}
 		res.Reason = ReasonCanceled
 	}
 	cctx, cancel := d.cleanupContext(ctx)
@@ -467,12 +481,21 @@ func (d *Docker) Find(ctx context.Context, labels map[string]string) ([]Found, e
 // Attach implements Runner. A timeout <= 0 means the run's time is already
 // up: a running container is killed at once with ReasonTimeout.
 func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (res Result, err error) {
+	if left := leaving(ctx, id); left != nil {
+		return Result{ContainerID: id}, left
+	}
 	insp, err := d.inspectManaged(ctx, id)
 	if err != nil {
+		if left := leaving(ctx, id); left != nil {
+			return Result{ContainerID: id}, left
+		}
 		return Result{}, err
 	}
 	res.ContainerID = insp.ID
 	defer func() {
+		if errors.Is(err, ErrLeftRunning) {
+			return // handed over: the next follower removes it
+		}
 		if rmErr := d.remove(ctx, insp.ID); rmErr != nil && !cerrdefs.IsNotFound(rmErr) {
 			err = errors.Join(err, fmt.Errorf("removing container %s: %w", insp.ID, rmErr))
 		}
@@ -492,11 +515,20 @@ func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since tim
 		// engine's log.
 		logs, err := d.openLogs(ctx, insp.ID, since, false, log)
 		if err != nil {
+			if left := leaving(ctx, insp.ID); left != nil {
+				return res, left
+			}
 			return canceledOr(ctx, res, err)
 		}
 		select {
 		case <-logs.done:
 		case <-ctx.Done():
+			logs.stop()
+			if left := leaving(ctx, insp.ID); left != nil {
+				// Its log was not read to the end: the next follower
+				// reads the rest and removes it.
+				return res, left
+			}
 		}
 		logs.stop()
 		return res, nil
@@ -507,6 +539,9 @@ func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since tim
 	wait := d.cli.ContainerWait(waitCtx, insp.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
 	logs, err := d.openLogs(ctx, insp.ID, since, true, log)
 	if err != nil {
+		if left := leaving(ctx, insp.ID); left != nil {
+			return res, left
+		}
 		if ctx.Err() != nil {
 			return canceledOr(ctx, res, err)
 		}
@@ -552,6 +587,19 @@ func (d *Docker) remove(ctx context.Context, id string) error {
 	defer cancel()
 	_, err := d.cli.ContainerRemove(cctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
 	return err
+}
+
+// leaving is the error Run and Attach return when ctx was canceled to hand
+// container id over (a cause wrapping ErrLeftRunning), else nil.
+func leaving(ctx context.Context, id string) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	cause := context.Cause(ctx)
+	if !errors.Is(cause, ErrLeftRunning) {
+		return nil
+	}
+	return fmt.Errorf("stopped following container %s: %w", id, cause)
 }
 
 // canceledOr turns a failure caused by the caller's cancellation into the

@@ -696,3 +696,143 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
+
+// errHandover is how a caller hands its container over: a cancel cause
+// wrapping container.ErrLeftRunning.
+var errHandover = fmt.Errorf("the plugin hands over to the next active node: %w", container.ErrLeftRunning)
+
+// TestHandOver plays a planned handover: the follower stops following with
+// ErrLeftRunning, the container keeps running, and the next follower's
+// Attach from the last kept line's timestamp sees every line once and the
+// exit. Any other cancel cause still kills and removes.
+func TestHandOver(t *testing.T) {
+	r := dockertest.Runner(t)
+	image := dockertest.Image(t, r)
+	const total = 60
+	script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do i=$((i+1)); echo line $i; sleep 0.1; done", total)
+	var want strings.Builder
+	for i := 1; i <= total; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+
+	// detachAt follows with follow until the sink holds line n, then cancels
+	// with cause and returns follow's answer.
+	detachAt := func(t *testing.T, sink *lineSink, n int, cause error, follow func(ctx context.Context) (container.Result, error)) (container.Result, error) {
+		t.Helper()
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		type outcome struct {
+			res container.Result
+			err error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			res, err := follow(ctx)
+			done <- outcome{res, err}
+		}()
+		waitFor(t, func() bool { s, _ := sink.snapshot(); return strings.Contains(s, fmt.Sprintf("line %d\n", n)) })
+		cancel(cause)
+		select {
+		case got := <-done:
+			return got.res, got.err
+		case <-time.After(time.Minute):
+			t.Fatal("the follower did not return within a minute of the cancel")
+			return container.Result{}, nil
+		}
+	}
+	// handedOver checks the follower left the container running and
+	// returns the timestamp to continue from.
+	handedOver := func(t *testing.T, labels map[string]string, res container.Result, err error, sink *lineSink) time.Time {
+		t.Helper()
+		if !errors.Is(err, container.ErrLeftRunning) || !errors.Is(err, errHandover) || res.ContainerID == "" {
+			t.Fatalf("got %+v, %v; want the container's id and an error wrapping ErrLeftRunning and the cause", res, err)
+		}
+		found, ferr := r.Find(context.Background(), labels)
+		if ferr != nil || len(found) != 1 || found[0].ID != res.ContainerID || found[0].State != "running" {
+			t.Fatalf("after the handover: %+v, %v; want container %s still running", found, ferr, res.ContainerID)
+		}
+		s, since := sink.snapshot()
+		if since.IsZero() || !strings.HasSuffix(s, "\n") {
+			t.Fatalf("the sink has no whole last line with a timestamp: %q at %v", s, since)
+		}
+		// Lines the engine logs while nobody follows.
+		kept := strings.Count(s, "\n")
+		waitFor(t, func() bool { return engineLines(t, r, res.ContainerID) >= kept+5 })
+		return since
+	}
+
+	tests := []struct {
+		name string
+		play func(t *testing.T, labels map[string]string, sink *lineSink) (last container.Result, lastErr error)
+	}{
+		{
+			name: "Run hands over, Attach follows to the end",
+			play: func(t *testing.T, labels map[string]string, sink *lineSink) (container.Result, error) {
+				res, err := detachAt(t, sink, 10, errHandover, func(ctx context.Context) (container.Result, error) {
+					return r.Run(ctx, container.Spec{Image: image, Commands: []string{script}, Timeout: time.Minute, Labels: labels, Log: sink})
+				})
+				since := handedOver(t, labels, res, err, sink)
+				return dockertest.Runner(t).Attach(context.Background(), res.ContainerID, sink, since, time.Minute)
+			},
+		},
+		{
+			name: "Run hands over, Attach hands over, Attach follows to the end",
+			play: func(t *testing.T, labels map[string]string, sink *lineSink) (container.Result, error) {
+				res, err := detachAt(t, sink, 10, errHandover, func(ctx context.Context) (container.Result, error) {
+					return r.Run(ctx, container.Spec{Image: image, Commands: []string{script}, Timeout: time.Minute, Labels: labels, Log: sink})
+				})
+				since := handedOver(t, labels, res, err, sink)
+				second := dockertest.Runner(t)
+				res, err = detachAt(t, sink, 30, errHandover, func(ctx context.Context) (container.Result, error) {
+					return second.Attach(ctx, res.ContainerID, sink, since, time.Minute)
+				})
+				since = handedOver(t, labels, res, err, sink)
+				return dockertest.Runner(t).Attach(context.Background(), res.ContainerID, sink, since, time.Minute)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			labels := runLabels(t)
+			defer dockertest.NoLeftovers(t, r, labels)
+			defer func() { // a failed handover leaves the container to the test
+				if found, err := r.Find(context.Background(), labels); err == nil {
+					for _, f := range found {
+						_ = r.Remove(context.Background(), f.ID)
+					}
+				}
+			}()
+			sink := &lineSink{}
+			res, err := tt.play(t, labels, sink)
+			if err != nil || res.Reason != container.ReasonExit || res.ExitCode != 0 {
+				t.Fatalf("the last follower: %+v, %v; want exit 0", res, err)
+			}
+			if got, _ := sink.snapshot(); got != want.String() {
+				t.Errorf("the log over the handovers is not every line once, in order:\n%s", got)
+			}
+		})
+	}
+
+	t.Run("another cause kills and removes", func(t *testing.T) {
+		labels := runLabels(t)
+		defer dockertest.NoLeftovers(t, r, labels)
+		sink := &lineSink{}
+		res, err := detachAt(t, sink, 3, errors.New("canceled by an operator"), func(ctx context.Context) (container.Result, error) {
+			return r.Run(ctx, container.Spec{Image: image, Commands: []string{script}, Timeout: time.Minute, Labels: labels, Log: sink})
+		})
+		if err != nil || res.Reason != container.ReasonCanceled || res.ExitCode != 137 {
+			t.Fatalf("got %+v, %v; want reason canceled, exit 137", res, err)
+		}
+	})
+
+	t.Run("not started yet: nothing is left", func(t *testing.T) {
+		labels := runLabels(t)
+		defer dockertest.NoLeftovers(t, r, labels)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(errHandover)
+		res, err := r.Run(ctx, container.Spec{Image: image, Commands: []string{"true"}, Timeout: time.Minute, Labels: labels})
+		if err != nil || res.Reason != container.ReasonCanceled || res.ContainerID != "" {
+			t.Fatalf("got %+v, %v; want canceled without a container", res, err)
+		}
+	})
+}
