@@ -243,14 +243,6 @@ func (d *Docker) EngineID(ctx context.Context) (string, error) {
 	return info.ID, err
 }
 
-// Describe names the engine this runner reaches.
-func (d *Docker) Describe() string {
-	if d.engine.IsLocal() {
-		return "local (" + d.cli.DaemonHost() + ")"
-	}
-	return d.engine.Host
-}
-
 // explain turns a failure to reach the engine into what the operator must
 // fix, keeping the cause wrapped.
 func (d *Docker) explain(err error) error {
