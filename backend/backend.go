@@ -41,6 +41,10 @@ type backend struct {
 	// watch is the background worker of the watch half (worker*.go).
 	watch *watcher
 
+	// engine is the client of the Docker engine of configure/docker_engine
+	// (docker_engine.go), shared by the worker, status and that path.
+	engine *engineConn
+
 	// patch is the patch half's state: its locks, mirrors, prepared policy
 	// and signing key (patch_state.go).
 	patch *patchState
@@ -83,6 +87,7 @@ func (b *backend) paths() []*framework.Path {
 		pathGitCredential(b),
 		pathTrustedPGPPublicKey(b),
 		pathConfigureVaultAccess(b),
+		pathDockerEngine(b),
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathsPatch(b.patch),

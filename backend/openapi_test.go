@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -332,6 +333,7 @@ func TestResponseSchemas(t *testing.T) {
 		remote := srv.NewRepo(t, "infra")
 		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "spec:\n  values:\n    image:\n      tag: 1.2.4\n"}, gittest.Message("initial"))
 		alice := pgptest.NewKey(t, "Alice")
+		engine := dockertest.NewTLSProxy(t)
 		commit := strings.Repeat("a", 40)
 		setTag := func(tag string) []any {
 			return []any{map[string]any{"path": "my-group/my-project/release.yml", "setField": map[string]any{"field": "spec.values.image.tag", "value": tag}}}
@@ -348,6 +350,9 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.UpdateOperation, "configure_vault_access", vaultAccessData()},
 			{logical.UpdateOperation, "configure_vault_access", map[string]any{"secret_id": "second"}},
 			{logical.ReadOperation, "configure_vault_access", nil},
+			{logical.UpdateOperation, "configure/docker_engine", engineFields(engine)},
+			{logical.UpdateOperation, "configure/docker_engine", map[string]any{"tls_server_name": "localhost", "client_key": string(engine.ClientKeyPEM)}},
+			{logical.ReadOperation, "configure/docker_engine", nil},
 			{logical.UpdateOperation, "configure/git_credential", map[string]any{"username": "oauth2", "password": "glpat-very-secret"}},
 			{logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": commit}},
 			{logical.ReadOperation, "configure/last_successful_commit", nil},
@@ -380,6 +385,7 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.DeleteOperation, "configure/last_successful_commit", nil},
 			{logical.DeleteOperation, "configure/git_credential", nil},
 			{logical.DeleteOperation, "configure_vault_access", nil},
+			{logical.DeleteOperation, "configure/docker_engine", nil},
 			{logical.DeleteOperation, "configure", nil},
 		}
 		for _, st := range steps {

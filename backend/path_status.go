@@ -58,6 +58,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, fmt.Errorf("reading the mount id: %w", err)
 	}
+	engine, err := b.engine.status(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	busy, _ := b.watch.snapshot()
 	worker := "idle"
 	if busy {
@@ -76,6 +80,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"quorum_problem":                problem,
 		"trusted_key_problems":          keyProblems,
 		"worker":                        worker,
+		"engine":                        engine,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
@@ -170,4 +175,9 @@ Reads what the watch last saw and did:
   worker                  busy while a poll or a run is in progress
   mount_id                the value of the flant_gitops.mount label on this
                           mount's containers
+  engine                  the Docker engine the runs go to (configure/
+                          docker_engine, or "local"), checked by this read:
+                          its id, name and version, or why it cannot be used
+                          (e.g. it refused the client certificate); no run
+                          starts while it cannot
 `

@@ -94,6 +94,16 @@ func vaultAccessResponseFields() map[string]*framework.FieldSchema {
 	}
 }
 
+func dockerEngineResponseFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"host":            respString("Address of the Docker engine (tcp://host:port or unix:///path)."),
+		"ca_cert":         respString("PEM CA certificate(s) trusted for the engine's certificate; empty for a unix socket."),
+		"client_cert":     respString("PEM client certificate presented to the engine; empty for a unix socket."),
+		"client_key_set":  respBool("Whether a client key is stored. The key itself is never returned."),
+		"tls_server_name": respString("Name the engine's certificate is checked against; empty for the host of host."),
+	}
+}
+
 func lastSuccessfulResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"commit": respString("SHA of the last successful commit."),
@@ -231,6 +241,8 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"trusted_key_problems": respStrings("Problems of single trusted keys (expired, revoked, ...)."),
 		"worker":               respString("`idle` or `busy`."),
 		"mount_id":             respOptString("Id of this mount; run containers carry it as label flant_gitops.mount."),
+		"engine": {Type: framework.TypeMap, Required: true,
+			Description: `The Docker engine the runs go to, checked now: {"host" ("local" or the address of configure/docker_engine), "reachable", and when reachable "id", "name", "version" of the engine, else "error" saying why it cannot be used}.`},
 		"signatures": {Type: framework.TypeMap,
 			Description: `Signature check of the last polled commit: {"commit", "required", "verified", "missing", "signers", and when it is not trusted "untrusted_commit", "untrusted_reason"}.`},
 		"retry": {Type: framework.TypeMap,

@@ -12,6 +12,7 @@ const (
 	storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
 	storagePrefixTrustedKey    = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest  = "config/vault_request/"
+	storageKeyDockerEngine     = "config/docker_engine"
 
 	watchStateKey     = "watch/state"
 	lastSuccessfulKey = "watch/last_successful_commit"
@@ -39,6 +40,7 @@ var storageKeys = []storageKey{
 	{storageKeySecretIDRotation, true}, // the old and the new secret_id
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
+	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
 	{watchStateKey, false},
 	{lastSuccessfulKey, false},
 	{runsPrefix, false},

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
@@ -57,18 +58,21 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 	ctx := context.Background()
 	sshKey, knownHosts := testSSHKey(t, "")
 	sshKeyLine := strings.Split(sshKey, "\n")[1]
+	engine := dockertest.NewTLSProxy(t)
 	secrets := []struct{ what, value string }{
 		{"git_credential password", "glpat-watch-" + randomHex(t)},
 		{"repository password", "glpat-patch-" + randomHex(t)},
 		{"SSH private key", sshKeyLine},
 		{"configured secret_id", f.secretID},
 		{"plugin signing key", "PGP PRIVATE KEY BLOCK"},
+		{"Docker engine client key", strings.Split(string(engine.ClientKeyPEM), "\n")[1]},
 	}
 	p.request(t, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://git.example.com/r.git", "docker_image": testImage, "commands": "true"})
 	p.request(t, logical.UpdateOperation, "configure/git_credential", map[string]any{"ssh_private_key": sshKey, "known_hosts": knownHosts})
 	p.request(t, logical.UpdateOperation, "configure/git_credential", map[string]any{"username": "oauth2", "password": secrets[0].value})
 	p.request(t, logical.UpdateOperation, "configure/trusted_pgp_public_key/alice", map[string]any{"public_key": pgptest.NewKey(t, "Alice").PublicArmored(t)})
 	p.request(t, logical.UpdateOperation, "configure_vault_access", f.accessFields("90s"))
+	p.request(t, logical.UpdateOperation, "configure/docker_engine", engineFields(engine))
 	p.request(t, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": "secret/data/app"})
 	if _, _, err := p.b.prepareVaultRequests(ctx, s); err != nil {
 		t.Fatal(err)
@@ -110,7 +114,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 			}
 		}
 	}
-	for _, sec := range secrets[:5] {
+	for _, sec := range secrets[:6] {
 		if !found[sec.what] {
 			t.Errorf("no storage entry held the %s: the check proves nothing for it", sec.what)
 		}

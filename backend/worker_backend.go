@@ -15,13 +15,30 @@ import (
 // Initialize, woken by the periodic function, stopped (and waited for) by
 // Clean before the AppRole session it may use is torn down.
 func (b *backend) setupWatch() {
+	b.engine = newEngineConn(b.Backend.Logger)
 	b.watch = newWatcher(b.Backend.Logger, watchDeps{
-		settings: loadWatchSettings,
+		// Each poll (and the recovery of an unfinished run) reads
+		// configure/docker_engine first: a changed engine is switched to,
+		// and one that cannot be used stops the poll before a run is
+		// recorded, as an error in status rather than a failed deploy.
+		settings: func(ctx context.Context, s logical.Storage) (*watchSettings, error) {
+			_, engineErr := b.engine.ensure(ctx, s)
+			ws, err := loadWatchSettings(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			if engineErr != nil {
+				return nil, engineErr
+			}
+			return ws, nil
+		},
 		openMirror: func(ctx context.Context, dir string, ws *watchSettings) (mirror, error) {
 			return gitwatch.OpenMirror(ctx, dir, ws.RepoURL, ws.Branch, ws.Auth)
 		},
-		newRunner: func(ctx context.Context) (container.Runner, error) {
-			return container.NewDocker(ctx)
+		// The worker keeps the runner it gets; this one sends every call to
+		// the engine configured at the time (docker_engine.go).
+		newRunner: func(context.Context) (container.Runner, error) {
+			return engineRunner{b.engine}, nil
 		},
 		vaultRequests: b.prepareVaultRequests,
 		mount:         &b.mount,

@@ -243,14 +243,6 @@ func (d *Docker) EngineID(ctx context.Context) (string, error) {
 	return info.ID, err
 }
 
-// Describe names the engine this runner reaches.
-func (d *Docker) Describe() string {
-	if d.engine.IsLocal() {
-		return "local (" + d.cli.DaemonHost() + ")"
-	}
-	return d.engine.Host
-}
-
 // explain turns a failure to reach the engine into what the operator must
 // fix, keeping the cause wrapped.
 func (d *Docker) explain(err error) error {
@@ -278,11 +270,19 @@ func explainEngineError(e Engine, host string, err error) error {
 		return fmt.Errorf("%w: the engine at %s refused our client certificate (give a client_cert signed by the CA of the engine's --tlscacert, with its client_key): %w", ErrDaemonUnreachable, host, err)
 	case errors.As(err, &recHeader), strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%w at %s: the port does not speak TLS (2375 is Docker's plain port; start the engine with --tlsverify and use its TLS port, usually 2376): %w", ErrDaemonUnreachable, host, err)
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("%w at %s: nothing listens there (is dockerd running and listening on that address?): %w", ErrDaemonUnreachable, host, err)
 	case e.IsLocal():
 		return fmt.Errorf("%w at %s (is dockerd running, and do DOCKER_HOST and the socket permissions let this process in?): %w", ErrDaemonUnreachable, host, err)
+	case client.IsErrConnectionFailed(err) || errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%w at %s: nothing answers there (is dockerd running and listening on that address, and may this Vault node reach it?): %w", ErrDaemonUnreachable, host, err)
 	default:
 		return fmt.Errorf("%w at %s: %w", ErrDaemonUnreachable, host, err)
 	}
+}
+
+// Ping checks that the engine still answers, explaining a failure.
+func (d *Docker) Ping(ctx context.Context) error {
+	if _, err := d.cli.Ping(ctx, client.PingOptions{}); err != nil {
+		return d.explain(err)
+	}
+	return nil
 }

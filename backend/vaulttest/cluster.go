@@ -116,11 +116,17 @@ func NewCluster(t testing.TB, opts *ClusterOptions) *Cluster {
 		// plugin_directory must exist; an empty one registers nothing.
 		c.pluginDir = t.TempDir()
 	}
-	t.Cleanup(func() { c.stop(t) })
-
 	start := time.Now()
 	if err := c.create(t, n, opts); err != nil {
 		t.Fatalf("vaulttest: %v", err)
+	}
+	// Registered after the nodes' temporary directories, so it runs
+	// before they are removed.
+	t.Cleanup(func() { c.stop(t) })
+	for _, node := range c.Nodes {
+		if err := node.start("started"); err != nil {
+			t.Fatalf("vaulttest: %v", err)
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
@@ -136,8 +142,8 @@ func NewCluster(t testing.TB, opts *ClusterOptions) *Cluster {
 	return c
 }
 
-// create writes each node's configuration and starts every server. The ports
-// are taken before any node starts, since each config names the others.
+// create writes each node's configuration. The ports are all taken first,
+// since each config names the others.
 func (c *Cluster) create(t testing.TB, n int, opts *ClusterOptions) error {
 	type ports struct{ api, cluster int }
 	free, err := freePorts(2 * n)
@@ -207,11 +213,6 @@ listener "tcp" {
 		}
 		node.Client = client
 		c.Nodes = append(c.Nodes, node)
-	}
-	for _, node := range c.Nodes {
-		if err := node.start("started"); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -64,6 +64,8 @@ type TLSProxy struct {
 	// owner maps a container created through the proxy (id and name) to the
 	// identity it was created under.
 	owner map[string]string
+	// created lists the ids of containers created through the proxy.
+	created []string
 	// hijacked are upgraded connections (attach), which the server no
 	// longer tracks; Close closes them.
 	hijacked map[net.Conn]struct{}
@@ -115,6 +117,14 @@ func (p *TLSProxy) SimulateOtherEngine(id string) {
 	p.mu.Lock()
 	p.identity = id
 	p.mu.Unlock()
+}
+
+// Created lists the ids of the containers created through the proxy so far,
+// in order: a test can tell that a run went through it.
+func (p *TLSProxy) Created() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.created...)
 }
 
 // Close stops the proxy and cuts every connection, upgraded ones included.
@@ -346,6 +356,7 @@ func (p *TLSProxy) modifyResponse(resp *http.Response) error {
 		var created struct{ Id string } //nolint:revive // the engine's field name
 		if err := json.Unmarshal(body, &created); err == nil && created.Id != "" {
 			p.owner[created.Id] = identity
+			p.created = append(p.created, created.Id)
 			if name := req.URL.Query().Get("name"); name != "" {
 				p.owner[strings.TrimPrefix(name, "/")] = identity
 			}

@@ -51,6 +51,9 @@ func TestTLSProxyRunsAContainer(t *testing.T) {
 	if log.String() != "first\nsecond\n" {
 		t.Errorf("log %q, want both lines streamed through the proxy", log.String())
 	}
+	if created := p.Created(); len(created) != 1 || created[0] != res.ContainerID {
+		t.Errorf("the proxy saw creates %v, want the run's container %s", created, res.ContainerID)
+	}
 	NoLeftovers(t, d, map[string]string{"flant_gitops.test": t.Name()})
 }
 
