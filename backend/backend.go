@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/watch"
 )
 
 // backend holds all state of one mount. Vault creates one per mount (and a
@@ -38,8 +40,9 @@ type backend struct {
 	// (vaultclient.go); its token is revoked on Clean.
 	approle *approleClient
 
-	// watch is the background worker of the watch half (worker*.go).
-	watch *watcher
+	// watch is the background worker of the watch half (backend/watch,
+	// tied to the mount in worker_backend.go).
+	watch *watch.Worker
 
 	// engine is the client of the Docker engine of configure/docker_engine
 	// (docker_engine.go), shared by the worker, status and that path.

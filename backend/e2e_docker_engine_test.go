@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 )
 
@@ -66,7 +67,7 @@ func TestE2EDockerEngine(t *testing.T) {
 			t.Fatalf("status engine = %v", engine)
 		}
 		c := e.commit("through mTLS\n", "echo step done", 0)
-		id, run := e.pollAndWait(c, runSucceeded)
+		id, run := e.pollAndWait(c, watch.RunSucceeded)
 		if log := e.log(id); !strings.Contains(log, "through mTLS") || !strings.Contains(log, "step done") {
 			t.Errorf("run log:\n%s", log)
 		}
@@ -100,7 +101,7 @@ func TestE2EDockerEngine(t *testing.T) {
 		}
 		createdBefore := len(proxy.Created())
 		c := e.commit("after the certificate is fixed\n", "echo fixed", 0)
-		st := e.pollUntilOutcome(outcomeError)
+		st := e.pollUntilOutcome(watch.OutcomeError)
 		if res := fmt.Sprint(st["last_poll_result"]); !strings.Contains(res, "refused our client certificate") || !strings.Contains(res, "no run starts") {
 			t.Errorf("last_poll_result %q, want the refused certificate and that no run starts", res)
 		}
@@ -122,7 +123,7 @@ func TestE2EDockerEngine(t *testing.T) {
 		}
 
 		e.write("configure/docker_engine", map[string]any{"client_cert": string(proxy.ClientCertPEM), "client_key": string(proxy.ClientKeyPEM)})
-		id, run := e.pollAndWait(c, runSucceeded)
+		id, run := e.pollAndWait(c, watch.RunSucceeded)
 		if fmt.Sprint(run["attempt"]) != "1" || !strings.Contains(e.log(id), "fixed") {
 			t.Errorf("run after the fix = %v, log %q; want attempt 1 with its output", run, e.log(id))
 		}

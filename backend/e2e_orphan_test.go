@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
@@ -74,7 +75,7 @@ func TestE2EOrphanedPluginExitsAndLeavesContainer(t *testing.T) {
 	}
 	t.Logf("plugin processes %v exited %s after Vault was killed", plugins, time.Since(killed).Round(time.Millisecond))
 
-	found, err := e.docker.Find(context.Background(), map[string]string{labelMount: e.mountID, labelRun: id})
+	found, err := e.docker.Find(context.Background(), map[string]string{watch.LabelMount: e.mountID, watch.LabelRun: id})
 	if err != nil {
 		t.Fatalf("listing the run's containers: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
@@ -33,7 +34,7 @@ func TestE2ESecretsStayWithTheirAddress(t *testing.T) {
 	e.write("configure/git_credential", map[string]any{"username": git.Username(), "password": git.Password()})
 	e.write("configure_vault_access", map[string]any{"vault_addr": srv.Addr, "role_name": "myrole", "role_id": "my-role-id", "secret_id": secretID})
 	e.write("configure/repository/infra", map[string]any{"url": repo.URL(), "username": git.Username(), "password": git.Password()})
-	e.pollUntilOutcome(outcomeUpToDate)
+	e.pollUntilOutcome(watch.OutcomeUpToDate)
 
 	attacks := []struct {
 		path, field string
@@ -64,7 +65,7 @@ func TestE2ESecretsStayWithTheirAddress(t *testing.T) {
 
 	// The watcher still fetches, with its credential, from the real server.
 	git.ResetStats()
-	e.pollUntilOutcome(outcomeUpToDate)
+	e.pollUntilOutcome(watch.OutcomeUpToDate)
 	if st := git.Stats(); st.RefAdvertisements == 0 || st.Unauthorized != 0 {
 		t.Errorf("the poll after the refused writes did not fetch from the real server with the credential: %+v", st)
 	}
@@ -78,7 +79,7 @@ func TestE2ESecretsStayWithTheirAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.configure(map[string]any{"git_repo_url": evil.URL + "/ops.git"})
-	e.pollUntilOutcome(outcomeError)
+	e.pollUntilOutcome(watch.OutcomeError)
 	got := strings.Join(evil.requests(), "\n")
 	if !strings.Contains(got, "/ops.git/info/refs") {
 		t.Fatalf("the recorder saw no fetch after the URL moved; the check above proves nothing:\n%s", got)

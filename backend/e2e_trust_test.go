@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
@@ -64,7 +65,7 @@ func TestE2ETrustChain(t *testing.T) {
 	t.Run("laundering: an unsigned push under a CI patch runs nothing and status names it", func(t *testing.T) {
 		evil := push("evil\n")
 		patched := e.ciPatch("tag: 1\n")
-		st := e.pollUntilOutcome(outcomeRefused)
+		st := e.pollUntilOutcome(watch.OutcomeRefused)
 		res := fmt.Sprint(st["last_poll_result"])
 		sig, _ := st["signatures"].(map[string]any)
 		if !strings.Contains(res, evil) || sig["untrusted_commit"] != evil || sig["commit"] != patched {
@@ -82,12 +83,12 @@ func TestE2ETrustChain(t *testing.T) {
 	t.Run("an unsigned push patched by CI runs once a note signs the push", func(t *testing.T) {
 		pushed := push("pushed, notes follow\n")
 		patched := e.ciPatch("tag: 2\n")
-		st := e.pollUntilOutcome(outcomeRefused)
+		st := e.pollUntilOutcome(watch.OutcomeRefused)
 		if sig, _ := st["signatures"].(map[string]any); sig["untrusted_commit"] != pushed {
 			t.Errorf("before the notes: signatures %v, want untrusted_commit %s", sig, pushed)
 		}
 		git.NoteSignatureGPG(t, pushed, gpg, pat)
-		id, run := e.pollAndWait(patched, runSucceeded)
+		id, run := e.pollAndWait(patched, watch.RunSucceeded)
 		if log := e.log(id); !strings.Contains(log, "pushed, notes follow") || !strings.Contains(log, "tag: 2") {
 			t.Errorf("run of %s did not see its tree: %q", patched, log)
 		}
@@ -99,10 +100,10 @@ func TestE2ETrustChain(t *testing.T) {
 
 	t.Run("signed with git commit -S, then two CI patches: each HEAD runs", func(t *testing.T) {
 		signed := push("signed by Pat\n", gittest.SignGPG(gpg, pat))
-		e.pollAndWait(signed, runSucceeded)
+		e.pollAndWait(signed, watch.RunSucceeded)
 		for i, tag := range []string{"tag: 3\n", "tag: 4\n"} {
 			patched := e.ciPatch(tag)
-			id, _ := e.pollAndWait(patched, runSucceeded)
+			id, _ := e.pollAndWait(patched, watch.RunSucceeded)
 			if log := e.log(id); !strings.Contains(log, "signed by Pat") || !strings.Contains(log, strings.TrimSpace(tag)) {
 				t.Errorf("patch %d: run log %q", i+1, log)
 			}

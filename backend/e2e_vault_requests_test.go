@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
@@ -77,7 +78,7 @@ func TestE2EVaultRequests(t *testing.T) {
 		id, run := pollRun(t, srv, repo.Head(t))
 		runIDs = append(runIDs, id)
 		log := runLog(t, srv, id)
-		if run["status"] != runSucceeded || !strings.Contains(log, wantLine) {
+		if run["status"] != watch.RunSucceeded || !strings.Contains(log, wantLine) {
 			t.Fatalf("%s: run %s is %v (%v), log:\n%s", what, id, run["status"], run["reason"], log)
 		}
 		if !strings.Contains(log, "ca_file="+containerVaultCACertPath+" server_name="+vaulttest.TargetServerName) {
@@ -134,7 +135,7 @@ func TestE2EVaultRequests(t *testing.T) {
 	id, run := pollRun(t, srv, repo.Head(t))
 	runIDs = append(runIDs, id)
 	reason := fmt.Sprint(run["reason"])
-	if run["status"] != runFailed || !strings.Contains(reason, "tls: failed to verify certificate") || !strings.Contains(reason, `vault requests "app"`) {
+	if run["status"] != watch.RunFailed || !strings.Contains(reason, "tls: failed to verify certificate") || !strings.Contains(reason, `vault requests "app"`) {
 		t.Errorf("wrong CA: run %s is %v: %s", id, run["status"], reason)
 	}
 	if log := runLog(t, srv, id); strings.Contains(log, "secret_sha256=") {
@@ -197,7 +198,7 @@ func pollRun(t *testing.T, srv *vaulttest.Server, commit string) (string, map[st
 			for id, v := range info {
 				r, _ := v.(map[string]any)
 				switch r["status"] {
-				case runSucceeded, runFailed, runCanceled, runInterrupted:
+				case watch.RunSucceeded, watch.RunFailed, watch.RunCanceled, watch.RunInterrupted:
 					if r["commit"] == commit {
 						return id, r
 					}

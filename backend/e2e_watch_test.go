@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
@@ -54,7 +55,7 @@ func TestE2EWatch(t *testing.T) {
 	var good string
 	t.Run("signed by 2 of 3 runs, logs, succeeds, leaves no container", func(t *testing.T) {
 		good = e.commit("hello from git\n", "echo step done", 0, 1)
-		id, run := e.pollAndWait(good, runSucceeded)
+		id, run := e.pollAndWait(good, watch.RunSucceeded)
 		log := e.log(id)
 		if !strings.Contains(log, "hello from git") || !strings.Contains(log, "step done") {
 			t.Errorf("run log does not show the commit's file read from /git:\n%s", log)
@@ -75,7 +76,7 @@ func TestE2EWatch(t *testing.T) {
 
 	t.Run("under-signed commit starts no container and status says how many are missing", func(t *testing.T) {
 		under := e.commit("under-signed\n", "echo should not run", 0)
-		st := e.pollUntilOutcome(outcomeRefused)
+		st := e.pollUntilOutcome(watch.OutcomeRefused)
 		if res, _ := st["last_poll_result"].(string); !strings.Contains(res, "1 of 2") || !strings.Contains(res, "1 more needed") || !strings.Contains(res, e.keys[0].Fingerprint()) {
 			t.Errorf("last_poll_result does not say how many are missing and who signed: %q", res)
 		}
@@ -94,7 +95,7 @@ func TestE2EWatch(t *testing.T) {
 
 	t.Run("failing command fails with its exit code and is retried with backoff", func(t *testing.T) {
 		bad := e.commit("failing\n", "echo about to fail; exit 3", 0, 2)
-		id, run := e.pollAndWait(bad, runFailed)
+		id, run := e.pollAndWait(bad, watch.RunFailed)
 		if fmt.Sprint(run["exit_code"]) != "3" || !strings.Contains(fmt.Sprint(run["reason"]), "code 3") {
 			t.Errorf("failed run = %v, want exit code 3 in exit_code and reason", run)
 		}
@@ -102,7 +103,7 @@ func TestE2EWatch(t *testing.T) {
 			t.Errorf("failed run's log lacks its output: %q", e.log(id))
 		}
 		// Asked again at once: backed off, no second run.
-		st := e.pollUntilOutcome(outcomeBackoff)
+		st := e.pollUntilOutcome(watch.OutcomeBackoff)
 		if n := len(e.runsFor(bad)); n != 1 {
 			t.Errorf("%d runs of the failing commit right after the failure, want 1", n)
 		}
@@ -113,7 +114,7 @@ func TestE2EWatch(t *testing.T) {
 		}
 		time.Sleep(time.Until(next1))
 		_, run2 := e.pollAndWaitAttempt(bad, 2)
-		if run2["status"] != runFailed {
+		if run2["status"] != watch.RunFailed {
 			t.Errorf("retry = %v, want failed again", run2)
 		}
 		retry, _ = e.status()["retry"].(map[string]any)
@@ -132,7 +133,7 @@ func TestE2EWatch(t *testing.T) {
 	t.Run("a command outliving its timeout is killed with reason timeout", func(t *testing.T) {
 		e.configure(map[string]any{"run_timeout": "4s"})
 		slow := e.commit("slow\n", "echo sleeping; sleep 300", 0, 1)
-		_, run := e.pollAndWait(slow, runFailed)
+		_, run := e.pollAndWait(slow, watch.RunFailed)
 		if run["reason"] != container.ReasonTimeout {
 			t.Errorf("timed-out run = %v, want reason %q", run, container.ReasonTimeout)
 		}
@@ -161,7 +162,7 @@ func TestE2EWatch(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cancel: %v", err)
 		}
-		if s.Data["status"] != runCanceled {
+		if s.Data["status"] != watch.RunCanceled {
 			t.Errorf("cancel answered %v, want status canceled", s.Data)
 		}
 		e.noLeftovers()
@@ -187,15 +188,15 @@ func TestE2EWatch(t *testing.T) {
 		var succeeded string
 		for id, r := range runs {
 			count[r["status"].(string)]++
-			if r["status"] == runSucceeded {
+			if r["status"] == watch.RunSucceeded {
 				succeeded = id
 			}
 		}
-		if count[runSucceeded] != 1 || count[runQueued] != 0 || count[runRunning] != 0 {
+		if count[watch.RunSucceeded] != 1 || count[watch.RunQueued] != 0 || count[watch.RunRunning] != 0 {
 			t.Errorf("runs of the reloaded commit: %v, want exactly one succeeded and none left running", runs)
 		}
 		t.Logf("the run cut by the reload: %v: %v", runs[first]["status"], runs[first]["reason"])
-		if runs[first]["status"] != runInterrupted && first != succeeded {
+		if runs[first]["status"] != watch.RunInterrupted && first != succeeded {
 			t.Errorf("the run cut by the reload is %v, want interrupted (or the one that succeeded)", runs[first])
 		}
 		ls, err := e.vault.Client.Logical().Read(vaulttest.MountPath + "/configure/last_successful_commit")
@@ -214,7 +215,7 @@ func TestE2EWatch(t *testing.T) {
 	t.Run("force-push is refused naming the recovery path, which works", func(t *testing.T) {
 		e.repo.Reset(t, good)
 		rewritten := e.commit("rewritten\n", "echo rewritten history", 0, 1)
-		st := e.pollUntilOutcome(outcomeRefused)
+		st := e.pollUntilOutcome(watch.OutcomeRefused)
 		if res := fmt.Sprint(st["last_poll_result"]); !strings.Contains(res, "not an ancestor") || !strings.Contains(res, "configure/last_successful_commit") {
 			t.Errorf("force-push refusal does not name the recovery path: %q", res)
 		}
@@ -224,7 +225,7 @@ func TestE2EWatch(t *testing.T) {
 		if _, err := e.vault.Client.Logical().Write(vaulttest.MountPath+"/configure/last_successful_commit", map[string]any{"commit": good}); err != nil {
 			t.Fatalf("set last_successful_commit: %v", err)
 		}
-		id, _ := e.pollAndWait(rewritten, runSucceeded)
+		id, _ := e.pollAndWait(rewritten, watch.RunSucceeded)
 		if !strings.Contains(e.log(id), "rewritten history") {
 			t.Errorf("log = %q", e.log(id))
 		}
@@ -364,7 +365,7 @@ func (e *watchE2E) pollAndWait(commit, status string) (string, map[string]any) {
 	e.t.Helper()
 	e.pollOnce()
 	return e.waitRun(commit, "ending "+status, func(_ string, r map[string]any) bool {
-		if (&runRecord{Status: fmt.Sprint(r["status"])}).finished() && r["status"] != status {
+		if (&watch.Run{Status: fmt.Sprint(r["status"])}).Finished() && r["status"] != status {
 			e.t.Fatalf("run of %s ended %v, want %s: %v", commit, r["status"], status, r)
 		}
 		return r["status"] == status
@@ -375,7 +376,7 @@ func (e *watchE2E) pollAndWaitAttempt(commit string, attempt int) (string, map[s
 	e.t.Helper()
 	e.pollOnce()
 	return e.waitRun(commit, fmt.Sprintf("attempt %d finished", attempt), func(_ string, r map[string]any) bool {
-		return fmt.Sprint(r["attempt"]) == fmt.Sprint(attempt) && (&runRecord{Status: fmt.Sprint(r["status"])}).finished()
+		return fmt.Sprint(r["attempt"]) == fmt.Sprint(attempt) && (&watch.Run{Status: fmt.Sprint(r["status"])}).Finished()
 	})
 }
 
@@ -384,7 +385,7 @@ func (e *watchE2E) pollAndWaitLog(commit, text string) string {
 	e.t.Helper()
 	e.pollOnce()
 	id, _ := e.waitRun(commit, "running and logging "+text, func(id string, r map[string]any) bool {
-		return r["status"] == runRunning && strings.Contains(e.log(id), text)
+		return r["status"] == watch.RunRunning && strings.Contains(e.log(id), text)
 	})
 	return id
 }
@@ -419,7 +420,7 @@ func (e *watchE2E) log(id string) string {
 
 func (e *watchE2E) containers() []container.Found {
 	e.t.Helper()
-	found, err := e.docker.Find(context.Background(), map[string]string{labelMount: e.mountID})
+	found, err := e.docker.Find(context.Background(), map[string]string{watch.LabelMount: e.mountID})
 	if err != nil {
 		e.t.Fatalf("listing the mount's containers: %v", err)
 	}
@@ -428,7 +429,7 @@ func (e *watchE2E) containers() []container.Found {
 
 func (e *watchE2E) noLeftovers() {
 	e.t.Helper()
-	dockertest.NoLeftovers(e.t, e.docker, map[string]string{labelMount: e.mountID})
+	dockertest.NoLeftovers(e.t, e.docker, map[string]string{watch.LabelMount: e.mountID})
 }
 
 func watchParseTime(t *testing.T, v any) time.Time {

@@ -4,18 +4,22 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/testhelpers/schema"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
@@ -400,28 +404,41 @@ func TestResponseSchemas(t *testing.T) {
 	})
 
 	t.Run("watch: status, runs, log, poll, cancel", func(t *testing.T) {
-		b, _ := newTestBackend(t, nil, nil)
-		h := newWatchHarness(t)
-		h.runner.run = watchBlockingRun(make(chan struct{}))
-		h.runner.started = make(chan container.Spec, 1)
-		b.watch = h.w
-		h.w.start(h.s)
-		defer h.w.stop(context.Background())
-		spec := <-h.runner.started
-		id := spec.Labels[labelRun]
+		b, s := newTestBackend(t, nil, nil)
+		srv := gittest.NewServer(t)
+		repo := srv.NewRepo(t, "ops")
+		repo.Commit(t, map[string]string{"deploy.sh": "echo deploy\n"})
+		configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
+			"git_repo_url": repo.URL(), "docker_image": "sha256:" + strings.Repeat("1", 64), "commands": []string{"sh /git/deploy.sh"},
+			"required_number_of_verified_signatures_on_commit": 0,
+		})
+		configReq(t, b, s, logical.UpdateOperation, "configure/git_credential", map[string]any{"username": srv.Username(), "password": srv.Password()})
+		// The mount's own worker on real git, with a runner whose container
+		// runs until canceled.
+		runner := &blockingRunner{started: make(chan container.Spec, 1)}
+		deps := b.watchDeps()
+		deps.NewRunner = func(context.Context) (container.Runner, error) { return runner, nil }
+		b.watch = watch.New(b.Backend.Logger, deps)
+		b.watch.Start(watchStorage{s})
+		defer b.watch.Stop(context.Background())
+		spec := <-runner.started
+		id := spec.Labels[watch.LabelRun]
 
-		status := cov.validate(t, b, h.s, logical.ReadOperation, "status", nil, "")
+		status := cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
 		if cur, _ := status.Data["current_run"].(map[string]any); cur["id"] != id {
 			t.Errorf("status current_run = %v, want run %s", status.Data["current_run"], id)
 		}
-		cov.validate(t, b, h.s, logical.ListOperation, "runs/", nil, "")
-		cov.validate(t, b, h.s, logical.ReadOperation, "runs/"+id, nil, "")
-		cov.validate(t, b, h.s, logical.ReadOperation, "runs/"+id+"/log", map[string]any{"offset": 0}, "")
-		cov.validate(t, b, h.s, logical.UpdateOperation, "poll", nil, "")
-		cov.validate(t, b, h.s, logical.UpdateOperation, "runs/"+id+"/cancel", nil, "")
-		waitForWatch(t, func() bool { return h.state().CurrentRunID == "" })
-		cov.validate(t, b, h.s, logical.ReadOperation, "status", nil, "")
-		cov.validate(t, b, h.s, logical.ReadOperation, "runs/"+id, nil, "")
+		cov.validate(t, b, s, logical.ListOperation, "runs/", nil, "")
+		cov.validate(t, b, s, logical.ReadOperation, "runs/"+id, nil, "")
+		cov.validate(t, b, s, logical.ReadOperation, "runs/"+id+"/log", map[string]any{"offset": 0}, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "poll", nil, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "runs/"+id+"/cancel", nil, "")
+		waitUntil(t, func() bool {
+			st, err := b.watch.State(context.Background(), watchStorage{s})
+			return err == nil && st.CurrentRunID == ""
+		})
+		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.ReadOperation, "runs/"+id, nil, "")
 	})
 
 	var missing []string
@@ -438,3 +455,23 @@ func TestResponseSchemas(t *testing.T) {
 	}
 	t.Logf("validated real answers of %d operations", len(cov))
 }
+
+// blockingRunner is a Docker engine whose containers run until canceled;
+// started receives each one's spec.
+type blockingRunner struct{ started chan container.Spec }
+
+func (r *blockingRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
+	r.started <- spec
+	<-ctx.Done()
+	return container.Result{Reason: container.ReasonCanceled, ContainerID: "c1"}, nil
+}
+
+func (r *blockingRunner) Find(context.Context, map[string]string) ([]container.Found, error) {
+	return nil, nil
+}
+
+func (r *blockingRunner) Attach(context.Context, string, io.Writer, time.Time, time.Duration) (container.Result, error) {
+	return container.Result{}, errors.New("blockingRunner has no containers to attach to")
+}
+
+func (r *blockingRunner) Remove(context.Context, string) error { return nil }

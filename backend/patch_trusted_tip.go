@@ -22,7 +22,7 @@ func (e *untrustedTipError) Error() string {
 	msg := fmt.Sprintf("repository %q requires a trusted tip (require_trusted_tip) and this tip is not accepted: "+
 		"it has %d of the %d required signatures by trusted keys", e.repo, e.q.Verified, e.q.Required)
 	if e.q.Untrusted != "" {
-		msg += "; " + untrustedChainText(e.tip, e.q.Untrusted, e.q.UntrustedReason)
+		msg += "; " + e.q.UntrustedChainText(e.tip)
 	}
 	return msg + ". A trusted person signs the tip (a signatures note will do), then retry"
 }
@@ -51,7 +51,7 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 	if cfg != nil {
 		rule.Required = max(1, cfg.RequiredSignatures)
 		if cfg.GitRepoURL == repo.URL && cfg.GitBranchName == repo.Branch {
-			last, err := effectiveLastSuccessful(ctx, s, cfg.InitialLastSuccessfulCommit)
+			last, err := ps.b.watch.LastSuccessful(ctx, watchStorage{s}, cfg.InitialLastSuccessfulCommit)
 			if err != nil {
 				return nil, err
 			}

@@ -10,6 +10,7 @@ import (
 	mcontainer "github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 )
@@ -178,11 +179,11 @@ func TestDockerEngineStatusAndWorker(t *testing.T) {
 	}
 
 	// The worker's runner is made once; it must follow the setting.
-	runner, err := p.b.watch.deps.newRunner(ctx)
+	runner, err := p.b.watchDeps().NewRunner(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	label := map[string]string{labelMount: "engine-test-" + randomHex(t)}
+	label := map[string]string{watch.LabelMount: "engine-test-" + randomHex(t)}
 	img := dockertest.Image(t, local)
 	id, err := startManaged(ctx, local, img, label)
 	if err != nil {
@@ -214,7 +215,7 @@ func TestDockerEngineStatusAndWorker(t *testing.T) {
 		t.Fatalf("status engine with a refused certificate: %v", e)
 	}
 	p.request(t, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://git.example.com/r.git", "docker_image": testImage, "commands": "true"})
-	_, err = p.b.watch.deps.settings(ctx, p.s)
+	_, err = p.b.watchDeps().Settings(ctx, watchStorage{p.s})
 	var ee *engineError
 	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "no run starts") || !strings.Contains(err.Error(), "refused our client certificate") {
 		t.Fatalf("the poll's settings with a refused certificate: %v, want the engine error", err)
@@ -224,7 +225,7 @@ func TestDockerEngineStatusAndWorker(t *testing.T) {
 	}
 
 	p.request(t, logical.DeleteOperation, "configure/docker_engine", nil)
-	if _, err := p.b.watch.deps.settings(ctx, p.s); err != nil {
+	if _, err := p.b.watchDeps().Settings(ctx, watchStorage{p.s}); err != nil {
 		t.Fatalf("settings after going back to the local engine: %v", err)
 	}
 	if e := engine(); e["host"] != "local" || e["reachable"] != true {

@@ -53,7 +53,7 @@ func (b *backend) pathLastSuccessfulRead(ctx context.Context, req *logical.Reque
 	if cfg != nil {
 		initial = cfg.InitialLastSuccessfulCommit
 	}
-	ls, err := effectiveLastSuccessful(ctx, req.Storage, initial)
+	ls, err := b.watch.LastSuccessful(ctx, watchStorage{req.Storage}, initial)
 	if err != nil {
 		return nil, err
 	}
@@ -75,11 +75,11 @@ func (b *backend) pathLastSuccessfulWrite(ctx context.Context, req *logical.Requ
 	if !commitRe.MatchString(commit) {
 		return errorResponse("commit must be a full 40-hex commit id (git rev-parse HEAD prints one), got %q", d.Get("commit"))
 	}
-	return nil, b.watch.setLastSuccessful(ctx, req.Storage, commit)
+	return nil, b.watch.SetLastSuccessful(ctx, watchStorage{req.Storage}, commit)
 }
 
 func (b *backend) pathLastSuccessfulDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	return nil, b.watch.setLastSuccessful(ctx, req.Storage, "")
+	return nil, b.watch.SetLastSuccessful(ctx, watchStorage{req.Storage}, "")
 }
 
 const pathLastSuccessfulHelpDesc = `

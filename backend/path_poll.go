@@ -37,7 +37,7 @@ func (b *backend) pathPollWrite(_ context.Context, req *logical.Request, d *fram
 	if !b.WriteSafeReplicationState() {
 		return nil, logical.ErrReadOnly
 	}
-	a := b.watch.requestPoll(req.Storage, d.Get("retry").(bool))
+	a := b.watch.RequestPoll(watchStorage{req.Storage}, d.Get("retry").(bool))
 	if !a.Started {
 		// A coded error, not RespondWithStatusCode: Vault then puts the message
 		// in "errors", where the CLI and API clients show it.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/watch"
 )
 
 const (
@@ -97,14 +99,14 @@ func pathRuns(b *backend) []*framework.Path {
 }
 
 func (b *backend) pathRunsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	ids, err := listRunIDs(ctx, req.Storage)
+	ids, err := b.watch.ListRuns(ctx, watchStorage{req.Storage})
 	if err != nil {
 		return nil, err
 	}
 	info := make(map[string]any, len(ids))
 	for _, id := range ids {
-		r, err := getRun(ctx, req.Storage, id)
-		if errors.Is(err, errRunNotFound) {
+		r, err := b.watch.Run(ctx, watchStorage{req.Storage}, id)
+		if errors.Is(err, watch.ErrRunNotFound) {
 			continue // pruned while listing
 		}
 		if err != nil {
@@ -116,14 +118,14 @@ func (b *backend) pathRunsList(ctx context.Context, req *logical.Request, _ *fra
 }
 
 func (b *backend) pathRunRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	r, err := getRun(ctx, req.Storage, d.Get("id").(string))
-	if errors.Is(err, errRunNotFound) {
+	r, err := b.watch.Run(ctx, watchStorage{req.Storage}, d.Get("id").(string))
+	if errors.Is(err, watch.ErrRunNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: r.responseData()}, nil
+	return &logical.Response{Data: runData(r)}, nil
 }
 
 func (b *backend) pathRunLogRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -135,14 +137,14 @@ func (b *backend) pathRunLogRead(ctx context.Context, req *logical.Request, d *f
 	if limit <= 0 || limit > maxLogPage {
 		return errorResponse("limit must be between 1 and %d bytes, got %d", maxLogPage, limit)
 	}
-	r, err := getRun(ctx, req.Storage, id)
-	if errors.Is(err, errRunNotFound) {
+	r, err := b.watch.Run(ctx, watchStorage{req.Storage}, id)
+	if errors.Is(err, watch.ErrRunNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	page, err := b.watch.readLog(ctx, req.Storage, r.ID, offset, limit)
+	page, err := b.watch.ReadLog(ctx, watchStorage{req.Storage}, r.ID, offset, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -153,31 +155,57 @@ func (b *backend) pathRunLogRead(ctx context.Context, req *logical.Request, d *f
 		"size":          page.Size,
 		"dropped_bytes": page.Dropped,
 		"status":        r.Status,
-		"complete":      r.finished() && page.NextOffset == page.Size,
+		"complete":      r.Finished() && page.NextOffset == page.Size,
 	}}, nil
 }
 
 func (b *backend) pathRunCancel(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	id := d.Get("id").(string)
-	r, err := getRun(ctx, req.Storage, id)
-	if errors.Is(err, errRunNotFound) {
+	r, err := b.watch.Run(ctx, watchStorage{req.Storage}, id)
+	if errors.Is(err, watch.ErrRunNotFound) {
 		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("run %q does not exist: `vault list flant_gitops/runs` shows the runs", id))
 	}
 	if err != nil {
 		return nil, err
 	}
-	if r.finished() {
-		return errorResponse("run %s already ended: %s", id, describeRun(r))
+	if r.Finished() {
+		return errorResponse("run %s already ended: %s", id, r.Describe())
 	}
 	wctx, cancel := context.WithTimeout(ctx, cancelWait)
 	defer cancel()
-	if !b.watch.cancelRun(wctx, id) {
+	if !b.watch.CancelRun(wctx, id) {
 		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf("run %s is %s but not executing in this plugin instance (it is being recovered after a restart); retry in a few seconds", id, r.Status))
 	}
-	if r, err = getRun(ctx, req.Storage, id); err != nil {
+	if r, err = b.watch.Run(ctx, watchStorage{req.Storage}, id); err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: r.responseData()}, nil
+	return &logical.Response{Data: runData(r)}, nil
+}
+
+// runData is what `vault read runs/ID` shows.
+func runData(r *watch.Run) map[string]any {
+	d := map[string]any{
+		"id":         r.ID,
+		"commit":     r.Commit,
+		"status":     r.Status,
+		"reason":     r.Reason,
+		"attempt":    r.Attempt,
+		"signers":    r.Signers,
+		"trigger":    r.Trigger,
+		"created_at": r.CreatedAt.Format(time.RFC3339Nano),
+	}
+	if r.ExitCode != nil {
+		d["exit_code"] = *r.ExitCode
+	}
+	if r.ContainerID != "" {
+		d["container_id"] = r.ContainerID
+	}
+	for k, t := range map[string]time.Time{"started_at": r.StartedAt, "finished_at": r.FinishedAt} {
+		if !t.IsZero() {
+			d[k] = t.Format(time.RFC3339Nano)
+		}
+	}
+	return d
 }
 
 const pathRunsHelpDesc = `

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/watch"
 )
 
 func TestRunPaths(t *testing.T) {
@@ -15,23 +17,17 @@ func TestRunPaths(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 2, 1, 8, 0, 0, 0, time.UTC)
 	var ids []string
-	for i, status := range []string{runSucceeded, runFailed, runRunning} {
-		id, err := newRunID(t0.Add(time.Duration(i) * time.Minute))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, status := range []string{watch.RunSucceeded, watch.RunFailed, watch.RunRunning} {
+		// Stored as the worker stores them: runs/<id> and the log's first
+		// chunk under runlog/<id>/.
+		id := t0.Add(time.Duration(i)*time.Minute).Format("20060102T150405.000000Z") + "-0a0b0c"
 		ids = append(ids, id)
 		code := i
-		if err := putRun(ctx, s, &runRecord{ID: id, Commit: watchCommitB, Status: status, ExitCode: &code, CreatedAt: t0}); err != nil {
+		if err := putEntry(ctx, s, "runs/"+id, &watch.Run{ID: id, Commit: commitB, Status: status, ExitCode: &code, CreatedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w, err := openRunLog(ctx, s, ids[0], b.watch.logLimits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = w.Write([]byte("line one\nline two\n"))
-	if err := w.Close(ctx); err != nil {
+	if err := s.Put(ctx, &logical.StorageEntry{Key: "runlog/" + ids[0] + "/0000000000", Value: []byte("line one\nline two\n")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -50,12 +46,12 @@ func TestRunPaths(t *testing.T) {
 				t.Errorf("keys = %v", keys)
 			}
 			info := resp.Data["key_info"].(map[string]any)[ids[1]].(map[string]any)
-			if info["status"] != runFailed || info["commit"] != watchCommitB {
+			if info["status"] != watch.RunFailed || info["commit"] != commitB {
 				t.Errorf("key_info = %v", info)
 			}
 		}},
 		{name: "read a run", op: logical.ReadOperation, path: "runs/" + ids[1], check: func(t *testing.T, resp *logical.Response) {
-			if resp.Data["status"] != runFailed || resp.Data["exit_code"] != 1 {
+			if resp.Data["status"] != watch.RunFailed || resp.Data["exit_code"] != 1 {
 				t.Errorf("run = %v", resp.Data)
 			}
 		}},
@@ -94,7 +90,7 @@ func TestRunPaths(t *testing.T) {
 func TestLastSuccessfulCommitPath(t *testing.T) {
 	b, s := newTestBackend(t, nil, nil)
 	ctx := context.Background()
-	if err := putWatchState(ctx, s, &watchState{FailedCommit: watchCommitC, Failures: 3, NextAttemptAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := putEntry(ctx, s, "watch/state", &watch.State{FailedCommit: commitC, Failures: 3, NextAttemptAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	read := func() map[string]any {
@@ -115,12 +111,12 @@ func TestLastSuccessfulCommitPath(t *testing.T) {
 		resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": bad})
 		checkWatchResponse(t, resp, err, http.StatusBadRequest, []string{"40-hex"})
 	}
-	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": strings.ToUpper(watchCommitB)})
+	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": strings.ToUpper(commitB)})
 	checkWatchResponse(t, resp, err, 0, nil)
-	if got := read(); got["commit"] != watchCommitB || got["source"] != lastSuccessfulOperator {
+	if got := read(); got["commit"] != commitB || got["source"] != "operator" {
 		t.Errorf("after write: %v", got)
 	}
-	st, err := getWatchState(ctx, s)
+	st, err := b.watch.State(ctx, watchStorage{s})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,15 +127,15 @@ func TestLastSuccessfulCommitPath(t *testing.T) {
 	// Deleting falls back to initial_last_successful_commit.
 	configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
 		"git_repo_url": "https://git.example/ops.git", "docker_image": "sha256:" + strings.Repeat("1", 64),
-		"commands": []string{"true"}, "initial_last_successful_commit": watchCommitA,
+		"commands": []string{"true"}, "initial_last_successful_commit": commitA,
 	})
 	resp, err = rawConfigReq(b, s, logical.DeleteOperation, "configure/last_successful_commit", nil)
 	checkWatchResponse(t, resp, err, 0, nil)
-	if got := read(); got["commit"] != watchCommitA || got["source"] != lastSuccessfulInitial {
+	if got := read(); got["commit"] != commitA || got["source"] != "initial_last_successful_commit" {
 		t.Errorf("after delete: %v", got)
 	}
 	status := configReq(t, b, s, logical.ReadOperation, "status", nil)
-	if status.Data["last_successful_commit"] != watchCommitA || status.Data["configured"] != true {
+	if status.Data["last_successful_commit"] != commitA || status.Data["configured"] != true {
 		t.Errorf("status = %v", status.Data)
 	}
 }

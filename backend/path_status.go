@@ -8,6 +8,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/watch"
 )
 
 func pathStatus(b *backend) []*framework.Path {
@@ -38,11 +40,11 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if cfg != nil {
 		initial = cfg.InitialLastSuccessfulCommit
 	}
-	ls, err := effectiveLastSuccessful(ctx, s, initial)
+	ls, err := b.watch.LastSuccessful(ctx, watchStorage{s}, initial)
 	if err != nil {
 		return nil, err
 	}
-	st, err := getWatchState(ctx, s)
+	st, err := b.watch.State(ctx, watchStorage{s})
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +64,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
-	busy, _ := b.watch.snapshot()
+	busy, _ := b.watch.Snapshot()
 	worker := "idle"
 	if busy {
 		worker = "busy"
@@ -115,14 +117,14 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		if id == "" {
 			continue
 		}
-		r, err := getRun(ctx, s, id)
-		if errors.Is(err, errRunNotFound) {
+		r, err := b.watch.Run(ctx, watchStorage{s}, id)
+		if errors.Is(err, watch.ErrRunNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		data[field] = r.responseData()
+		data[field] = runData(r)
 	}
 	return &logical.Response{Data: data}, nil
 }

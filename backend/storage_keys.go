@@ -1,8 +1,12 @@
 package backend
 
+import "github.com/flant/flant_gitops/backend/watch"
+
 // Every storage key and prefix the plugin writes. A prefix ends in "/" and
 // keeps one entry per name under it. Add a new key here and to storageKeys
-// below; whether it holds a secret decides its seal wrapping.
+// below; whether it holds a secret decides its seal wrapping. The watch
+// worker's keys (watch/state, watch/last_successful_commit, runs/, runlog/)
+// are its own, listed by watch.StorageKeys.
 const (
 	mountIDKey = "mount_id"
 
@@ -13,11 +17,6 @@ const (
 	storagePrefixTrustedKey    = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest  = "config/vault_request/"
 	storageKeyDockerEngine     = "config/docker_engine"
-
-	watchStateKey     = "watch/state"
-	lastSuccessfulKey = "watch/last_successful_commit"
-	runsPrefix        = "runs/"
-	runLogPrefix      = "runlog/"
 
 	storageKeyPolicy        = "patch/policy"
 	storageKeySigningKey    = "patch/signing_key"
@@ -32,7 +31,7 @@ type storageKey struct {
 	secret bool
 }
 
-var storageKeys = []storageKey{
+var storageKeys = append([]storageKey{
 	{mountIDKey, false},
 	{storageKeyConfig, false},
 	{storageKeyGitCredential, true},    // password or SSH key
@@ -41,13 +40,19 @@ var storageKeys = []storageKey{
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
-	{watchStateKey, false},
-	{lastSuccessfulKey, false},
-	{runsPrefix, false},
-	{runLogPrefix, false}, // container output; commands must not print secrets
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},    // the plugin's private signing key
 	{storagePrefixRepository, true}, // each repository's password or SSH key
+}, watchKeys()...)
+
+// watchKeys are the worker's: state, runs and run logs (container output;
+// commands must not print secrets), none a secret.
+func watchKeys() []storageKey {
+	var out []storageKey
+	for _, k := range watch.StorageKeys() {
+		out = append(out, storageKey{k, false})
+	}
+	return out
 }
 
 // sealWrapStorage lists every storage entry that holds a secret. Vault

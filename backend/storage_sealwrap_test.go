@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -202,17 +203,26 @@ func TestPrivateCacheDir(t *testing.T) {
 
 // The watch half refuses such a folder at its poll, and status says why.
 func TestPollRefusesAnOpenCacheFolder(t *testing.T) {
-	h := newWatchHarness(t)
-	if err := os.Chmod(h.w.cacheBase, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	h.pollOnce()
-	st := h.state()
-	if st.LastPollOutcome != outcomeError || !strings.Contains(st.LastPollResult, "mode 0777") {
+	base := filepath.Join(t.TempDir(), "flant_gitops")
+	mkdir(t, base, 0o777)
+	t.Setenv(cacheDirEnv, base)
+	b, s := newTestBackend(t, nil, nil)
+	configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
+		"git_repo_url": "https://git.example/ops.git", "docker_image": "sha256:" + strings.Repeat("1", 64), "commands": []string{"true"},
+	})
+	ctx := context.Background()
+	b.watch.Start(watchStorage{s}) // polls once at start
+	var st *watch.State
+	waitUntil(t, func() bool {
+		var err error
+		st, err = b.watch.State(ctx, watchStorage{s})
+		return err == nil && st.LastPollOutcome != ""
+	})
+	if st.LastPollOutcome != watch.OutcomeError || !strings.Contains(st.LastPollResult, "mode 0777") {
 		t.Fatalf("poll outcome %q %q, want an error naming the open cache folder", st.LastPollOutcome, st.LastPollResult)
 	}
-	if len(h.runs()) != 0 {
-		t.Fatal("a run started from a refused cache folder")
+	if ids, err := b.watch.ListRuns(ctx, watchStorage{s}); err != nil || len(ids) != 0 {
+		t.Fatalf("runs %v (%v): a run started from a refused cache folder", ids, err)
 	}
 }
 

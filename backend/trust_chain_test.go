@@ -63,19 +63,3 @@ func TestSigningKeyRotationKeepsEarlierKeys(t *testing.T) {
 		t.Errorf("plugin keys = %v, want the current and earlier signing keys %v", got, want)
 	}
 }
-
-// The poll checks HEAD with the plugin's keys named and the last successful
-// commit as the anchor of a plugin chain.
-func TestPollPassesTheTrustRule(t *testing.T) {
-	h := newWatchHarness(t)
-	h.settings.Required, h.mirror.verified = 1, 1
-	h.settings.PluginKeys = []string{"PLUGINFP"}
-	h.pollOnce()
-	if len(h.mirror.rules) != 1 {
-		t.Fatalf("%d signature checks, want 1", len(h.mirror.rules))
-	}
-	r := h.mirror.rules[0]
-	if !slices.Equal(r.PluginKeys, []string{"PLUGINFP"}) || !slices.Equal(r.Accepted, []string{watchCommitA}) || r.Required != 1 {
-		t.Errorf("rule = %+v, want plugin key PLUGINFP, accepted %s, required 1", r, watchCommitA)
-	}
-}

@@ -202,3 +202,17 @@ func (q *Quorum) setOK() {
 		q.Missing = q.Required - q.Verified
 	}
 }
+
+// UntrustedChainText explains, for the operator, why the plugin's signature
+// on commit (the commit Accept checked) did not count, naming the commit
+// that broke the chain; it is empty when q.Untrusted is.
+func (q Quorum) UntrustedChainText(commit string) string {
+	switch q.Untrusted {
+	case "":
+		return ""
+	case commit:
+		return fmt.Sprintf("the plugin's signature on %s does not count: %s", commit, q.UntrustedReason)
+	}
+	return fmt.Sprintf("the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
+		"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", q.Untrusted, q.UntrustedReason)
+}

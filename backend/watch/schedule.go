@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import "time"
 
@@ -44,7 +44,7 @@ const (
 // decide applies the retry rules to a fetched HEAD whose signed content is
 // headContent (gitwatch ContentID). Ancestry and quorum are checked after
 // this by the caller, since they cost git work.
-func decide(now time.Time, head, headContent, lastSuccessful string, st *watchState, forceRetry bool) runDecision {
+func decide(now time.Time, head, headContent, lastSuccessful string, st *State, forceRetry bool) runDecision {
 	if head == lastSuccessful {
 		return decideUpToDate
 	}

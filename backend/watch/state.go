@@ -1,10 +1,8 @@
-package backend
+package watch
 
 import (
 	"context"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
 const (
@@ -13,15 +11,16 @@ const (
 	lastSuccessfulInitial  = "initial_last_successful_commit"
 )
 
-// Poll outcomes, a stable word beside the human-readable result.
+// Poll outcomes (State.LastPollOutcome), a stable word beside the
+// human-readable result.
 const (
-	outcomeNotConfigured = "not_configured"
-	outcomeError         = "error"
-	outcomeUpToDate      = "up_to_date"
-	outcomeRefused       = "refused"
-	outcomeBackoff       = "backoff"
-	outcomeHeld          = "held"
-	outcomeRan           = "ran"
+	OutcomeNotConfigured = "not_configured"
+	OutcomeError         = "error"
+	OutcomeUpToDate      = "up_to_date"
+	OutcomeRefused       = "refused"
+	OutcomeBackoff       = "backoff"
+	OutcomeHeld          = "held"
+	OutcomeRan           = "ran"
 )
 
 // quorumInfo is the last signature check of HEAD, for `status`.
@@ -37,8 +36,8 @@ type quorumInfo struct {
 	UntrustedReason string `json:"untrusted_reason,omitempty"`
 }
 
-// watchState is the worker's memory across polls and restarts.
-type watchState struct {
+// State is the worker's memory across polls and restarts.
+type State struct {
 	HeadCommit      string      `json:"head_commit,omitempty"`
 	LastPollAt      time.Time   `json:"last_poll_at,omitzero"`
 	LastPollResult  string      `json:"last_poll_result,omitempty"`
@@ -63,27 +62,27 @@ type watchState struct {
 // sameChange reports whether commit (with signed content content) is the
 // failing or held one: the same id, or the same signed content under
 // another id.
-func (st *watchState) sameChange(commit, content string) bool {
+func (st *State) sameChange(commit, content string) bool {
 	if st.FailedCommit == "" {
 		return false
 	}
 	return commit == st.FailedCommit || (content != "" && content == st.FailedContent)
 }
 
-func getWatchState(ctx context.Context, s logical.Storage) (*watchState, error) {
-	st, err := getEntry[watchState](ctx, s, watchStateKey)
+func getState(ctx context.Context, s Storage) (*State, error) {
+	st, err := getEntry[State](ctx, s, stateKey)
 	if err == nil && st == nil {
-		st = &watchState{}
+		st = &State{}
 	}
 	return st, err
 }
 
-func putWatchState(ctx context.Context, s logical.Storage, st *watchState) error {
-	return putEntry(ctx, s, watchStateKey, st)
+func putState(ctx context.Context, s Storage, st *State) error {
+	return putEntry(ctx, s, stateKey, st)
 }
 
-// lastSuccessful is the commit the next run must descend from.
-type lastSuccessful struct {
+// LastSuccessful is the commit the next run must descend from.
+type LastSuccessful struct {
 	Commit string    `json:"commit"`
 	Source string    `json:"source"`
 	RunID  string    `json:"run_id,omitempty"`
@@ -92,22 +91,22 @@ type lastSuccessful struct {
 
 // getLastSuccessful returns the stored commit, or nil when none was ever
 // recorded (then initial_last_successful_commit applies).
-func getLastSuccessful(ctx context.Context, s logical.Storage) (*lastSuccessful, error) {
-	return getEntry[lastSuccessful](ctx, s, lastSuccessfulKey)
+func getLastSuccessful(ctx context.Context, s Storage) (*LastSuccessful, error) {
+	return getEntry[LastSuccessful](ctx, s, lastSuccessfulKey)
 }
 
-func putLastSuccessful(ctx context.Context, s logical.Storage, ls *lastSuccessful) error {
+func putLastSuccessful(ctx context.Context, s Storage, ls *LastSuccessful) error {
 	return putEntry(ctx, s, lastSuccessfulKey, ls)
 }
 
 // effectiveLastSuccessful falls back to the configured initial commit.
-func effectiveLastSuccessful(ctx context.Context, s logical.Storage, initial string) (*lastSuccessful, error) {
+func effectiveLastSuccessful(ctx context.Context, s Storage, initial string) (*LastSuccessful, error) {
 	ls, err := getLastSuccessful(ctx, s)
 	if err != nil || ls != nil {
 		return ls, err
 	}
 	if initial == "" {
-		return &lastSuccessful{}, nil
+		return &LastSuccessful{}, nil
 	}
-	return &lastSuccessful{Commit: initial, Source: lastSuccessfulInitial}, nil
+	return &LastSuccessful{Commit: initial, Source: lastSuccessfulInitial}, nil
 }

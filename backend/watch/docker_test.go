@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"bytes"
@@ -58,8 +58,8 @@ func (d *dyingLog) kill() {
 func TestRecoveryReattachesRealContainer(t *testing.T) {
 	docker := dockertest.Runner(t)
 	image := dockertest.Image(t, docker)
-	h := newWatchHarness(t)
-	h.w.deps.newRunner = func(context.Context) (container.Runner, error) { return docker, nil }
+	h := newHarness(t)
+	h.w.deps.NewRunner = func(context.Context) (container.Runner, error) { return docker, nil }
 	ctx := context.Background()
 
 	id, err := newRunID(h.clock.now())
@@ -82,15 +82,15 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() { <-orphanDone })
-	waitForWatch(t, func() bool {
+	waitFor(t, func() bool {
 		page, err := readRunLog(ctx, h.s, id, 0, 1<<20, lw.limits.chunkSize)
 		return err == nil && strings.Contains(page.Text, "before the restart")
 	})
-	waitForWatch(t, func() bool { p, _ := lw.resumePoint(); return !p.IsZero() })
+	waitFor(t, func() bool { p, _ := lw.resumePoint(); return !p.IsZero() })
 	dying.kill()
 	_ = lw.Close(ctx)
 	// The container prints while no plugin follows it.
-	waitForWatch(t, func() bool {
+	waitFor(t, func() bool {
 		rc, err := docker.Client().ContainerLogs(ctx, found1(t, docker, labels), client.ContainerLogsOptions{ShowStdout: true})
 		if err != nil {
 			return false
@@ -100,22 +100,22 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 		return bytes.Contains(b, []byte("while no plugin follows"))
 	})
 	now := h.clock.now()
-	run := &runRecord{ID: id, Commit: watchCommitB, Status: runRunning, Attempt: 1, CreatedAt: now, StartedAt: now, Deadline: now.Add(time.Minute)}
+	run := &Run{ID: id, Commit: commitB, Status: RunRunning, Attempt: 1, CreatedAt: now, StartedAt: now, Deadline: now.Add(time.Minute)}
 	if err := putRun(ctx, h.s, run); err != nil {
 		t.Fatal(err)
 	}
 
-	h.w.start(h.s)
-	defer h.w.stop(ctx)
-	waitForWatch(t, func() bool {
+	h.w.Start(h.s)
+	defer h.w.Stop(ctx)
+	waitFor(t, func() bool {
 		r, err := getRun(ctx, h.s, id)
-		return err == nil && r.finished()
+		return err == nil && r.Finished()
 	})
 	got, err := getRun(ctx, h.s, id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != runSucceeded || got.ContainerID == "" {
+	if got.Status != RunSucceeded || got.ContainerID == "" {
 		t.Errorf("re-attached run ended %s (%s), container %q", got.Status, got.Reason, got.ContainerID)
 	}
 	page, err := readRunLog(ctx, h.s, id, 0, 1<<20, h.w.logLimits.chunkSize)
@@ -127,8 +127,8 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 	if page.Text != want {
 		t.Errorf("log after re-attaching = %q, want every line once: %q", page.Text, want)
 	}
-	if h.lastSuccessful() != watchCommitB {
-		t.Errorf("last successful %s, want %s", h.lastSuccessful(), watchCommitB)
+	if h.lastSuccessful() != commitB {
+		t.Errorf("last successful %s, want %s", h.lastSuccessful(), commitB)
 	}
 	if n := len(h.runs()); n != 1 {
 		t.Errorf("%d runs recorded, want the re-attached one only", n)

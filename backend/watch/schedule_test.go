@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"testing"
@@ -67,21 +67,21 @@ func TestDecide(t *testing.T) {
 		name  string
 		head  string
 		last  string
-		st    watchState
+		st    State
 		force bool
 		want  runDecision
 	}{
-		{"head is the last successful", "a", "a", watchState{}, false, decideUpToDate},
-		{"up to date wins over force", "a", "a", watchState{}, true, decideUpToDate},
-		{"new commit", "b", "a", watchState{}, false, decideRun},
-		{"first commit ever", "b", "", watchState{}, false, decideRun},
-		{"failed commit in backoff", "b", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Minute)}, false, decideBackoff},
-		{"failed commit after backoff", "b", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now}, false, decideRun},
-		{"failed commit forced", "b", "a", watchState{FailedCommit: "b", Failures: 3, NextAttemptAt: now.Add(time.Hour)}, true, decideRun},
-		{"another commit failed", "c", "a", watchState{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Hour)}, false, decideRun},
-		{"canceled commit held", "b", "a", watchState{FailedCommit: "b", Held: true}, false, decideHeld},
-		{"canceled commit forced", "b", "a", watchState{FailedCommit: "b", Held: true}, true, decideRun},
-		{"new commit after a canceled one", "c", "a", watchState{FailedCommit: "b", Held: true}, false, decideRun},
+		{"head is the last successful", "a", "a", State{}, false, decideUpToDate},
+		{"up to date wins over force", "a", "a", State{}, true, decideUpToDate},
+		{"new commit", "b", "a", State{}, false, decideRun},
+		{"first commit ever", "b", "", State{}, false, decideRun},
+		{"failed commit in backoff", "b", "a", State{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Minute)}, false, decideBackoff},
+		{"failed commit after backoff", "b", "a", State{FailedCommit: "b", Failures: 1, NextAttemptAt: now}, false, decideRun},
+		{"failed commit forced", "b", "a", State{FailedCommit: "b", Failures: 3, NextAttemptAt: now.Add(time.Hour)}, true, decideRun},
+		{"another commit failed", "c", "a", State{FailedCommit: "b", Failures: 1, NextAttemptAt: now.Add(time.Hour)}, false, decideRun},
+		{"canceled commit held", "b", "a", State{FailedCommit: "b", Held: true}, false, decideHeld},
+		{"canceled commit forced", "b", "a", State{FailedCommit: "b", Held: true}, true, decideRun},
+		{"new commit after a canceled one", "c", "a", State{FailedCommit: "b", Held: true}, false, decideRun},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,12 +97,12 @@ func TestDecide(t *testing.T) {
 // re-wrapped signature (another commit id) is held or backed off too.
 func TestDecideFollowsSignedContent(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	held := watchState{FailedCommit: "b", FailedContent: "cb", Held: true}
-	backoff := watchState{FailedCommit: "b", FailedContent: "cb", Failures: 2, NextAttemptAt: now.Add(time.Minute)}
+	held := State{FailedCommit: "b", FailedContent: "cb", Held: true}
+	backoff := State{FailedCommit: "b", FailedContent: "cb", Failures: 2, NextAttemptAt: now.Add(time.Minute)}
 	tests := []struct {
 		name          string
 		head, content string
-		st            watchState
+		st            State
 		force         bool
 		want          runDecision
 	}{
@@ -110,8 +110,8 @@ func TestDecideFollowsSignedContent(t *testing.T) {
 		{"re-wrapped failing commit stays in backoff", "b2", "cb", backoff, false, decideBackoff},
 		{"re-wrapped canceled commit runs when forced", "b2", "cb", held, true, decideRun},
 		{"another change under a new id runs", "c", "cc", held, false, decideRun},
-		{"state without content (before this change) keys by id", "b2", "cb", watchState{FailedCommit: "b", Held: true}, false, decideRun},
-		{"no failing commit: an empty stored content matches nothing", "b2", "", watchState{}, false, decideRun},
+		{"state without content (before this change) keys by id", "b2", "cb", State{FailedCommit: "b", Held: true}, false, decideRun},
+		{"no failing commit: an empty stored content matches nothing", "b2", "", State{}, false, decideRun},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

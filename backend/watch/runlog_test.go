@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func TestRunLogPaging(t *testing.T) {
@@ -34,7 +32,7 @@ func TestRunLogPaging(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := &logical.InmemStorage{}
+			s := &memStorage{}
 			w, err := openRunLog(ctx, s, "run1", limits)
 			if err != nil {
 				t.Fatal(err)
@@ -71,7 +69,7 @@ func TestRunLogPaging(t *testing.T) {
 // A re-attached run appends to the log its first instance wrote.
 func TestRunLogReopenAppends(t *testing.T) {
 	ctx := context.Background()
-	s := &logical.InmemStorage{}
+	s := &memStorage{}
 	limits := logLimits{chunkSize: 8, maxChunks: 10, flushInterval: time.Hour}
 	for _, part := range []string{"first-part ", "second-part"} {
 		w, err := openRunLog(ctx, s, "r", limits)
@@ -97,7 +95,7 @@ func TestRunLogReopenAppends(t *testing.T) {
 // Output becomes readable while the command still runs.
 func TestRunLogFlushesWhileRunning(t *testing.T) {
 	ctx := context.Background()
-	s := &logical.InmemStorage{}
+	s := &memStorage{}
 	w, err := openRunLog(ctx, s, "r", logLimits{chunkSize: 1024, maxChunks: 4, flushInterval: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +122,7 @@ func TestRunLogFlushesWhileRunning(t *testing.T) {
 
 func TestDeleteRunLogAndPrune(t *testing.T) {
 	ctx := context.Background()
-	s := &logical.InmemStorage{}
+	s := &memStorage{}
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var ids []string
 	for i := range 5 {
@@ -132,11 +130,11 @@ func TestDeleteRunLogAndPrune(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		status := runSucceeded
+		status := RunSucceeded
 		if i == 0 {
-			status = runRunning // the oldest is unfinished: kept for recovery
+			status = RunRunning // the oldest is unfinished: kept for recovery
 		}
-		if err := putRun(ctx, s, &runRecord{ID: id, Status: status}); err != nil {
+		if err := putRun(ctx, s, &Run{ID: id, Status: status}); err != nil {
 			t.Fatal(err)
 		}
 		w, err := openRunLog(ctx, s, id, defaultLogLimits())
@@ -197,16 +195,16 @@ func TestValidRunID(t *testing.T) {
 // hangingStorage blocks Put and/or Delete until the call's context ends, as
 // a storage backend that stopped answering does.
 type hangingStorage struct {
-	logical.InmemStorage
+	memStorage
 	hangPut, hangDelete bool
 }
 
-func (s *hangingStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+func (s *hangingStorage) Put(ctx context.Context, key string, value []byte) error {
 	if s.hangPut {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	return s.InmemStorage.Put(ctx, e)
+	return s.memStorage.Put(ctx, key, value)
 }
 
 func (s *hangingStorage) Delete(ctx context.Context, key string) error {
@@ -214,7 +212,7 @@ func (s *hangingStorage) Delete(ctx context.Context, key string) error {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	return s.InmemStorage.Delete(ctx, key)
+	return s.memStorage.Delete(ctx, key)
 }
 
 // A storage that stopped answering must not block the container's output
@@ -276,7 +274,7 @@ func TestRunLogResumePoint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := &logical.InmemStorage{}
+			s := &memStorage{}
 			limits := logLimits{chunkSize: 8, maxChunks: 10, flushInterval: time.Hour}
 			w, err := openRunLog(ctx, s, "r", limits)
 			if err != nil {

@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"context"
@@ -7,8 +7,6 @@ import (
 	"io"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
@@ -20,11 +18,11 @@ import (
 const finishTimeout = 30 * time.Second
 
 // pollOnce is one pass of the watch: fetch, check, maybe run, record.
-func (w *watcher) pollOnce(ctx context.Context, s logical.Storage) {
+func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	w.mu.Lock()
 	trigger, force := w.trigger, w.forceRetry
 	w.trigger, w.forceRetry = "", false
-	now := w.deps.now()
+	now := w.deps.Now()
 	w.lastPollAt = now
 	w.mu.Unlock()
 	if trigger == "" {
@@ -32,14 +30,14 @@ func (w *watcher) pollOnce(ctx context.Context, s logical.Storage) {
 	}
 
 	outcome, result := w.poll(ctx, s, trigger, force)
-	if ctx.Err() != nil && outcome != outcomeRan {
+	if ctx.Err() != nil && outcome != OutcomeRan {
 		return // the plugin is stopping; the next instance polls again
 	}
 	w.log().Debug("poll finished", "trigger", trigger, "outcome", outcome, "result", result)
 	// Detached: a run interrupted by a stopping plugin is still reported.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	err := w.updateState(fctx, s, func(st *watchState) {
+	err := w.updateState(fctx, s, func(st *State) {
 		st.LastPollAt = now
 		st.LastPollOutcome = outcome
 		st.LastPollResult = result
@@ -50,13 +48,13 @@ func (w *watcher) pollOnce(ctx context.Context, s logical.Storage) {
 }
 
 // poll returns the outcome word and the sentence `status` shows.
-func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, force bool) (string, string) {
-	ws, err := w.deps.settings(ctx, s)
-	if errors.Is(err, errNotConfigured) {
-		return outcomeNotConfigured, errNotConfigured.Error()
+func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool) (string, string) {
+	ws, err := w.deps.Settings(ctx, s)
+	if errors.Is(err, ErrNotConfigured) {
+		return OutcomeNotConfigured, ErrNotConfigured.Error()
 	}
 	if err != nil {
-		return outcomeError, fmt.Sprintf("reading the configuration: %v", err)
+		return OutcomeError, fmt.Sprintf("reading the configuration: %v", err)
 	}
 	w.mu.Lock()
 	w.pollPeriod = ws.PollPeriod
@@ -64,58 +62,58 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 
 	m, err := w.mirrorFor(ctx, ws)
 	if err != nil {
-		return outcomeError, err.Error()
+		return OutcomeError, err.Error()
 	}
 	fr, err := m.Fetch(ctx)
 	if err != nil {
-		return outcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
+		return OutcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
 	}
 	head := fr.Head
-	if err := w.updateState(ctx, s, func(st *watchState) { st.HeadCommit = head }); err != nil {
-		return outcomeError, err.Error()
+	if err := w.updateState(ctx, s, func(st *State) { st.HeadCommit = head }); err != nil {
+		return OutcomeError, err.Error()
 	}
 	last, err := effectiveLastSuccessful(ctx, s, ws.InitialLastSuccessful)
 	if err != nil {
-		return outcomeError, err.Error()
+		return OutcomeError, err.Error()
 	}
-	st, err := getWatchState(ctx, s)
+	st, err := getState(ctx, s)
 	if err != nil {
-		return outcomeError, err.Error()
+		return OutcomeError, err.Error()
 	}
 	content, err := m.ContentID(ctx, head)
 	if err != nil {
-		return outcomeError, fmt.Sprintf("reading commit %s: %v", head, err)
+		return OutcomeError, fmt.Sprintf("reading commit %s: %v", head, err)
 	}
-	now := w.deps.now()
+	now := w.deps.Now()
 	same := ""
 	if head != st.FailedCommit {
 		same = fmt.Sprintf(" (the same signed change as %s, under a re-wrapped signature)", st.FailedCommit)
 	}
 	switch decide(now, head, content, last.Commit, st, force) {
 	case decideUpToDate:
-		err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = nil })
+		err := w.updateState(ctx, s, func(st *State) { st.Quorum = nil })
 		if err != nil {
-			return outcomeError, err.Error()
+			return OutcomeError, err.Error()
 		}
-		return outcomeUpToDate, fmt.Sprintf("up to date: HEAD %s is the last successful commit", head)
+		return OutcomeUpToDate, fmt.Sprintf("up to date: HEAD %s is the last successful commit", head)
 	case decideHeld:
-		return outcomeHeld, fmt.Sprintf("HEAD %s%s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head, same)
+		return OutcomeHeld, fmt.Sprintf("HEAD %s%s is not retried: its run was canceled by an operator; push a new commit or `vault write flant_gitops/poll retry=true`", head, same)
 	case decideBackoff:
-		return outcomeBackoff, fmt.Sprintf("HEAD %s%s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
+		return OutcomeBackoff, fmt.Sprintf("HEAD %s%s failed %d time(s) in a row; next attempt at %s (or `vault write flant_gitops/poll retry=true`)",
 			head, same, st.Failures, st.NextAttemptAt.UTC().Format(time.RFC3339))
 	}
 
 	if last.Commit != "" {
 		ok, err := m.IsAncestor(ctx, last.Commit, head)
 		if err != nil && ctx.Err() != nil {
-			return outcomeError, err.Error()
+			return OutcomeError, err.Error()
 		}
 		if err != nil || !ok {
 			why := "is not an ancestor of"
 			if err != nil {
 				why = fmt.Sprintf("cannot be checked as an ancestor (%v) of", err)
 			}
-			return outcomeRefused, fmt.Sprintf("refused: the last successful commit %s %s HEAD %s: the branch was force-pushed or rewritten. "+
+			return OutcomeRefused, fmt.Sprintf("refused: the last successful commit %s %s HEAD %s: the branch was force-pushed or rewritten. "+
 				"Nothing runs until an operator checks the branch and sets the commit to continue from with "+
 				"`vault write flant_gitops/configure/last_successful_commit commit=<sha>` (the commit after which runs resume; HEAD itself to skip it), "+
 				"or deletes it to fall back to initial_last_successful_commit", last.Commit, why, head)
@@ -128,12 +126,12 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	}
 	q, err := m.Accept(ctx, head, rule)
 	if err != nil {
-		return outcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
+		return OutcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
 	}
 	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers),
 		UntrustedCommit: q.Untrusted, UntrustedReason: q.UntrustedReason}
-	if err := w.updateState(ctx, s, func(st *watchState) { st.Quorum = qi }); err != nil {
-		return outcomeError, err.Error()
+	if err := w.updateState(ctx, s, func(st *State) { st.Quorum = qi }); err != nil {
+		return OutcomeError, err.Error()
 	}
 	if !q.OK {
 		signed := "nobody trusted"
@@ -142,12 +140,12 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 		}
 		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
 		if q.Untrusted != "" {
-			msg += "; " + untrustedChainText(head, q.Untrusted, q.UntrustedReason)
+			msg += "; " + q.UntrustedChainText(head)
 		}
 		if len(q.Ignored) > 0 {
 			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
 		}
-		return outcomeRefused, msg
+		return OutcomeRefused, msg
 	}
 
 	attempt := 1
@@ -156,13 +154,14 @@ func (w *watcher) poll(ctx context.Context, s logical.Storage, trigger string, f
 	}
 	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi.Signers)
 	if err != nil {
-		return outcomeError, err.Error()
+		return OutcomeError, err.Error()
 	}
 	w.execute(ctx, s, run, ws, m)
-	return outcomeRan, fmt.Sprintf("run %s for commit %s: %s", run.ID, head, describeRun(run))
+	return OutcomeRan, fmt.Sprintf("run %s for commit %s: %s", run.ID, head, run.Describe())
 }
 
-func describeRun(r *runRecord) string {
+// Describe is the run's status and, when it has one, its reason.
+func (r *Run) Describe() string {
 	if r.Reason == "" {
 		return r.Status
 	}
@@ -170,24 +169,24 @@ func describeRun(r *runRecord) string {
 }
 
 // newRun writes the run record, queued, before anything else happens for it.
-func (w *watcher) newRun(ctx context.Context, s logical.Storage, commit, content string, attempt int, trigger string, signers []string) (*runRecord, error) {
-	now := w.deps.now()
+func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, attempt int, trigger string, signers []string) (*Run, error) {
+	now := w.deps.Now()
 	id, err := newRunID(now)
 	if err != nil {
 		return nil, err
 	}
-	r := &runRecord{ID: id, Commit: commit, Content: content, Status: runQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	r := &Run{ID: id, Commit: commit, Content: content, Status: RunQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
 	if err := putRun(ctx, s, r); err != nil {
 		return nil, err
 	}
-	if err := w.updateState(ctx, s, func(st *watchState) { st.CurrentRunID = id }); err != nil {
+	if err := w.updateState(ctx, s, func(st *State) { st.CurrentRunID = id }); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
 // execute runs a queued run to its end and records the outcome.
-func (w *watcher) execute(ctx context.Context, s logical.Storage, run *runRecord, ws *watchSettings, m mirror) {
+func (w *Worker) execute(ctx context.Context, s Storage, run *Run, ws *Settings, m Mirror) {
 	runCtx, end := w.beginRun(ctx, run)
 	defer end()
 
@@ -197,8 +196,8 @@ func (w *watcher) execute(ctx context.Context, s logical.Storage, run *runRecord
 
 // startAndFollow does the vault requests, marks the run running and runs the
 // container. The returned error means the container did not run to an end.
-func (w *watcher) startAndFollow(ctx context.Context, s logical.Storage, run *runRecord, ws *watchSettings, m mirror) (container.Result, error) {
-	env, files, err := w.deps.vaultRequests(ctx, s)
+func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Settings, m Mirror) (container.Result, error) {
+	env, files, err := w.deps.VaultRequests(ctx, s)
 	if err != nil {
 		return container.Result{}, fmt.Errorf("no container started: %w", err)
 	}
@@ -210,8 +209,8 @@ func (w *watcher) startAndFollow(ctx context.Context, s logical.Storage, run *ru
 	if err != nil {
 		return container.Result{}, err
 	}
-	now := w.deps.now()
-	run.Status, run.StartedAt, run.Deadline = runRunning, now, now.Add(ws.RunTimeout)
+	now := w.deps.Now()
+	run.Status, run.StartedAt, run.Deadline = RunRunning, now, now.Add(ws.RunTimeout)
 	if err := putRun(ctx, s, run); err != nil {
 		_ = logw.Close(context.WithoutCancel(ctx))
 		return container.Result{}, err
@@ -240,11 +239,11 @@ func (w *watcher) startAndFollow(ctx context.Context, s logical.Storage, run *ru
 // moves last_successful_commit, a failure schedules a retry with backoff, an
 // interruption (plugin stopping) retries at once in the next instance, an
 // operator's cancel holds the commit.
-func (w *watcher) finish(runCtx context.Context, s logical.Storage, run *runRecord, period time.Duration, res container.Result, runErr error) {
+func (w *Worker) finish(runCtx context.Context, s Storage, run *Run, period time.Duration, res container.Result, runErr error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), finishTimeout)
 	defer cancel()
 	cause := context.Cause(runCtx)
-	now := w.deps.now()
+	now := w.deps.Now()
 	if runErr != nil && res.Reason != "" {
 		// The command's outcome is known; only the cleanup failed. Judging
 		// the run by it would re-run a command that already succeeded.
@@ -256,13 +255,13 @@ func (w *watcher) finish(runCtx context.Context, s logical.Storage, run *runReco
 		run.ContainerID = res.ContainerID
 	}
 
-	if run.Status == runSucceeded {
+	if run.Status == RunSucceeded {
 		// last_successful_commit first: a crash between the two writes then
 		// leaves a run that recovery marks succeeded, never a second run.
-		ls := &lastSuccessful{Commit: run.Commit, Source: lastSuccessfulByRun, RunID: run.ID, SetAt: now}
+		ls := &LastSuccessful{Commit: run.Commit, Source: lastSuccessfulByRun, RunID: run.ID, SetAt: now}
 		if err := putLastSuccessful(ctx, s, ls); err != nil {
 			w.log().Error("could not record the last successful commit", "run", run.ID, "error", err)
-			run.Status, run.Reason = runFailed, "the command succeeded but recording the commit failed: "+err.Error()
+			run.Status, run.Reason = RunFailed, "the command succeeded but recording the commit failed: "+err.Error()
 		}
 	}
 	if err := putRun(ctx, s, run); err != nil {
@@ -276,24 +275,24 @@ func (w *watcher) finish(runCtx context.Context, s logical.Storage, run *runReco
 }
 
 // classifyRun sets status, reason and exit code from the runner's answer.
-func classifyRun(run *runRecord, res container.Result, runErr error, cause error) {
+func classifyRun(run *Run, res container.Result, runErr error, cause error) {
 	switch {
 	case errors.Is(cause, errCanceledByOperator):
-		run.Status, run.Reason = runCanceled, errCanceledByOperator.Error()
+		run.Status, run.Reason = RunCanceled, errCanceledByOperator.Error()
 	case errors.Is(cause, errPluginStopping), errors.Is(runErr, container.ErrNeverStarted):
-		run.Status, run.Reason = runInterrupted, errPluginStopping.Error()+"; the container was removed and the commit is retried"
+		run.Status, run.Reason = RunInterrupted, errPluginStopping.Error()+"; the container was removed and the commit is retried"
 	case runErr != nil && res.Reason == "":
-		run.Status, run.Reason = runFailed, runErr.Error()
+		run.Status, run.Reason = RunFailed, runErr.Error()
 	case res.Reason == container.ReasonExit && res.ExitCode == 0:
-		run.Status, run.Reason = runSucceeded, ""
+		run.Status, run.Reason = RunSucceeded, ""
 	case res.Reason == container.ReasonExit:
-		run.Status, run.Reason = runFailed, fmt.Sprintf("the command exited with code %d", res.ExitCode)
+		run.Status, run.Reason = RunFailed, fmt.Sprintf("the command exited with code %d", res.ExitCode)
 	case res.Reason == container.ReasonTimeout:
-		run.Status, run.Reason = runFailed, container.ReasonTimeout
+		run.Status, run.Reason = RunFailed, container.ReasonTimeout
 	case res.Reason == container.ReasonOOMKilled:
-		run.Status, run.Reason = runFailed, "killed: out of memory (memory_limit)"
+		run.Status, run.Reason = RunFailed, "killed: out of memory (memory_limit)"
 	default:
-		run.Status, run.Reason = runFailed, fmt.Sprintf("the container ended without an exit status (%q)", res.Reason)
+		run.Status, run.Reason = RunFailed, fmt.Sprintf("the container ended without an exit status (%q)", res.Reason)
 	}
 	if res.Reason == container.ReasonExit || res.Reason == container.ReasonOOMKilled || (res.Reason == container.ReasonTimeout && res.ExitCode != 0) {
 		code := res.ExitCode
@@ -302,8 +301,8 @@ func classifyRun(run *runRecord, res container.Result, runErr error, cause error
 }
 
 // recordRunOutcome updates the retry bookkeeping after a run ended.
-func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *runRecord, period time.Duration, now time.Time) {
-	err := w.updateState(ctx, s, func(st *watchState) {
+func (w *Worker) recordRunOutcome(ctx context.Context, s Storage, run *Run, period time.Duration, now time.Time) {
+	err := w.updateState(ctx, s, func(st *State) {
 		if st.CurrentRunID == run.ID {
 			st.CurrentRunID = ""
 		}
@@ -313,12 +312,12 @@ func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *
 		}
 		st.FailedCommit, st.FailedContent = run.Commit, run.Content
 		switch run.Status {
-		case runSucceeded:
+		case RunSucceeded:
 			st.FailedCommit, st.FailedContent, st.Failures, st.Held, st.NextAttemptAt = "", "", 0, false, time.Time{}
-		case runInterrupted:
+		case RunInterrupted:
 			// Not the commit's fault: retry at once, no backoff step.
 			st.Held, st.NextAttemptAt = false, now
-		case runCanceled:
+		case RunCanceled:
 			st.Held = true
 		default:
 			st.Failures++
@@ -334,7 +333,7 @@ func (w *watcher) recordRunOutcome(ctx context.Context, s logical.Storage, run *
 // recoverRuns settles runs a previous instance left unfinished: a container
 // still there is re-attached (and followed to its end); otherwise the run is
 // marked interrupted and its commit retried at once.
-func (w *watcher) recoverRuns(ctx context.Context, s logical.Storage) {
+func (w *Worker) recoverRuns(ctx context.Context, s Storage) {
 	ids, err := listRunIDs(ctx, s)
 	if err != nil {
 		w.log().Error("could not list runs to recover", "error", err)
@@ -346,7 +345,7 @@ func (w *watcher) recoverRuns(ctx context.Context, s logical.Storage) {
 			w.log().Error("could not read a run to recover", "run", id, "error", err)
 			continue
 		}
-		if r.finished() {
+		if r.Finished() {
 			continue
 		}
 		w.recoverRun(ctx, s, r)
@@ -356,14 +355,14 @@ func (w *watcher) recoverRuns(ctx context.Context, s logical.Storage) {
 	}
 }
 
-func (w *watcher) recoverRun(ctx context.Context, s logical.Storage, r *runRecord) {
+func (w *Worker) recoverRun(ctx context.Context, s Storage, r *Run) {
 	ls, err := getLastSuccessful(ctx, s)
 	if err != nil {
 		w.log().Error("could not read the last successful commit", "error", err)
 		return
 	}
 	var period time.Duration
-	if ws, err := w.deps.settings(ctx, s); err == nil {
+	if ws, err := w.deps.Settings(ctx, s); err == nil {
 		period = ws.PollPeriod
 	}
 	if ls != nil && ls.RunID == r.ID {
@@ -383,14 +382,14 @@ func (w *watcher) recoverRun(ctx context.Context, s logical.Storage, r *runRecor
 		return
 	}
 	if len(found) == 0 {
-		r.Status = runInterrupted
+		r.Status = RunInterrupted
 		r.Reason = "the plugin stopped during the run and its container is gone; the commit is retried"
-		r.FinishedAt = w.deps.now()
+		r.FinishedAt = w.deps.Now()
 		if err := putRun(ctx, s, r); err != nil {
 			w.log().Error("could not mark a run interrupted", "run", r.ID, "error", err)
 			return
 		}
-		w.recordRunOutcome(ctx, s, r, period, w.deps.now())
+		w.recordRunOutcome(ctx, s, r, period, w.deps.Now())
 		w.log().Info("run interrupted by a plugin restart; its commit is retried", "run", r.ID, "commit", r.Commit)
 		return
 	}
@@ -398,14 +397,14 @@ func (w *watcher) recoverRun(ctx context.Context, s logical.Storage, r *runRecor
 }
 
 // reattach follows a container a previous instance started, to its end.
-func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord, runner container.Runner, containerID string, period time.Duration) {
+func (w *Worker) reattach(ctx context.Context, s Storage, r *Run, runner container.Runner, containerID string, period time.Duration) {
 	runCtx, end := w.beginRun(ctx, r)
 	defer end()
 	w.log().Info("re-attaching to the container of an unfinished run", "run", r.ID, "container", containerID)
-	if err := w.updateState(ctx, s, func(st *watchState) { st.CurrentRunID = r.ID }); err != nil {
+	if err := w.updateState(ctx, s, func(st *State) { st.CurrentRunID = r.ID }); err != nil {
 		w.log().Error("could not record the re-attached run", "run", r.ID, "error", err)
 	}
-	r.Status, r.ContainerID = runRunning, containerID
+	r.Status, r.ContainerID = RunRunning, containerID
 	if err := putRun(ctx, s, r); err != nil {
 		w.log().Error("could not record the re-attached run", "run", r.ID, "error", err)
 	}
@@ -424,7 +423,7 @@ func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord,
 		note = "\n[flant_gitops: the plugin restarted; output resumes here and some may be missing]\n"
 	}
 	_, _ = logw.Write([]byte(note))
-	remaining := r.Deadline.Sub(w.deps.now())
+	remaining := r.Deadline.Sub(w.deps.Now())
 	res, runErr := runner.Attach(runCtx, containerID, logw, since, remaining)
 	if cerr := logw.Close(context.WithoutCancel(ctx)); cerr != nil {
 		w.log().Warn("part of a run's log could not be stored", "run", r.ID, "error", cerr)
@@ -434,7 +433,7 @@ func (w *watcher) reattach(ctx context.Context, s logical.Storage, r *runRecord,
 
 // beginRun makes run the worker's current run, cancellable through
 // runs/ID/cancel and Clean; end clears it and wakes whoever waits for it.
-func (w *watcher) beginRun(ctx context.Context, run *runRecord) (context.Context, func()) {
+func (w *Worker) beginRun(ctx context.Context, run *Run) (context.Context, func()) {
 	runCtx, cancel := context.WithCancelCause(ctx)
 	active := &activeRun{id: run.ID, commit: run.Commit, cancel: cancel, done: make(chan struct{})}
 	w.mu.Lock()
@@ -447,14 +446,4 @@ func (w *watcher) beginRun(ctx context.Context, run *runRecord) (context.Context
 		close(active.done)
 		cancel(nil)
 	}
-}
-
-// untrustedChainText explains why the plugin's signature on commit did not
-// count, naming the commit that broke the chain.
-func untrustedChainText(commit, untrusted, reason string) string {
-	if untrusted == commit {
-		return fmt.Sprintf("the plugin's signature on %s does not count: %s", commit, reason)
-	}
-	return fmt.Sprintf("the plugin's signature vouches only for its own change and counts only on top of an accepted commit, "+
-		"but commit %s below it is not accepted (%s): a trusted person must sign it (a signatures note will do) or a commit above it", untrusted, reason)
 }

@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
@@ -19,8 +18,8 @@ import (
 // Container labels naming the mount and the run, so a restarted plugin finds
 // its container again.
 const (
-	labelMount = "flant_gitops.mount"
-	labelRun   = "flant_gitops.run"
+	LabelMount = "flant_gitops.mount"
+	LabelRun   = "flant_gitops.run"
 )
 
 // pollMinInterval rate-limits `poll`: a CI pipeline calling it on every push
@@ -36,12 +35,12 @@ var (
 	errCanceledByOperator = errors.New("canceled by an operator")
 	// errPluginStopping is the cancel cause when Vault unloads the backend.
 	errPluginStopping = errors.New("the plugin is stopping (reload, unmount or seal)")
-	// errNotConfigured: flant_gitops/configure was never written.
-	errNotConfigured = errors.New("not configured: write flant_gitops/configure to start watching")
+	// ErrNotConfigured: flant_gitops/configure was never written.
+	ErrNotConfigured = errors.New("not configured: write flant_gitops/configure to start watching")
 )
 
-// watchSettings is everything one poll needs from configuration.
-type watchSettings struct {
+// Settings is everything one poll needs from configuration.
+type Settings struct {
 	RepoURL               string
 	Branch                string
 	PollPeriod            time.Duration
@@ -60,8 +59,8 @@ type watchSettings struct {
 	PluginKeys []string
 }
 
-// mirror is the part of *gitwatch.Mirror the worker uses.
-type mirror interface {
+// Mirror is the part of *gitwatch.Mirror the worker uses.
+type Mirror interface {
 	Fetch(ctx context.Context) (gitwatch.FetchResult, error)
 	IsAncestor(ctx context.Context, ancestor, head string) (bool, error)
 	Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error)
@@ -69,19 +68,27 @@ type mirror interface {
 	WriteTar(ctx context.Context, commit string, w io.Writer) error
 }
 
-// watchDeps are the worker's ties to the outside, replaced by fakes in unit
-// tests.
-type watchDeps struct {
-	settings   func(ctx context.Context, s logical.Storage) (*watchSettings, error)
-	openMirror func(ctx context.Context, dir string, ws *watchSettings) (mirror, error)
-	newRunner  func(ctx context.Context) (container.Runner, error)
-	// vaultRequests returns the env and files a run gets from the configured
+// Deps are the worker's ties to the outside: the backend fills them with
+// the mount's configuration, git, Docker and Vault; unit tests with fakes.
+type Deps struct {
+	// Settings reads what one poll needs; ErrNotConfigured when nothing is
+	// configured yet.
+	Settings func(ctx context.Context, s Storage) (*Settings, error)
+	// MountID returns the mount's id (stored, so it survives restarts): it
+	// labels the containers and names the cache folder.
+	MountID func(ctx context.Context, s Storage) (string, error)
+	// MirrorFolder returns the cache folder of the mirror of ws for the
+	// mount, ready to open; MirrorFingerprint changes whenever the remote or
+	// its credentials change, which reopens the mirror.
+	MirrorFolder      func(log hclog.Logger, mountID string, ws *Settings) (string, error)
+	MirrorFingerprint func(ws *Settings) string
+	OpenMirror        func(ctx context.Context, dir string, ws *Settings) (Mirror, error)
+	NewRunner         func(ctx context.Context) (container.Runner, error)
+	// VaultRequests returns the env and files a run gets from the configured
 	// vault requests; an error fails the run before any container starts.
-	vaultRequests func(ctx context.Context, s logical.Storage) (map[string]string, map[string][]byte, error)
-	now           func() time.Time
-	// mount is the backend's id, shared with the patch half; unit tests
-	// leave it nil for one of their own.
-	mount *mountIdentity
+	VaultRequests func(ctx context.Context, s Storage) (map[string]string, map[string][]byte, error)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // activeRun is the run the worker is executing.
@@ -92,12 +99,11 @@ type activeRun struct {
 	done   chan struct{}
 }
 
-// watcher is the per-mount background worker: the periodic tick and `poll`
+// Worker is the per-mount background worker: the periodic tick and `poll`
 // wake it; it fetches, checks, runs and records, one run at a time.
-type watcher struct {
+type Worker struct {
 	logger    func() hclog.Logger
-	cacheBase string
-	deps      watchDeps
+	deps      Deps
 	logLimits logLimits
 	// pollMinInterval is pollMinInterval except in unit tests.
 	pollMinInterval time.Duration
@@ -108,7 +114,7 @@ type watcher struct {
 
 	mu      sync.Mutex
 	mountID string // from storage: labels and cache folder survive restarts
-	storage logical.Storage
+	storage Storage
 	cancel  context.CancelCauseFunc // stops the worker; nil when not started
 	done    chan struct{}
 	// stopped is set by stop: a tick or poll racing Clean must not start a
@@ -122,23 +128,20 @@ type watcher struct {
 	lastManualPoll time.Time
 	trigger        string // what asked for the pending poll
 	forceRetry     bool
-	mirror         mirror
+	mirror         Mirror
 	mirrorKey      string
 	runner         container.Runner
 }
 
-// newWatcher takes the logger as a function because Vault hands the backend
-// its logger after construction.
-func newWatcher(logger func() hclog.Logger, deps watchDeps) *watcher {
-	if deps.now == nil {
-		deps.now = time.Now
+// New makes the worker of one mount; nothing runs before Start. It takes
+// the logger as a function because Vault hands the backend its logger after
+// construction.
+func New(logger func() hclog.Logger, deps Deps) *Worker {
+	if deps.Now == nil {
+		deps.Now = time.Now
 	}
-	if deps.mount == nil {
-		deps.mount = &mountIdentity{}
-	}
-	return &watcher{
+	return &Worker{
 		logger:          logger,
-		cacheBase:       cacheBase(),
 		deps:            deps,
 		logLimits:       defaultLogLimits(),
 		pollMinInterval: pollMinInterval,
@@ -146,16 +149,16 @@ func newWatcher(logger func() hclog.Logger, deps watchDeps) *watcher {
 	}
 }
 
-func (w *watcher) log() hclog.Logger {
+func (w *Worker) log() hclog.Logger {
 	if l := w.logger(); l != nil {
 		return l.Named("watch")
 	}
 	return hclog.NewNullLogger()
 }
 
-// start launches the worker once; later calls, and any call after stop, do
+// Start launches the worker once; later calls, and any call after stop, do
 // nothing. The storage is the mount's view, valid until stop.
-func (w *watcher) start(s logical.Storage) {
+func (w *Worker) Start(s Storage) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.cancel != nil || w.stopped {
@@ -170,9 +173,9 @@ func (w *watcher) start(s logical.Storage) {
 	w.signalLocked()
 }
 
-// stop cancels the worker (a run in progress is killed and recorded as
+// Stop cancels the worker (a run in progress is killed and recorded as
 // interrupted, to be retried by the next instance) and waits for it.
-func (w *watcher) stop(ctx context.Context) {
+func (w *Worker) Stop(ctx context.Context) {
 	w.mu.Lock()
 	cancel, done := w.cancel, w.done
 	w.stopped = true
@@ -192,19 +195,19 @@ func (w *watcher) stop(ctx context.Context) {
 
 // signalLocked wakes the worker without ever blocking: a wake already pending
 // covers this one.
-func (w *watcher) signalLocked() {
+func (w *Worker) signalLocked() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
-// tick is the periodic function's whole job: decide, maybe wake, return.
-func (w *watcher) tick(s logical.Storage) {
-	w.start(s)
+// Tick is the periodic function's whole job: decide, maybe wake, return.
+func (w *Worker) Tick(s Storage) {
+	w.Start(s)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.busy || !pollDue(w.deps.now(), w.lastPollAt, w.pollPeriod) {
+	if w.busy || !pollDue(w.deps.Now(), w.lastPollAt, w.pollPeriod) {
 		return
 	}
 	if w.trigger == "" {
@@ -213,22 +216,22 @@ func (w *watcher) tick(s logical.Storage) {
 	w.signalLocked()
 }
 
-// pollAnswer is what `poll` tells its caller.
-type pollAnswer struct {
+// PollAnswer is what `poll` tells its caller.
+type PollAnswer struct {
 	Started    bool
 	Message    string
 	CurrentRun string
 	RetryAfter time.Duration
 }
 
-// requestPoll asks for a poll now, unless one was asked for too recently.
-func (w *watcher) requestPoll(s logical.Storage, retry bool) pollAnswer {
-	w.start(s)
+// RequestPoll asks for a poll now, unless one was asked for too recently.
+func (w *Worker) RequestPoll(s Storage, retry bool) PollAnswer {
+	w.Start(s)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := w.deps.now()
+	now := w.deps.Now()
 	if next := w.lastManualPoll.Add(w.pollMinInterval); now.Before(next) {
-		return pollAnswer{
+		return PollAnswer{
 			Message:    fmt.Sprintf("rate-limited: a poll was requested at %s; ask again after %s", w.lastManualPoll.UTC().Format(time.RFC3339Nano), next.UTC().Format(time.RFC3339Nano)),
 			RetryAfter: next.Sub(now),
 		}
@@ -238,19 +241,19 @@ func (w *watcher) requestPoll(s logical.Storage, retry bool) pollAnswer {
 	w.forceRetry = w.forceRetry || retry
 	w.signalLocked()
 	if w.busy {
-		a := pollAnswer{Started: true, Message: "the worker is busy; a poll is queued and runs as soon as it is free"}
+		a := PollAnswer{Started: true, Message: "the worker is busy; a poll is queued and runs as soon as it is free"}
 		if w.current != nil {
 			a.CurrentRun = w.current.id
 			a.Message = fmt.Sprintf("run %s (commit %s) is in progress; a poll is queued to follow it", w.current.id, w.current.commit)
 		}
 		return a
 	}
-	return pollAnswer{Started: true, Message: "poll started: fetching the branch; read flant_gitops/status for the outcome"}
+	return PollAnswer{Started: true, Message: "poll started: fetching the branch; read flant_gitops/status for the outcome"}
 }
 
-// cancelRun cancels the run if this worker is executing it and waits for the
+// CancelRun cancels the run if this worker is executing it and waits for the
 // container to be gone (bounded by ctx). It reports whether the run was ours.
-func (w *watcher) cancelRun(ctx context.Context, id string) bool {
+func (w *Worker) CancelRun(ctx context.Context, id string) bool {
 	w.mu.Lock()
 	cur := w.current
 	w.mu.Unlock()
@@ -265,8 +268,8 @@ func (w *watcher) cancelRun(ctx context.Context, id string) bool {
 	return true
 }
 
-// snapshot is the worker's in-memory view, for `status`.
-func (w *watcher) snapshot() (busy bool, currentRun string) {
+// Snapshot is the worker's in-memory view, for `status`.
+func (w *Worker) Snapshot() (busy bool, currentRun string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.current != nil {
@@ -275,7 +278,7 @@ func (w *watcher) snapshot() (busy bool, currentRun string) {
 	return w.busy, currentRun
 }
 
-func (w *watcher) loop(ctx context.Context) {
+func (w *Worker) loop(ctx context.Context) {
 	defer close(w.done)
 	defer w.closeRunner()
 	w.mu.Lock()
@@ -306,8 +309,8 @@ func (w *watcher) loop(ctx context.Context) {
 
 // loadMountID learns the mount's id, which names the containers and the
 // cache folder.
-func (w *watcher) loadMountID(ctx context.Context, s logical.Storage) error {
-	id, err := w.deps.mount.get(ctx, s)
+func (w *Worker) loadMountID(ctx context.Context, s Storage) error {
+	id, err := w.deps.MountID(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -317,41 +320,40 @@ func (w *watcher) loadMountID(ctx context.Context, s logical.Storage) error {
 	return nil
 }
 
-func (w *watcher) setBusy(b bool) {
+func (w *Worker) setBusy(b bool) {
 	w.mu.Lock()
 	w.busy = b
 	w.mu.Unlock()
 }
 
 // updateState applies f to the stored watch state under stateMu.
-func (w *watcher) updateState(ctx context.Context, s logical.Storage, f func(st *watchState)) error {
+func (w *Worker) updateState(ctx context.Context, s Storage, f func(st *State)) error {
 	w.stateMu.Lock()
 	defer w.stateMu.Unlock()
-	st, err := getWatchState(ctx, s)
+	st, err := getState(ctx, s)
 	if err != nil {
 		return err
 	}
 	f(st)
-	return putWatchState(ctx, s, st)
+	return putState(ctx, s, st)
 }
 
 // mirrorFor reuses the open mirror while the repository, branch and
 // credentials stay the same; the cache folder depends on repository and
 // branch only, so a rotated password does not cost a full clone.
-func (w *watcher) mirrorFor(ctx context.Context, ws *watchSettings) (mirror, error) {
-	t := mirrorTarget{URL: ws.RepoURL, Branch: ws.Branch, Auth: ws.Auth}
-	key := t.fingerprint()
+func (w *Worker) mirrorFor(ctx context.Context, ws *Settings) (Mirror, error) {
+	key := w.deps.MirrorFingerprint(ws)
 	w.mu.Lock()
 	m, mk, mountID := w.mirror, w.mirrorKey, w.mountID
 	w.mu.Unlock()
 	if m != nil && mk == key {
 		return m, nil
 	}
-	dir, err := mirrorFolder(w.log(), w.cacheBase, mountID, mirrorKindWatch, t, nil)
+	dir, err := w.deps.MirrorFolder(w.log(), mountID, ws)
 	if err != nil {
 		return nil, err
 	}
-	m, err = w.deps.openMirror(ctx, dir, ws)
+	m, err = w.deps.OpenMirror(ctx, dir, ws)
 	if err != nil {
 		return nil, fmt.Errorf("opening the mirror of %s: %w", ws.RepoURL, err)
 	}
@@ -361,14 +363,14 @@ func (w *watcher) mirrorFor(ctx context.Context, ws *watchSettings) (mirror, err
 	return m, nil
 }
 
-func (w *watcher) getRunner(ctx context.Context) (container.Runner, error) {
+func (w *Worker) getRunner(ctx context.Context) (container.Runner, error) {
 	w.mu.Lock()
 	r := w.runner
 	w.mu.Unlock()
 	if r != nil {
 		return r, nil
 	}
-	r, err := w.deps.newRunner(ctx)
+	r, err := w.deps.NewRunner(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +381,7 @@ func (w *watcher) getRunner(ctx context.Context) (container.Runner, error) {
 }
 
 // closeRunner releases the Docker client when the worker ends.
-func (w *watcher) closeRunner() {
+func (w *Worker) closeRunner() {
 	w.mu.Lock()
 	r := w.runner
 	w.runner = nil
@@ -391,10 +393,10 @@ func (w *watcher) closeRunner() {
 	}
 }
 
-func (w *watcher) labels(runID string) map[string]string {
+func (w *Worker) labels(runID string) map[string]string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return map[string]string{labelMount: w.mountID, labelRun: runID}
+	return map[string]string{LabelMount: w.mountID, LabelRun: runID}
 }
 
 // signerLabels names each signer by its trusted names and fingerprint.
@@ -410,14 +412,14 @@ func signerLabels(signers []gitwatch.Signer) []string {
 	return out
 }
 
-// setLastSuccessful records the operator's last successful commit (an empty
+// SetLastSuccessful records the operator's last successful commit (an empty
 // commit deletes it) and forgets a failing or held commit.
-func (w *watcher) setLastSuccessful(ctx context.Context, s logical.Storage, commit string) error {
+func (w *Worker) SetLastSuccessful(ctx context.Context, s Storage, commit string) error {
 	var err error
 	if commit == "" {
 		err = deleteEntry(ctx, s, lastSuccessfulKey)
 	} else {
-		err = putLastSuccessful(ctx, s, &lastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: w.deps.now()})
+		err = putLastSuccessful(ctx, s, &LastSuccessful{Commit: commit, Source: lastSuccessfulOperator, SetAt: w.deps.Now()})
 	}
 	if err != nil {
 		return err
@@ -425,15 +427,39 @@ func (w *watcher) setLastSuccessful(ctx context.Context, s logical.Storage, comm
 	return w.clearRetry(ctx, s)
 }
 
-// readLog reads a page of a run's log in the chunking the worker wrote it.
-func (w *watcher) readLog(ctx context.Context, s logical.Storage, id string, offset, limit int64) (*logPage, error) {
+// ReadLog reads a page of run id's log: at most limit bytes from offset, in
+// the chunking the worker wrote it.
+func (w *Worker) ReadLog(ctx context.Context, s Storage, id string, offset, limit int64) (*LogPage, error) {
 	return readRunLog(ctx, s, id, offset, limit, w.logLimits.chunkSize)
+}
+
+// State reads the worker's memory across polls, for `status`; an empty
+// State before the first poll.
+func (w *Worker) State(ctx context.Context, s Storage) (*State, error) {
+	return getState(ctx, s)
+}
+
+// LastSuccessful returns the commit the next run must descend from: the
+// stored one, else initial (the configured initial_last_successful_commit),
+// else one with an empty Commit.
+func (w *Worker) LastSuccessful(ctx context.Context, s Storage, initial string) (*LastSuccessful, error) {
+	return effectiveLastSuccessful(ctx, s, initial)
+}
+
+// ListRuns returns the ids of the stored runs, newest first.
+func (w *Worker) ListRuns(ctx context.Context, s Storage) ([]string, error) {
+	return listRunIDs(ctx, s)
+}
+
+// Run reads one run; the error wraps ErrRunNotFound when there is none.
+func (w *Worker) Run(ctx context.Context, s Storage, id string) (*Run, error) {
+	return getRun(ctx, s, id)
 }
 
 // clearRetry forgets a failing or held commit after an operator moved the
 // last successful commit.
-func (w *watcher) clearRetry(ctx context.Context, s logical.Storage) error {
-	return w.updateState(ctx, s, func(st *watchState) {
+func (w *Worker) clearRetry(ctx context.Context, s Storage) error {
+	return w.updateState(ctx, s, func(st *State) {
 		st.FailedCommit, st.FailedContent, st.Failures, st.Held, st.NextAttemptAt = "", "", 0, false, time.Time{}
 	})
 }

@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
-const watchCommitB2 = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+const commitB2 = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
 
 // The same signed change under a re-wrapped signature keeps what was decided
 // about it: an operator's cancel holds it, a failure's backoff delays it and
@@ -24,25 +24,25 @@ func TestRewrappedCommitKeepsRetryState(t *testing.T) {
 		wantOutcome string
 		wantAttempt int // of the retry; a cancel is no failure
 	}{
-		{"canceled commit stays held", true, outcomeHeld, 1},
-		{"failing commit stays in backoff", false, outcomeBackoff, 2},
+		{"canceled commit stays held", true, OutcomeHeld, 1},
+		{"failing commit stays in backoff", false, OutcomeBackoff, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newWatchHarness(t)
-			h.mirror.content = map[string]string{watchCommitB: "change-b", watchCommitB2: "change-b"}
+			h := newHarness(t)
+			h.mirror.content = map[string]string{commitB: "change-b", commitB2: "change-b"}
 			ctx := context.Background()
 			if tt.cancel {
-				h.runner.run = watchBlockingRun(make(chan struct{}))
+				h.runner.run = blockingRun(make(chan struct{}))
 				h.runner.started = make(chan container.Spec, 1)
-				h.w.start(h.s)
-				defer h.w.stop(ctx)
+				h.w.Start(h.s)
+				defer h.w.Stop(ctx)
 				spec := <-h.runner.started
-				if !h.w.cancelRun(ctx, spec.Labels[labelRun]) {
+				if !h.w.CancelRun(ctx, spec.Labels[LabelRun]) {
 					t.Fatal("cancel refused")
 				}
-				waitForWatch(t, func() bool { return h.state().CurrentRunID == "" && h.state().Held })
-				h.w.stop(ctx)
+				waitFor(t, func() bool { return h.state().CurrentRunID == "" && h.state().Held })
+				h.w.Stop(ctx)
 			} else {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonExit, ExitCode: 1}, nil
@@ -53,12 +53,12 @@ func TestRewrappedCommitKeepsRetryState(t *testing.T) {
 			h.runner.run, h.runner.started = nil, nil
 			h.runner.mu.Unlock()
 
-			h.mirror.setHead(watchCommitB2)
-			h.w = h.newWatcher()
+			h.mirror.setHead(commitB2)
+			h.w = h.newWorker()
 			h.pollOnce()
 			st := h.state()
-			if st.LastPollOutcome != tt.wantOutcome || !strings.Contains(st.LastPollResult, "same signed change as "+watchCommitB) {
-				t.Errorf("re-wrapped commit: outcome %q (%s), want %q naming %s", st.LastPollOutcome, st.LastPollResult, tt.wantOutcome, watchCommitB)
+			if st.LastPollOutcome != tt.wantOutcome || !strings.Contains(st.LastPollResult, "same signed change as "+commitB) {
+				t.Errorf("re-wrapped commit: outcome %q (%s), want %q naming %s", st.LastPollOutcome, st.LastPollResult, tt.wantOutcome, commitB)
 			}
 			if n := h.runner.runs(); n != 1 {
 				t.Errorf("%d containers started, want only the first", n)
@@ -69,14 +69,14 @@ func TestRewrappedCommitKeepsRetryState(t *testing.T) {
 			h.w.forceRetry = true
 			h.w.mu.Unlock()
 			h.pollOnce()
-			var again *runRecord
+			var again *Run
 			for _, r := range h.runs() {
-				if r.Commit == watchCommitB2 {
+				if r.Commit == commitB2 {
 					again = r
 				}
 			}
-			if h.lastSuccessful() != watchCommitB2 || again == nil || again.Attempt != tt.wantAttempt {
-				t.Errorf("after retry=true: last successful %s, run of %s %+v; want it run as attempt %d", h.lastSuccessful(), watchCommitB2, again, tt.wantAttempt)
+			if h.lastSuccessful() != commitB2 || again == nil || again.Attempt != tt.wantAttempt {
+				t.Errorf("after retry=true: last successful %s, run of %s %+v; want it run as attempt %d", h.lastSuccessful(), commitB2, again, tt.wantAttempt)
 			}
 		})
 	}
@@ -92,38 +92,38 @@ func TestRewrappedCommitHitsTheHoldRealGit(t *testing.T) {
 	base := repo.Commit(t, map[string]string{"deploy.sh": "echo base\n"})
 	signed := repo.Commit(t, map[string]string{"deploy.sh": "echo stopped by an operator\n"}, gittest.SignKey(alice))
 
-	h := newWatchHarness(t)
+	h := newHarness(t)
 	h.settings.RepoURL, h.settings.InitialLastSuccessful, h.settings.Required = repo.URL(), base, 1
 	h.settings.Auth = gitwatch.Auth{Username: srv.Username(), Password: srv.Password()}
 	h.settings.Keys = []gitwatch.TrustedKey{{Name: "alice", Armored: alice.PublicArmored(t)}}
-	realMirror := func(ctx context.Context, dir string, ws *watchSettings) (mirror, error) {
+	realMirror := func(ctx context.Context, dir string, ws *Settings) (Mirror, error) {
 		return gitwatch.OpenMirror(ctx, dir, ws.RepoURL, ws.Branch, ws.Auth)
 	}
-	h.w.deps.openMirror = realMirror
-	h.runner.run = watchBlockingRun(make(chan struct{}))
+	h.w.deps.OpenMirror = realMirror
+	h.runner.run = blockingRun(make(chan struct{}))
 	h.runner.started = make(chan container.Spec, 1)
 	ctx := context.Background()
-	h.w.start(h.s)
+	h.w.Start(h.s)
 	spec := <-h.runner.started
-	if !h.w.cancelRun(ctx, spec.Labels[labelRun]) {
+	if !h.w.CancelRun(ctx, spec.Labels[LabelRun]) {
 		t.Fatal("cancel refused")
 	}
-	waitForWatch(t, func() bool { st := h.state(); return st.CurrentRunID == "" && st.Held && st.FailedCommit == signed })
-	h.w.stop(ctx)
+	waitFor(t, func() bool { st := h.state(); return st.CurrentRunID == "" && st.Held && st.FailedCommit == signed })
+	h.w.Stop(ctx)
 
 	rewrapped := repo.Rewrap(t, signed, "same change, new id")
 	h.runner.mu.Lock()
 	h.runner.run, h.runner.started = nil, nil
 	h.runner.mu.Unlock()
-	h.w = h.newWatcher()
-	h.w.deps.openMirror = realMirror
+	h.w = h.newWorker()
+	h.w.deps.OpenMirror = realMirror
 	h.clock.advance(24 * time.Hour)
 	h.pollOnce()
 	st := h.state()
 	if st.HeadCommit != rewrapped {
 		t.Fatalf("HEAD seen %s, want the re-wrapped %s", st.HeadCommit, rewrapped)
 	}
-	if st.LastPollOutcome != outcomeHeld {
+	if st.LastPollOutcome != OutcomeHeld {
 		t.Errorf("the re-wrapped commit %s: outcome %q (%s), want held", rewrapped, st.LastPollOutcome, st.LastPollResult)
 	}
 	if n := h.runner.runs(); n != 1 {

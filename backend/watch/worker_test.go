@@ -1,43 +1,46 @@
-package backend
+package watch
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
 )
 
 const (
-	watchCommitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	watchCommitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-	watchCommitC = "cccccccccccccccccccccccccccccccccccccccc"
+	commitA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	commitB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	commitC = "cccccccccccccccccccccccccccccccccccccccc"
 )
 
-// watchClock is the worker's time, moved by the test.
-type watchClock struct {
+// fakeClock is the worker's time, moved by the test.
+type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *watchClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *watchClock) advance(d time.Duration) {
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
 
-// watchFakeMirror serves a HEAD, an ancestry relation and a quorum.
-type watchFakeMirror struct {
+// fakeMirror serves a HEAD, an ancestry relation and a quorum.
+type fakeMirror struct {
 	mu         sync.Mutex
 	head       string
 	notAncest  map[string]bool // commits that are not ancestors of head
@@ -50,22 +53,22 @@ type watchFakeMirror struct {
 	rules      []gitwatch.Rule
 }
 
-func (m *watchFakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
+func (m *fakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
 
-func (m *watchFakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
+func (m *fakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fetches++
 	return gitwatch.FetchResult{Head: m.head}, m.fetchErr
 }
 
-func (m *watchFakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {
+func (m *fakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return !m.notAncest[ancestor], nil
 }
 
-func (m *watchFakeMirror) Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error) {
+func (m *fakeMirror) Accept(ctx context.Context, commit string, rule gitwatch.Rule) (gitwatch.Quorum, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.rules = append(m.rules, rule)
@@ -81,7 +84,7 @@ func (m *watchFakeMirror) Accept(ctx context.Context, commit string, rule gitwat
 
 // ContentID is the commit id unless the test set another content for it
 // (a re-wrapped commit shares its original's).
-func (m *watchFakeMirror) ContentID(ctx context.Context, commit string) (string, error) {
+func (m *fakeMirror) ContentID(ctx context.Context, commit string) (string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if c, ok := m.content[commit]; ok {
@@ -90,16 +93,16 @@ func (m *watchFakeMirror) ContentID(ctx context.Context, commit string) (string,
 	return "content-" + commit, nil
 }
 
-func (m *watchFakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
+func (m *fakeMirror) WriteTar(ctx context.Context, commit string, w io.Writer) error {
 	m.mu.Lock()
 	m.tarWritten = append(m.tarWritten, commit)
 	m.mu.Unlock()
 	return nil
 }
 
-// watchFakeRunner answers Run with run(); a container "exists" while Run is in
+// fakeRunner answers Run with run(); a container "exists" while Run is in
 // progress, so Find sees it.
-type watchFakeRunner struct {
+type fakeRunner struct {
 	mu      sync.Mutex
 	run     func(ctx context.Context, spec container.Spec) (container.Result, error)
 	specs   []container.Spec
@@ -110,7 +113,7 @@ type watchFakeRunner struct {
 	since   []time.Time // the since of each Attach
 }
 
-func (r *watchFakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
+func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
 	r.mu.Lock()
 	r.specs = append(r.specs, spec)
 	run := r.run
@@ -125,21 +128,21 @@ func (r *watchFakeRunner) Run(ctx context.Context, spec container.Spec) (contain
 	return run(ctx, spec)
 }
 
-func (r *watchFakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.specs) }
+func (r *fakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r.specs) }
 
-func (r *watchFakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
+func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []container.Found
 	for _, f := range r.found {
-		if f.Labels[labelRun] == labels[labelRun] && f.Labels[labelMount] == labels[labelMount] {
+		if f.Labels[LabelRun] == labels[LabelRun] && f.Labels[LabelMount] == labels[LabelMount] {
 			out = append(out, f)
 		}
 	}
 	return out, nil
 }
 
-func (r *watchFakeRunner) Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (container.Result, error) {
+func (r *fakeRunner) Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (container.Result, error) {
 	r.mu.Lock()
 	r.attachT = append(r.attachT, timeout)
 	r.since = append(r.since, since)
@@ -147,10 +150,10 @@ func (r *watchFakeRunner) Attach(ctx context.Context, id string, log io.Writer, 
 	return r.attach(ctx, id, log, timeout)
 }
 
-func (r *watchFakeRunner) Remove(ctx context.Context, id string) error { return nil }
+func (r *fakeRunner) Remove(ctx context.Context, id string) error { return nil }
 
-// watchBlockingRun returns a run function that waits for release or ctx.
-func watchBlockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
+// blockingRun returns a run function that waits for release or ctx.
+func blockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
 	return func(ctx context.Context, spec container.Spec) (container.Result, error) {
 		select {
 		case <-release:
@@ -161,48 +164,61 @@ func watchBlockingRun(release <-chan struct{}) func(ctx context.Context, spec co
 	}
 }
 
-type watchHarness struct {
+type harness struct {
 	t        testing.TB
-	s        logical.Storage
-	clock    *watchClock
-	mirror   *watchFakeMirror
-	runner   *watchFakeRunner
-	settings watchSettings
+	s        Storage
+	clock    *fakeClock
+	mirror   *fakeMirror
+	runner   *fakeRunner
+	settings Settings
 	vaultErr error
-	w        *watcher
+	mountID  string
+	cacheDir string
+	w        *Worker
 }
 
-func newWatchHarness(t testing.TB) *watchHarness {
-	h := &watchHarness{
+func newHarness(t testing.TB) *harness {
+	h := &harness{
 		t:      t,
-		s:      &logical.InmemStorage{},
-		clock:  &watchClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
-		mirror: &watchFakeMirror{head: watchCommitB, notAncest: map[string]bool{}},
-		runner: &watchFakeRunner{},
-		settings: watchSettings{
+		s:      &memStorage{},
+		clock:  &fakeClock{t: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)},
+		mirror: &fakeMirror{head: commitB, notAncest: map[string]bool{}},
+		runner: &fakeRunner{},
+		settings: Settings{
 			RepoURL: "https://git.example/repo.git", Branch: "main", PollPeriod: time.Minute,
-			Required: 0, InitialLastSuccessful: watchCommitA, Image: "sha256:" + strings.Repeat("1", 64),
+			Required: 0, InitialLastSuccessful: commitA, Image: "sha256:" + strings.Repeat("1", 64),
 			Commands: []string{"cat /git/file"}, RunTimeout: 10 * time.Minute,
 		},
 	}
-	t.Setenv(cacheDirEnv, t.TempDir())
-	h.w = h.newWatcher()
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		t.Fatal(err)
+	}
+	// A mount id of its own: tests on the real Docker engine find their
+	// containers by it.
+	h.mountID, h.cacheDir = "test-"+hex.EncodeToString(id[:]), t.TempDir()
+	h.w = h.newWorker()
 	return h
 }
 
-// newWatcher makes a watcher over the same storage, as a plugin restart does.
-func (h *watchHarness) newWatcher() *watcher {
-	w := newWatcher(func() hclog.Logger { return hclog.NewNullLogger() }, watchDeps{
-		settings: func(ctx context.Context, s logical.Storage) (*watchSettings, error) {
+// newWorker makes a Worker over the same storage, as a plugin restart does.
+func (h *harness) newWorker() *Worker {
+	w := New(func() hclog.Logger { return hclog.NewNullLogger() }, Deps{
+		Settings: func(ctx context.Context, s Storage) (*Settings, error) {
 			ws := h.settings
 			return &ws, nil
 		},
-		openMirror: func(ctx context.Context, dir string, ws *watchSettings) (mirror, error) { return h.mirror, nil },
-		newRunner:  func(ctx context.Context) (container.Runner, error) { return h.runner, nil },
-		vaultRequests: func(ctx context.Context, s logical.Storage) (map[string]string, map[string][]byte, error) {
+		MountID: func(ctx context.Context, s Storage) (string, error) { return h.mountID, nil },
+		MirrorFolder: func(_ hclog.Logger, mountID string, ws *Settings) (string, error) {
+			return filepath.Join(h.cacheDir, mountID), nil
+		},
+		MirrorFingerprint: func(ws *Settings) string { return ws.RepoURL + "\x00" + ws.Branch },
+		OpenMirror:        func(ctx context.Context, dir string, ws *Settings) (Mirror, error) { return h.mirror, nil },
+		NewRunner:         func(ctx context.Context) (container.Runner, error) { return h.runner, nil },
+		VaultRequests: func(ctx context.Context, s Storage) (map[string]string, map[string][]byte, error) {
 			return map[string]string{"VAULT_ADDR": "https://vault.example"}, nil, h.vaultErr
 		},
-		now: h.clock.now,
+		Now: h.clock.now,
 	})
 	w.logLimits.flushInterval = 10 * time.Millisecond
 	w.pollMinInterval = 0
@@ -212,27 +228,27 @@ func (h *watchHarness) newWatcher() *watcher {
 	return w
 }
 
-func (h *watchHarness) pollOnce() {
+func (h *harness) pollOnce() {
 	h.t.Helper()
 	h.w.pollOnce(context.Background(), h.s)
 }
 
-func (h *watchHarness) state() *watchState {
+func (h *harness) state() *State {
 	h.t.Helper()
-	st, err := getWatchState(context.Background(), h.s)
+	st, err := getState(context.Background(), h.s)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	return st
 }
 
-func (h *watchHarness) runs() []*runRecord {
+func (h *harness) runs() []*Run {
 	h.t.Helper()
 	ids, err := listRunIDs(context.Background(), h.s)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var out []*runRecord
+	var out []*Run
 	for _, id := range ids {
 		r, err := getRun(context.Background(), h.s, id)
 		if err != nil {
@@ -243,7 +259,7 @@ func (h *watchHarness) runs() []*runRecord {
 	return out
 }
 
-func (h *watchHarness) lastSuccessful() string {
+func (h *harness) lastSuccessful() string {
 	h.t.Helper()
 	ls, err := effectiveLastSuccessful(context.Background(), h.s, h.settings.InitialLastSuccessful)
 	if err != nil {
@@ -255,7 +271,7 @@ func (h *watchHarness) lastSuccessful() string {
 func TestPollOutcomes(t *testing.T) {
 	tests := []struct {
 		name        string
-		setup       func(h *watchHarness)
+		setup       func(h *harness)
 		wantOutcome string
 		wantResult  []string
 		wantRuns    int
@@ -264,79 +280,79 @@ func TestPollOutcomes(t *testing.T) {
 	}{
 		{
 			name:        "new signed commit runs and becomes the last successful",
-			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.verified = 2, 2 },
-			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: watchCommitB,
+			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 2, 2 },
+			wantOutcome: OutcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: RunSucceeded, wantLast: commitB,
 		},
 		{
 			name:        "head is already done",
-			setup:       func(h *watchHarness) { h.mirror.setHead(watchCommitA) },
-			wantOutcome: outcomeUpToDate, wantResult: []string{"up to date"}, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.mirror.setHead(commitA) },
+			wantOutcome: OutcomeUpToDate, wantResult: []string{"up to date"}, wantLast: commitA,
 		},
 		{
 			name:        "under-signed commit starts no container",
-			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.verified = 3, 1 },
-			wantOutcome: outcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 3, 1 },
+			wantOutcome: OutcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: commitA,
 		},
 		{
 			name:        "a plugin commit on an untrusted one is refused naming that commit",
-			setup:       func(h *watchHarness) { h.settings.Required, h.mirror.untrusted = 1, watchCommitC },
-			wantOutcome: outcomeRefused, wantResult: []string{"0 of 1", "plugin's signature vouches only for its own change", watchCommitC + " below it is not accepted"}, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.settings.Required, h.mirror.untrusted = 1, commitC },
+			wantOutcome: OutcomeRefused, wantResult: []string{"0 of 1", "plugin's signature vouches only for its own change", commitC + " below it is not accepted"}, wantLast: commitA,
 		},
 		{
 			name:        "force-push names the recovery path",
-			setup:       func(h *watchHarness) { h.mirror.notAncest[watchCommitA] = true },
-			wantOutcome: outcomeRefused, wantResult: []string{"not an ancestor", "configure/last_successful_commit"}, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.mirror.notAncest[commitA] = true },
+			wantOutcome: OutcomeRefused, wantResult: []string{"not an ancestor", "configure/last_successful_commit"}, wantLast: commitA,
 		},
 		{
 			name:        "fetch failure is reported",
-			setup:       func(h *watchHarness) { h.mirror.fetchErr = errors.New("connection refused") },
-			wantOutcome: outcomeError, wantResult: []string{"connection refused"}, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.mirror.fetchErr = errors.New("connection refused") },
+			wantOutcome: OutcomeError, wantResult: []string{"connection refused"}, wantLast: commitA,
 		},
 		{
 			name: "failing command is recorded with its exit code",
-			setup: func(h *watchHarness) {
+			setup: func(h *harness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonExit, ExitCode: 3, ContainerID: "c"}, nil
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"failed", "code 3"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
+			wantOutcome: OutcomeRan, wantResult: []string{"failed", "code 3"}, wantRuns: 1, wantStatus: RunFailed, wantLast: commitA,
 		},
 		{
 			name: "timeout",
-			setup: func(h *watchHarness) {
+			setup: func(h *harness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonTimeout, ExitCode: 137, ContainerID: "c"}, nil
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
+			wantOutcome: OutcomeRan, wantResult: []string{"failed: timeout"}, wantRuns: 1, wantStatus: RunFailed, wantLast: commitA,
 		},
 		{
 			name: "a run that ended is judged by its exit even when cleanup failed",
-			setup: func(h *watchHarness) {
+			setup: func(h *harness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{Reason: container.ReasonExit, ContainerID: "c"}, errors.New("removing container c: removal already in progress")
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: runSucceeded, wantLast: watchCommitB,
+			wantOutcome: OutcomeRan, wantResult: []string{"succeeded"}, wantRuns: 1, wantStatus: RunSucceeded, wantLast: commitB,
 		},
 		{
 			name: "a run that never reached an end fails with the engine's error",
-			setup: func(h *watchHarness) {
+			setup: func(h *harness) {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 					return container.Result{}, container.ErrImageMissing
 				}
 			},
-			wantOutcome: outcomeRan, wantResult: []string{"failed", "not present"}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
+			wantOutcome: OutcomeRan, wantResult: []string{"failed", "not present"}, wantRuns: 1, wantStatus: RunFailed, wantLast: commitA,
 		},
 		{
 			name:        "a failing vault request starts no container",
-			setup:       func(h *watchHarness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
-			wantOutcome: outcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: runFailed, wantLast: watchCommitA,
+			setup:       func(h *harness) { h.vaultErr = errors.New(`vault request "db": permission denied`) },
+			wantOutcome: OutcomeRan, wantResult: []string{"no container started", `"db"`}, wantRuns: 1, wantStatus: RunFailed, wantLast: commitA,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newWatchHarness(t)
+			h := newHarness(t)
 			tt.setup(h)
 			h.pollOnce()
 			st := h.state()
@@ -373,7 +389,7 @@ func TestPollOutcomes(t *testing.T) {
 }
 
 func TestRunSpec(t *testing.T) {
-	h := newWatchHarness(t)
+	h := newHarness(t)
 	h.settings.MemoryBytes, h.settings.NanoCPUs, h.settings.NetworkMode = 64<<20, 5e8, "none"
 	h.pollOnce()
 	runs := h.runs()
@@ -381,7 +397,7 @@ func TestRunSpec(t *testing.T) {
 		t.Fatalf("runs %d, containers %d", len(runs), len(h.runner.specs))
 	}
 	spec := h.runner.specs[0]
-	if spec.Labels[labelRun] != runs[0].ID || spec.Labels[labelMount] == "" {
+	if spec.Labels[LabelRun] != runs[0].ID || spec.Labels[LabelMount] == "" {
 		t.Errorf("labels %v do not name the mount and run %s", spec.Labels, runs[0].ID)
 	}
 	if spec.MemoryBytes != 64<<20 || spec.NanoCPUs != 5e8 || spec.NetworkMode != "none" || spec.Timeout != 10*time.Minute {
@@ -393,8 +409,8 @@ func TestRunSpec(t *testing.T) {
 	if err := spec.Files(io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.mirror.tarWritten) != 1 || h.mirror.tarWritten[0] != watchCommitB {
-		t.Errorf("files of %v written, want HEAD %s", h.mirror.tarWritten, watchCommitB)
+	if len(h.mirror.tarWritten) != 1 || h.mirror.tarWritten[0] != commitB {
+		t.Errorf("files of %v written, want HEAD %s", h.mirror.tarWritten, commitB)
 	}
 	page, err := readRunLog(context.Background(), h.s, runs[0].ID, 0, 100, h.w.logLimits.chunkSize)
 	if err != nil {
@@ -408,7 +424,7 @@ func TestRunSpec(t *testing.T) {
 // A failing commit is retried with a growing delay, never before it is due,
 // and a new commit is not held back by the old one's backoff.
 func TestFailureBackoff(t *testing.T) {
-	h := newWatchHarness(t)
+	h := newHarness(t)
 	h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
 		return container.Result{Reason: container.ReasonExit, ExitCode: 1}, nil
 	}
@@ -418,13 +434,13 @@ func TestFailureBackoff(t *testing.T) {
 		wantRuns   int
 		wantOutcom string
 	}{
-		{0, 1, outcomeRan},                        // first failure: retry after 1 period
-		{period - time.Second, 1, outcomeBackoff}, // too early
-		{time.Second, 2, outcomeRan},              // due: second failure, next after 2 periods
-		{period, 2, outcomeBackoff},               // one period is not enough now
-		{period, 3, outcomeRan},                   // two periods: third failure
-		{3 * period, 3, outcomeBackoff},           // 4 periods needed
-		{period, 4, outcomeRan},                   // due
+		{0, 1, OutcomeRan},                        // first failure: retry after 1 period
+		{period - time.Second, 1, OutcomeBackoff}, // too early
+		{time.Second, 2, OutcomeRan},              // due: second failure, next after 2 periods
+		{period, 2, OutcomeBackoff},               // one period is not enough now
+		{period, 3, OutcomeRan},                   // two periods: third failure
+		{3 * period, 3, OutcomeBackoff},           // 4 periods needed
+		{period, 4, OutcomeRan},                   // due
 	}
 	for i, step := range steps {
 		h.clock.advance(step.advance)
@@ -435,25 +451,25 @@ func TestFailureBackoff(t *testing.T) {
 		}
 	}
 	st := h.state()
-	if st.Failures != 4 || st.FailedCommit != watchCommitB {
-		t.Errorf("failures %d of %s, want 4 of %s", st.Failures, st.FailedCommit, watchCommitB)
+	if st.Failures != 4 || st.FailedCommit != commitB {
+		t.Errorf("failures %d of %s, want 4 of %s", st.Failures, st.FailedCommit, commitB)
 	}
 	if runs := h.runs(); runs[0].Attempt != 4 {
 		t.Errorf("newest run is attempt %d, want 4", runs[0].Attempt)
 	}
-	if h.lastSuccessful() != watchCommitA {
+	if h.lastSuccessful() != commitA {
 		t.Errorf("a failing commit was recorded as successful")
 	}
 
 	// A new commit runs at once despite the backoff of the old one.
-	h.mirror.setHead(watchCommitC)
+	h.mirror.setHead(commitC)
 	h.runner.run = nil
 	h.pollOnce()
 	if got := h.runner.runs(); got != 5 {
 		t.Errorf("new commit did not run at once: %d runs", got)
 	}
-	if h.lastSuccessful() != watchCommitC {
-		t.Errorf("last successful = %s, want %s", h.lastSuccessful(), watchCommitC)
+	if h.lastSuccessful() != commitC {
+		t.Errorf("last successful = %s, want %s", h.lastSuccessful(), commitC)
 	}
 	if st := h.state(); st.FailedCommit != "" || st.Failures != 0 {
 		t.Errorf("retry state not cleared by a success: %+v", st)
@@ -462,12 +478,12 @@ func TestFailureBackoff(t *testing.T) {
 
 // The periodic tick never waits for a run and never starts a second one.
 func TestTickDuringRunReturnsAtOnce(t *testing.T) {
-	h := newWatchHarness(t)
+	h := newHarness(t)
 	release := make(chan struct{})
-	h.runner.run = watchBlockingRun(release)
+	h.runner.run = blockingRun(release)
 	h.runner.started = make(chan container.Spec, 4)
-	h.w.start(h.s)
-	defer h.w.stop(context.Background())
+	h.w.Start(h.s)
+	defer h.w.Stop(context.Background())
 	select {
 	case <-h.runner.started:
 	case <-time.After(10 * time.Second):
@@ -476,13 +492,13 @@ func TestTickDuringRunReturnsAtOnce(t *testing.T) {
 	for range 5 {
 		h.clock.advance(2 * h.settings.PollPeriod)
 		done := make(chan struct{})
-		go func() { h.w.tick(h.s); close(done) }()
+		go func() { h.w.Tick(h.s); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(2 * time.Second):
 			t.Fatal("tick blocked while a run was in progress")
 		}
-		a := h.w.requestPoll(h.s, false)
+		a := h.w.RequestPoll(h.s, false)
 		if !strings.Contains(a.Message, "in progress") || a.CurrentRun == "" {
 			t.Errorf("poll during a run answered %+v", a)
 		}
@@ -492,60 +508,60 @@ func TestTickDuringRunReturnsAtOnce(t *testing.T) {
 	}
 	close(release)
 	// The queued poll after the run finds HEAD done and starts nothing.
-	waitForWatch(t, func() bool { st := h.state(); return st.LastPollOutcome == outcomeUpToDate })
+	waitFor(t, func() bool { st := h.state(); return st.LastPollOutcome == OutcomeUpToDate })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("%d containers started in all", got)
 	}
 }
 
 func TestCancelHoldsCommit(t *testing.T) {
-	h := newWatchHarness(t)
-	h.runner.run = watchBlockingRun(make(chan struct{}))
+	h := newHarness(t)
+	h.runner.run = blockingRun(make(chan struct{}))
 	h.runner.started = make(chan container.Spec, 1)
-	h.w.start(h.s)
-	defer h.w.stop(context.Background())
+	h.w.Start(h.s)
+	defer h.w.Stop(context.Background())
 	spec := <-h.runner.started
-	if h.w.cancelRun(context.Background(), "not-this-one") {
+	if h.w.CancelRun(context.Background(), "not-this-one") {
 		t.Error("cancel of an unknown run reported success")
 	}
-	if !h.w.cancelRun(context.Background(), spec.Labels[labelRun]) {
+	if !h.w.CancelRun(context.Background(), spec.Labels[LabelRun]) {
 		t.Fatal("cancel of the current run was refused")
 	}
-	r, err := getRun(context.Background(), h.s, spec.Labels[labelRun])
+	r, err := getRun(context.Background(), h.s, spec.Labels[LabelRun])
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != runCanceled {
+	if r.Status != RunCanceled {
 		t.Fatalf("run %s after cancel, want canceled", r.Status)
 	}
-	waitForWatch(t, func() bool { return h.state().CurrentRunID == "" })
+	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
 	h.w.mu.Lock()
 	h.w.lastManualPoll = time.Time{}
 	h.w.mu.Unlock()
 	h.clock.advance(24 * time.Hour)
-	h.w.requestPoll(h.s, false)
-	waitForWatch(t, func() bool { return h.state().LastPollOutcome == outcomeHeld })
+	h.w.RequestPoll(h.s, false)
+	waitFor(t, func() bool { return h.state().LastPollOutcome == OutcomeHeld })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("a canceled commit was retried without retry=true: %d runs", got)
 	}
 	h.runner.mu.Lock()
 	h.runner.run = nil
 	h.runner.mu.Unlock()
-	h.w.requestPoll(h.s, true)
-	waitForWatch(t, func() bool { return h.lastSuccessful() == watchCommitB })
+	h.w.RequestPoll(h.s, true)
+	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
 }
 
 // Stopping the plugin during a run records it as interrupted; the next
 // instance retries the commit at once, and exactly one run succeeds.
 func TestStopDuringRunIsRetriedOnce(t *testing.T) {
-	h := newWatchHarness(t)
-	h.runner.run = watchBlockingRun(make(chan struct{}))
+	h := newHarness(t)
+	h.runner.run = blockingRun(make(chan struct{}))
 	h.runner.started = make(chan container.Spec, 1)
-	h.w.start(h.s)
+	h.w.Start(h.s)
 	<-h.runner.started
-	h.w.stop(context.Background())
+	h.w.Stop(context.Background())
 	runs := h.runs()
-	if len(runs) != 1 || runs[0].Status != runInterrupted {
+	if len(runs) != 1 || runs[0].Status != RunInterrupted {
 		t.Fatalf("after stop: %d runs, first %+v", len(runs), runs[0])
 	}
 
@@ -553,16 +569,16 @@ func TestStopDuringRunIsRetriedOnce(t *testing.T) {
 	h.runner.run = nil
 	h.runner.mu.Unlock()
 	h.runner.started = nil
-	h.w = h.newWatcher()
-	h.w.start(h.s)
-	defer h.w.stop(context.Background())
-	waitForWatch(t, func() bool { return h.lastSuccessful() == watchCommitB })
-	waitForWatch(t, func() bool { return h.state().CurrentRunID == "" })
+	h.w = h.newWorker()
+	h.w.Start(h.s)
+	defer h.w.Stop(context.Background())
+	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
 	count := map[string]int{}
 	for _, r := range h.runs() {
 		count[r.Status]++
 	}
-	if count[runSucceeded] != 1 || count[runInterrupted] != 1 || len(h.runs()) != 2 {
+	if count[RunSucceeded] != 1 || count[RunInterrupted] != 1 || len(h.runs()) != 2 {
 		t.Errorf("runs after restart: %v", count)
 	}
 }
@@ -576,25 +592,25 @@ func TestRecovery(t *testing.T) {
 		wantAttach bool
 		wantLast   string
 	}{
-		{"container gone: interrupted and retried", false, false, runInterrupted, false, watchCommitB},
-		{"container still running: re-attached", true, false, runSucceeded, true, watchCommitB},
-		{"success recorded before the crash", false, true, runSucceeded, false, watchCommitB},
+		{"container gone: interrupted and retried", false, false, RunInterrupted, false, commitB},
+		{"container still running: re-attached", true, false, RunSucceeded, true, commitB},
+		{"success recorded before the crash", false, true, RunSucceeded, false, commitB},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newWatchHarness(t)
+			h := newHarness(t)
 			ctx := context.Background()
 			started := h.clock.now().Add(-time.Minute)
-			r := &runRecord{ID: "20260301T095900.000000Z-abcdef", Commit: watchCommitB, Status: runRunning, Attempt: 1,
+			r := &Run{ID: "20260301T095900.000000Z-abcdef", Commit: commitB, Status: RunRunning, Attempt: 1,
 				CreatedAt: started, StartedAt: started, Deadline: started.Add(h.settings.RunTimeout)}
 			if err := putRun(ctx, h.s, r); err != nil {
 				t.Fatal(err)
 			}
-			if err := putWatchState(ctx, h.s, &watchState{CurrentRunID: r.ID}); err != nil {
+			if err := putState(ctx, h.s, &State{CurrentRunID: r.ID}); err != nil {
 				t.Fatal(err)
 			}
 			if tt.lsRunID {
-				if err := putLastSuccessful(ctx, h.s, &lastSuccessful{Commit: watchCommitB, Source: lastSuccessfulByRun, RunID: r.ID}); err != nil {
+				if err := putLastSuccessful(ctx, h.s, &LastSuccessful{Commit: commitB, Source: lastSuccessfulByRun, RunID: r.ID}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -615,9 +631,9 @@ func TestRecovery(t *testing.T) {
 					return container.Result{Reason: container.ReasonExit, ContainerID: id}, nil
 				}
 			}
-			h.w.start(h.s)
-			defer h.w.stop(ctx)
-			waitForWatch(t, func() bool {
+			h.w.Start(h.s)
+			defer h.w.Stop(ctx)
+			waitFor(t, func() bool {
 				st := h.state()
 				return st.CurrentRunID == "" && st.LastPollOutcome != ""
 			})
@@ -652,7 +668,7 @@ func TestRecovery(t *testing.T) {
 			}
 			succeeded := 0
 			for _, r := range h.runs() {
-				if r.Status == runSucceeded {
+				if r.Status == RunSucceeded {
 					succeeded++
 				}
 			}
@@ -664,25 +680,25 @@ func TestRecovery(t *testing.T) {
 }
 
 func TestPollRateLimit(t *testing.T) {
-	h := newWatchHarness(t)
+	h := newHarness(t)
 	h.w.pollMinInterval = 2 * time.Second
-	h.mirror.setHead(watchCommitA)
-	h.w.start(h.s)
-	defer h.w.stop(context.Background())
-	if a := h.w.requestPoll(h.s, false); !a.Started {
+	h.mirror.setHead(commitA)
+	h.w.Start(h.s)
+	defer h.w.Stop(context.Background())
+	if a := h.w.RequestPoll(h.s, false); !a.Started {
 		t.Fatalf("first poll refused: %+v", a)
 	}
-	a := h.w.requestPoll(h.s, false)
+	a := h.w.RequestPoll(h.s, false)
 	if a.Started || a.RetryAfter != 2*time.Second || !strings.Contains(a.Message, "rate-limited") {
 		t.Errorf("second poll at once answered %+v", a)
 	}
 	h.clock.advance(2 * time.Second)
-	if a := h.w.requestPoll(h.s, false); !a.Started {
+	if a := h.w.RequestPoll(h.s, false); !a.Started {
 		t.Errorf("poll after the interval refused: %+v", a)
 	}
 }
 
-func waitForWatch(t *testing.T, cond func() bool) {
+func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -696,20 +712,20 @@ func waitForWatch(t *testing.T, cond func() bool) {
 // BenchmarkTickDuringRun measures the periodic function's work while a run
 // is in progress: it must stay a few lock operations, never I/O.
 func BenchmarkTickDuringRun(b *testing.B) {
-	h := newWatchHarness(b)
+	h := newHarness(b)
 	release := make(chan struct{})
-	h.runner.run = watchBlockingRun(release)
+	h.runner.run = blockingRun(release)
 	h.runner.started = make(chan container.Spec, 1)
-	h.w.start(h.s)
+	h.w.Start(h.s)
 	<-h.runner.started
 	b.ResetTimer()
 	for b.Loop() {
 		h.clock.advance(h.settings.PollPeriod)
-		h.w.tick(h.s)
+		h.w.Tick(h.s)
 	}
 	b.StopTimer()
 	close(release)
-	h.w.stop(context.Background())
+	h.w.Stop(context.Background())
 	if got := h.runner.runs(); got != 1 {
 		b.Fatalf("%d runs started by ticks during one run", got)
 	}
@@ -720,7 +736,7 @@ func BenchmarkTickDuringRun(b *testing.B) {
 func BenchmarkRunLogWrite(b *testing.B) {
 	ctx := context.Background()
 	line := []byte(strings.Repeat("x", 119) + "\n")
-	w, err := openRunLog(ctx, &logical.InmemStorage{}, "bench", defaultLogLimits())
+	w, err := openRunLog(ctx, &memStorage{}, "bench", defaultLogLimits())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -741,27 +757,43 @@ func BenchmarkRunLogWrite(b *testing.B) {
 func TestStartAfterStopStartsNothing(t *testing.T) {
 	tests := []struct {
 		name  string
-		start func(w *watcher, s logical.Storage)
+		start func(w *Worker, s Storage)
 	}{
-		{"start", func(w *watcher, s logical.Storage) { w.start(s) }},
-		{"tick", func(w *watcher, s logical.Storage) { w.tick(s) }},
-		{"poll", func(w *watcher, s logical.Storage) { w.requestPoll(s, false) }},
+		{"start", func(w *Worker, s Storage) { w.Start(s) }},
+		{"tick", func(w *Worker, s Storage) { w.Tick(s) }},
+		{"poll", func(w *Worker, s Storage) { w.RequestPoll(s, false) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newWatchHarness(t)
-			h.w.stop(context.Background())
+			h := newHarness(t)
+			h.w.Stop(context.Background())
 			tt.start(h.w, h.s)
 			h.w.mu.Lock()
 			started := h.w.cancel != nil
 			h.w.mu.Unlock()
 			if started {
-				h.w.stop(context.Background())
+				h.w.Stop(context.Background())
 				t.Fatal("a worker was started after stop")
 			}
 			if n := h.runner.runs(); n != 0 {
 				t.Fatalf("%d runs after stop, want none", n)
 			}
 		})
+	}
+}
+
+// The poll checks HEAD with the plugin's keys named and the last successful
+// commit as the anchor of a plugin chain.
+func TestPollPassesTheTrustRule(t *testing.T) {
+	h := newHarness(t)
+	h.settings.Required, h.mirror.verified = 1, 1
+	h.settings.PluginKeys = []string{"PLUGINFP"}
+	h.pollOnce()
+	if len(h.mirror.rules) != 1 {
+		t.Fatalf("%d signature checks, want 1", len(h.mirror.rules))
+	}
+	r := h.mirror.rules[0]
+	if !slices.Equal(r.PluginKeys, []string{"PLUGINFP"}) || !slices.Equal(r.Accepted, []string{commitA}) || r.Required != 1 {
+		t.Errorf("rule = %+v, want plugin key PLUGINFP, accepted %s, required 1", r, commitA)
 	}
 }

@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"cmp"
@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // A run's log is stored as numbered chunks under runlog/<id>/. Chunk n holds
@@ -46,7 +44,7 @@ func runLogPointKey(id string) string { return runLogPrefix + id + "/point" }
 // storage when it fills up and at every flush interval, so a reader sees the
 // log while the command is still running.
 type runLogWriter struct {
-	storage logical.Storage
+	storage Storage
 	id      string
 	limits  logLimits
 
@@ -64,7 +62,7 @@ type runLogWriter struct {
 }
 
 // openRunLog continues an existing log (a re-attached run) or starts one.
-func openRunLog(ctx context.Context, s logical.Storage, id string, limits logLimits) (*runLogWriter, error) {
+func openRunLog(ctx context.Context, s Storage, id string, limits logLimits) (*runLogWriter, error) {
 	w := &runLogWriter{storage: s, id: id, limits: limits, stop: make(chan struct{}), stopped: make(chan struct{})}
 	chunks, err := listLogChunks(ctx, s, id)
 	if err != nil {
@@ -77,9 +75,7 @@ func openRunLog(ctx context.Context, s logical.Storage, id string, limits logLim
 		if err != nil {
 			return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
 		}
-		if e != nil {
-			w.buf = append(w.buf, e.Value...)
-		}
+		w.buf = append(w.buf, e...)
 		w.stored = w.chunk > 0 || len(w.buf) > 0
 	}
 	e, err := s.Get(ctx, runLogPointKey(id))
@@ -87,8 +83,8 @@ func openRunLog(ctx context.Context, s logical.Storage, id string, limits logLim
 		return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
 	}
 	if e != nil {
-		if err := w.point.UnmarshalText(e.Value); err != nil {
-			return nil, fmt.Errorf("reading the log of run %s: its stored point %q: %w", id, e.Value, err)
+		if err := w.point.UnmarshalText(e); err != nil {
+			return nil, fmt.Errorf("reading the log of run %s: its stored point %q: %w", id, e, err)
 		}
 		w.pointAt = w.point
 	}
@@ -166,7 +162,7 @@ func (w *runLogWriter) flushLocked(ctx context.Context) {
 	// change counts only once its last byte is stored.
 	point := w.point
 	if w.dirty {
-		if err := w.storage.Put(ctx, &logical.StorageEntry{Key: runLogKey(w.id, w.chunk), Value: append([]byte(nil), w.buf...)}); err != nil {
+		if err := w.storage.Put(ctx, runLogKey(w.id, w.chunk), append([]byte(nil), w.buf...)); err != nil {
 			w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
 			return
 		}
@@ -177,7 +173,7 @@ func (w *runLogWriter) flushLocked(ctx context.Context) {
 	}
 	text, err := point.MarshalText()
 	if err == nil {
-		err = w.storage.Put(ctx, &logical.StorageEntry{Key: runLogPointKey(w.id), Value: text})
+		err = w.storage.Put(ctx, runLogPointKey(w.id), text)
 	}
 	if err != nil {
 		w.err = fmt.Errorf("storing the log of run %s: %w", w.id, err)
@@ -214,7 +210,7 @@ func (w *runLogWriter) Close(ctx context.Context) error {
 	return w.err
 }
 
-func listLogChunks(ctx context.Context, s logical.Storage, id string) ([]int64, error) {
+func listLogChunks(ctx context.Context, s Storage, id string) ([]int64, error) {
 	keys, err := s.List(ctx, runLogPrefix+id+"/")
 	if err != nil {
 		return nil, fmt.Errorf("listing the log of run %s: %w", id, err)
@@ -231,8 +227,8 @@ func listLogChunks(ctx context.Context, s logical.Storage, id string) ([]int64, 
 	return chunks, nil
 }
 
-// logPage is one read of a run's log.
-type logPage struct {
+// LogPage is one read of a run's log.
+type LogPage struct {
 	Text string
 	// Offset is where Text starts; it is past the requested offset when the
 	// requested bytes were dropped to keep the log bounded.
@@ -242,13 +238,13 @@ type logPage struct {
 	Dropped    int64 // bytes deleted from the head of the log
 }
 
-func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit int64, chunkSize int) (*logPage, error) {
+func readRunLog(ctx context.Context, s Storage, id string, offset, limit int64, chunkSize int) (*LogPage, error) {
 	chunks, err := listLogChunks(ctx, s, id)
 	if err != nil {
 		return nil, err
 	}
 	if len(chunks) == 0 {
-		return &logPage{Offset: 0, NextOffset: 0}, nil
+		return &LogPage{Offset: 0, NextOffset: 0}, nil
 	}
 	cs := int64(chunkSize)
 	last := chunks[len(chunks)-1]
@@ -257,10 +253,8 @@ func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit
 		return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
 	}
 	size := last * cs
-	if lastEntry != nil {
-		size += int64(len(lastEntry.Value))
-	}
-	page := &logPage{Size: size, Dropped: chunks[0] * cs}
+	size += int64(len(lastEntry))
+	page := &LogPage{Size: size, Dropped: chunks[0] * cs}
 	offset = max(offset, page.Dropped)
 	offset = min(offset, size)
 	page.Offset = offset
@@ -269,7 +263,7 @@ func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit
 		n := pos / cs
 		var val []byte
 		if n == last && lastEntry != nil {
-			val = lastEntry.Value
+			val = lastEntry
 		} else {
 			e, err := s.Get(ctx, runLogKey(id, n))
 			if err != nil {
@@ -278,7 +272,7 @@ func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit
 			if e == nil { // dropped while we read; start over from what is left
 				break
 			}
-			val = e.Value
+			val = e
 		}
 		from := pos - n*cs
 		if from >= int64(len(val)) {
@@ -293,7 +287,7 @@ func readRunLog(ctx context.Context, s logical.Storage, id string, offset, limit
 	return page, nil
 }
 
-func deleteRunLog(ctx context.Context, s logical.Storage, id string) error {
+func deleteRunLog(ctx context.Context, s Storage, id string) error {
 	chunks, err := listLogChunks(ctx, s, id)
 	if err != nil {
 		return err

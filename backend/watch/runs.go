@@ -1,4 +1,4 @@
-package backend
+package watch
 
 import (
 	"context"
@@ -9,27 +9,25 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // Run statuses. A run is written as queued before anything that may fail
 // slowly (vault requests, Docker), so a restart always finds it.
 const (
-	runQueued      = "queued"
-	runRunning     = "running"
-	runSucceeded   = "succeeded"
-	runFailed      = "failed"
-	runCanceled    = "canceled"
-	runInterrupted = "interrupted"
+	RunQueued      = "queued"
+	RunRunning     = "running"
+	RunSucceeded   = "succeeded"
+	RunFailed      = "failed"
+	RunCanceled    = "canceled"
+	RunInterrupted = "interrupted"
 )
 
 // runsRetained bounds the history kept in storage; older runs and their
 // logs are deleted after each run finishes.
 const runsRetained = 50
 
-// runRecord is one attempt to run the commands for one commit.
-type runRecord struct {
+// Run is one attempt to run the commands for one commit.
+type Run struct {
 	ID          string    `json:"id"`
 	Commit      string    `json:"commit"`
 	Status      string    `json:"status"`
@@ -49,38 +47,13 @@ type runRecord struct {
 	Content string `json:"content_id,omitempty"`
 }
 
-func (r *runRecord) finished() bool {
+// Finished reports whether the run ended (its status is final).
+func (r *Run) Finished() bool {
 	switch r.Status {
-	case runSucceeded, runFailed, runCanceled, runInterrupted:
+	case RunSucceeded, RunFailed, RunCanceled, RunInterrupted:
 		return true
 	}
 	return false
-}
-
-// responseData is what `vault read runs/ID` shows.
-func (r *runRecord) responseData() map[string]any {
-	d := map[string]any{
-		"id":         r.ID,
-		"commit":     r.Commit,
-		"status":     r.Status,
-		"reason":     r.Reason,
-		"attempt":    r.Attempt,
-		"signers":    r.Signers,
-		"trigger":    r.Trigger,
-		"created_at": r.CreatedAt.Format(time.RFC3339Nano),
-	}
-	if r.ExitCode != nil {
-		d["exit_code"] = *r.ExitCode
-	}
-	if r.ContainerID != "" {
-		d["container_id"] = r.ContainerID
-	}
-	for k, t := range map[string]time.Time{"started_at": r.StartedAt, "finished_at": r.FinishedAt} {
-		if !t.IsZero() {
-			d[k] = t.Format(time.RFC3339Nano)
-		}
-	}
-	return d
 }
 
 // newRunID makes an id that sorts by creation time as a string, so listing
@@ -108,26 +81,26 @@ func validRunID(id string) bool {
 	return !strings.Contains(id, "..")
 }
 
-func putRun(ctx context.Context, s logical.Storage, r *runRecord) error {
+func putRun(ctx context.Context, s Storage, r *Run) error {
 	return putEntry(ctx, s, runsPrefix+r.ID, r)
 }
 
-// errRunNotFound lets path handlers answer 404 instead of 500.
-var errRunNotFound = errors.New("run not found")
+// ErrRunNotFound lets path handlers answer 404 instead of 500.
+var ErrRunNotFound = errors.New("run not found")
 
-func getRun(ctx context.Context, s logical.Storage, id string) (*runRecord, error) {
+func getRun(ctx context.Context, s Storage, id string) (*Run, error) {
 	if !validRunID(id) {
-		return nil, fmt.Errorf("run %q: %w", id, errRunNotFound)
+		return nil, fmt.Errorf("run %q: %w", id, ErrRunNotFound)
 	}
-	r, err := getEntry[runRecord](ctx, s, runsPrefix+id)
+	r, err := getEntry[Run](ctx, s, runsPrefix+id)
 	if err == nil && r == nil {
-		err = fmt.Errorf("run %q: %w", id, errRunNotFound)
+		err = fmt.Errorf("run %q: %w", id, ErrRunNotFound)
 	}
 	return r, err
 }
 
 // listRunIDs returns run ids, newest first.
-func listRunIDs(ctx context.Context, s logical.Storage) ([]string, error) {
+func listRunIDs(ctx context.Context, s Storage) ([]string, error) {
 	keys, err := s.List(ctx, runsPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing runs: %w", err)
@@ -144,7 +117,7 @@ func listRunIDs(ctx context.Context, s logical.Storage) ([]string, error) {
 
 // pruneRuns deletes the oldest runs beyond runsRetained, with their logs.
 // Unfinished runs are kept whatever their age: recovery needs them.
-func pruneRuns(ctx context.Context, s logical.Storage, retained int) error {
+func pruneRuns(ctx context.Context, s Storage, retained int) error {
 	ids, err := listRunIDs(ctx, s)
 	if err != nil {
 		return err
@@ -154,10 +127,10 @@ func pruneRuns(ctx context.Context, s logical.Storage, retained int) error {
 	}
 	for _, id := range ids[retained:] {
 		r, err := getRun(ctx, s, id)
-		if err != nil && !errors.Is(err, errRunNotFound) {
+		if err != nil && !errors.Is(err, ErrRunNotFound) {
 			return err
 		}
-		if r != nil && !r.finished() {
+		if r != nil && !r.Finished() {
 			continue
 		}
 		if err := deleteRunLog(ctx, s, id); err != nil {
