@@ -298,5 +298,14 @@ func (r engineRunner) Remove(ctx context.Context, id string) error {
 	return d.Remove(ctx, id)
 }
 
+func (r engineRunner) EngineID(ctx context.Context) (string, error) {
+	d, release, err := r.c.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	return d.EngineID(ctx)
+}
+
 // Close releases the engine's client when the worker ends.
 func (r engineRunner) Close() error { return r.c.close() }

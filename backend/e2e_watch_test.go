@@ -172,9 +172,16 @@ func TestE2EWatch(t *testing.T) {
 		}
 	})
 
-	t.Run("plugin reload during a run: retried, completes once, never lost", func(t *testing.T) {
-		c := e.commit("reloaded\n", "echo reload begin; sleep 6; echo reload end", 0, 1)
+	// A reload is a handover: the old plugin leaves the container running
+	// and the new one re-attaches to the same run (before the handover, a
+	// reload killed the container and ran the commit again).
+	t.Run("plugin reload during a run: the same run re-attached, one container, every line once", func(t *testing.T) {
+		c := e.commit("reloaded\n", "echo reload begin; for i in $(seq 1 8); do echo line $i; sleep 1; done; echo reload end", 0, 1)
 		first := e.pollAndWaitLog(c, "reload begin")
+		before := e.containers()
+		if len(before) != 1 {
+			t.Fatalf("containers of the mount before the reload: %+v, want the run's", before)
+		}
 		e.vault.ReloadPlugin(t)
 		deadline := time.Now().Add(2 * time.Minute)
 		for e.status()["last_successful_commit"] != c {
@@ -184,30 +191,24 @@ func TestE2EWatch(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 		runs := e.runsFor(c)
-		count := map[string]int{}
-		var succeeded string
-		for id, r := range runs {
-			count[r["status"].(string)]++
-			if r["status"] == watch.RunSucceeded {
-				succeeded = id
-			}
-		}
-		if count[watch.RunSucceeded] != 1 || count[watch.RunQueued] != 0 || count[watch.RunRunning] != 0 {
-			t.Errorf("runs of the reloaded commit: %v, want exactly one succeeded and none left running", runs)
-		}
-		t.Logf("the run cut by the reload: %v: %v", runs[first]["status"], runs[first]["reason"])
-		if runs[first]["status"] != watch.RunInterrupted && first != succeeded {
-			t.Errorf("the run cut by the reload is %v, want interrupted (or the one that succeeded)", runs[first])
+		if len(runs) != 1 || runs[first]["status"] != watch.RunSucceeded || runs[first]["container_id"] != before[0].ID {
+			t.Errorf("runs of the reloaded commit: %v, want only run %s, succeeded in container %s", runs, first, before[0].ID)
 		}
 		ls, err := e.vault.Client.Logical().Read(vaulttest.MountPath + "/configure/last_successful_commit")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ls.Data["commit"] != c || ls.Data["run_id"] != succeeded {
-			t.Errorf("last_successful_commit = %v, want %s from run %s", ls.Data, c, succeeded)
+		if ls.Data["commit"] != c || ls.Data["run_id"] != first {
+			t.Errorf("last_successful_commit = %v, want %s from run %s", ls.Data, c, first)
 		}
-		if !strings.Contains(e.log(succeeded), "reload end") {
-			t.Errorf("the completed run's log lacks its end: %q", e.log(succeeded))
+		log := e.log(first)
+		for _, l := range []string{"reload begin", "line 1", "line 2", "line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "reload end"} {
+			if n := strings.Count(log, l+"\n"); n != 1 {
+				t.Errorf("%q is %d times in the run's log, want once:\n%s", l, n, log)
+			}
+		}
+		if !strings.Contains(e.vault.Log(), "left running for the next active node") {
+			t.Errorf("the reloaded plugin did not log that it left the run running:\n%s", lastLines(e.vault.Log(), 40))
 		}
 		e.noLeftovers()
 	})

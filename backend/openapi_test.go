@@ -439,6 +439,28 @@ func TestResponseSchemas(t *testing.T) {
 		})
 		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
 		cov.validate(t, b, s, logical.ReadOperation, "runs/"+id, nil, "")
+
+		// A run left running by a node on another Docker engine: the next
+		// worker fences it, and status says so.
+		b.watch.Stop(context.Background())
+		const leftID = "20260301T095900.000000Z-fe0ced"
+		left := fmt.Sprintf(`{"id":%q,"commit":%q,"status":"running","attempt":1,"created_at":%q,"started_at":%q,"deadline":%q,"engine_id":"engine-of-another-node"}`,
+			leftID, strings.Repeat("c", 40), time.Now().Format(time.RFC3339Nano), time.Now().Format(time.RFC3339Nano), time.Now().Add(time.Hour).Format(time.RFC3339Nano))
+		if err := s.Put(context.Background(), &logical.StorageEntry{Key: "runs/" + leftID, Value: []byte(left)}); err != nil {
+			t.Fatal(err)
+		}
+		b.watch = watch.New(b.Backend.Logger, deps)
+		b.watch.Start(watchStorage{s})
+		defer b.watch.Stop(context.Background())
+		waitUntil(t, func() bool {
+			st, err := b.watch.State(context.Background(), watchStorage{s})
+			return err == nil && st.Fence != nil
+		})
+		status = cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		if f, _ := status.Data["fenced"].(map[string]any); f["run_id"] != leftID || f["engine_id"] != "engine-of-another-node" || f["node_engine_id"] != "engine-of-the-test" {
+			t.Errorf("status while fenced: %v", status.Data)
+		}
+		cov.validate(t, b, s, logical.ReadOperation, "runs/"+leftID, nil, "")
 	})
 
 	var missing []string
@@ -475,3 +497,5 @@ func (r *blockingRunner) Attach(context.Context, string, io.Writer, time.Time, t
 }
 
 func (r *blockingRunner) Remove(context.Context, string) error { return nil }
+
+func (r *blockingRunner) EngineID(context.Context) (string, error) { return "engine-of-the-test", nil }

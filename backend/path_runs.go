@@ -200,6 +200,9 @@ func runData(r *watch.Run) map[string]any {
 	if r.ContainerID != "" {
 		d["container_id"] = r.ContainerID
 	}
+	if r.EngineID != "" {
+		d["engine_id"] = r.EngineID
+	}
 	for k, t := range map[string]time.Time{"started_at": r.StartedAt, "finished_at": r.FinishedAt} {
 		if !t.IsZero() {
 			d[k] = t.Format(time.RFC3339Nano)
@@ -214,7 +217,13 @@ before its container starts. Statuses: queued (checks passed, preparing),
 running (container started), succeeded (exit 0: its commit became the last
 successful commit), failed (reason and exit_code say why: non-zero exit,
 "timeout", a vault request, Docker), canceled (by runs/ID/cancel),
-interrupted (the plugin stopped during the run; the commit is retried).
+interrupted (the run's container was stopped or lost: the mount was
+disabled, or it is gone; the commit is retried). A planned handover of the
+active node (step-down, seal, shutdown, plugin reload) leaves a running
+container running: the run stays running and the next owner re-attaches to
+it. engine_id names the Docker engine a run started on: a run started on an
+engine the active node cannot see is fenced (see status) rather than run
+twice.
 
 Run ids start with their creation time (UTC), so they sort by age. The API
 lists them newest first; the CLI's table output re-sorts them, which puts the

@@ -113,6 +113,16 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		}
 		data["retry"] = retry
 	}
+	if f := st.Fence; f != nil {
+		data["fenced"] = map[string]any{
+			"run_id":         f.RunID,
+			"commit":         f.Commit,
+			"engine_id":      f.EngineID,
+			"node_engine_id": f.NodeEngineID,
+			"until":          formatTime(f.Until),
+			"message":        f.Message,
+		}
+	}
 	for field, id := range map[string]string{"current_run": st.CurrentRunID, "last_run": st.LastRunID} {
 		if id == "" {
 			continue
@@ -161,15 +171,28 @@ Reads what the watch last saw and did:
   last_poll_at, last_poll_result, last_poll_outcome
                           when the branch was last polled and what came of it
                           (up_to_date, ran, refused, backoff, held, error,
-                          not_configured); a refusal says why: how many
-                          signatures are missing and who signed, or a
-                          force-push with the recovery path
+                          not_configured, fenced, recovering); a refusal says
+                          why: how many signatures are missing and who
+                          signed, or a force-push with the recovery path;
+                          recovering: a run left by the previous active node
+                          cannot be checked (its engine does not answer), so
+                          nothing starts until it can
   signatures              the last signature check of HEAD; when the plugin's
                           own signature did not count, untrusted_commit names
                           the commit below it that no trusted person signed
   retry                   a failing commit: failures in a row and when it is
                           tried again
   current_run, last_run   the run in progress and the last one
+  fenced                  set while nothing may start because a run was
+                          started on another Docker engine than this node's:
+                          its container cannot be seen from here, so it may
+                          still be running there. It lifts at until (the
+                          run's started_at + run_timeout) or when an operator
+                          who checked that it ended writes
+                          "vault write flant_gitops/poll retry=true"; then the
+                          run is marked interrupted and the commit runs again.
+                          If the container becomes visible (the engine is
+                          back), it is re-attached instead.
   quorum_problem          set when the quorum cannot be met by the
                           configured trusted keys
   trusted_key_problems    each trusted key that counts zero (expired,

@@ -207,6 +207,7 @@ func runResponseFields() map[string]*framework.FieldSchema {
 		"created_at":   respString("When the run was created (RFC 3339)."),
 		"exit_code":    {Type: framework.TypeInt, Description: "Exit code of the commands, once they ended."},
 		"container_id": respOptString("Docker container id, once created."),
+		"engine_id":    respOptString("Id of the Docker engine the container was started on (docker info's ID), once started."),
 		"started_at":   respOptString("When the container started (RFC 3339)."),
 		"finished_at":  respOptString("When the run ended (RFC 3339)."),
 	}
@@ -247,5 +248,7 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 			Description: `Signature check of the last polled commit: {"commit", "required", "verified", "missing", "signers", and when it is not trusted "untrusted_commit", "untrusted_reason"}.`},
 		"retry": {Type: framework.TypeMap,
 			Description: `Failed commit waiting for a retry: {"commit", "consecutive_failures", "held_after_cancel", "next_attempt_at" (absent when held)}.`},
+		"fenced": {Type: framework.TypeMap,
+			Description: `Present while nothing starts because a run may still be running on another Docker engine than this node's: {"run_id", "commit", "engine_id" (the engine it started on), "node_engine_id" (this node's), "until" (its started_at + run_timeout, RFC 3339), "message" (what happens and how to lift it: ` + "`poll retry=true`" + `)}.`},
 	}
 }

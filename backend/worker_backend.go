@@ -21,7 +21,21 @@ func (b *backend) setupWatch() {
 	b.watch = watch.New(b.Backend.Logger, b.watchDeps())
 	b.Backend.PeriodicFunc = b.periodic
 	b.onInit = append(b.onInit, b.initWatch)
-	b.onClean = append(b.onClean, b.watch.Stop)
+	b.onClean = append(b.onClean, b.stopWatch)
+}
+
+// stopWatch is the worker's part of Clean. Vault calls Clean on unmount,
+// seal, step-down, shutdown and plugin reload; only an unmount taints the
+// mount first (Vault sets the mount entry's Tainted flag before it cleans the
+// backend up). Then a run in progress is stopped and its container removed;
+// otherwise the mount lives on elsewhere (the next active node, the reloaded
+// plugin), so the container is left running and that owner re-attaches.
+func (b *backend) stopWatch(ctx context.Context) {
+	if sys := b.System(); sys != nil && sys.Tainted() {
+		b.watch.Stop(ctx)
+		return
+	}
+	b.watch.HandOver(ctx)
 }
 
 // watchDeps tie the worker to the mount: its configuration, its id and

@@ -147,6 +147,10 @@ type Runner interface {
 	Attach(ctx context.Context, id string, log io.Writer, since time.Time, timeout time.Duration) (Result, error)
 	// Remove force-removes a managed container; a missing one is not an error.
 	Remove(ctx context.Context, id string) error
+	// EngineID names the engine the runner reaches (docker info's ID): a
+	// container started on one engine cannot be found through another, so
+	// a caller that finds no container can tell "gone" from "elsewhere".
+	EngineID(ctx context.Context) (string, error)
 }
 
 var (

@@ -205,12 +205,18 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 	if err != nil {
 		return container.Result{}, fmt.Errorf("connecting to the Docker engine: %w", err)
 	}
+	// Recorded with the run, so a next owner that cannot find the container
+	// knows whether its own engine would have it (fencing, recoverRun).
+	engineID, err := runner.EngineID(ctx)
+	if err != nil {
+		return container.Result{}, fmt.Errorf("no container started: asking the Docker engine for its id: %w", err)
+	}
 	logw, err := openRunLog(ctx, s, run.ID, w.logLimits)
 	if err != nil {
 		return container.Result{}, err
 	}
 	now := w.deps.Now()
-	run.Status, run.StartedAt, run.Deadline = RunRunning, now, now.Add(ws.RunTimeout)
+	run.Status, run.StartedAt, run.Deadline, run.EngineID = RunRunning, now, now.Add(ws.RunTimeout), engineID
 	if err := putRun(ctx, s, run); err != nil {
 		_ = logw.Close(context.WithoutCancel(ctx))
 		return container.Result{}, err
@@ -242,6 +248,10 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 func (w *Worker) finish(runCtx context.Context, s Storage, run *Run, period time.Duration, res container.Result, runErr error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(runCtx), finishTimeout)
 	defer cancel()
+	if errors.Is(runErr, container.ErrLeftRunning) {
+		w.leaveRunning(ctx, s, run, res)
+		return
+	}
 	cause := context.Cause(runCtx)
 	now := w.deps.Now()
 	if runErr != nil && res.Reason != "" {
@@ -274,13 +284,36 @@ func (w *Worker) finish(runCtx context.Context, s Storage, run *Run, period time
 	w.log().Info("run finished", "run", run.ID, "commit", run.Commit, "status", run.Status, "reason", run.Reason)
 }
 
+// leaveRunning records a run whose container was handed over (HandOver): it
+// stays running with its container id, for the next owner to re-attach. The
+// run log was flushed with its resume point when the runner returned.
+func (w *Worker) leaveRunning(ctx context.Context, s Storage, run *Run, res container.Result) {
+	if res.ContainerID != "" {
+		run.ContainerID = res.ContainerID
+	}
+	run.Status = RunRunning
+	if err := putRun(ctx, s, run); err != nil {
+		// The record already says running; only a container id learnt
+		// just now is missing, and the next owner finds it by label.
+		w.log().Warn("could not record the run left running", "run", run.ID, "error", err)
+	}
+	w.log().Info("left running for the next active node", "run", run.ID, "commit", run.Commit, "container", run.ContainerID)
+}
+
 // classifyRun sets status, reason and exit code from the runner's answer.
+// A run whose outcome the runner knows is judged by it whatever the cause;
+// a handover before the container started is an interruption.
 func classifyRun(run *Run, res container.Result, runErr error, cause error) {
+	handover := errors.Is(cause, container.ErrLeftRunning)
 	switch {
 	case errors.Is(cause, errCanceledByOperator):
 		run.Status, run.Reason = RunCanceled, errCanceledByOperator.Error()
-	case errors.Is(cause, errPluginStopping), errors.Is(runErr, container.ErrNeverStarted):
+	case handover && (res.Reason == "" || res.Reason == container.ReasonCanceled):
+		run.Status, run.Reason = RunInterrupted, "the plugin handed over to the next active node before the run's container started; the commit is retried"
+	case errors.Is(cause, errPluginStopping):
 		run.Status, run.Reason = RunInterrupted, errPluginStopping.Error()+"; the container was removed and the commit is retried"
+	case errors.Is(runErr, container.ErrNeverStarted):
+		run.Status, run.Reason = RunInterrupted, "the run's container was created but never started (the plugin stopped in between); it was removed and the commit is retried"
 	case runErr != nil && res.Reason == "":
 		run.Status, run.Reason = RunFailed, runErr.Error()
 	case res.Reason == container.ReasonExit && res.ExitCode == 0:
@@ -330,14 +363,18 @@ func (w *Worker) recordRunOutcome(ctx context.Context, s Storage, run *Run, peri
 	}
 }
 
-// recoverRuns settles runs a previous instance left unfinished: a container
-// still there is re-attached (and followed to its end); otherwise the run is
-// marked interrupted and its commit retried at once.
-func (w *Worker) recoverRuns(ctx context.Context, s Storage) {
+// recoverRuns settles runs a previous owner left unfinished: a container
+// still there is re-attached (and followed to its end); a container that is
+// gone from this node's engine means the run was interrupted and its commit
+// is retried at once. A run started on another engine, which this node cannot
+// see, is fenced until its deadline or an operator's retry (force). It
+// reports whether every run is settled; until then nothing new starts, and
+// status says why (State.Fence, a fenced or recovering poll outcome).
+func (w *Worker) recoverRuns(ctx context.Context, s Storage, force bool) bool {
+	settled, fence, problem := true, (*Fence)(nil), ""
 	ids, err := listRunIDs(ctx, s)
 	if err != nil {
-		w.log().Error("could not list runs to recover", "error", err)
-		return
+		settled, problem = false, fmt.Sprintf("the runs a previous owner may have left cannot be listed (%v); nothing starts until they can", err)
 	}
 	for _, id := range ids {
 		r, err := getRun(ctx, s, id)
@@ -348,52 +385,123 @@ func (w *Worker) recoverRuns(ctx context.Context, s Storage) {
 		if r.Finished() {
 			continue
 		}
-		w.recoverRun(ctx, s, r)
+		ok, f, why := w.recoverRun(ctx, s, r, force)
 		if ctx.Err() != nil {
-			return
+			return false
+		}
+		if !ok {
+			settled = false
+			if fence == nil && f != nil {
+				fence = f
+			}
+			if problem == "" {
+				problem = why
+			}
 		}
 	}
+	if settled && !w.hadFence(ctx, s) {
+		return true
+	}
+	now := w.deps.Now()
+	err = w.updateState(ctx, s, func(st *State) {
+		if fence != nil && (st.Fence == nil || st.Fence.RunID != fence.RunID) {
+			w.log().Warn("a run started on another Docker engine may still be running there; nothing starts until its run_timeout passes or an operator retries",
+				"run", fence.RunID, "commit", fence.Commit, "engine", fence.EngineID, "this_engine", fence.NodeEngineID, "until", fence.Until)
+		}
+		st.Fence = fence
+		if settled {
+			return
+		}
+		st.LastPollAt, st.LastPollOutcome, st.LastPollResult = now, OutcomeRecovering, problem
+		if fence != nil {
+			st.LastPollOutcome, st.LastPollResult = OutcomeFenced, fence.Message
+		}
+	})
+	if err != nil {
+		w.log().Error("could not record the state of the recovery", "error", err)
+	}
+	return settled
 }
 
-func (w *Worker) recoverRun(ctx context.Context, s Storage, r *Run) {
+// hadFence reports whether the stored state still shows a fence to clear.
+func (w *Worker) hadFence(ctx context.Context, s Storage) bool {
+	st, err := getState(ctx, s)
+	return err != nil || st.Fence != nil
+}
+
+// recoverRun settles one unfinished run, or says why it cannot yet: with a
+// fence when the run may still be running on another engine.
+func (w *Worker) recoverRun(ctx context.Context, s Storage, r *Run, force bool) (settled bool, fence *Fence, problem string) {
 	ls, err := getLastSuccessful(ctx, s)
 	if err != nil {
 		w.log().Error("could not read the last successful commit", "error", err)
-		return
+		return false, nil, fmt.Sprintf("run %s left by a previous owner cannot be settled: %v", r.ID, err)
 	}
+	var ws *Settings
 	var period time.Duration
-	if ws, err := w.deps.Settings(ctx, s); err == nil {
+	if ws, err = w.deps.Settings(ctx, s); err == nil {
 		period = ws.PollPeriod
 	}
 	if ls != nil && ls.RunID == r.ID {
 		// It succeeded and the plugin stopped before writing the record.
 		w.finish(ctx, s, r, period, container.Result{Reason: container.ReasonExit}, nil)
-		return
+		return true, nil, ""
 	}
 	var found []container.Found
 	runner, err := w.getRunner(ctx)
 	if err == nil {
 		found, err = runner.Find(ctx, w.labels(r.ID))
 	}
+	var here string
+	if err == nil && len(found) == 0 && r.EngineID != "" {
+		here, err = runner.EngineID(ctx)
+	}
 	if err != nil {
-		// Without Docker the container's fate is unknown; leave the run for
-		// the next start rather than risk a second run of the same commit.
-		w.log().Error("cannot check for the container of an unfinished run; will retry on the next start", "run", r.ID, "error", err)
-		return
+		// Without the engine the container's fate is unknown: nothing
+		// starts rather than risk a second run of the same commit.
+		w.log().Error("cannot check for the container of an unfinished run; nothing starts until the Docker engine answers", "run", r.ID, "error", err)
+		return false, nil, fmt.Sprintf("run %s (commit %s) was left unfinished by a previous owner and the Docker engine cannot be asked for its container (%v); nothing starts until it answers", r.ID, r.Commit, err)
 	}
-	if len(found) == 0 {
-		r.Status = RunInterrupted
-		r.Reason = "the plugin stopped during the run and its container is gone; the commit is retried"
-		r.FinishedAt = w.deps.Now()
-		if err := putRun(ctx, s, r); err != nil {
-			w.log().Error("could not mark a run interrupted", "run", r.ID, "error", err)
-			return
+	if len(found) > 0 {
+		w.reattach(ctx, s, r, runner, found[len(found)-1].ID, period)
+		return true, nil, ""
+	}
+	reason := "the plugin stopped during the run and its container is gone; the commit is retried"
+	if r.EngineID != "" && r.EngineID != here {
+		until := r.Deadline
+		if until.IsZero() && ws != nil && !r.StartedAt.IsZero() {
+			until = r.StartedAt.Add(ws.RunTimeout)
 		}
-		w.recordRunOutcome(ctx, s, r, period, w.deps.Now())
-		w.log().Info("run interrupted by a plugin restart; its commit is retried", "run", r.ID, "commit", r.Commit)
-		return
+		now := w.deps.Now()
+		var lifted string
+		switch {
+		case force:
+			lifted = "an operator asked for `poll retry=true`"
+		case !until.IsZero() && !now.Before(until):
+			lifted = "its run_timeout passed at " + until.UTC().Format(time.RFC3339)
+		default:
+			untilText := "an operator writes `vault write flant_gitops/poll retry=true`"
+			if !until.IsZero() {
+				untilText = "its run_timeout passes at " + until.UTC().Format(time.RFC3339) + ", or " + untilText + " after checking that it ended"
+			}
+			return false, &Fence{
+				RunID: r.ID, Commit: r.Commit, EngineID: r.EngineID, NodeEngineID: here, Until: until,
+				Message: fmt.Sprintf("fenced: run %s of commit %s was started on Docker engine %s, which this node (engine %s) cannot see, so it may still be running there; "+
+					"nothing starts until %s; then the run is marked interrupted and the commit runs again",
+					r.ID, r.Commit, r.EngineID, here, untilText),
+			}, ""
+		}
+		reason = fmt.Sprintf("started on Docker engine %s, which this node (engine %s) cannot see; after %s the commit is retried; it may have run to its end there",
+			r.EngineID, here, lifted)
 	}
-	w.reattach(ctx, s, r, runner, found[len(found)-1].ID, period)
+	r.Status, r.Reason, r.FinishedAt = RunInterrupted, reason, w.deps.Now()
+	if err := putRun(ctx, s, r); err != nil {
+		w.log().Error("could not mark a run interrupted", "run", r.ID, "error", err)
+		return false, nil, fmt.Sprintf("run %s left by a previous owner cannot be marked interrupted: %v", r.ID, err)
+	}
+	w.recordRunOutcome(ctx, s, r, period, w.deps.Now())
+	w.log().Info("run interrupted by a plugin restart; its commit is retried", "run", r.ID, "commit", r.Commit, "reason", r.Reason)
+	return true, nil, ""
 }
 
 // reattach follows a container a previous instance started, to its end.

@@ -45,6 +45,10 @@ type Run struct {
 	// Content is the commit's ContentID (what its signatures cover), which
 	// the retry state follows.
 	Content string `json:"content_id,omitempty"`
+	// EngineID is the Docker engine the container was started on (docker
+	// info's ID); empty on runs recorded before it was kept. A new owner
+	// that cannot find the container tells "gone" from "elsewhere" by it.
+	EngineID string `json:"engine_id,omitempty"`
 }
 
 // Finished reports whether the run ended (its status is final).

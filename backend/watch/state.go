@@ -21,7 +21,28 @@ const (
 	OutcomeBackoff       = "backoff"
 	OutcomeHeld          = "held"
 	OutcomeRan           = "ran"
+	// OutcomeFenced: a run a previous owner started may still be running
+	// on a Docker engine this node cannot see; nothing starts (State.Fence).
+	OutcomeFenced = "fenced"
+	// OutcomeRecovering: a run a previous owner left cannot be checked yet
+	// (the engine does not answer); nothing starts until it can be.
+	OutcomeRecovering = "recovering"
 )
+
+// Fence is a run that nothing may duplicate yet: it was started on another
+// Docker engine than this node's, its container cannot be seen from here,
+// and its run_timeout has not passed, so it may still be running there.
+type Fence struct {
+	RunID  string `json:"run_id"`
+	Commit string `json:"commit"`
+	// EngineID is the engine the run started on; NodeEngineID this node's.
+	EngineID     string `json:"engine_id"`
+	NodeEngineID string `json:"node_engine_id"`
+	// Until is the run's deadline (started_at + run_timeout): the fence
+	// lifts then, or earlier at an operator's `poll retry=true`.
+	Until   time.Time `json:"until,omitzero"`
+	Message string    `json:"message"`
+}
 
 // quorumInfo is the last signature check of HEAD, for `status`.
 type quorumInfo struct {
@@ -57,6 +78,8 @@ type State struct {
 	// cover. Hold and backoff follow it, so re-wrapping the signature (a
 	// new commit id for the same change) does not reset them.
 	FailedContent string `json:"failed_content,omitempty"`
+	// Fence is set while a run left by a previous owner is fenced.
+	Fence *Fence `json:"fence,omitempty"`
 }
 
 // sameChange reports whether commit (with signed content content) is the

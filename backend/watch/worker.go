@@ -27,14 +27,19 @@ const (
 const pollMinInterval = 2 * time.Second
 
 // stopTimeout bounds how long Clean waits for the worker to record the end of
-// an interrupted run before Vault tears the plugin down.
+// an interrupted run (or to leave it running) before Vault tears the plugin
+// down.
 const stopTimeout = 60 * time.Second
 
 var (
 	// errCanceledByOperator is the cancel cause of runs/ID/cancel.
 	errCanceledByOperator = errors.New("canceled by an operator")
-	// errPluginStopping is the cancel cause when Vault unloads the backend.
-	errPluginStopping = errors.New("the plugin is stopping (reload, unmount or seal)")
+	// errPluginStopping is the cancel cause when Vault unloads the backend
+	// for good (Stop: the mount is disabled).
+	errPluginStopping = errors.New("the plugin is stopping (the mount is disabled)")
+	// errHandingOver is the cancel cause of HandOver: the run's container is
+	// left running (container.ErrLeftRunning) for the next owner.
+	errHandingOver = fmt.Errorf("the plugin hands over to the next active node (step-down, seal, shutdown or plugin reload): %w", container.ErrLeftRunning)
 	// ErrNotConfigured: flant_gitops/configure was never written.
 	ErrNotConfigured = errors.New("not configured: write flant_gitops/configure to start watching")
 )
@@ -173,9 +178,19 @@ func (w *Worker) Start(s Storage) {
 	w.signalLocked()
 }
 
-// Stop cancels the worker (a run in progress is killed and recorded as
-// interrupted, to be retried by the next instance) and waits for it.
-func (w *Worker) Stop(ctx context.Context) {
+// Stop ends the worker for good, as when the mount is disabled: a run in
+// progress is killed, its container removed and the run recorded as
+// interrupted. It waits for the worker.
+func (w *Worker) Stop(ctx context.Context) { w.stop(ctx, errPluginStopping) }
+
+// HandOver ends the worker for a planned handover (a step-down, seal,
+// shutdown or plugin reload): a run in progress is not stopped. Its container
+// is left running, its record stays running with its container id, its log
+// and resume point are flushed, and the next owner's recovery re-attaches to
+// it and continues the log. It waits for the worker.
+func (w *Worker) HandOver(ctx context.Context) { w.stop(ctx, errHandingOver) }
+
+func (w *Worker) stop(ctx context.Context, cause error) {
 	w.mu.Lock()
 	cancel, done := w.cancel, w.done
 	w.stopped = true
@@ -183,7 +198,7 @@ func (w *Worker) Stop(ctx context.Context) {
 	if cancel == nil {
 		return
 	}
-	cancel(errPluginStopping)
+	cancel(cause)
 	ctx, stopWait := context.WithTimeout(ctx, stopTimeout)
 	defer stopWait()
 	select {
@@ -284,6 +299,9 @@ func (w *Worker) loop(ctx context.Context) {
 	w.mu.Lock()
 	s := w.storage
 	w.mu.Unlock()
+	// Until every run a previous owner left is settled (re-attached,
+	// finished, or known to be gone), nothing new starts: recovery is tried
+	// again on every wake.
 	recovered := false
 	for {
 		select {
@@ -298,10 +316,14 @@ func (w *Worker) loop(ctx context.Context) {
 			w.log().Error("cannot start watching", "error", err)
 		} else {
 			if !recovered {
-				w.recoverRuns(ctx, s)
-				recovered = true
+				w.mu.Lock()
+				force := w.forceRetry
+				w.mu.Unlock()
+				recovered = w.recoverRuns(ctx, s, force)
 			}
-			w.pollOnce(ctx, s)
+			if recovered {
+				w.pollOnce(ctx, s)
+			}
 		}
 		w.setBusy(false)
 	}

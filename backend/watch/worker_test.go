@@ -111,6 +111,11 @@ type fakeRunner struct {
 	attach  func(ctx context.Context, id string, log io.Writer, timeout time.Duration) (container.Result, error)
 	attachT []time.Duration
 	since   []time.Time // the since of each Attach
+	// engine is the id EngineID answers ("engine-1" when empty); engineErr
+	// and findErr make the engine unreachable.
+	engine    string
+	engineErr error
+	findErr   error
 }
 
 func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
@@ -133,6 +138,9 @@ func (r *fakeRunner) runs() int { r.mu.Lock(); defer r.mu.Unlock(); return len(r
 func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]container.Found, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.findErr != nil {
+		return nil, r.findErr
+	}
 	var out []container.Found
 	for _, f := range r.found {
 		if f.Labels[LabelRun] == labels[LabelRun] && f.Labels[LabelMount] == labels[LabelMount] {
@@ -151,6 +159,18 @@ func (r *fakeRunner) Attach(ctx context.Context, id string, log io.Writer, since
 }
 
 func (r *fakeRunner) Remove(ctx context.Context, id string) error { return nil }
+
+func (r *fakeRunner) EngineID(ctx context.Context) (string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.engineErr != nil {
+		return "", r.engineErr
+	}
+	if r.engine == "" {
+		return "engine-1", nil
+	}
+	return r.engine, nil
+}
 
 // blockingRun returns a run function that waits for release or ctx.
 func blockingRun(release <-chan struct{}) func(ctx context.Context, spec container.Spec) (container.Result, error) {
