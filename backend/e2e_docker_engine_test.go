@@ -106,6 +106,7 @@ func TestE2EDockerEngine(t *testing.T) {
 			t.Errorf("last_poll_result %q, want the refused certificate and that no run starts", res)
 		}
 		engine, _ := st["engine"].(map[string]any)
+		t.Logf("status while the engine refuses the certificate: last_poll_result %q; engine %v", st["last_poll_result"], engine)
 		if engine["reachable"] != false || !strings.Contains(fmt.Sprint(engine["error"]), "refused our client certificate") {
 			t.Errorf("status engine = %v, want the refused certificate", engine)
 		}

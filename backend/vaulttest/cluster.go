@@ -268,13 +268,12 @@ func (c *Cluster) bootstrap(ctx context.Context) error {
 	// A joining node becomes a voter after server_stabilization_time
 	// (10s by default); dead servers stay in the configuration, so a
 	// killed node can come back.
-	// The write sets every field, so the others keep what Vault has.
-	ap, err := first.Client.Sys().RaftAutopilotConfigurationWithContext(ctx)
-	if err != nil || ap == nil {
-		return fmt.Errorf("read autopilot configuration on %s: %v", first.ID, err)
-	}
-	ap.ServerStabilizationTime = time.Second
-	if err := first.Client.Sys().PutRaftAutopilotConfigurationWithContext(ctx, ap); err != nil {
+	// Written raw: the api client's struct sends every field, and Vault
+	// without Enterprise refuses disable_upgrade_migration even when false.
+	_, err = first.Client.Logical().WriteWithContext(ctx, "sys/storage/raft/autopilot/configuration", map[string]any{
+		"server_stabilization_time": "1s",
+	})
+	if err != nil {
 		return fmt.Errorf("tune autopilot on %s: %w", first.ID, err)
 	}
 	for _, node := range c.Nodes[1:] {
@@ -605,20 +604,32 @@ func (n *Node) waitAnswering(ctx context.Context) error {
 	}
 }
 
-// unseal gives the node the key share until it is unsealed. A node that
-// has yet to join refuses the key ("not initialized") until retry_join has
-// reached a leader and received its challenge, so it is offered again.
+// unseal gives the node the key share and waits until it is unsealed. A
+// node that has yet to join refuses the key ("not initialized") until
+// retry_join has reached a leader, so it is offered again until accepted,
+// but never after: Vault keeps an accepted key for the join it completes in
+// the background, and a second key arriving as that join finishes unseals
+// the node twice, leaving two standby loops of which only one ever hears a
+// later step-down.
 func (n *Node) unseal(ctx context.Context) error {
 	var last error
+	accepted := false
 	for {
-		ss, err := n.Client.Sys().UnsealWithContext(ctx, n.cluster.UnsealKey)
+		var ss *api.SealStatusResponse
+		var err error
+		if accepted {
+			ss, err = n.Client.Sys().SealStatusWithContext(ctx)
+		} else {
+			ss, err = n.Client.Sys().UnsealWithContext(ctx, n.cluster.UnsealKey)
+			accepted = err == nil
+		}
 		switch {
 		case err != nil:
 			last = err
 		case !ss.Sealed:
 			return nil
 		default:
-			last = fmt.Errorf("still sealed (progress %d of %d)", ss.Progress, ss.T)
+			last = fmt.Errorf("key accepted, still sealed (joining the cluster)")
 		}
 		select {
 		case <-n.done:

@@ -1,0 +1,363 @@
+package backend
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"github.com/moby/moby/client"
+
+	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/container/dockertest"
+	"github.com/flant/flant_gitops/gitwatch/gittest"
+	"github.com/flant/flant_gitops/gitwatch/pgptest"
+)
+
+// haSlowLines is how many lines the slow run prints, one a second, so that a
+// takeover happens while it runs and lines are printed during it.
+const haSlowLines = 20
+
+// haReattachNote is the start of the note a re-attaching node puts into the
+// run's log (worker_poll.go reattach).
+const haReattachNote = "[flant_gitops: the plugin restarted"
+
+// TestE2EHACluster runs the plugin on a 3-node Raft cluster of real Vault
+// servers that share this machine's Docker engine: requests through a
+// standby, kill -9 of the active node mid-run, and a step-down mid-run. The
+// cluster and the watch configuration are shared; each subtest uses its own
+// commit and can run alone (-run 'TestE2EHACluster/kill').
+func TestE2EHACluster(t *testing.T) {
+	docker := dockertest.Runner(t)
+	image := dockertest.Image(t, docker)
+	// Each node has its own mirror cache, as on separate machines.
+	var nodeEnv [][]string
+	for range 3 {
+		nodeEnv = append(nodeEnv, []string{cacheDirEnv + "=" + t.TempDir()})
+	}
+	cluster := vaulttest.NewCluster(t, &vaulttest.ClusterOptions{NodeEnv: nodeEnv})
+
+	git := gittest.NewServer(t)
+	base := &watchE2E{t: t, vault: cluster.Leader(t).Server, repo: git.NewRepo(t, "ops"), gitSrv: git, docker: docker}
+	for _, name := range []string{"alice", "bob"} {
+		k := pgptest.NewKey(t, name)
+		base.keys = append(base.keys, k)
+		base.write("configure/trusted_pgp_public_key/"+name, map[string]any{"public_key": k.PublicArmored(t)})
+	}
+	base.write("configure/git_credential", map[string]any{"username": git.Username(), "password": git.Password()})
+	first := base.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
+	base.configure(map[string]any{
+		"git_repo_url":    base.repo.URL(),
+		"git_branch_name": "main",
+		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
+		"required_number_of_verified_signatures_on_commit": 2,
+		"initial_last_successful_commit":                   first,
+		"docker_image":                                     image,
+		"commands":                                         []string{"sh /git/step.sh"},
+		"run_timeout":                                      "300s",
+		"memory_limit":                                     "64m",
+		"network_mode":                                     "none",
+	})
+	base.mountID, _ = base.status()["mount_id"].(string)
+	if base.mountID == "" {
+		t.Fatal("status has no mount_id")
+	}
+	// A run's container outlives a failed test; remove what is left.
+	t.Cleanup(func() {
+		found, _ := docker.Find(context.Background(), map[string]string{labelMount: base.mountID})
+		for _, f := range found {
+			_ = docker.Remove(context.Background(), f.ID)
+		}
+	})
+
+	t.Run("patch and poll through a standby", func(t *testing.T) {
+		standby := cluster.Standbys(t)[0]
+		e := base.on(t, standby)
+
+		// Patch: a CI job logs in and patches through the standby.
+		remote := git.NewRepo(t, "infra")
+		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "image:\n  tag: \"1.0.0\" # set by CI\n"}, gittest.Message("initial"))
+		issuer := haSetupPatch(t, cluster.Leader(t).Client, git, remote)
+		ci := haCILogin(t, issuer, standby.Client)
+		s, err := ci.Logical().WriteWithContext(t.Context(), vaulttest.MountPath+"/patch/infra", map[string]any{
+			"commit": map[string]any{"message": "Bump image through a standby"},
+			"commands": []any{map[string]any{"path": "my-group/my-project/release.yml",
+				"setField": map[string]any{"field": "image.tag", "value": "1.0.1"}}},
+		})
+		if err != nil || s == nil {
+			t.Fatalf("patch through standby %s: %v", standby.ID, err)
+		}
+		if head := remote.Head(t); s.Data["commit"] != head || s.Data["no_op"] != false {
+			t.Fatalf("patch through standby %s answered %v; the server's head is %s", standby.ID, s.Data, head)
+		}
+		got, err := exec.Command("git", "-C", remote.Dir, "show", fmt.Sprint(s.Data["commit"])+":my-group/my-project/release.yml").CombinedOutput()
+		if err != nil || !strings.Contains(string(got), `tag: "1.0.1" # set by CI`) {
+			t.Errorf("release.yml after the patch (%v):\n%s", err, got)
+		}
+
+		// Poll: answered by the standby (forwarded), and the run it
+		// starts is visible through it.
+		c := e.commit("through a standby\n", "echo polled through a standby", 0, 1)
+		if resp := e.pollOnce(); resp["message"] == nil {
+			t.Errorf("poll through standby %s answered %v", standby.ID, resp)
+		}
+		id, _ := e.waitRun(c, "succeeded", func(_ string, r map[string]any) bool { return r["status"] == runSucceeded })
+		if log := e.log(id); !strings.Contains(log, "polled through a standby") {
+			t.Errorf("run log read through the standby: %q", log)
+		}
+		if st := e.status(); st["last_successful_commit"] != c {
+			t.Errorf("status through the standby: %v", st)
+		}
+	})
+
+	t.Run("kill -9 of the active node mid-run: re-attached, every line logged once", func(t *testing.T) {
+		var killed *vaulttest.Node
+		haTakeover(t, cluster, base, "kill -9", func(t *testing.T) *vaulttest.Node {
+			killed = cluster.Leader(t)
+			killed.Kill9(t)
+			return killed
+		}, func(t *testing.T) {
+			// The cluster is whole again for what follows; the run goes
+			// on meanwhile.
+			start := time.Now()
+			killed.Restart(t)
+			cluster.WaitHealthy(t)
+			t.Logf("%s restarted and rejoined in %s", killed.ID, time.Since(start).Round(time.Millisecond))
+		})
+	})
+
+	t.Run("step-down of the active node mid-run: re-attached, not run again", func(t *testing.T) {
+		haTakeover(t, cluster, base, "step-down", func(t *testing.T) *vaulttest.Node {
+			return cluster.StepDown(t)
+		}, nil)
+	})
+}
+
+// on is a copy of the watch helpers for subtest t, talking to node n.
+func (e *watchE2E) on(t *testing.T, n *vaulttest.Node) *watchE2E {
+	c := *e
+	c.t, c.vault = t, n.Server
+	return &c
+}
+
+// haTakeover starts a slow run, disrupts the active node mid-run (disrupt
+// returns the node that was active) and checks that the next active node
+// finished that same run: one run, succeeded, one container ever, every line
+// in its log once. after, if set, runs once the re-attach was seen.
+func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what string, disrupt func(*testing.T) *vaulttest.Node, after func(*testing.T)) {
+	leader := cluster.Leader(t)
+	e := base.on(t, leader)
+	script := fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; sleep 1; done", haSlowLines)
+	commit := e.commit(what+"\n", script, 0, 1)
+	since := time.Now().Add(-time.Second)
+	id := e.pollAndWaitLog(commit, "line 3")
+
+	start := time.Now()
+	old := disrupt(t)
+	next := cluster.WaitLeaderChange(t, old)
+	active := time.Since(start)
+	t.Logf("%s of %s: %s active after %s", what, old.ID, next.ID, active.Round(time.Millisecond))
+	e = base.on(t, next)
+
+	// Wait for the re-attach note (or for the run to be settled some other
+	// way, which the checks below then report).
+	reattached := haWaitReattach(t, next.Client, id, commit)
+	if !reattached.IsZero() {
+		t.Logf("%s: the re-attach note was readable in runs/%s/log %s after the %s (%s after %s was active)",
+			what, id, reattached.Sub(start).Round(time.Millisecond), what, reattached.Sub(start.Add(active)).Round(time.Millisecond), next.ID)
+	}
+	if at, ok := haLogTime(next.Log(), "re-attaching to the container of an unfinished run", start); ok {
+		t.Logf("%s: %s logged its re-attach %s after the %s", what, next.ID, at.Sub(start).Round(time.Millisecond), what)
+	}
+	if at, ok := haLogTime(next.Log(), "enabling active operation", start); ok {
+		t.Logf("%s: %s logged taking the active role %s after the %s", what, next.ID, at.Sub(start).Round(time.Millisecond), what)
+	}
+	if after != nil {
+		after(t)
+	}
+
+	// The commit completes, whichever way.
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.status()["last_successful_commit"] != commit {
+		if time.Now().After(deadline) {
+			t.Fatalf("the commit was not completed within 2 minutes of the %s; runs %v; status %v", what, e.runsFor(commit), e.status())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	runs := e.runsFor(commit)
+	if len(runs) != 1 || runs[id] == nil || runs[id]["status"] != runSucceeded {
+		var b strings.Builder
+		for rid, r := range runs {
+			fmt.Fprintf(&b, "\n  %s: %v (%v), attempt %v", rid, r["status"], r["reason"], r["attempt"])
+		}
+		t.Errorf("runs of the commit after the %s:%s\nwant only run %s, succeeded", what, b.String(), id)
+	}
+	if created := haContainersCreated(t, e, since, id); len(created) != 1 {
+		t.Errorf("containers ever created for run %s: %d %v, want 1", id, len(created), created)
+	}
+	if all := haContainersCreated(t, e, since, ""); len(all) != 1 {
+		t.Errorf("containers ever created for the commit's runs: %d %v, want 1", len(all), all)
+	}
+	log := e.log(id)
+	count := map[string]int{}
+	for line := range strings.SplitSeq(log, "\n") {
+		count[line]++
+	}
+	for i := 1; i <= haSlowLines; i++ {
+		if n := count[fmt.Sprintf("line %d", i)]; n != 1 {
+			t.Errorf("%q is %d times in the run's log, want once", fmt.Sprintf("line %d", i), n)
+		}
+	}
+	if t.Failed() {
+		t.Logf("log of run %s:\n%s", id, log)
+	}
+	e.noLeftovers()
+}
+
+// haWaitReattach polls runs/ID/log through c until the re-attach note is
+// there and returns when it was seen; it returns the zero time when the run
+// (or the commit, through another run) settled without one. Reads fail for
+// a moment while the new active node sets up its mounts, so errors are
+// retried.
+func haWaitReattach(t *testing.T, c *api.Client, id, commit string) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var last error
+	for time.Now().Before(deadline) {
+		// The first page is the whole of this short log.
+		s, err := c.Logical().ReadWithContext(t.Context(), vaulttest.MountPath+"/runs/"+id+"/log")
+		if err == nil && s != nil && strings.Contains(fmt.Sprint(s.Data["log"]), haReattachNote) {
+			return time.Now()
+		}
+		last = err
+		if err == nil {
+			r, err := c.Logical().ReadWithContext(t.Context(), vaulttest.MountPath+"/runs/"+id)
+			if err == nil && r != nil && (&runRecord{Status: fmt.Sprint(r.Data["status"])}).finished() {
+				t.Logf("run %s ended %v (%v) without a re-attach", id, r.Data["status"], r.Data["reason"])
+				return time.Time{}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("no re-attach of run %s (commit %s) within 2 minutes (last error: %v)", id, commit, last)
+	return time.Time{}
+}
+
+// haContainersCreated lists the containers of the mount (of run id, unless
+// empty) that the engine created since then, from its event log, so
+// containers already removed count too.
+func haContainersCreated(t *testing.T, e *watchE2E, since time.Time, id string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	f := make(client.Filters).Add("type", "container").Add("event", "create").Add("label", labelMount+"="+e.mountID)
+	if id != "" {
+		f.Add("label", labelRun+"="+id)
+	}
+	now := time.Now()
+	res := e.docker.Client().Events(ctx, client.EventsListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Until:   fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond()),
+		Filters: f,
+	})
+	var ids []string
+	for {
+		select {
+		case m := <-res.Messages:
+			ids = append(ids, m.Actor.ID)
+		case err := <-res.Err:
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.Fatalf("reading the engine's container events: %v", err)
+			}
+			return ids
+		}
+	}
+}
+
+// haLogTime returns the time of the first line of a Vault log at or after
+// from that contains needle.
+func haLogTime(log, needle string, from time.Time) (time.Time, bool) {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, needle) {
+			continue
+		}
+		stamp, _, _ := strings.Cut(line, " ")
+		at, err := time.Parse(time.RFC3339Nano, stamp)
+		if err == nil && !at.Before(from.Truncate(time.Millisecond)) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// haSetupPatch makes remote a patch target that a GitLab CI job of
+// my-group/my-project may patch, as newPatchE2EEnv does on a single server,
+// and returns the CI's token issuer.
+func haSetupPatch(t *testing.T, c *api.Client, git *gittest.Server, remote *gittest.Repo) *vaulttest.JWTIssuer {
+	t.Helper()
+	ci := vaulttest.NewJWTIssuer(t, haIssuer)
+	ci.Mount(t, c, "jwt")
+	auths, err := c.Sys().ListAuthWithContext(t.Context())
+	if err != nil || auths["jwt/"] == nil {
+		t.Fatalf("list auth mounts: %v", err)
+	}
+	writes := []struct {
+		path string
+		data map[string]any
+	}{
+		{"auth/jwt/role/gitlab-ci", map[string]any{
+			"role_type":       "jwt",
+			"user_claim":      "project_path",
+			"bound_audiences": []string{haAudience},
+			"claim_mappings":  map[string]any{"project_path": "project_path"},
+			"token_policies":  []string{"gitops-patch"},
+			"token_ttl":       "10m",
+		}},
+		{vaulttest.MountPath + "/configure/repository/infra", map[string]any{
+			"url": remote.URL(), "username": git.Username(), "password": git.Password(),
+		}},
+		{vaulttest.MountPath + "/configure/policy", map[string]any{"trusted_auth_mount_accessors": auths["jwt/"].Accessor}},
+	}
+	for _, w := range writes {
+		if _, err := c.Logical().WriteWithContext(t.Context(), w.path, w.data); err != nil {
+			t.Fatalf("write %s: %v", w.path, err)
+		}
+	}
+	if err := c.Sys().PutPolicyWithContext(t.Context(), "gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
+		t.Fatal(err)
+	}
+	return ci
+}
+
+const (
+	haIssuer   = "https://gitlab.example.com"
+	haAudience = "https://vault.example.com"
+)
+
+// haCILogin logs a CI job of my-group/my-project in through node's client,
+// as `vault write auth/jwt/login` in the job would.
+func haCILogin(t *testing.T, issuer *vaulttest.JWTIssuer, node *api.Client) *api.Client {
+	t.Helper()
+	c, err := node.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ClearToken()
+	jwt := issuer.Token(t, haAudience, vaulttest.GitLabClaims("my-group/my-project", "main", "branch"))
+	s, err := c.Logical().WriteWithContext(t.Context(), "auth/jwt/login", map[string]any{"role": "gitlab-ci", "jwt": jwt})
+	if err != nil || s == nil || s.Auth == nil {
+		t.Fatalf("CI login through %s: %v", node.Address(), err)
+	}
+	c.SetToken(s.Auth.ClientToken)
+	return c
+}
