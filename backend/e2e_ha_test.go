@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/flant/flant_gitops/backend/vaulttest"
+	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
@@ -70,7 +71,7 @@ func TestE2EHACluster(t *testing.T) {
 	}
 	// A run's container outlives a failed test; remove what is left.
 	t.Cleanup(func() {
-		found, _ := docker.Find(context.Background(), map[string]string{labelMount: base.mountID})
+		found, _ := docker.Find(context.Background(), map[string]string{watch.LabelMount: base.mountID})
 		for _, f := range found {
 			_ = docker.Remove(context.Background(), f.ID)
 		}
@@ -107,7 +108,7 @@ func TestE2EHACluster(t *testing.T) {
 		if resp := e.pollOnce(); resp["message"] == nil {
 			t.Errorf("poll through standby %s answered %v", standby.ID, resp)
 		}
-		id, _ := e.waitRun(c, "succeeded", func(_ string, r map[string]any) bool { return r["status"] == runSucceeded })
+		id, _ := e.waitRun(c, "succeeded", func(_ string, r map[string]any) bool { return r["status"] == watch.RunSucceeded })
 		if log := e.log(id); !strings.Contains(log, "polled through a standby") {
 			t.Errorf("run log read through the standby: %q", log)
 		}
@@ -192,7 +193,7 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 	}
 
 	runs := e.runsFor(commit)
-	if len(runs) != 1 || runs[id] == nil || runs[id]["status"] != runSucceeded {
+	if len(runs) != 1 || runs[id] == nil || runs[id]["status"] != watch.RunSucceeded {
 		var b strings.Builder
 		for rid, r := range runs {
 			fmt.Fprintf(&b, "\n  %s: %v (%v), attempt %v", rid, r["status"], r["reason"], r["attempt"])
@@ -239,7 +240,7 @@ func haWaitReattach(t *testing.T, c *api.Client, id, commit string) time.Time {
 		last = err
 		if err == nil {
 			r, err := c.Logical().ReadWithContext(t.Context(), vaulttest.MountPath+"/runs/"+id)
-			if err == nil && r != nil && (&runRecord{Status: fmt.Sprint(r.Data["status"])}).finished() {
+			if err == nil && r != nil && (&watch.Run{Status: fmt.Sprint(r.Data["status"])}).Finished() {
 				t.Logf("run %s ended %v (%v) without a re-attach", id, r.Data["status"], r.Data["reason"])
 				return time.Time{}
 			}
@@ -257,9 +258,9 @@ func haContainersCreated(t *testing.T, e *watchE2E, since time.Time, id string) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	f := make(client.Filters).Add("type", "container").Add("event", "create").Add("label", labelMount+"="+e.mountID)
+	f := make(client.Filters).Add("type", "container").Add("event", "create").Add("label", watch.LabelMount+"="+e.mountID)
 	if id != "" {
-		f.Add("label", labelRun+"="+id)
+		f.Add("label", watch.LabelRun+"="+id)
 	}
 	now := time.Now()
 	res := e.docker.Client().Events(ctx, client.EventsListOptions{
