@@ -3,6 +3,7 @@ package backend
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -179,6 +180,10 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 	if at, ok := haLogTime(next.Log(), "enabling active operation", start); ok {
 		t.Logf("%s: %s logged taking the active role %s after the %s", what, next.ID, at.Sub(start).Round(time.Millisecond), what)
 	}
+	if at, ok := haLogTime(old.Log(), "left running for the next active node", start); ok {
+		t.Logf("%s: %s logged leaving the run's container running %s after the %s", what, old.ID, at.Sub(start).Round(time.Millisecond), what)
+	}
+	haLogStatus(t, e, what+", after the re-attach")
 	if after != nil {
 		after(t)
 	}
@@ -220,6 +225,20 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 		t.Logf("log of run %s:\n%s", id, log)
 	}
 	e.noLeftovers()
+}
+
+// haLogStatus logs the status an operator reads at this point, for the
+// closing note on what each case looks like.
+func haLogStatus(t *testing.T, e *watchE2E, when string) map[string]any {
+	t.Helper()
+	st := e.status()
+	delete(st, "trusted_key_problems")
+	out, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("status (%s):\n%s", when, out)
+	return st
 }
 
 // haWaitReattach polls runs/ID/log through c until the re-attach note is

@@ -96,8 +96,8 @@ func TestHandOver(t *testing.T) {
 				}
 				return
 			}
-			if r.ContainerID != "c1" || h.state().CurrentRunID != id {
-				t.Errorf("a run left running must keep its container and stay current: %+v, state %+v", r, h.state())
+			if st := h.state(); r.ContainerID != "c1" || st.CurrentRunID != id || !strings.Contains(st.LastPollResult, "left running for the next active node") {
+				t.Errorf("a run left running must keep its container, stay current and say so: %+v, state %+v", r, st)
 			}
 
 			// The next owner (same engine) finds the container by label.

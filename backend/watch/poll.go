@@ -157,6 +157,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		return OutcomeError, err.Error()
 	}
 	w.execute(ctx, s, run, ws, m)
+	if !run.Finished() {
+		return OutcomeRan, fmt.Sprintf("run %s for commit %s: running; its container was left running for the next active node", run.ID, head)
+	}
 	return OutcomeRan, fmt.Sprintf("run %s for commit %s: %s", run.ID, head, run.Describe())
 }
 
