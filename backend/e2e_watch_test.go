@@ -451,3 +451,37 @@ func (e *watchE2E) read(path string) map[string]any {
 	}
 	return s.Data
 }
+
+// TestE2EUnmountStopsTheRun: disabling the mount is the one Clean that is
+// not a handover (Vault taints the mount first): the run's container is
+// killed and removed, not left running for an owner that will never come.
+func TestE2EUnmountStopsTheRun(t *testing.T) {
+	e := newWatchE2E(t)
+	base := e.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
+	e.configure(map[string]any{
+		"git_repo_url": e.repo.URL(), "git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
+		"required_number_of_verified_signatures_on_commit": 1, "initial_last_successful_commit": base,
+		"docker_image": dockertest.Image(t, e.docker), "commands": []string{"sh /git/step.sh"}, "run_timeout": "300s",
+	})
+	e.mountID, _ = e.status()["mount_id"].(string)
+	t.Cleanup(func() { // what a failure left
+		for _, f := range e.containers() {
+			_ = e.docker.Remove(context.Background(), f.ID)
+		}
+	})
+	c := e.commit("unmounted\n", "echo unmount begin; sleep 120", 0)
+	e.pollAndWaitLog(c, "unmount begin")
+	if got := e.containers(); len(got) != 1 {
+		t.Fatalf("containers of the mount before the unmount: %+v", got)
+	}
+	if err := e.vault.Client.Sys().UnmountWithContext(t.Context(), vaulttest.MountPath); err != nil {
+		t.Fatalf("disabling the mount: %v", err)
+	}
+	// Clean stops the worker before the disable returns.
+	if got := e.containers(); len(got) != 0 {
+		t.Errorf("containers of the mount after it was disabled: %+v, want none\n%s", got, lastLines(e.vault.Log(), 30))
+	}
+	if strings.Contains(e.vault.Log(), "left running for the next active node") {
+		t.Errorf("the unmount was taken for a handover:\n%s", lastLines(e.vault.Log(), 30))
+	}
+}
