@@ -261,7 +261,7 @@ func TestGitCredentialStaysWithItsURL(t *testing.T) {
 func TestWatchSettingsRefuseACredentialOfAnotherURL(t *testing.T) {
 	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://a.example.com/r.git", "docker_image": testImage, "commands": "true"}), "configure")
-	if err := putEntry(t.Context(), s, storageKeyGitCredential, &gitCredentialEntry{Username: "u", Password: "p", GitRepoURL: "https://b.example.com/r.git"}); err != nil {
+	if err := putEntry(t.Context(), s, storageKeyGitCredential, &gitCredentialEntry{gitCredential: gitCredential{Username: "u", Password: "p"}, GitRepoURL: "https://b.example.com/r.git"}); err != nil {
 		t.Fatal(err)
 	}
 	ws, err := loadWatchSettings(t.Context(), s)

@@ -154,12 +154,7 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watch.Settings,
 		if cred.GitRepoURL != "" && cred.GitRepoURL != cfg.GitRepoURL {
 			return nil, fmt.Errorf("configure/git_credential was written for %s, not for git_repo_url %s, and is never sent elsewhere: write the credential again for the new URL, or delete it to fetch anonymously", cred.GitRepoURL, cfg.GitRepoURL)
 		}
-		ws.Auth = gitwatch.Auth{
-			Username:      cred.Username,
-			Password:      cred.Password,
-			SSHPrivateKey: []byte(cred.SSHPrivateKey),
-			SSHKnownHosts: []byte(cred.KnownHosts),
-		}
+		ws.Auth = cred.auth()
 	}
 	for _, k := range keys {
 		ws.Keys = append(ws.Keys, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
