@@ -33,42 +33,22 @@ type Docker struct {
 
 var _ Runner = (*Docker)(nil)
 
-// Option configures NewDocker.
-type Option func(*dockerOptions)
-
-type dockerOptions struct {
-	host           string
-	cleanupTimeout time.Duration
-	pingTimeout    time.Duration
-}
-
-// WithHost overrides DOCKER_HOST, for example "unix:///run/docker.sock".
-func WithHost(host string) Option { return func(o *dockerOptions) { o.host = host } }
-
 // NewDocker connects to the Docker engine named by the environment
 // (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), negotiates the API
 // version and checks that the engine answers.
-func NewDocker(ctx context.Context, opts ...Option) (*Docker, error) {
-	o := dockerOptions{cleanupTimeout: 30 * time.Second, pingTimeout: 15 * time.Second}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	copts := []client.Opt{client.FromEnv}
-	if o.host != "" {
-		copts = append(copts, client.WithHost(o.host))
-	}
-	cli, err := client.New(copts...)
+func NewDocker(ctx context.Context) (*Docker, error) {
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, o.pingTimeout)
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		host := cli.DaemonHost()
 		_ = cli.Close()
 		return nil, fmt.Errorf("%w at %s (is dockerd running, and do DOCKER_HOST and the socket permissions let this process in?): %w", ErrDaemonUnreachable, host, err)
 	}
-	return &Docker{cli: cli, cleanupTimeout: o.cleanupTimeout, logDrain: 5 * time.Second}, nil
+	return &Docker{cli: cli, cleanupTimeout: 30 * time.Second, logDrain: 5 * time.Second}, nil
 }
 
 // Client exposes the engine client, for helpers such as dockertest.
