@@ -1,14 +1,44 @@
 package backend
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/crypto/ssh"
 )
+
+// testSSHKey makes an ed25519 key in OpenSSH PEM form and a known_hosts
+// line for a host using its public half.
+func testSSHKey(t *testing.T, passphrase string) (privatePEM, knownHosts string) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var block *pem.Block
+	if passphrase == "" {
+		block, err = ssh.MarshalPrivateKey(priv, "test")
+	} else {
+		block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "test", []byte(passphrase))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(block)), "git.example.com " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
+}
 
 // configure/git_credential and configure/repository/NAME take the same kind
 // of credential and judge it by the same rules: each case gets the same
-// answer from both paths, and an accepted credential is stored the same.
+// answer from both paths (a refusal never echoes key material and stores
+// nothing), and an accepted credential is stored the same.
 func TestCredentialPairRulesAreShared(t *testing.T) {
 	key, hosts := testSSHKey(t, "")
 	locked, _ := testSSHKey(t, "pass")
@@ -17,7 +47,7 @@ func TestCredentialPairRulesAreShared(t *testing.T) {
 		data map[string]any
 		want []string // nil: accepted
 	}{
-		{"all four empty", map[string]any{"username": "", "password": "", "ssh_private_key": "", "known_hosts": ""}, []string{"no credential given"}},
+		{"nothing", map[string]any{"username": "", "password": "", "ssh_private_key": "", "known_hosts": ""}, []string{"username and password", "ssh_private_key and known_hosts"}},
 		{"both kinds", map[string]any{"username": "u", "password": "p", "ssh_private_key": key, "known_hosts": hosts}, []string{"not both"}},
 		{"password only", map[string]any{"password": "p"}, []string{"username is empty"}},
 		{"blank username", map[string]any{"username": "  ", "password": "p"}, []string{"username is empty"}},
@@ -53,6 +83,11 @@ func TestCredentialPairRulesAreShared(t *testing.T) {
 			if tc.want != nil {
 				mustBadRequest(t, credResp, credErr, tc.want...)
 				mustBadRequest(t, repoResp, repoErr, tc.want...)
+				for _, resp := range []*logical.Response{credResp, repoResp} {
+					if msg := resp.Error().Error(); strings.Contains(msg, "PRIVATE KEY") {
+						t.Errorf("error message echoes key material: %q", msg)
+					}
+				}
 				if cred != nil || stored != nil {
 					t.Errorf("a refused write stored something: credential %v, repository %v", cred != nil, stored != nil)
 				}
