@@ -1,6 +1,9 @@
 // Package backend is the Vault face of flant_gitops: the framework.Backend,
 // one path_*.go file per path family with its help text, and the typed
-// storage entries the watch and patch halves read.
+// storage entries. The watch worker lives in backend/watch behind the
+// adapter in worker_backend.go; the AppRole client (vaultclient.go), the
+// patch half (patch_state.go) and the mirror cache (mirror_cache.go) have
+// files of their own here.
 package backend
 
 import (
