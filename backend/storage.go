@@ -196,8 +196,8 @@ func getVaultAccess(ctx context.Context, s logical.Storage) (*vaultAccessEntry, 
 	return getEntry[vaultAccessEntry](ctx, s, storageKeyVaultAccess)
 }
 
-// putVaultAccess stores the access entry; the AppRole client uses it after
-// rotating the secret_id.
+// putVaultAccess stores the access entry; the AppRole client writes its
+// rotated secret_id through approleStore.SetSecretID.
 func putVaultAccess(ctx context.Context, s logical.Storage, v *vaultAccessEntry) error {
 	return putEntry(ctx, s, storageKeyVaultAccess, v)
 }

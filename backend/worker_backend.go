@@ -74,7 +74,7 @@ func (b *backend) initWatch(_ context.Context, req *logical.InitializationReques
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if b.WriteSafeReplicationState() {
 		b.watch.Tick(watchStorage{req.Storage})
-		b.approle.periodicSecretIDRotation(ctx, req.Storage)
+		b.approle.PeriodicRotation(ctx, approleStorage(req.Storage))
 	}
 	return nil
 }
