@@ -21,7 +21,7 @@ type approleClient interface {
 	PeriodicRotation(ctx context.Context, s approle.Store)
 	// ForgetRotation drops a rotation in flight whose secret_ids belong to
 	// a target no longer configured.
-	ForgetRotation(ctx context.Context, s approle.Storage) error
+	ForgetRotation(ctx context.Context, s approle.Store) error
 	// Reset revokes the current token and forgets the session.
 	Reset(ctx context.Context)
 }
@@ -32,12 +32,12 @@ func (b *backend) newApproleClient(now func() time.Time) *approle.Client {
 	return approle.New(approle.Config{Logger: b.Backend.Logger, Now: now, ConfigMu: &b.configMu})
 }
 
-// approleStore shows a mount's logical.Storage to the AppRole client: its
-// rotation record through the same adapter the watch worker uses, and
-// configure_vault_access, which stays the backend's entry.
-type approleStore struct{ watchStorage }
+// approleStore shows a mount's logical.Storage to the AppRole client:
+// configure_vault_access, which stays the backend's entry, and the client's
+// rotation record, both through the backend's JSON entry helpers.
+type approleStore struct{ s logical.Storage }
 
-func approleStorage(s logical.Storage) approleStore { return approleStore{watchStorage{s}} }
+func approleStorage(s logical.Storage) approleStore { return approleStore{s} }
 
 func (a approleStore) Target(ctx context.Context) (*approle.Target, error) {
 	e, err := getVaultAccess(ctx, a.s)
@@ -58,6 +58,18 @@ func (a approleStore) SetSecretID(ctx context.Context, secretID string, issuedAt
 	}
 	e.SecretID, e.SecretIDIssuedAt = secretID, issuedAt
 	return putVaultAccess(ctx, a.s, e)
+}
+
+func (a approleStore) Rotation(ctx context.Context) (*approle.Rotation, error) {
+	return getEntry[approle.Rotation](ctx, a.s, approle.RotationKey)
+}
+
+func (a approleStore) PutRotation(ctx context.Context, rot *approle.Rotation) error {
+	return putEntry(ctx, a.s, approle.RotationKey, rot)
+}
+
+func (a approleStore) DropRotation(ctx context.Context) error {
+	return deleteEntry(ctx, a.s, approle.RotationKey)
 }
 
 func targetFromEntry(e *vaultAccessEntry) approle.Target {

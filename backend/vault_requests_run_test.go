@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -260,6 +261,49 @@ func TestPrepareVaultRequestsNothingConfigured(t *testing.T) {
 	case <-connected:
 		t.Fatal("prepareVaultRequests contacted the target with no vault request configured")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// fakeApprole stands in for the AppRole client where a test is about what
+// the run makes of its answers, not about the target Vault.
+type fakeApprole struct {
+	approleClient
+	err      error // from WithTarget itself, as a storage error
+	target   *approle.Target
+	loginErr error
+}
+
+func (f fakeApprole) WithTarget(_ context.Context, _ approle.Store, fn func(*approle.Target, approle.Login) error) error {
+	if f.err != nil {
+		return f.err
+	}
+	return fn(f.target, func() (*api.Client, string, error) { return nil, "", f.loginErr })
+}
+
+func (fakeApprole) Reset(context.Context) {}
+
+// The run says which requests failed and why, and wraps only what the
+// client's own storage reads failed with.
+func TestPrepareVaultRequestsClientErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		fake fakeApprole
+		want string
+	}{
+		{"storage", fakeApprole{err: errors.New("read \"config/vault_access\" from storage: disk gone")}, `vault requests: read "config/vault_access" from storage: disk gone`},
+		{"not configured", fakeApprole{}, `vault requests "app" are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests`},
+		{"login", fakeApprole{target: &approle.Target{Addr: "https://v:8200"}, loginErr: errors.New("AppRole login refused")}, `vault requests "app": AppRole login refused`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTestPlugin(t, nil)
+			p.request(t, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": "secret/data/app"})
+			p.b.approle = tt.fake
+			env, files, err := p.b.prepareVaultRequests(context.Background(), p.s)
+			if err == nil || err.Error() != tt.want || env != nil || files != nil {
+				t.Fatalf("prepare = %v, %v, %v; want error %q", env, files, err, tt.want)
+			}
+		})
 	}
 }
 

@@ -65,10 +65,11 @@
 //
 // # Storage
 //
-// The client keeps one entry, RotationKey (StorageKeys), as JSON encoded as
-// Vault's logical.StorageEntryJSON does, through the three-method Storage
-// (watch.Storage's shape, so one backend adapter serves both). It holds
-// secret_ids: the backend seal-wraps it. configure_vault_access stays the
-// backend's: Store reads it as a Target and writes only a rotated secret_id.
+// The client keeps one entry, RotationKey (StorageKeys), the Rotation
+// record. It holds secret_ids: the backend seal-wraps it. The backend stores
+// it, and keeps configure_vault_access, as its other entries (Vault's JSON
+// entries) and shows both to the client through Store: the client reads the
+// access as a Target, writes only a rotated secret_id into it, and reads,
+// writes and drops its record, so it is tested alone with a fake Store.
 // Errors name what failed and what to do; none carries a secret_id or token.
 package approle

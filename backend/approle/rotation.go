@@ -1,9 +1,7 @@
 package approle
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -19,25 +17,19 @@ const RotationKey = "config/vault_access_rotation"
 // storage keys. Every one holds a secret.
 func StorageKeys() []string { return []string{RotationKey} }
 
-// Storage is the mount's storage as the client uses it: the shape of
-// watch.Storage without List, so one adapter in the backend serves both.
-type Storage interface {
-	// Get returns nil, nil when key holds nothing.
-	Get(ctx context.Context, key string) ([]byte, error)
-	Put(ctx context.Context, key string, value []byte) error
-	Delete(ctx context.Context, key string) error
-}
-
-// Store is one request's view of the mount for the client: its own record
-// in Storage, and configure_vault_access, which the backend owns, stores
-// and validates.
+// Store is one request's view of the mount for the client: its rotation
+// record, which it owns, and configure_vault_access, which the backend owns,
+// stores and validates. The backend stores both as Vault's JSON entries.
 type Store interface {
-	Storage
 	// Target returns configure_vault_access; nil when it is not written.
 	Target(ctx context.Context) (*Target, error)
 	// SetSecretID makes secretID, issued at issuedAt, the configured one,
 	// keeping every other field. The client holds Config.ConfigMu.
 	SetSecretID(ctx context.Context, secretID string, issuedAt time.Time) error
+	// Rotation returns the record at RotationKey; nil when there is none.
+	Rotation(ctx context.Context) (*Rotation, error)
+	PutRotation(ctx context.Context, rot *Rotation) error
+	DropRotation(ctx context.Context) error
 }
 
 // Rotation is the write-ahead record of one rotation: while it
@@ -107,7 +99,7 @@ func (a *Client) WithTarget(ctx context.Context, s Store, fn func(t *Target, log
 // nothing is due, so the tick stays fast; failures are logged and retried
 // on the next tick while the old secret_id still works.
 func (a *Client) PeriodicRotation(ctx context.Context, s Store) {
-	rot, err := loadRotation(ctx, s)
+	rot, err := s.Rotation(ctx)
 	if err == nil && rot == nil {
 		var t *Target
 		t, err = s.Target(ctx)
@@ -157,7 +149,7 @@ func (a *Client) rotateSecretIDLocked(ctx context.Context, s Store) error {
 			"role_name", t.RoleName, "role_secret_id_ttl", (time.Duration(ttl) * time.Second).String(), "secret_id_ttl", t.SecretIDTTL.String())
 	}
 	rot := &Rotation{OldSecretID: t.SecretID, NewSecretID: newID, NewSecretIDAccessor: newAccessor, StartedAt: a.now(), Target: t.Key()}
-	if err := saveRotation(ctx, s, rot); err != nil {
+	if err := s.PutRotation(ctx, rot); err != nil {
 		a.destroySecretIDLocked(ctx, c, token, t, "", newAccessor)
 		return fmt.Errorf("rotate secret_id: %w", err)
 	}
@@ -237,7 +229,7 @@ func (a *Client) finishSecretIDRotationLocked(ctx context.Context, s Store, t Ta
 				t.rolePath("/secret-id/destroy"), t.Addr, err)
 		}
 	}
-	return dropRotation(ctx, s)
+	return s.DropRotation(ctx)
 }
 
 // rollBackSecretIDRotationLocked destroys the unused new secret_id (best
@@ -248,7 +240,7 @@ func (a *Client) rollBackSecretIDRotationLocked(ctx context.Context, s Store, t 
 	} else {
 		a.logger().Warn("could not log in to destroy an unused secret_id; it expires with its TTL", "role_name", t.RoleName, "error", err)
 	}
-	if err := dropRotation(ctx, s); err != nil {
+	if err := s.DropRotation(ctx); err != nil {
 		a.logger().Error("dropping the rolled-back secret_id rotation failed; retried on the next tick", "error", err)
 	}
 }
@@ -277,7 +269,7 @@ func (a *Client) destroySecretIDLocked(ctx context.Context, c *api.Client, token
 //   - the operator wrote another secret_id (or deleted the access): drop
 //     the unused new one.
 func (a *Client) recoverSecretIDRotationLocked(ctx context.Context, s Store) error {
-	rot, err := loadRotation(ctx, s)
+	rot, err := s.Rotation(ctx)
 	if err != nil || rot == nil {
 		return err
 	}
@@ -286,13 +278,13 @@ func (a *Client) recoverSecretIDRotationLocked(ctx context.Context, s Store) err
 		return err
 	}
 	if cur == nil {
-		return dropRotation(ctx, s)
+		return s.DropRotation(ctx)
 	}
 	if rot.Target != "" && rot.Target != cur.Key() {
 		// The operator moved the access to another target: the record's
 		// secret_ids belong to the old one and go nowhere.
 		a.logger().Warn("dropping a secret_id rotation made for a target Vault that is no longer configured; its unused secret_id expires with its TTL there", "started_at", rot.StartedAt)
-		return dropRotation(ctx, s)
+		return s.DropRotation(ctx)
 	}
 	t := *cur
 	switch t.SecretID {
@@ -332,42 +324,6 @@ func dataInt(s *api.Secret, key string) (int64, bool) {
 // ForgetRotation drops a rotation in flight, for a configure_vault_access
 // that is deleted or moved to another target: its secret_ids belong to the
 // old one and go nowhere. The caller holds Config.ConfigMu.
-func (a *Client) ForgetRotation(ctx context.Context, s Storage) error {
-	return dropRotation(ctx, s)
-}
-
-// loadRotation reads the rotation record; nil without error when there is
-// none. The record is JSON as Vault's logical.StorageEntryJSON writes it,
-// so records written before the client had its own package read the same.
-func loadRotation(ctx context.Context, s Storage) (*Rotation, error) {
-	raw, err := s.Get(ctx, RotationKey)
-	if err != nil {
-		return nil, fmt.Errorf("read %q from storage: %w", RotationKey, err)
-	}
-	if raw == nil {
-		return nil, nil
-	}
-	rot := new(Rotation)
-	if err := json.Unmarshal(raw, rot); err != nil {
-		return nil, fmt.Errorf("decode %q from storage: %w", RotationKey, err)
-	}
-	return rot, nil
-}
-
-func saveRotation(ctx context.Context, s Storage, rot *Rotation) error {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(rot); err != nil {
-		return fmt.Errorf("encode %q for storage: %w", RotationKey, err)
-	}
-	if err := s.Put(ctx, RotationKey, buf.Bytes()); err != nil {
-		return fmt.Errorf("write %q to storage: %w", RotationKey, err)
-	}
-	return nil
-}
-
-func dropRotation(ctx context.Context, s Storage) error {
-	if err := s.Delete(ctx, RotationKey); err != nil {
-		return fmt.Errorf("delete %q from storage: %w", RotationKey, err)
-	}
-	return nil
+func (a *Client) ForgetRotation(ctx context.Context, s Store) error {
+	return s.DropRotation(ctx)
 }

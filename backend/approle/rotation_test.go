@@ -12,25 +12,11 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// memStore is a mount's storage and configure_vault_access in memory.
+// memStore is configure_vault_access and the rotation record in memory.
 type memStore struct {
-	entries map[string][]byte
-	target  *Target
-	writes  int
-}
-
-func (m *memStore) Get(_ context.Context, key string) ([]byte, error) { return m.entries[key], nil }
-
-func (m *memStore) Put(_ context.Context, key string, value []byte) error {
-	m.writes++
-	m.entries[key] = value
-	return nil
-}
-
-func (m *memStore) Delete(_ context.Context, key string) error {
-	m.writes++
-	delete(m.entries, key)
-	return nil
+	target *Target
+	rot    *Rotation
+	writes int
 }
 
 func (m *memStore) Target(context.Context) (*Target, error) {
@@ -44,6 +30,27 @@ func (m *memStore) Target(context.Context) (*Target, error) {
 func (m *memStore) SetSecretID(_ context.Context, secretID string, issuedAt time.Time) error {
 	m.writes++
 	m.target.SecretID, m.target.SecretIDIssuedAt = secretID, issuedAt
+	return nil
+}
+
+func (m *memStore) Rotation(context.Context) (*Rotation, error) {
+	if m.rot == nil {
+		return nil, nil
+	}
+	r := *m.rot
+	return &r, nil
+}
+
+func (m *memStore) PutRotation(_ context.Context, rot *Rotation) error {
+	m.writes++
+	r := *rot
+	m.rot = &r
+	return nil
+}
+
+func (m *memStore) DropRotation(context.Context) error {
+	m.writes++
+	m.rot = nil
 	return nil
 }
 
@@ -76,16 +83,13 @@ func TestRecoverDropsRecordsOfNoTarget(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			s := &memStore{entries: map[string][]byte{}, target: tt.target}
-			if err := saveRotation(ctx, s, &tt.rot); err != nil {
-				t.Fatal(err)
-			}
+			s := &memStore{target: tt.target, rot: &tt.rot}
 			var log strings.Builder
 			if err := newTestClient(&log).RotateSecretID(ctx, s); err != nil {
 				t.Fatalf("recover: %v", err)
 			}
-			if rot, err := loadRotation(ctx, s); err != nil || rot != nil {
-				t.Fatalf("record after recovery: %+v, %v", rot, err)
+			if s.rot != nil {
+				t.Fatalf("record after recovery: %+v", s.rot)
 			}
 			if !strings.Contains(log.String(), tt.wantLog) {
 				t.Errorf("log %q does not say %q", log.String(), tt.wantLog)
@@ -101,7 +105,7 @@ func TestRecoverDropsRecordsOfNoTarget(t *testing.T) {
 // while no rotation is due or in flight.
 func TestPeriodicRotationNotDue(t *testing.T) {
 	ctx := context.Background()
-	s := &memStore{entries: map[string][]byte{}, target: &Target{Addr: closedAddr, SecretID: "s", SecretIDTTL: time.Hour, SecretIDIssuedAt: time.Now()}}
+	s := &memStore{target: &Target{Addr: closedAddr, SecretID: "s", SecretIDTTL: time.Hour, SecretIDIssuedAt: time.Now()}}
 	var log strings.Builder
 	newTestClient(&log).PeriodicRotation(ctx, s)
 	if s.writes != 0 || log.Len() != 0 {
@@ -120,27 +124,5 @@ func TestTargetKeyIsStable(t *testing.T) {
 	moved.SecretID = "other"
 	if moved.Key() != tg.Key() || moved.identity() == tg.identity() {
 		t.Error("a new secret_id must keep the Key and change the identity")
-	}
-}
-
-// A record stored before the client had its own package reads the same.
-func TestRotationRecordFormat(t *testing.T) {
-	ctx := context.Background()
-	s := &memStore{entries: map[string][]byte{
-		RotationKey: []byte(`{"old_secret_id":"o","new_secret_id":"n","new_secret_id_accessor":"a","started_at":"2026-01-01T12:00:00Z"}` + "\n"),
-	}}
-	rot, err := loadRotation(ctx, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Rotation{OldSecretID: "o", NewSecretID: "n", NewSecretIDAccessor: "a", StartedAt: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
-	if *rot != want {
-		t.Fatalf("decoded %+v, want %+v", *rot, want)
-	}
-	if err := saveRotation(ctx, s, rot); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(s.entries[RotationKey]); got != `{"old_secret_id":"o","new_secret_id":"n","new_secret_id_accessor":"a","started_at":"2026-01-01T12:00:00Z"}`+"\n" {
-		t.Errorf("stored %q", got)
 	}
 }
