@@ -19,13 +19,16 @@ type memStore struct {
 	writes int
 }
 
-func (m *memStore) Target(context.Context) (*Target, error) {
-	if m.target == nil {
-		return nil, nil
+// clone hands out a copy, as storage does: the caller's edits stay its own.
+func clone[T any](p *T) *T {
+	if p == nil {
+		return nil
 	}
-	t := *m.target
-	return &t, nil
+	v := *p
+	return &v
 }
+
+func (m *memStore) Target(context.Context) (*Target, error) { return clone(m.target), nil }
 
 func (m *memStore) SetSecretID(_ context.Context, secretID string, issuedAt time.Time) error {
 	m.writes++
@@ -33,18 +36,11 @@ func (m *memStore) SetSecretID(_ context.Context, secretID string, issuedAt time
 	return nil
 }
 
-func (m *memStore) Rotation(context.Context) (*Rotation, error) {
-	if m.rot == nil {
-		return nil, nil
-	}
-	r := *m.rot
-	return &r, nil
-}
+func (m *memStore) Rotation(context.Context) (*Rotation, error) { return clone(m.rot), nil }
 
 func (m *memStore) PutRotation(_ context.Context, rot *Rotation) error {
 	m.writes++
-	r := *rot
-	m.rot = &r
+	m.rot = clone(rot)
 	return nil
 }
 
