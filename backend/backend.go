@@ -1,6 +1,10 @@
 // Package backend is the Vault face of flant_gitops: the framework.Backend,
 // one path_*.go file per path family with its help text, and the typed
-// storage entries the watch and patch halves read.
+// storage entries. The watch worker lives in backend/watch behind the
+// adapter in worker_backend.go, the AppRole client in backend/approle behind
+// the interface and adapter in approle_backend.go; the patch half
+// (patch_state.go) and the mirror cache (mirror_cache.go) have files of
+// their own here.
 package backend
 
 import (
@@ -37,8 +41,8 @@ type backend struct {
 	mount mountIdentity
 
 	// approle is the session with the target Vault of the vault requests
-	// (vaultclient.go); its token is revoked on Clean.
-	approle *approleClient
+	// (backend/approle, approle_backend.go); its token is revoked on Clean.
+	approle approleClient
 
 	// watch is the background worker of the watch half (backend/watch,
 	// tied to the mount in worker_backend.go).
@@ -76,8 +80,10 @@ func newBackend() *backend {
 		InitializeFunc: b.initialize,
 		Clean:          b.clean,
 	}
-	b.approle = newApproleClient(b.Backend.Logger, &b.configMu)
-	b.onClean = append(b.onClean, b.approle.reset)
+	b.approle = b.newApproleClient(nil)
+	// The closure, not the method value: tests install a client with
+	// their own clock after newBackend.
+	b.onClean = append(b.onClean, func(ctx context.Context) { b.approle.Reset(ctx) })
 	b.setupWatch()
 	return b
 }

@@ -150,7 +150,7 @@ func TestPatchMirrorDirKeepsConfiguredRepositories(t *testing.T) {
 	b, s := newTestBackend(t, nil, nil)
 	ctx := context.Background()
 	write := func(name, url string) *repositoryEntry {
-		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/"+name, map[string]any{"url": url, "password": "tok"}), "configure "+name)
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/"+name, map[string]any{"url": url, "username": "bot", "password": "tok"}), "configure "+name)
 		e, err := getRepository(ctx, s, name)
 		if err != nil || e == nil {
 			t.Fatalf("reading %s: %v", name, err)

@@ -169,7 +169,7 @@ func (b *backend) pathVaultAccessWrite(ctx context.Context, req *logical.Request
 	if targetChanged {
 		// A rotation in flight holds secret_ids of the old target; they
 		// must never be sent to the new one.
-		if err := deleteEntry(ctx, req.Storage, storageKeySecretIDRotation); err != nil {
+		if err := b.approle.ForgetRotation(ctx, approleStorage(req.Storage)); err != nil {
 			return nil, err
 		}
 	}
@@ -247,7 +247,7 @@ func (b *backend) pathVaultAccessDelete(ctx context.Context, req *logical.Reques
 	if err == nil {
 		// Its secret_ids go nowhere once the access is gone; an unused
 		// one expires with its TTL on the target.
-		err = deleteEntry(ctx, req.Storage, storageKeySecretIDRotation)
+		err = b.approle.ForgetRotation(ctx, approleStorage(req.Storage))
 	}
 	b.configMu.Unlock()
 	if err != nil {
@@ -255,7 +255,7 @@ func (b *backend) pathVaultAccessDelete(ctx context.Context, req *logical.Reques
 	}
 	// Revoke the token made with the deleted access now rather than leave it
 	// to its TTL; outside configMu, as rotation takes the client's lock first.
-	b.approle.reset(ctx)
+	b.approle.Reset(ctx)
 	return nil, nil
 }
 

@@ -1,14 +1,11 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"golang.org/x/crypto/ssh"
 )
 
 func pathGitCredential(b *backend) []*framework.Path {
@@ -82,69 +79,14 @@ func (b *backend) pathGitCredentialWrite(ctx context.Context, req *logical.Reque
 // replaces the previous credential as a whole, so a half-changed pair can
 // never be stored.
 func gitCredentialFromFields(d *framework.FieldData) (*gitCredentialEntry, error) {
-	cred := &gitCredentialEntry{
-		Username:      strings.TrimSpace(d.Get("username").(string)),
-		Password:      d.Get("password").(string),
-		SSHPrivateKey: strings.TrimSpace(d.Get("ssh_private_key").(string)),
-		KnownHosts:    strings.TrimSpace(d.Get("known_hosts").(string)),
-	}
-	basic := cred.Username != "" || cred.Password != ""
-	sshKey := cred.SSHPrivateKey != "" || cred.KnownHosts != ""
-	switch {
-	case basic && sshKey:
-		return nil, invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
-	case !basic && !sshKey:
+	c, err := newGitCredential(d.Get("username").(string), d.Get("password").(string), d.Get("ssh_private_key").(string), d.Get("known_hosts").(string))
+	if errors.Is(err, errNoCredential) {
 		return nil, invalidf("no credential given: write username and password for HTTPS, or ssh_private_key and known_hosts for SSH; to fetch anonymously delete this path instead")
-	case basic && cred.Username == "":
-		return nil, invalidf("username is empty: HTTPS basic authentication needs a user name with the password (for a GitLab token use e.g. username=oauth2)")
-	case basic && cred.Password == "":
-		return nil, invalidf("password is empty: give the password or access token for username %q", cred.Username)
-	case sshKey && cred.SSHPrivateKey == "":
-		return nil, invalidf("ssh_private_key is empty: known_hosts alone cannot authenticate; give the private key too")
-	case sshKey && cred.KnownHosts == "":
-		return nil, invalidf("known_hosts is empty: give the server's host key lines, e.g. known_hosts=\"$(ssh-keyscan gitlab.example.com)\", so the plugin can tell the real server from an impostor")
 	}
-	if sshKey {
-		if err := checkSSHPrivateKey(cred.SSHPrivateKey); err != nil {
-			return nil, err
-		}
-		cred.SSHPrivateKey += "\n"
-		if err := checkKnownHosts(cred.KnownHosts); err != nil {
-			return nil, err
-		}
-		cred.KnownHosts += "\n"
+	if err != nil {
+		return nil, err
 	}
-	return cred, nil
-}
-
-func checkSSHPrivateKey(key string) error {
-	_, err := ssh.ParseRawPrivateKey([]byte(key))
-	var missing *ssh.PassphraseMissingError
-	switch {
-	case errors.As(err, &missing):
-		return invalidf("ssh_private_key is protected by a passphrase: the plugin cannot type it; give an unencrypted deploy key (ssh-keygen -p -N '' -f KEY)")
-	case err != nil:
-		// The parser's message never includes key material.
-		return invalidf("ssh_private_key cannot be parsed (%v): give the private key file's whole content, e.g. ssh_private_key=@id_ed25519", err)
-	}
-	return nil
-}
-
-func checkKnownHosts(text string) error {
-	rest := []byte(text)
-	entries := 0
-	for len(bytes.TrimSpace(rest)) > 0 {
-		_, _, _, _, next, err := ssh.ParseKnownHosts(rest)
-		if err != nil {
-			return invalidf("known_hosts cannot be parsed (%v): give lines as ssh-keyscan prints them, e.g. \"gitlab.example.com ssh-ed25519 AAAA...\"", err)
-		}
-		entries++
-		rest = next
-	}
-	if entries == 0 {
-		return invalidf("known_hosts holds no host key line: give lines as ssh-keyscan prints them")
-	}
-	return nil
+	return &gitCredentialEntry{gitCredential: c}, nil
 }
 
 func (b *backend) pathGitCredentialDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

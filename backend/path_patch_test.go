@@ -16,6 +16,7 @@ import (
 
 func TestRepositoryConfig(t *testing.T) {
 	b, s := newTestBackend(t, nil, nil)
+	key, hosts := testSSHKey(t, "")
 	const path = "configure/repository/infra"
 	tests := []struct {
 		name string
@@ -27,7 +28,7 @@ func TestRepositoryConfig(t *testing.T) {
 		{"password in url", map[string]any{"url": "https://u:p@git.example.com/x.git"}, "must not contain a password"},
 		{"bad branch", map[string]any{"url": "https://git.example.com/x.git", "branch": "a..b"}, "branch"},
 		{"both credentials", map[string]any{"url": "https://git.example.com/x.git", "password": "t", "ssh_private_key": "k"}, "not both"},
-		{"ssh key for https", map[string]any{"url": "https://git.example.com/x.git", "ssh_private_key": "k", "known_hosts": "h"}, "SSH private key is configured but"},
+		{"ssh key for https", map[string]any{"url": "https://git.example.com/x.git", "ssh_private_key": key, "known_hosts": hosts}, "SSH private key is configured but"},
 		{"bad author email", map[string]any{"url": "https://git.example.com/x.git", "default_author_email": "not an email"}, "default_author_email"},
 		{"accepted", map[string]any{"url": "https://git.example.com/x.git", "username": "gitlab", "password": "secret-token"}, ""},
 		{"partial update keeps the rest", map[string]any{"sign_commits": false}, ""},

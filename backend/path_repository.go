@@ -2,12 +2,12 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
-	"github.com/flant/flant_gitops/gitwatch"
 	"github.com/flant/flant_gitops/patch"
 )
 
@@ -22,13 +22,10 @@ const (
 
 // repositoryEntry is one patch target written at configure/repository/NAME.
 type repositoryEntry struct {
-	Name                 string `json:"name"`
-	URL                  string `json:"url"`
-	Branch               string `json:"branch"`
-	Username             string `json:"username,omitempty"`
-	Password             string `json:"password,omitempty"`
-	SSHPrivateKey        string `json:"ssh_private_key,omitempty"`
-	KnownHosts           string `json:"known_hosts,omitempty"`
+	Name   string `json:"name"`
+	URL    string `json:"url"`
+	Branch string `json:"branch"`
+	gitCredential
 	DefaultCommitMessage string `json:"default_commit_message"`
 	DefaultAuthorName    string `json:"default_author_name"`
 	DefaultAuthorEmail   string `json:"default_author_email"`
@@ -36,15 +33,6 @@ type repositoryEntry struct {
 	// RequireTrustedTip refuses a patch on a tip the watch's rule does not
 	// accept (see patch_trusted_tip.go).
 	RequireTrustedTip bool `json:"require_trusted_tip,omitempty"`
-}
-
-func (r *repositoryEntry) auth() gitwatch.Auth {
-	return gitwatch.Auth{
-		Username:      r.Username,
-		Password:      r.Password,
-		SSHPrivateKey: []byte(r.SSHPrivateKey),
-		SSHKnownHosts: []byte(r.KnownHosts),
-	}
 }
 
 func (r *repositoryEntry) credentialType() string {
@@ -102,7 +90,7 @@ func pathRepository(ps *patchState) []*framework.Path {
 				},
 				"username": {
 					Type:        framework.TypeString,
-					Description: "User name for HTTP(S) basic authentication (GitLab accepts any non-empty name with an access token). Write-only.",
+					Description: "User name for HTTP(S) basic authentication (GitLab accepts any non-empty name with an access token). Given together with password. Write-only.",
 				},
 				"password": {
 					Type:         framework.TypeString,
@@ -259,37 +247,6 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 		e.RequireTrustedTip = v.(bool)
 	}
 
-	// A credential is replaced as a whole, so half of an old pair never
-	// survives next to half of a new one.
-	username, hasUser := d.GetOk("username")
-	password, hasPassword := d.GetOk("password")
-	sshKey, hasKey := d.GetOk("ssh_private_key")
-	knownHosts, hasHosts := d.GetOk("known_hosts")
-	basic, ssh := hasUser || hasPassword, hasKey || hasHosts
-	switch {
-	case basic && ssh:
-		return invalidf("give either username and password (HTTPS) or ssh_private_key and known_hosts (SSH), not both")
-	case basic:
-		e.Username, e.Password, e.SSHPrivateKey, e.KnownHosts = "", "", "", ""
-		if hasUser {
-			e.Username = strings.TrimSpace(username.(string))
-		}
-		if hasPassword {
-			e.Password = password.(string)
-		}
-		if e.Password == "" {
-			return invalidf("password is empty: give the access token together with username")
-		}
-	case ssh:
-		e.Username, e.Password = "", ""
-		if hasKey {
-			e.SSHPrivateKey = strings.TrimSpace(sshKey.(string)) + "\n"
-		}
-		if hasHosts {
-			e.KnownHosts = strings.TrimSpace(knownHosts.(string)) + "\n"
-		}
-	}
-
 	if e.URL == "" {
 		return invalidf("url is empty: give the repository to patch, e.g. https://gitlab.example.com/group/infra.git")
 	}
@@ -299,9 +256,32 @@ func (e *repositoryEntry) update(d *framework.FieldData, create bool) error {
 	if _, err := validateBranchName(patchGitFields, e.Branch); err != nil {
 		return err
 	}
+	_, hasPassword := d.GetOk("password")
+	_, hasKey := d.GetOk("ssh_private_key")
 	if !create && hadSecret && e.URL != previousURL && !hasPassword && !hasKey {
 		return secretMustFollow([]string{"url"}, "password or ssh_private_key",
 			"give password (or ssh_private_key) for the new url in the same write")
+	}
+	// A credential is replaced as a whole, by the same rules as
+	// configure/git_credential, so half of an old pair never survives next
+	// to half of a new one; a write that gives none of the four fields
+	// keeps the stored credential.
+	var cred [4]string
+	written := false
+	for i, field := range []string{"username", "password", "ssh_private_key", "known_hosts"} {
+		if v, ok := d.GetOk(field); ok {
+			cred[i], written = v.(string), true
+		}
+	}
+	if written {
+		c, err := newGitCredential(cred[0], cred[1], cred[2], cred[3])
+		if errors.Is(err, errNoCredential) {
+			return invalidf("no credential given: write username and password for HTTPS, or ssh_private_key and known_hosts for SSH; leave all four out to keep the stored credential")
+		}
+		if err != nil {
+			return err
+		}
+		e.gitCredential = c
 	}
 	if err := patch.CheckAuth(e.URL, e.auth()); err != nil {
 		return invalidf("credentials for url %q: %v", e.URL, err)

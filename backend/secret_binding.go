@@ -1,9 +1,6 @@
 package backend
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"strings"
 )
 
@@ -36,17 +33,6 @@ func vaultTargetChanges(before, after *vaultAccessEntry) []string {
 		}
 	}
 	return changed
-}
-
-// vaultTargetKey identifies where secret_ids of e are sent: the address, the
-// TLS settings that decide which server is trusted there, and the AppRole
-// mount. A secret_id rotation record is bound to it.
-func vaultTargetKey(e *vaultAccessEntry) string {
-	h := sha256.New()
-	for _, f := range []string{e.VaultAddr, e.VaultCACert, e.VaultTLSServerName, e.ApproleMountPoint} {
-		fmt.Fprintf(h, "%d:%s;", len(f), f)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // gitCredentialBoundURL is the URL a stored git credential may be sent to:

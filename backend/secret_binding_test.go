@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/approle"
 	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
@@ -70,14 +71,14 @@ func TestVaultAccessAddressChangeNeedsSecretID(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b, s := newTestBackend(t, nil, nil)
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
-			rot := &secretIDRotation{OldSecretID: "secret-id-very-secret", NewSecretID: "rotated-secret"}
-			if err := putEntry(t.Context(), s, storageKeySecretIDRotation, rot); err != nil {
+			rot := &approle.Rotation{OldSecretID: "secret-id-very-secret", NewSecretID: "rotated-secret"}
+			if err := putEntry(t.Context(), s, approle.RotationKey, rot); err != nil {
 				t.Fatal(err)
 			}
 			before, _ := getVaultAccess(t.Context(), s)
 			resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure_vault_access", tc.write)
 			after, _ := getVaultAccess(t.Context(), s)
-			leftRot, _ := getEntry[secretIDRotation](t.Context(), s, storageKeySecretIDRotation)
+			leftRot, _ := getEntry[approle.Rotation](t.Context(), s, approle.RotationKey)
 			if tc.refuse != nil {
 				mustBadRequest(t, resp, err, tc.refuse...)
 				if !reflect.DeepEqual(before, after) || leftRot == nil {
@@ -102,20 +103,20 @@ func TestVaultAccessDeleteAndRecreateDropRotationRecord(t *testing.T) {
 	for _, deleteFirst := range []bool{true, false} {
 		b, s := newTestBackend(t, nil, nil)
 		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", vaultAccessData()), "create")
-		if err := putEntry(t.Context(), s, storageKeySecretIDRotation, &secretIDRotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
+		if err := putEntry(t.Context(), s, approle.RotationKey, &approle.Rotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
 			t.Fatal(err)
 		}
 		mustOK(t, configReq(t, b, s, logical.DeleteOperation, "configure_vault_access", nil), "delete")
 		if !deleteFirst {
 			// A record written by a rotation racing the delete.
-			if err := putEntry(t.Context(), s, storageKeySecretIDRotation, &secretIDRotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
+			if err := putEntry(t.Context(), s, approle.RotationKey, &approle.Rotation{OldSecretID: "a", NewSecretID: "b"}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		data := vaultAccessData()
 		data["vault_addr"], data["secret_id"] = "https://new.example.com", "new"
 		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure_vault_access", data), "create again")
-		if r, _ := getEntry[secretIDRotation](t.Context(), s, storageKeySecretIDRotation); r != nil {
+		if r, _ := getEntry[approle.Rotation](t.Context(), s, approle.RotationKey); r != nil {
 			t.Errorf("deleteFirst=%v: the old access's rotation record survived", deleteFirst)
 		}
 	}
@@ -146,7 +147,7 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 		t.Fatalf("refused writes changed the stored access: %+v", after)
 	}
 	p.sleep(61 * time.Second) // rotation due
-	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.client.RotateSecretID(ctx, approleStorage(p.s)); err != nil {
 		t.Fatalf("rotate on the real target: %v", err)
 	}
 	if _, _, err := p.b.prepareVaultRequests(ctx, p.s); err != nil {
@@ -159,17 +160,17 @@ func TestVaultAccessSecretIDNeverReachesANewHost(t *testing.T) {
 	// Moving with a secret_id of the new host: only that one goes there,
 	// and a rotation record of the old target is never replayed.
 	oldSecret := p.configuredSecretID(t)
-	leftover := &secretIDRotation{OldSecretID: oldSecret, NewSecretID: newSecretID(t, f.tg), Target: vaultTargetKey(before)}
+	leftover := &approle.Rotation{OldSecretID: oldSecret, NewSecretID: newSecretID(t, f.tg), Target: targetFromEntry(before).Key()}
 	p.request(t, logical.UpdateOperation, "configure_vault_access", map[string]any{
 		"vault_addr": evil.URL, "vault_cacert": "", "vault_tls_server_name": "", "secret_id": "secret-of-the-new-host", "secret_id_ttl": 0,
 	})
-	if err := putEntry(ctx, p.s, storageKeySecretIDRotation, leftover); err != nil {
+	if err := putEntry(ctx, p.s, approle.RotationKey, leftover); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
+	if err := p.client.RotateSecretID(ctx, approleStorage(p.s)); err != nil {
 		t.Fatalf("recovery of a record for another target: %v", err)
 	}
-	if r, _ := getEntry[secretIDRotation](ctx, p.s, storageKeySecretIDRotation); r != nil {
+	if r, _ := getEntry[approle.Rotation](ctx, p.s, approle.RotationKey); r != nil {
 		t.Error("the rotation record of the old target was kept")
 	}
 	_, _, _ = p.b.prepareVaultRequests(ctx, p.s) // fails at the recorder
@@ -261,7 +262,7 @@ func TestGitCredentialStaysWithItsURL(t *testing.T) {
 func TestWatchSettingsRefuseACredentialOfAnotherURL(t *testing.T) {
 	b, s := newTestBackend(t, nil, nil)
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://a.example.com/r.git", "docker_image": testImage, "commands": "true"}), "configure")
-	if err := putEntry(t.Context(), s, storageKeyGitCredential, &gitCredentialEntry{Username: "u", Password: "p", GitRepoURL: "https://b.example.com/r.git"}); err != nil {
+	if err := putEntry(t.Context(), s, storageKeyGitCredential, &gitCredentialEntry{gitCredential: gitCredential{Username: "u", Password: "p"}, GitRepoURL: "https://b.example.com/r.git"}); err != nil {
 		t.Fatal(err)
 	}
 	ws, err := loadWatchSettings(t.Context(), s)

@@ -36,10 +36,7 @@ type configEntry struct {
 // gitCredentialEntry authenticates fetches of git_repo_url. Either the
 // username/password pair or the SSH key (with known_hosts) is set.
 type gitCredentialEntry struct {
-	Username      string `json:"username,omitempty"`
-	Password      string `json:"password,omitempty"`
-	SSHPrivateKey string `json:"ssh_private_key,omitempty"`
-	KnownHosts    string `json:"known_hosts,omitempty"`
+	gitCredential
 	// GitRepoURL is the git_repo_url the credential was written for; it is
 	// never sent to another. Empty until configure is first written.
 	GitRepoURL string `json:"git_repo_url,omitempty"`
@@ -199,8 +196,8 @@ func getVaultAccess(ctx context.Context, s logical.Storage) (*vaultAccessEntry, 
 	return getEntry[vaultAccessEntry](ctx, s, storageKeyVaultAccess)
 }
 
-// putVaultAccess stores the access entry; the AppRole client uses it after
-// rotating the secret_id.
+// putVaultAccess stores the access entry; the AppRole client writes its
+// rotated secret_id through approleStore.SetSecretID.
 func putVaultAccess(ctx context.Context, s logical.Storage, v *vaultAccessEntry) error {
 	return putEntry(ctx, s, storageKeyVaultAccess, v)
 }

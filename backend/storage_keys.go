@@ -1,22 +1,25 @@
 package backend
 
-import "github.com/flant/flant_gitops/backend/watch"
+import (
+	"github.com/flant/flant_gitops/backend/approle"
+	"github.com/flant/flant_gitops/backend/watch"
+)
 
 // Every storage key and prefix the plugin writes. A prefix ends in "/" and
 // keeps one entry per name under it. Add a new key here and to storageKeys
 // below; whether it holds a secret decides its seal wrapping. The watch
 // worker's keys (watch/state, watch/last_successful_commit, runs/, runlog/)
-// are its own, listed by watch.StorageKeys.
+// are its own, listed by watch.StorageKeys; the AppRole client's
+// (config/vault_access_rotation) by approle.StorageKeys.
 const (
 	mountIDKey = "mount_id"
 
-	storageKeyConfig           = "config"
-	storageKeyGitCredential    = "config/git_credential"
-	storageKeyVaultAccess      = "config/vault_access"
-	storageKeySecretIDRotation = storageKeyVaultAccess + "_rotation"
-	storagePrefixTrustedKey    = "config/trusted_pgp_public_key/"
-	storagePrefixVaultRequest  = "config/vault_request/"
-	storageKeyDockerEngine     = "config/docker_engine"
+	storageKeyConfig          = "config"
+	storageKeyGitCredential   = "config/git_credential"
+	storageKeyVaultAccess     = "config/vault_access"
+	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
+	storagePrefixVaultRequest = "config/vault_request/"
+	storageKeyDockerEngine    = "config/docker_engine"
 
 	storageKeyPolicy        = "patch/policy"
 	storageKeySigningKey    = "patch/signing_key"
@@ -34,16 +37,15 @@ type storageKey struct {
 var storageKeys = append([]storageKey{
 	{mountIDKey, false},
 	{storageKeyConfig, false},
-	{storageKeyGitCredential, true},    // password or SSH key
-	{storageKeyVaultAccess, true},      // secret_id
-	{storageKeySecretIDRotation, true}, // the old and the new secret_id
+	{storageKeyGitCredential, true}, // password or SSH key
+	{storageKeyVaultAccess, true},   // secret_id
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},    // the plugin's private signing key
 	{storagePrefixRepository, true}, // each repository's password or SSH key
-}, watchKeys()...)
+}, append(watchKeys(), approleKeys()...)...)
 
 // watchKeys are the worker's: state, runs and run logs (container output;
 // commands must not print secrets), none a secret.
@@ -51,6 +53,16 @@ func watchKeys() []storageKey {
 	var out []storageKey
 	for _, k := range watch.StorageKeys() {
 		out = append(out, storageKey{k, false})
+	}
+	return out
+}
+
+// approleKeys are the AppRole client's: the secret_id rotation record,
+// which holds the old and the new secret_id.
+func approleKeys() []storageKey {
+	var out []storageKey
+	for _, k := range approle.StorageKeys() {
+		out = append(out, storageKey{k, true})
 	}
 	return out
 }

@@ -79,7 +79,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.sleep(61 * time.Second)
-	if err := p.b.approle.rotateSecretID(ctx, s); err != nil {
+	if err := p.client.RotateSecretID(ctx, approleStorage(s)); err != nil {
 		t.Fatalf("rotate: %v", err)
 	}
 	if p.configuredSecretID(t) == f.secretID {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/approle"
 )
 
 // containerVaultCACertPath is where the target Vault's CA lands in the
@@ -41,15 +43,15 @@ func (b *backend) prepareVaultRequests(ctx context.Context, s logical.Storage) (
 
 	// A rotation that fails here does not fail the run while the current
 	// secret_id still works; the periodic function keeps retrying it.
-	var t targetVault
+	var t approle.Target
 	inFn := false
-	err = b.approle.withTarget(ctx, s, func(entry *vaultAccessEntry, login func() (*api.Client, string, error)) error {
+	err = b.approle.WithTarget(ctx, approleStorage(s), func(target *approle.Target, login approle.Login) error {
 		inFn = true
-		if entry == nil {
+		if target == nil {
 			return fmt.Errorf("vault requests %s are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests",
 				requestNames(reqs))
 		}
-		t = targetFromEntry(entry)
+		t = *target
 		c, token, err := login()
 		if err != nil {
 			return fmt.Errorf("vault requests %s: %w", requestNames(reqs), err)
@@ -122,10 +124,10 @@ func wrappedRequest(ctx context.Context, c *api.Client, token string, r *vaultRe
 		return "", errors.New("the request has no path")
 	}
 	wrapTTL := fmt.Sprintf("%ds", int64(ttl/time.Second))
-	cl := as(c, token, wrapTTL)
+	cl := approle.As(c, token, wrapTTL)
 
 	// The raw calls do not apply the client timeout themselves.
-	ctx, cancel := context.WithTimeout(ctx, targetClientTimeout)
+	ctx, cancel := context.WithTimeout(ctx, approle.ClientTimeout)
 	defer cancel()
 
 	var (

@@ -103,7 +103,7 @@ func (b *backend) initWatch(_ context.Context, req *logical.InitializationReques
 func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if b.WriteSafeReplicationState() {
 		b.watch.Tick(watchStorage{req.Storage})
-		b.approle.periodicSecretIDRotation(ctx, req.Storage)
+		b.approle.PeriodicRotation(ctx, approleStorage(req.Storage))
 	}
 	return nil
 }
@@ -183,12 +183,7 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watch.Settings,
 		if cred.GitRepoURL != "" && cred.GitRepoURL != cfg.GitRepoURL {
 			return nil, fmt.Errorf("configure/git_credential was written for %s, not for git_repo_url %s, and is never sent elsewhere: write the credential again for the new URL, or delete it to fetch anonymously", cred.GitRepoURL, cfg.GitRepoURL)
 		}
-		ws.Auth = gitwatch.Auth{
-			Username:      cred.Username,
-			Password:      cred.Password,
-			SSHPrivateKey: []byte(cred.SSHPrivateKey),
-			SSHKnownHosts: []byte(cred.KnownHosts),
-		}
+		ws.Auth = cred.auth()
 	}
 	for _, k := range keys {
 		ws.Keys = append(ws.Keys, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})

@@ -38,14 +38,10 @@ var _ Runner = (*Docker)(nil)
 type Option func(*dockerOptions)
 
 type dockerOptions struct {
-	host           string
 	engine         Engine
 	cleanupTimeout time.Duration
 	pingTimeout    time.Duration
 }
-
-// WithHost overrides DOCKER_HOST, for example "unix:///run/docker.sock".
-func WithHost(host string) Option { return func(o *dockerOptions) { o.host = host } }
 
 // NewDocker connects to the Docker engine named by WithEngine or, by
 // default, by the environment (DOCKER_HOST, DOCKER_TLS_VERIFY,

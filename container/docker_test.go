@@ -568,7 +568,8 @@ func TestForeignContainersAreLeftAlone(t *testing.T) {
 }
 
 func TestNewDockerUnreachable(t *testing.T) {
-	_, err := container.NewDocker(context.Background(), container.WithHost("unix:///nonexistent/docker.sock"))
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+	_, err := container.NewDocker(context.Background())
 	if !errors.Is(err, container.ErrDaemonUnreachable) || !strings.Contains(err.Error(), "/nonexistent/docker.sock") {
 		t.Fatalf("got %v, want ErrDaemonUnreachable naming the socket", err)
 	}

@@ -189,11 +189,7 @@ func WithEngine(e Engine) Option { return func(o *dockerOptions) { o.engine = e 
 func (o *dockerOptions) clientOptions(now time.Time) ([]client.Opt, error) {
 	e := o.engine
 	if e.IsLocal() {
-		copts := []client.Opt{client.FromEnv}
-		if o.host != "" {
-			copts = append(copts, client.WithHost(o.host))
-		}
-		return copts, nil
+		return []client.Opt{client.FromEnv}, nil
 	}
 	if err := e.Validate(now); err != nil {
 		return nil, err

@@ -50,7 +50,7 @@ type commitEval struct {
 }
 
 // Accept counts the signatures on commit under rule. The answer is a
-// Quorum as Verify gives it, with plugin keys counted only on top of an
+// Quorum as verify gives it, with plugin keys counted only on top of an
 // accepted parent; when they did not count, Untrusted names the commit that
 // broke the chain and UntrustedReason says why.
 func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, error) {

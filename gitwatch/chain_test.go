@@ -246,7 +246,7 @@ func TestAcceptWithoutPluginKeysIsVerify(t *testing.T) {
 	mustFetch(t, m)
 	keys := trusted(t, map[string]*pgptest.Key{"alice": alice, "ci": plugin})
 	ctx := context.Background()
-	v, err := m.Verify(ctx, head, keys, 1)
+	v, err := m.verify(ctx, head, keys, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

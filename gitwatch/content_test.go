@@ -42,7 +42,7 @@ func TestContentIDFollowsRewrap(t *testing.T) {
 				t.Fatalf("HEAD %s, want the re-wrapped %s", head, rewrapped)
 			}
 
-			q, err := m.Verify(ctx, rewrapped, keys, 1)
+			q, err := m.verify(ctx, rewrapped, keys, 1)
 			if err != nil || !q.OK {
 				t.Fatalf("the re-wrapped commit does not verify: %+v %v", q, err)
 			}

@@ -117,11 +117,11 @@ func parseEntity(armored string) (*openpgp.Entity, error) {
 	return entity, nil
 }
 
-// MinKeyBits is the smallest RSA, DSA or ElGamal key that is accepted.
-const MinKeyBits = 2048
+// minKeyBits is the smallest RSA, DSA or ElGamal key that is accepted.
+const minKeyBits = 2048
 
 // checkKeyStrength refuses a primary key, or a subkey that may sign, of a
-// finite-field algorithm (RSA, DSA, ElGamal) under MinKeyBits: such keys can
+// finite-field algorithm (RSA, DSA, ElGamal) under minKeyBits: such keys can
 // be factored or forged by a well-funded attacker. Encryption-only subkeys
 // never sign a commit, so they do not matter here.
 func checkKeyStrength(e *openpgp.Entity) error {
@@ -135,9 +135,9 @@ func checkKeyStrength(e *openpgp.Entity) error {
 		if err != nil {
 			return fmt.Errorf("the %s cannot be measured: %w", what, err)
 		}
-		if int(bits) < MinKeyBits {
+		if int(bits) < minKeyBits {
 			return fmt.Errorf("the %s is %s with %d bits, weaker than the %d bits required: make a new key "+
-				"(`gpg --quick-gen-key 'Name <email>' ed25519 sign`, or rsa3072) and trust that one", what, algoName(pk.PubKeyAlgo), bits, MinKeyBits)
+				"(`gpg --quick-gen-key 'Name <email>' ed25519 sign`, or rsa3072) and trust that one", what, algoName(pk.PubKeyAlgo), bits, minKeyBits)
 		}
 		return nil
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
-// RemoteName is the name of the mirrored remote in the cache repository.
-const RemoteName = "origin"
+// originRemote is the name of the mirrored remote in the cache repository.
+const originRemote = "origin"
 
 // DefaultFetchTimeout bounds a Fetch whose context has no earlier deadline.
 const DefaultFetchTimeout = 5 * time.Minute
@@ -96,9 +96,9 @@ func OpenMirror(ctx context.Context, dir, url, branch string, auth Auth) (*Mirro
 	return m, nil
 }
 
-// BranchRef is the local ref holding the mirrored branch head.
-func (m *Mirror) BranchRef() plumbing.ReferenceName {
-	return plumbing.NewRemoteReferenceName(RemoteName, m.branch)
+// branchRef is the local ref holding the mirrored branch head.
+func (m *Mirror) branchRef() plumbing.ReferenceName {
+	return plumbing.NewRemoteReferenceName(originRemote, m.branch)
 }
 
 // Repository is the cache repository. Callers may add objects (for example
@@ -113,7 +113,7 @@ func (m *Mirror) Repository() *git.Repository {
 func (m *Mirror) Head() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	h, _ := m.localRef(m.BranchRef())
+	h, _ := m.localRef(m.branchRef())
 	if h.IsZero() {
 		return ""
 	}
@@ -130,11 +130,11 @@ func (m *Mirror) openExisting() (*git.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc, ok := cfg.Remotes[RemoteName]
+	rc, ok := cfg.Remotes[originRemote]
 	if !ok || len(rc.URLs) != 1 || rc.URLs[0] != m.url {
 		return nil, errors.New("mirror cache belongs to another remote")
 	}
-	ref, err := repo.Reference(m.BranchRef(), false)
+	ref, err := repo.Reference(m.branchRef(), false)
 	switch {
 	case errors.Is(err, plumbing.ErrReferenceNotFound):
 		return repo, nil
@@ -157,7 +157,7 @@ func (m *Mirror) rebuild() (*git.Repository, error) {
 		return nil, fmt.Errorf("create mirror cache %s: %w", m.dir, err)
 	}
 	_, err = repo.CreateRemote(&config.RemoteConfig{
-		Name:  RemoteName,
+		Name:  originRemote,
 		URLs:  []string{m.url},
 		Fetch: []config.RefSpec{m.branchSpec()},
 	})
@@ -168,15 +168,15 @@ func (m *Mirror) rebuild() (*git.Repository, error) {
 }
 
 func (m *Mirror) branchSpec() config.RefSpec {
-	return config.RefSpec("+" + plumbing.NewBranchReferenceName(m.branch).String() + ":" + m.BranchRef().String())
+	return config.RefSpec("+" + plumbing.NewBranchReferenceName(m.branch).String() + ":" + m.branchRef().String())
 }
 
 // mirrored lists remote ref -> local ref for everything the mirror keeps.
 func (m *Mirror) mirrored() [][2]plumbing.ReferenceName {
 	return [][2]plumbing.ReferenceName{
-		{plumbing.NewBranchReferenceName(m.branch), m.BranchRef()},
-		{SignatureTag, SignatureTag},
-		{NotesRef, NotesRef},
+		{plumbing.NewBranchReferenceName(m.branch), m.branchRef()},
+		{signatureTag, signatureTag},
+		{notesRef, notesRef},
 	}
 }
 
@@ -220,7 +220,7 @@ func (e *corruptError) Error() string { return "mirror cache is damaged: " + e.e
 func (e *corruptError) Unwrap() error { return e.err }
 
 func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
-	remote, err := m.repo.Remote(RemoteName)
+	remote, err := m.repo.Remote(originRemote)
 	if err != nil {
 		return FetchResult{}, &corruptError{err: err}
 	}
@@ -242,7 +242,7 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		return FetchResult{}, fmt.Errorf("branch %s not found in %s", m.branch, redactURL(m.url))
 	}
 
-	previous, _ := m.localRef(m.BranchRef())
+	previous, _ := m.localRef(m.branchRef())
 	var specs []config.RefSpec
 	var stale []plumbing.ReferenceName
 	sigChanged := false
@@ -267,7 +267,7 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 
 	if len(specs) > 0 {
 		opts := &git.FetchOptions{
-			RemoteName: RemoteName,
+			RemoteName: originRemote,
 			RefSpecs:   specs,
 			Auth:       m.auth,
 			Tags:       git.NoTags,
@@ -290,7 +290,7 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		}
 	}
 
-	head, err := m.localRef(m.BranchRef())
+	head, err := m.localRef(m.branchRef())
 	if err != nil || head.IsZero() {
 		return FetchResult{}, &corruptError{previous: hashString(previous), err: fmt.Errorf("branch ref missing after fetch: %v", err)}
 	}
@@ -324,7 +324,7 @@ func (m *Mirror) Deepen(ctx context.Context, head string, n int) error {
 	if m.hasHistory(h, n) {
 		return nil
 	}
-	remote, err := m.repo.Remote(RemoteName)
+	remote, err := m.repo.Remote(originRemote)
 	if err != nil {
 		return fmt.Errorf("deepen %s: %w", head, err)
 	}
@@ -334,7 +334,7 @@ func (m *Mirror) Deepen(ctx context.Context, head string, n int) error {
 	spec := config.RefSpec("+" + plumbing.NewBranchReferenceName(m.branch).String() + ":" + deepenRef.String())
 	for depth, try := n+1, 0; try < 4; depth, try = depth*4, try+1 {
 		err = remote.FetchContext(ctx, &git.FetchOptions{
-			RemoteName: RemoteName,
+			RemoteName: originRemote,
 			RefSpecs:   []config.RefSpec{spec},
 			Auth:       m.auth,
 			Tags:       git.NoTags,
@@ -453,12 +453,12 @@ func (m *Mirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, e
 	return false, nil
 }
 
-// Verify counts the trusted signatures on commit: its own gpgsig signature
+// verify counts the trusted signatures on commit: its own gpgsig signature
 // and the detached signatures in the signatures notes (reached through the
 // latest-signature tag and refs/notes/signatures). Each trusted primary key
 // counts once. An error means the question could not be answered; a quorum
 // that is not met is an answer (OK false), not an error.
-func (m *Mirror) Verify(ctx context.Context, commit string, trusted []TrustedKey, required int) (Quorum, error) {
+func (m *Mirror) verify(ctx context.Context, commit string, trusted []TrustedKey, required int) (Quorum, error) {
 	h, err := parseCommitID(commit)
 	if err != nil {
 		return Quorum{}, err
@@ -508,7 +508,7 @@ func (m *Mirror) signatureBlobs(h plumbing.Hash) ([]signedBlob, []string, error)
 	}
 
 	seenNotes := make(map[plumbing.Hash]bool)
-	for _, ref := range []plumbing.ReferenceName{SignatureTag, NotesRef} {
+	for _, ref := range []plumbing.ReferenceName{signatureTag, notesRef} {
 		notesCommit, err := m.peelToCommit(ref)
 		if err != nil {
 			ignored = append(ignored, fmt.Sprintf("%s is unusable: %v", ref, err))

@@ -107,8 +107,8 @@ func TestFetchOnlyMirrorsBranchAndSignatureRefs(t *testing.T) {
 		}
 		return nil
 	})
-	if strings.Join(names, " ") != m.BranchRef().String() {
-		t.Errorf("mirror refs = %v, want only %s", names, m.BranchRef())
+	if strings.Join(names, " ") != m.branchRef().String() {
+		t.Errorf("mirror refs = %v, want only %s", names, m.branchRef())
 	}
 	if _, err := m.Repository().CommitObject(plumbing.NewHash(other)); err == nil {
 		t.Errorf("commit %s of another branch was fetched", other)

@@ -14,8 +14,8 @@ import (
 // Where trdl and `git signatures` keep detached signatures: a notes ref
 // whose notes commit is also tagged, so that a plain tag fetch brings it.
 const (
-	NotesRef     = "refs/notes/signatures"
-	SignatureTag = "refs/tags/latest-signature"
+	notesRef     = "refs/notes/signatures"
+	signatureTag = "refs/tags/latest-signature"
 )
 
 // maxNoteSize bounds how much of a notes blob is read; a note holds a few

@@ -307,7 +307,7 @@ func TestVerifyTrustSuite(t *testing.T) {
 			if tc.trusted != nil {
 				keysFor = tc.trusted(t)
 			}
-			q, err := mirror.Verify(ctx, c, keysFor, tc.required)
+			q, err := mirror.verify(ctx, c, keysFor, tc.required)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}

@@ -83,7 +83,7 @@ func TestWeakKeys(t *testing.T) {
 			c := repo.Commit(t, map[string]string{"f": tt.name}, gittest.SignKey(tt.key))
 			m := openMirror(t, srv, repo, t.TempDir())
 			mustFetch(t, m)
-			q, err := m.Verify(context.Background(), c, []TrustedKey{{Name: "stored", Armored: armored}}, 1)
+			q, err := m.verify(context.Background(), c, []TrustedKey{{Name: "stored", Armored: armored}}, 1)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -84,11 +84,11 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 )
 
-// Package is the Rego package a policy must declare.
-const Package = "flant_gitops.patch"
+// policyPackage is the Rego package a policy must declare.
+const policyPackage = "flant_gitops.patch"
 
-// Query is the document Decide evaluates.
-const Query = "data." + Package + ".violations"
+// violationsQuery is the document Decide evaluates.
+const violationsQuery = "data." + policyPackage + ".violations"
 
 // builtinFile names the built-in module in compiler messages.
 const builtinFile = "builtin.rego"
@@ -215,7 +215,7 @@ func compile(ctx context.Context, filename, source string) (*Engine, error) {
 		return nil, fmt.Errorf("compile policy: %w", compiler.Errors)
 	}
 	query, err := rego.New(
-		rego.Query(Query),
+		rego.Query(violationsQuery),
 		rego.Compiler(compiler),
 		rego.SetRegoVersion(ast.RegoV1),
 		// Without strict errors a failing built-in makes its expression
@@ -224,7 +224,7 @@ func compile(ctx context.Context, filename, source string) (*Engine, error) {
 		rego.UnsafeBuiltins(unsafeBuiltins()),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("prepare policy query %s: %w", Query, err)
+		return nil, fmt.Errorf("prepare policy query %s: %w", violationsQuery, err)
 	}
 	return &Engine{query: query, pkg: module.Package.Path.String()}, nil
 }
@@ -258,14 +258,14 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	}
 	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
 		return deny(fmt.Sprintf("policy defines no %s (its package is %s; it must be package %s with a violations rule), denying",
-			Query, e.pkg, Package)), nil
+			violationsQuery, e.pkg, policyPackage)), nil
 	}
 	if len(rs) > 1 {
-		return deny(fmt.Sprintf("policy gave %d results for %s, want one, denying", len(rs), Query)), nil
+		return deny(fmt.Sprintf("policy gave %d results for %s, want one, denying", len(rs), violationsQuery)), nil
 	}
 	violations, err := stringsOf(rs[0].Expressions[0].Value)
 	if err != nil {
-		return deny(fmt.Sprintf("%s %v, denying", Query, err)), nil
+		return deny(fmt.Sprintf("%s %v, denying", violationsQuery, err)), nil
 	}
 	slices.Sort(violations)
 	return Decision{Allowed: len(violations) == 0, Violations: violations}, nil

@@ -36,6 +36,9 @@ func StorageKeys() []string {
 }
 
 // getEntry reads one JSON entry; nil without error when it does not exist.
+// It is the backend's getEntry without the Vault SDK's codec, which the
+// worker does not need: its entries have no any-typed fields (the SDK
+// decodes their numbers as json.Number) and are never compressed.
 func getEntry[T any](ctx context.Context, s Storage, key string) (*T, error) {
 	raw, err := s.Get(ctx, key)
 	if err != nil {

@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,61 +17,9 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/approle"
 	"github.com/flant/flant_gitops/backend/vaulttest"
 )
-
-func TestTargetTokenUsable(t *testing.T) {
-	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	tests := []struct {
-		name string
-		tok  *targetToken
-		want bool
-	}{
-		{"no token", nil, false},
-		{"empty token", &targetToken{}, false},
-		{"fresh", &targetToken{token: "t", obtained: now, ttl: 90 * time.Second}, true},
-		{"two thirds left", &targetToken{token: "t", obtained: now.Add(-29 * time.Second), ttl: 90 * time.Second}, true},
-		{"one third left", &targetToken{token: "t", obtained: now.Add(-60 * time.Second), ttl: 90 * time.Second}, false},
-		{"expired", &targetToken{token: "t", obtained: now.Add(-2 * time.Minute), ttl: 90 * time.Second}, false},
-		{"short ttl keeps the floor", &targetToken{token: "t", obtained: now.Add(-4 * time.Second), ttl: 9 * time.Second}, false},
-		{"no ttl never expires", &targetToken{token: "t", obtained: now.Add(-24 * time.Hour)}, true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.tok.usable(now); got != tt.want {
-				t.Fatalf("usable = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
-func TestSecretIDRotationDue(t *testing.T) {
-	issued := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
-	entry := func(ttl time.Duration) *vaultAccessEntry {
-		return &vaultAccessEntry{SecretID: "s", SecretIDTTL: ttl, SecretIDIssuedAt: issued}
-	}
-	tests := []struct {
-		name  string
-		entry *vaultAccessEntry
-		at    time.Time
-		want  bool
-	}{
-		{"not configured", nil, issued, false},
-		{"no ttl", entry(0), issued.Add(1000 * time.Hour), false},
-		{"fresh", entry(90 * time.Minute), issued.Add(time.Minute), false},
-		{"just before two thirds", entry(90 * time.Minute), issued.Add(60*time.Minute - time.Second), false},
-		{"at two thirds", entry(90 * time.Minute), issued.Add(60 * time.Minute), true},
-		{"expired", entry(90 * time.Minute), issued.Add(2 * time.Hour), true},
-		{"no secret_id", &vaultAccessEntry{SecretIDTTL: time.Minute}, issued.Add(time.Hour), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := secretIDRotationDue(tt.entry, tt.at); got != tt.want {
-				t.Fatalf("due = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
 
 func TestQueryValues(t *testing.T) {
 	tests := []struct {
@@ -90,42 +39,6 @@ func TestQueryValues(t *testing.T) {
 				t.Fatalf("query = %q, want %q", got, tt.want)
 			}
 		})
-	}
-}
-
-// The plugin process may run with VAULT_* variables meant for something
-// else; none of them may change which Vault, token, namespace, wrapping or
-// TLS verification the target client uses.
-func TestNewTargetClientIgnoresEnvironment(t *testing.T) {
-	for k, v := range map[string]string{
-		"VAULT_ADDR":            "https://elsewhere.example:8200",
-		"VAULT_TOKEN":           "env-token",
-		"VAULT_NAMESPACE":       "env-ns",
-		"VAULT_SKIP_VERIFY":     "true",
-		"VAULT_WRAP_TTL":        "5m",
-		"VAULT_TLS_SERVER_NAME": "elsewhere.example",
-		"VAULT_HEADERS":         `{"X-Env":"1"}`,
-	} {
-		t.Setenv(k, v)
-	}
-	c, err := newTargetClient(targetVault{Addr: "https://127.0.0.1:8200"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.Address(); got != "https://127.0.0.1:8200" {
-		t.Errorf("address = %q, want the configured one", got)
-	}
-	if c.Token() != "" || c.Namespace() != "" {
-		t.Errorf("token %q / namespace %q leaked from the environment", c.Token(), c.Namespace())
-	}
-	if h := c.Headers(); h.Get("X-Env") != "" {
-		t.Errorf("headers from the environment: %v", h)
-	}
-	if ttl := c.NewRequest("GET", "/v1/secret/data/x").WrapTTL; ttl != "" {
-		t.Errorf("wrap TTL %q from the environment", ttl)
-	}
-	if _, err := newTargetClient(targetVault{Addr: "ftp://x"}); err == nil {
-		t.Error("an ftp:// vault_addr was accepted")
 	}
 }
 
@@ -178,7 +91,7 @@ path "auth/approle/role/%[1]s/secret-id-accessor/destroy" { capabilities = ["upd
 	if err != nil {
 		t.Fatalf("read role-id: %v", err)
 	}
-	roleID, _ := dataString(s, "role_id")
+	roleID, _ := s.Data["role_id"].(string)
 	return &targetFixture{tg: tg, roleID: roleID, secretID: newSecretID(t, tg)}
 }
 
@@ -188,7 +101,7 @@ func newSecretID(t testing.TB, tg *vaulttest.Target) string {
 	if err != nil {
 		t.Fatalf("generate secret_id: %v", err)
 	}
-	id, _ := dataString(s, "secret_id")
+	id, _ := s.Data["secret_id"].(string)
 	return id
 }
 
@@ -200,7 +113,7 @@ func (f *targetFixture) login(secretID string) error {
 	}
 	s, err := c.Logical().WriteWithContext(context.Background(), "auth/approle/login", map[string]any{"role_id": f.roleID, "secret_id": secretID})
 	if err == nil {
-		_ = as(c, s.Auth.ClientToken, "").Auth().Token().RevokeSelfWithContext(context.Background(), "")
+		_ = approle.As(c, s.Auth.ClientToken, "").Auth().Token().RevokeSelfWithContext(context.Background(), "")
 	}
 	return err
 }
@@ -227,7 +140,9 @@ func (f *targetFixture) accessFields(secretIDTTL string) map[string]any {
 // testPlugin is the backend in process, on in-memory storage, with its log
 // captured and a clock the test can move.
 type testPlugin struct {
-	b       *backend
+	b *backend
+	// client is b's AppRole client, on the test's clock.
+	client  *approle.Client
 	s       logical.Storage
 	log     *syncBuffer
 	mu      sync.Mutex
@@ -264,11 +179,12 @@ func newTestPlugin(t testing.TB, s logical.Storage) *testPlugin {
 	if err := p.b.Setup(context.Background(), conf); err != nil {
 		t.Fatalf("set up backend: %v", err)
 	}
-	p.b.approle.now = func() time.Time {
+	p.client = p.b.newApproleClient(func() time.Time {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return time.Now().Add(p.advance)
-	}
+	})
+	p.b.approle = p.client
 	t.Cleanup(func() { p.b.Cleanup(context.Background()) })
 	return p
 }
@@ -288,14 +204,7 @@ func (p *testPlugin) request(t testing.TB, op logical.Operation, path string, da
 	return resp
 }
 
-func (p *testPlugin) accessor() string {
-	p.b.approle.mu.Lock()
-	defer p.b.approle.mu.Unlock()
-	if p.b.approle.tok == nil {
-		return ""
-	}
-	return p.b.approle.tok.accessor
-}
+func (p *testPlugin) accessor() string { return p.client.Accessor() }
 
 func (p *testPlugin) configuredSecretID(t testing.TB) string {
 	t.Helper()
@@ -352,6 +261,49 @@ func TestPrepareVaultRequestsNothingConfigured(t *testing.T) {
 	case <-connected:
 		t.Fatal("prepareVaultRequests contacted the target with no vault request configured")
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// fakeApprole stands in for the AppRole client where a test is about what
+// the run makes of its answers, not about the target Vault.
+type fakeApprole struct {
+	approleClient
+	err      error // from WithTarget itself, as a storage error
+	target   *approle.Target
+	loginErr error
+}
+
+func (f fakeApprole) WithTarget(_ context.Context, _ approle.Store, fn func(*approle.Target, approle.Login) error) error {
+	if f.err != nil {
+		return f.err
+	}
+	return fn(f.target, func() (*api.Client, string, error) { return nil, "", f.loginErr })
+}
+
+func (fakeApprole) Reset(context.Context) {}
+
+// The run says which requests failed and why, and wraps only what the
+// client's own storage reads failed with.
+func TestPrepareVaultRequestsClientErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		fake fakeApprole
+		want string
+	}{
+		{"storage", fakeApprole{err: errors.New("read \"config/vault_access\" from storage: disk gone")}, `vault requests: read "config/vault_access" from storage: disk gone`},
+		{"not configured", fakeApprole{}, `vault requests "app" are configured but configure_vault_access is not: write flant_gitops/configure_vault_access or delete the requests`},
+		{"login", fakeApprole{target: &approle.Target{Addr: "https://v:8200"}, loginErr: errors.New("AppRole login refused")}, `vault requests "app": AppRole login refused`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newTestPlugin(t, nil)
+			p.request(t, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": "secret/data/app"})
+			p.b.approle = tt.fake
+			env, files, err := p.b.prepareVaultRequests(context.Background(), p.s)
+			if err == nil || err.Error() != tt.want || env != nil || files != nil {
+				t.Fatalf("prepare = %v, %v, %v; want error %q", env, files, err, tt.want)
+			}
+		})
 	}
 }
 
@@ -534,14 +486,14 @@ func TestSecretIDRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldToken := p.accessor()
-	if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil || p.configuredSecretID(t) != f.secretID {
+	if err := p.client.RotateSecretID(ctx, approleStorage(p.s)); err != nil || p.configuredSecretID(t) != f.secretID {
 		t.Fatalf("rotated before it was due: %v", err)
 	}
 
 	secretIDs := []string{f.secretID}
 	for range 2 {
 		p.sleep(61 * time.Second) // past two thirds of 90s
-		if err := p.b.approle.rotateSecretID(ctx, p.s); err != nil {
+		if err := p.client.RotateSecretID(ctx, approleStorage(p.s)); err != nil {
 			t.Fatalf("rotate: %v", err)
 		}
 		old, cur := secretIDs[len(secretIDs)-1], p.configuredSecretID(t)
@@ -559,7 +511,7 @@ func TestSecretIDRotation(t *testing.T) {
 			t.Error("the token obtained with the replaced secret_id is alive")
 		}
 		oldToken = p.accessor()
-		if rot, _ := getEntry[secretIDRotation](ctx, p.s, storageKeySecretIDRotation); rot != nil {
+		if rot, _ := getEntry[approle.Rotation](ctx, p.s, approle.RotationKey); rot != nil {
 			t.Error("the write-ahead record is left after a complete rotation")
 		}
 	}
@@ -589,47 +541,47 @@ func TestSecretIDRotationRecovery(t *testing.T) {
 		name string
 		// setup returns the rotation record left behind and the secret_id
 		// configured at the crash.
-		setup          func(t *testing.T) (rot secretIDRotation, configured string)
-		wantConfigured func(rot secretIDRotation, configured string) string
-		wantDestroyed  func(rot secretIDRotation, configured string) []string
+		setup          func(t *testing.T) (rot approle.Rotation, configured string)
+		wantConfigured func(rot approle.Rotation, configured string) string
+		wantDestroyed  func(rot approle.Rotation, configured string) []string
 		// wantErr: the rotation is reported failed though recovery succeeded.
 		wantErr string
 	}{
 		{
 			name: "crash after storing the new secret_id",
-			setup: func(t *testing.T) (secretIDRotation, string) {
+			setup: func(t *testing.T) (approle.Rotation, string) {
 				old, nw := newSecretID(t, f.tg), newSecretID(t, f.tg)
-				return secretIDRotation{OldSecretID: old, NewSecretID: nw}, old
+				return approle.Rotation{OldSecretID: old, NewSecretID: nw}, old
 			},
-			wantConfigured: func(rot secretIDRotation, _ string) string { return rot.NewSecretID },
-			wantDestroyed:  func(rot secretIDRotation, _ string) []string { return []string{rot.OldSecretID} },
+			wantConfigured: func(rot approle.Rotation, _ string) string { return rot.NewSecretID },
+			wantDestroyed:  func(rot approle.Rotation, _ string) []string { return []string{rot.OldSecretID} },
 		},
 		{
 			name: "crash after switching, before destroying the old one",
-			setup: func(t *testing.T) (secretIDRotation, string) {
+			setup: func(t *testing.T) (approle.Rotation, string) {
 				old, nw := newSecretID(t, f.tg), newSecretID(t, f.tg)
-				return secretIDRotation{OldSecretID: old, NewSecretID: nw}, nw
+				return approle.Rotation{OldSecretID: old, NewSecretID: nw}, nw
 			},
-			wantConfigured: func(rot secretIDRotation, _ string) string { return rot.NewSecretID },
-			wantDestroyed:  func(rot secretIDRotation, _ string) []string { return []string{rot.OldSecretID} },
+			wantConfigured: func(rot approle.Rotation, _ string) string { return rot.NewSecretID },
+			wantDestroyed:  func(rot approle.Rotation, _ string) []string { return []string{rot.OldSecretID} },
 		},
 		{
 			name: "new secret_id unusable: roll back",
-			setup: func(t *testing.T) (secretIDRotation, string) {
+			setup: func(t *testing.T) (approle.Rotation, string) {
 				old := newSecretID(t, f.tg)
-				return secretIDRotation{OldSecretID: old, NewSecretID: "11111111-1111-1111-1111-111111111111"}, old
+				return approle.Rotation{OldSecretID: old, NewSecretID: "11111111-1111-1111-1111-111111111111"}, old
 			},
-			wantConfigured: func(rot secretIDRotation, _ string) string { return rot.OldSecretID },
+			wantConfigured: func(rot approle.Rotation, _ string) string { return rot.OldSecretID },
 			wantErr:        "invalid role or secret ID",
 		},
 		{
 			name: "operator wrote another secret_id meanwhile",
-			setup: func(t *testing.T) (secretIDRotation, string) {
+			setup: func(t *testing.T) (approle.Rotation, string) {
 				old, nw, operator := newSecretID(t, f.tg), newSecretID(t, f.tg), newSecretID(t, f.tg)
-				return secretIDRotation{OldSecretID: old, NewSecretID: nw}, operator
+				return approle.Rotation{OldSecretID: old, NewSecretID: nw}, operator
 			},
-			wantConfigured: func(_ secretIDRotation, configured string) string { return configured },
-			wantDestroyed:  func(rot secretIDRotation, _ string) []string { return []string{rot.NewSecretID} },
+			wantConfigured: func(_ approle.Rotation, configured string) string { return configured },
+			wantDestroyed:  func(rot approle.Rotation, _ string) []string { return []string{rot.NewSecretID} },
 		},
 	}
 	for _, tt := range tests {
@@ -639,13 +591,13 @@ func TestSecretIDRotationRecovery(t *testing.T) {
 			access := f.accessFields("10m")
 			access["secret_id"] = configured
 			p.request(t, logical.UpdateOperation, "configure_vault_access", access)
-			if err := putEntry(ctx, p.s, storageKeySecretIDRotation, &rot); err != nil {
+			if err := putEntry(ctx, p.s, approle.RotationKey, &rot); err != nil {
 				t.Fatal(err)
 			}
 
 			// Simulate the restart: a fresh backend finds the record.
 			restarted := newTestPlugin(t, p.s)
-			err := restarted.b.approle.rotateSecretID(ctx, p.s)
+			err := restarted.client.RotateSecretID(ctx, approleStorage(p.s))
 			if (err != nil) != (tt.wantErr != "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("recover: error %v, want %q", err, tt.wantErr)
 			}
@@ -663,7 +615,7 @@ func TestSecretIDRotationRecovery(t *testing.T) {
 					}
 				}
 			}
-			if r, _ := getEntry[secretIDRotation](ctx, p.s, storageKeySecretIDRotation); r != nil {
+			if r, _ := getEntry[approle.Rotation](ctx, p.s, approle.RotationKey); r != nil {
 				t.Error("write-ahead record left after recovery")
 			}
 			assertNoSecrets(t, f.tg, p.log.String()+restarted.log.String())

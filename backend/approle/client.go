@@ -1,8 +1,10 @@
-package backend
+package approle
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,28 +18,48 @@ import (
 	"github.com/hashicorp/vault/api"
 )
 
-// targetVault is the part of configure_vault_access the AppRole client is
-// built from. Nothing else (no VAULT_* variable of the plugin process) shapes
-// how the plugin talks to the target Vault.
-type targetVault struct {
+// Target is configure_vault_access as the client needs it. Nothing else (no
+// VAULT_* variable of the plugin process) shapes how the plugin talks to the
+// target Vault.
+type Target struct {
 	Addr          string
 	TLSServerName string
 	// CACert is PEM; empty means the system roots.
-	CACert      string
-	MountPoint  string
-	RoleName    string
-	RoleID      string
-	SecretID    string
-	SecretIDTTL time.Duration
+	CACert     string
+	MountPoint string
+	RoleName   string
+	RoleID     string
+	SecretID   string
+	// SecretIDTTL is zero when secret_ids do not expire (and are not
+	// rotated); SecretIDIssuedAt is when SecretID was written.
+	SecretIDTTL      time.Duration
+	SecretIDIssuedAt time.Time
 }
 
 // identity changes whenever anything that decides which Vault we talk to, or
 // as whom, changes; a token obtained under another identity is revoked.
-func (t targetVault) identity() string {
-	return identityHash(t.Addr, t.TLSServerName, t.CACert, t.MountPoint, t.RoleID, t.SecretID)
+func (t Target) identity() string {
+	return fingerprint(t.Addr, t.TLSServerName, t.CACert, t.MountPoint, t.RoleID, t.SecretID)
 }
 
-func (t targetVault) mount() string {
+// Key identifies where secret_ids of t are sent: the address, the TLS
+// settings that decide which server is trusted there, and the AppRole mount.
+// A secret_id rotation record is bound to it.
+func (t Target) Key() string {
+	return fingerprint(t.Addr, t.CACert, t.TLSServerName, t.MountPoint)
+}
+
+// fingerprint is the sha256 of the length-prefixed parts, so that no two
+// different lists of parts hash alike.
+func fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (t Target) mount() string {
 	m := strings.Trim(t.MountPoint, "/")
 	if m == "" {
 		m = "auth/approle"
@@ -46,7 +68,9 @@ func (t targetVault) mount() string {
 }
 
 const (
-	targetClientTimeout = 30 * time.Second
+	// ClientTimeout bounds every call to the target Vault; the raw calls of
+	// a run's vault requests apply it themselves.
+	ClientTimeout = 30 * time.Second
 	// tokenRefreshFloor keeps a token from being used in its last seconds
 	// even when its TTL is so short that a third of it is less.
 	tokenRefreshFloor = 5 * time.Second
@@ -59,7 +83,7 @@ const (
 // variables and the like in the plugin's environment have no say; the token,
 // namespace and headers api.NewClient picks up from the environment are
 // cleared afterwards.
-func newTargetClient(t targetVault) (*api.Client, error) {
+func newTargetClient(t Target) (*api.Client, error) {
 	u, err := url.Parse(t.Addr)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("vault_addr %q is not an http(s) URL", t.Addr)
@@ -82,7 +106,7 @@ func newTargetClient(t targetVault) (*api.Client, error) {
 			// HTTP redirects elsewhere are not followed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
-		Timeout: targetClientTimeout,
+		Timeout: ClientTimeout,
 		// No automatic retries: a vault request may create something (a
 		// token, database credentials) and a retried POST would create it
 		// twice. A failed run is retried as a whole, with backoff.
@@ -145,13 +169,13 @@ func tokenFromAuth(s *api.Secret, now time.Time) (*targetToken, error) {
 	}, nil
 }
 
-// approleClient is the plugin's session with the target Vault: one API
-// client, the current AppRole token and the secret_id rotation
-// (secret_id_rotation.go). One lives in each backend; mu serialises every
-// conversation with the target (login, renewal, rotation, the requests of a
-// run), which are rare and short. The run calls withTarget, the paths reset,
-// the periodic function periodicSecretIDRotation; nothing else takes mu.
-type approleClient struct {
+// Client is the plugin's session with the target Vault: one API client, the
+// current AppRole token and the secret_id rotation (rotation.go). One lives
+// in each backend; mu serialises every conversation with the target (login,
+// renewal, rotation, the requests of a run), which are rare and short. The
+// run calls WithTarget, the paths Reset and ForgetRotation, the periodic
+// function PeriodicRotation; nothing else takes mu.
+type Client struct {
 	// logger is the backend's, which exists only once Vault set it up.
 	logger func() hclog.Logger
 	now    func() time.Time
@@ -165,14 +189,41 @@ type approleClient struct {
 	tok      *targetToken
 }
 
-func newApproleClient(logger func() hclog.Logger, configMu *sync.Mutex) *approleClient {
-	return &approleClient{logger: logger, now: time.Now, configMu: configMu}
+// Config is what a Client is made from.
+type Config struct {
+	// Logger returns the backend's logger.
+	Logger func() hclog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ConfigMu is the lock the backend holds while it writes
+	// configure_vault_access.
+	ConfigMu *sync.Mutex
 }
 
-// as returns a shallow copy of the base client that sends token and, when
+// New returns a Client with no session; the first WithTarget logs in.
+func New(cfg Config) *Client {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Client{logger: cfg.Logger, now: now, configMu: cfg.ConfigMu}
+}
+
+// Accessor is the accessor of the current token, "" when there is none. An
+// accessor is no credential; tests use it to ask the target about the token.
+func (a *Client) Accessor() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tok == nil {
+		return ""
+	}
+	return a.tok.accessor
+}
+
+// As returns a shallow copy of the base client that sends token and, when
 // wrapTTL is set, asks for a response-wrapped answer. The base client never
 // holds a token, so a copy can not leak one into another request.
-func as(c *api.Client, token, wrapTTL string) *api.Client {
+func As(c *api.Client, token, wrapTTL string) *api.Client {
 	return c.WithRequestCallbacks(func(r *api.Request) {
 		r.ClientToken = token
 		r.WrapTTL = wrapTTL
@@ -181,7 +232,7 @@ func as(c *api.Client, token, wrapTTL string) *api.Client {
 
 // clientLocked returns the base client for t, first dropping (and revoking
 // the token of) a session made for another configuration. a.mu must be held.
-func (a *approleClient) clientLocked(ctx context.Context, t targetVault) (*api.Client, error) {
+func (a *Client) clientLocked(ctx context.Context, t Target) (*api.Client, error) {
 	id := t.identity()
 	if a.client != nil && a.identity == id {
 		return a.client, nil
@@ -198,7 +249,7 @@ func (a *approleClient) clientLocked(ctx context.Context, t targetVault) (*api.C
 // tokenLocked returns a token for t that is good for at least a third of its
 // TTL: the current one, the current one renewed, or a fresh login (the
 // replaced token is revoked). a.mu must be held.
-func (a *approleClient) tokenLocked(ctx context.Context, t targetVault) (*api.Client, string, error) {
+func (a *Client) tokenLocked(ctx context.Context, t Target) (*api.Client, string, error) {
 	c, err := a.clientLocked(ctx, t)
 	if err != nil {
 		return nil, "", err
@@ -223,8 +274,8 @@ func (a *approleClient) tokenLocked(ctx context.Context, t targetVault) (*api.Cl
 	return c, a.tok.token, nil
 }
 
-func (a *approleClient) renewLocked(ctx context.Context, c *api.Client) (*targetToken, error) {
-	s, err := as(c, a.tok.token, "").Auth().Token().RenewSelfWithContext(ctx, int(a.tok.ttl/time.Second))
+func (a *Client) renewLocked(ctx context.Context, c *api.Client) (*targetToken, error) {
+	s, err := As(c, a.tok.token, "").Auth().Token().RenewSelfWithContext(ctx, int(a.tok.ttl/time.Second))
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +290,7 @@ func (a *approleClient) renewLocked(ctx context.Context, c *api.Client) (*target
 
 // replaceTokenLocked installs fresh and revokes the token it replaces, so
 // that at most one AppRole token of this plugin is alive on the target.
-func (a *approleClient) replaceTokenLocked(ctx context.Context, fresh *targetToken) {
+func (a *Client) replaceTokenLocked(ctx context.Context, fresh *targetToken) {
 	old := a.tok
 	a.tok = fresh
 	if old != nil && old.token != fresh.token && a.client != nil {
@@ -250,31 +301,31 @@ func (a *approleClient) replaceTokenLocked(ctx context.Context, fresh *targetTok
 // revoke revokes tk with itself (auth/token/revoke-self needs no policy).
 // Failure is logged, not returned: the token is TTL-bounded and the caller
 // has already stopped using it.
-func (a *approleClient) revoke(ctx context.Context, c *api.Client, tk *targetToken) {
+func (a *Client) revoke(ctx context.Context, c *api.Client, tk *targetToken) {
 	if tk == nil || tk.token == "" {
 		return
 	}
 	if tk.ttl > 0 && !a.now().Before(tk.obtained.Add(tk.ttl)) {
 		return // already expired on the target
 	}
-	if err := as(c, tk.token, "").Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
+	if err := As(c, tk.token, "").Auth().Token().RevokeSelfWithContext(ctx, ""); err != nil {
 		a.logger().Warn("revoking the replaced AppRole token on the target Vault failed; it expires with its TTL", "vault_addr", c.Address(), "ttl", tk.ttl.String(), "error", err)
 	}
 }
 
 // resetLocked revokes the current token and forgets the session, for a
 // deleted or changed configure_vault_access. a.mu must be held.
-func (a *approleClient) resetLocked(ctx context.Context) {
+func (a *Client) resetLocked(ctx context.Context) {
 	if a.client != nil && a.tok != nil {
 		a.revoke(ctx, a.client, a.tok)
 	}
 	a.client, a.tok, a.identity = nil, nil, ""
 }
 
-// reset is resetLocked for callers outside the client: the
+// Reset revokes the current token and forgets the session, for the
 // configure_vault_access handlers and the backend's Clean. An unreachable
 // target delays them by at most resetTimeout.
-func (a *approleClient) reset(ctx context.Context) {
+func (a *Client) Reset(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, resetTimeout)
@@ -285,15 +336,15 @@ func (a *approleClient) reset(ctx context.Context) {
 // approleLogin logs in with t's role_id and secret_id. The error carries the
 // target's answer; it never contains the secret_id (the API client does not
 // echo request bodies).
-func approleLogin(ctx context.Context, c *api.Client, t targetVault, now func() time.Time) (*targetToken, error) {
+func approleLogin(ctx context.Context, c *api.Client, t Target, now func() time.Time) (*targetToken, error) {
 	return approleLoginWith(ctx, c, t, t.SecretID, now)
 }
 
-func approleLoginWith(ctx context.Context, c *api.Client, t targetVault, secretID string, now func() time.Time) (*targetToken, error) {
+func approleLoginWith(ctx context.Context, c *api.Client, t Target, secretID string, now func() time.Time) (*targetToken, error) {
 	if t.RoleID == "" || secretID == "" {
 		return nil, errors.New("configure_vault_access has no role_id or secret_id")
 	}
-	s, err := as(c, "", "").Logical().WriteWithContext(ctx, t.mount()+"/login", map[string]any{
+	s, err := As(c, "", "").Logical().WriteWithContext(ctx, t.mount()+"/login", map[string]any{
 		"role_id":   t.RoleID,
 		"secret_id": secretID,
 	})

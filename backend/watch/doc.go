@@ -1,0 +1,69 @@
+// Package watch is the watch worker of one flant_gitops mount and its run
+// log: it follows one branch, checks each new HEAD, runs the configured
+// commands for it in a container, and remembers what came of it. It knows
+// nothing of Vault: the backend gives it storage, settings and the outside
+// world through Deps, and its paths call the Worker's methods.
+//
+// # Polls
+//
+// One goroutine per mount does all the work, one poll and at most one run at
+// a time. Three things wake it: Start (once, at mount initialisation: it
+// first settles runs a previous instance left, then polls), Tick (Vault's
+// periodic function: it only decides whether git_poll_period has passed and
+// never waits for the worker) and RequestPoll (the poll path: rate-limited
+// to one request per 2 seconds, answered at once, queued behind a run in
+// progress). A poll fetches the branch and decides, for HEAD:
+//
+//   - HEAD is the last successful commit: up_to_date.
+//   - HEAD is, by commit id or by signed content (gitwatch ContentID: the
+//     same change under a re-wrapped signature), the commit whose run an
+//     operator canceled: held, until a new commit or RequestPoll(retry).
+//   - HEAD is that failing commit and its backoff has not passed: backoff.
+//   - Otherwise the last successful commit must be an ancestor of HEAD
+//     (else refused: a force-push needs an operator), and HEAD must meet
+//     the signature rule (gitwatch Accept: the quorum of trusted keys, the
+//     plugin's own keys counting only on top of an accepted commit), else
+//     refused with who signed and what is missing. Then it runs: ran.
+//
+// The outcome word (the Outcome* constants) and a sentence for the operator
+// are stored in State with the quorum of HEAD; nothing configured is
+// not_configured, a settings, git or storage failure is error, and the
+// next poll tries again.
+//
+// # Runs
+//
+// A run is stored as queued before anything slow happens, so a restart
+// always finds it; running once its vault requests are ready and its
+// container starts, then exactly one
+// of succeeded (exit 0: its commit becomes the last successful commit,
+// written before the run record so a crash in between never runs it twice),
+// failed (non-zero exit, timeout, out of memory, a vault request or Docker
+// failing: retried after the poll period, doubled per failure in a row and
+// capped at an hour, or at the period when that is longer), canceled (CancelRun: the commit is held) or
+// interrupted (the plugin stopped: retried at once by the next instance).
+// Containers carry LabelMount and LabelRun. On Start, an unfinished run
+// whose container still exists is re-attached and followed to its end (its
+// log continues after the last line stored), one whose container is gone is
+// interrupted, and one whose fate Docker cannot tell is left for the next
+// start. Stop cancels the worker, records a run in progress as interrupted
+// and waits for it, bounded. The newest 50 runs are kept with their logs;
+// older finished ones are pruned.
+//
+// # Run log
+//
+// A run's output is stored in 64 KiB chunks under runlog/<id>/, written
+// when a chunk fills and every second, so ReadLog shows a running command.
+// Past 32 chunks (2 MiB) the oldest are deleted: the end of a log is where
+// failures show. A byte offset maps to one chunk, so a page costs one or
+// two reads; a page names where it starts, the size so far and what was
+// dropped. Storage calls of the writer are bounded, so a hung storage never
+// blocks the container's output; a storage error is reported when the log
+// closes.
+//
+// # Storage
+//
+// The worker keeps watch/state, watch/last_successful_commit, runs/<id> and
+// runlog/<id>/ (StorageKeys), as JSON encoded as Vault's
+// logical.StorageEntryJSON does, through the four-method Storage. None of
+// them holds a secret; commands must not print any.
+package watch
