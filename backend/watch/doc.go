@@ -40,13 +40,21 @@
 // failed (non-zero exit, timeout, out of memory, a vault request or Docker
 // failing: retried after the poll period, doubled per failure in a row and
 // capped at an hour, or at the period when that is longer), canceled (CancelRun: the commit is held) or
-// interrupted (the plugin stopped: retried at once by the next instance).
-// Containers carry LabelMount and LabelRun. On Start, an unfinished run
-// whose container still exists is re-attached and followed to its end (its
-// log continues after the last line stored), one whose container is gone is
-// interrupted, and one whose fate Docker cannot tell is left for the next
-// start. Stop cancels the worker, records a run in progress as interrupted
-// and waits for it, bounded. The newest 50 runs are kept with their logs;
+// interrupted (the plugin stopped before the container ran, or the run
+// was given up after a fence: retried at once by the next instance).
+// Containers carry LabelMount and LabelRun, and each run records the id of
+// the Docker engine it started on. On Start, an unfinished run whose
+// container still exists is re-attached and followed to its end (its log
+// continues after the last line stored). One whose container is gone is
+// interrupted when it started on this node's engine (or an unknown one);
+// when it started on another engine it is fenced: it may still be running
+// there, so no run of any commit starts until its deadline (start plus
+// run_timeout) or a forced poll, and State.Fence says so. A run whose fate
+// cannot be told yet (fenced, or the engine not answering) is checked again
+// on every wake. Stop (unmount) kills the container, records the run
+// interrupted and waits for it, bounded; HandOver (seal, step-down,
+// shutdown, reload) stops following and leaves the container running, the
+// run still running, for the next instance to re-attach. The newest 50 runs are kept with their logs;
 // older finished ones are pruned.
 //
 // # Run log
