@@ -40,8 +40,8 @@
 // failed (non-zero exit, timeout, out of memory, a vault request or Docker
 // failing: retried after the poll period, doubled per failure in a row and
 // capped at an hour, or at the period when that is longer), canceled (CancelRun: the commit is held) or
-// interrupted (the plugin stopped before the container ran, or the run
-// was given up after a fence: retried at once by the next instance).
+// interrupted (Stop, a handover before its container started, its container
+// gone, or a fence lifted: retried at once, with no backoff).
 // Containers carry LabelMount and LabelRun, and each run records the id of
 // the Docker engine it started on. On Start, an unfinished run whose
 // container still exists is re-attached and followed to its end (its log
