@@ -16,8 +16,6 @@ import (
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
-	"github.com/flant/flant_gitops/gitwatch/gittest"
-	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
 // haOtherEngine is the id the mTLS proxy answers for the second engine.
@@ -143,45 +141,6 @@ func TestE2EHAFencing(t *testing.T) {
 		t.Errorf("removing the first container, which its dead node left: %v", err)
 	}
 	e.noLeftovers()
-}
-
-// haWatchSetup configures the mount's watch on the cluster as
-// TestE2EHACluster does: two trusted keys (2 signatures required), the git
-// credential, a 300 s run_timeout, and a cleanup of the mount's containers.
-func haWatchSetup(t *testing.T, cluster *vaulttest.Cluster, docker *container.Docker, image string) *watchE2E {
-	t.Helper()
-	git := gittest.NewServer(t)
-	base := &watchE2E{t: t, vault: cluster.Leader(t).Server, repo: git.NewRepo(t, "ops"), gitSrv: git, docker: docker}
-	for _, name := range []string{"alice", "bob"} {
-		k := pgptest.NewKey(t, name)
-		base.keys = append(base.keys, k)
-		base.write("configure/trusted_pgp_public_key/"+name, map[string]any{"public_key": k.PublicArmored(t)})
-	}
-	base.write("configure/git_credential", map[string]any{"username": git.Username(), "password": git.Password()})
-	initial := base.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
-	base.configure(map[string]any{
-		"git_repo_url":    base.repo.URL(),
-		"git_branch_name": "main",
-		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
-		"required_number_of_verified_signatures_on_commit": 2,
-		"initial_last_successful_commit":                   initial,
-		"docker_image":                                     image,
-		"commands":                                         []string{"sh /git/step.sh"},
-		"run_timeout":                                      "300s",
-		"memory_limit":                                     "64m",
-		"network_mode":                                     "none",
-	})
-	base.mountID, _ = base.status()["mount_id"].(string)
-	if base.mountID == "" {
-		t.Fatal("status has no mount_id")
-	}
-	t.Cleanup(func() {
-		found, _ := docker.Find(context.Background(), map[string]string{watch.LabelMount: base.mountID})
-		for _, f := range found {
-			_ = docker.Remove(context.Background(), f.ID)
-		}
-	})
-	return base
 }
 
 // haWaitStatus reads status through c until ok; reads fail for a moment while
