@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
@@ -52,7 +51,7 @@ func TestE2EOrphanedPluginExitsAndLeavesContainer(t *testing.T) {
 	id := e.pollAndWaitLog(long, "orphan run started")
 
 	vaultPid := e.vault.Pid()
-	plugins := childPids(t, vaultPid)
+	plugins := vaulttest.ChildPIDs(t, vaultPid)
 	if len(plugins) == 0 {
 		t.Fatalf("no plugin process is a child of Vault (pid %d)", vaultPid)
 	}
@@ -89,28 +88,6 @@ func TestE2EOrphanedPluginExitsAndLeavesContainer(t *testing.T) {
 	if info.Container.State == nil || !info.Container.State.Running {
 		t.Errorf("the run's container is not running after the plugin exited: %+v", info.Container.State)
 	}
-}
-
-// childPids lists the direct children of pid from /proc.
-func childPids(t *testing.T, pid int) []int {
-	t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // the thread ended meanwhile
-		}
-		for _, field := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(field); err == nil {
-				pids = append(pids, n)
-			}
-		}
-	}
-	return pids
 }
 
 // processAlive reports whether pid is a running process; a zombie counts

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +44,7 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		leader := c.Leader(t)
-		plugins := children(t, leader.Pid())
+		plugins := ChildPIDs(t, leader.Pid())
 		if len(plugins) == 0 {
 			t.Fatalf("the active node %s (pid %d) has no plugin process", leader.ID, leader.Pid())
 		}
@@ -151,26 +149,4 @@ func environ(t *testing.T, pid int) map[string]string {
 		}
 	}
 	return env
-}
-
-// children lists the direct children of pid from /proc.
-func children(t *testing.T, pid int) []int {
-	t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, f := range tasks {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue // the thread ended meanwhile
-		}
-		for _, field := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(field); err == nil {
-				pids = append(pids, n)
-			}
-		}
-	}
-	return pids
 }
