@@ -7,11 +7,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/logical"
-	mcontainer "github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
 
 	"github.com/flant/flant_gitops/backend/watch"
-	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 )
 
@@ -185,7 +182,7 @@ func TestDockerEngineStatusAndWorker(t *testing.T) {
 	}
 	label := map[string]string{watch.LabelMount: "engine-test-" + randomHex(t)}
 	img := dockertest.Image(t, local)
-	id, err := startManaged(ctx, local, img, label)
+	id, err := dockertest.StartManaged(ctx, local, img, label)
 	if err != nil {
 		t.Fatalf("starting a container on the local engine: %v", err)
 	}
@@ -234,21 +231,4 @@ func TestDockerEngineStatusAndWorker(t *testing.T) {
 	if found, err := runner.Find(ctx, label); err != nil || len(found) != 1 {
 		t.Fatalf("the runner back on the local engine finds %v, %v", found, err)
 	}
-}
-
-// startManaged leaves a sleeping container the runner counts as its own
-// (label flant_gitops.managed) on the local engine.
-func startManaged(ctx context.Context, d *container.Docker, img string, labels map[string]string) (string, error) {
-	l := map[string]string{"flant_gitops.managed": "true"}
-	for k, v := range labels {
-		l[k] = v
-	}
-	created, err := d.Client().ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &mcontainer.Config{Image: img, Cmd: []string{"/bin/sleep", "60"}, Labels: l},
-	})
-	if err != nil {
-		return "", err
-	}
-	_, err = d.Client().ContainerStart(ctx, created.ID, client.ContainerStartOptions{})
-	return created.ID, err
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	mcontainer "github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/flant/flant_gitops/container"
@@ -244,4 +245,22 @@ func NoLeftovers(t testing.TB, r container.Runner, labels map[string]string) {
 			t.Errorf("removing leftover container %s: %v", f.ID, err)
 		}
 	}
+}
+
+// StartManaged starts a sleeping container (60 s) that the runner counts as
+// its own (label flant_gitops.managed, which container.Spec may not set) with
+// labels on d's engine, and leaves it running; the caller removes it.
+func StartManaged(ctx context.Context, d *container.Docker, img string, labels map[string]string) (string, error) {
+	l := map[string]string{"flant_gitops.managed": "true"}
+	for k, v := range labels {
+		l[k] = v
+	}
+	created, err := d.Client().ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &mcontainer.Config{Image: img, Cmd: []string{"/bin/sleep", "60"}, Labels: l},
+	})
+	if err != nil {
+		return "", err
+	}
+	_, err = d.Client().ContainerStart(ctx, created.ID, client.ContainerStartOptions{})
+	return created.ID, err
 }

@@ -143,7 +143,7 @@ func TestTLSProxySimulatesAnotherEngine(t *testing.T) {
 		t.Fatalf("engine id: %q, %v", realID, err)
 	}
 	label := map[string]string{"flant_gitops.test": t.Name()}
-	onReal, err := startSleeper(ctx, d, img, label)
+	onReal, err := StartManaged(ctx, d, img, label)
 	if err != nil {
 		t.Fatalf("start on the real engine: %v", err)
 	}
@@ -172,7 +172,7 @@ func TestTLSProxySimulatesAnotherEngine(t *testing.T) {
 	if err != nil || res.ExitCode != 0 || log.String() != "on the other engine\n" {
 		t.Fatalf("run on the other engine: %+v, %v, log %q", res, err, log.String())
 	}
-	onOther, err := startSleeper(ctx, d, img, label)
+	onOther, err := StartManaged(ctx, d, img, label)
 	if err != nil {
 		t.Fatalf("start on the other engine: %v", err)
 	}
@@ -196,21 +196,4 @@ func TestTLSProxySimulatesAnotherEngine(t *testing.T) {
 			t.Fatalf("removing %s on the local socket: %v", id, err)
 		}
 	}
-}
-
-// startSleeper starts a container the runner counts as its own (managed)
-// and leaves it running.
-func startSleeper(ctx context.Context, d *container.Docker, img string, labels map[string]string) (string, error) {
-	l := map[string]string{"flant_gitops.managed": "true"}
-	for k, v := range labels {
-		l[k] = v
-	}
-	created, err := d.Client().ContainerCreate(ctx, client.ContainerCreateOptions{
-		Config: &mcontainer.Config{Image: img, Cmd: []string{"/bin/sleep", "60"}, Labels: l},
-	})
-	if err != nil {
-		return "", err
-	}
-	_, err = d.Client().ContainerStart(ctx, created.ID, client.ContainerStartOptions{})
-	return created.ID, err
 }
