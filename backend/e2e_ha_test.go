@@ -56,7 +56,10 @@ func TestE2EHACluster(t *testing.T) {
 		// Patch: a CI job logs in and patches through the standby.
 		remote := git.NewRepo(t, "infra")
 		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "image:\n  tag: \"1.0.0\" # set by CI\n"}, gittest.Message("initial"))
-		issuer := haSetupPatch(t, cluster.Leader(t).Client, git, remote)
+		issuer := vaulttest.SetUpCIPatch(t, cluster.Leader(t).Client, vaulttest.CIPatch{
+			Issuer: haIssuer, Audience: haAudience,
+			Repository: "infra", URL: remote.URL(), Username: git.Username(), Password: git.Password(),
+		})
 		ci := haCILogin(t, issuer, standby.Client)
 		s, err := ci.Logical().WriteWithContext(t.Context(), vaulttest.MountPath+"/patch/infra", map[string]any{
 			"commit": map[string]any{"message": "Bump image through a standby"},
@@ -329,45 +332,6 @@ func haWatchSetup(t *testing.T, cluster *vaulttest.Cluster, docker *container.Do
 		}
 	})
 	return base
-}
-
-// haSetupPatch makes remote a patch target that a GitLab CI job of
-// my-group/my-project may patch, as newPatchE2EEnv does on a single server,
-// and returns the CI's token issuer.
-func haSetupPatch(t *testing.T, c *api.Client, git *gittest.Server, remote *gittest.Repo) *vaulttest.JWTIssuer {
-	t.Helper()
-	ci := vaulttest.NewJWTIssuer(t, haIssuer)
-	ci.Mount(t, c, "jwt")
-	auths, err := c.Sys().ListAuthWithContext(t.Context())
-	if err != nil || auths["jwt/"] == nil {
-		t.Fatalf("list auth mounts: %v", err)
-	}
-	writes := []struct {
-		path string
-		data map[string]any
-	}{
-		{"auth/jwt/role/gitlab-ci", map[string]any{
-			"role_type":       "jwt",
-			"user_claim":      "project_path",
-			"bound_audiences": []string{haAudience},
-			"claim_mappings":  map[string]any{"project_path": "project_path"},
-			"token_policies":  []string{"gitops-patch"},
-			"token_ttl":       "10m",
-		}},
-		{vaulttest.MountPath + "/configure/repository/infra", map[string]any{
-			"url": remote.URL(), "username": git.Username(), "password": git.Password(),
-		}},
-		{vaulttest.MountPath + "/configure/policy", map[string]any{"trusted_auth_mount_accessors": auths["jwt/"].Accessor}},
-	}
-	for _, w := range writes {
-		if _, err := c.Logical().WriteWithContext(t.Context(), w.path, w.data); err != nil {
-			t.Fatalf("write %s: %v", w.path, err)
-		}
-	}
-	if err := c.Sys().PutPolicyWithContext(t.Context(), "gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
-		t.Fatal(err)
-	}
-	return ci
 }
 
 const (

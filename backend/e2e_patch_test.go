@@ -45,46 +45,20 @@ func newPatchE2EEnv(t *testing.T, files map[string]string, env []string) *patchE
 	remote := srv.NewRepo(t, "infra")
 	remote.Commit(t, files, gittest.Message("initial"))
 
-	c := v.Client
-	ci := vaulttest.NewJWTIssuer(t, e2eIssuer)
-	ci.Mount(t, c, "jwt")
-	writes := []struct {
-		path string
-		data map[string]any
-	}{
-		{"auth/jwt/role/gitlab-ci", map[string]any{
-			"role_type":       "jwt",
-			"user_claim":      "project_path",
-			"bound_audiences": []string{e2eAudience},
-			"bound_claims":    map[string]any{"ref_protected": "true"},
-			"claim_mappings":  map[string]any{"project_path": "project_path"},
-			"token_policies":  []string{"gitops-patch"},
-			"token_ttl":       "10m",
-		}},
-		{"flant_gitops/configure/repository/infra", map[string]any{
-			"url":      remote.URL(),
-			"username": srv.Username(),
-			"password": srv.Password(),
-		}},
-	}
-	for _, w := range writes {
-		if _, err := c.Logical().Write(w.path, w.data); err != nil {
-			t.Fatalf("write %s: %v", w.path, err)
-		}
-	}
-	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
-		t.Fatal(err)
-	}
-	// The built-in policy trusts aliases of this mount only.
-	if _, err := c.Logical().Write("flant_gitops/configure/policy", map[string]any{"trusted_auth_mount_accessors": authAccessor(t, v, "jwt")}); err != nil {
-		t.Fatal(err)
-	}
+	ci := vaulttest.SetUpCIPatch(t, v.Client, vaulttest.CIPatch{
+		Issuer:      e2eIssuer,
+		Audience:    e2eAudience,
+		BoundClaims: map[string]any{"ref_protected": "true"},
+		Repository:  "infra", URL: remote.URL(), Username: srv.Username(), Password: srv.Password(),
+		// The built-in policy trusts aliases of this mount only.
+		Accessor: func(t testing.TB) string { return authAccessor(t, v, "jwt") },
+	})
 	return &patchE2E{v: v, srv: srv, remote: remote, ci: ci}
 }
 
 // authAccessor is the accessor of the auth mount at path, read the way the
 // README tells operators to.
-func authAccessor(t *testing.T, v *vaulttest.Server, path string) string {
+func authAccessor(t testing.TB, v *vaulttest.Server, path string) string {
 	t.Helper()
 	out, errOut, code := v.CLI(t, "read", "-field=accessor", "sys/auth/"+path)
 	if code != 0 || !strings.HasPrefix(out, "auth_jwt_") {

@@ -112,3 +112,75 @@ func GitLabClaims(projectPath, ref, refType string) map[string]any {
 		"ref_protected":   "true",
 	}
 }
+
+// CIPatch says how SetUpCIPatch lets GitLab CI jobs patch a repository.
+type CIPatch struct {
+	// Issuer is the iss of the CI's id_tokens; Audience is the role's
+	// bound_audiences.
+	Issuer, Audience string
+	// BoundClaims are the role's bound_claims; nil binds none.
+	BoundClaims map[string]any
+	// Repository is the name under configure/repository, reached at URL with
+	// Username and Password.
+	Repository, URL, Username, Password string
+	// Accessor reads the JWT mount's accessor for configure/policy; nil
+	// reads it from sys/auth through the client.
+	Accessor func(t testing.TB) string
+}
+
+// SetUpCIPatch makes p.Repository a patch target of the plugin at MountPath
+// through c, as an operator does for GitLab CI: a JWT auth mount at "jwt"
+// trusting a new issuer, its role "gitlab-ci" whose tokens carry the policy
+// "gitops-patch" (update on patch/*), the repository, and configure/policy
+// trusting the mount. It returns the issuer that signs the jobs' id_tokens.
+func SetUpCIPatch(t testing.TB, c *api.Client, p CIPatch) *JWTIssuer {
+	t.Helper()
+	ctx := t.Context()
+	ci := NewJWTIssuer(t, p.Issuer)
+	ci.Mount(t, c, "jwt")
+	accessor := ""
+	if p.Accessor != nil {
+		accessor = p.Accessor(t)
+	} else {
+		auths, err := c.Sys().ListAuthWithContext(ctx)
+		if err != nil {
+			t.Fatalf("list auth mounts: %v", err)
+		}
+		if a := auths["jwt/"]; a != nil {
+			accessor = a.Accessor
+		}
+		if accessor == "" {
+			t.Fatal("no accessor for auth/jwt")
+		}
+	}
+	role := map[string]any{
+		"role_type":       "jwt",
+		"user_claim":      "project_path",
+		"bound_audiences": []string{p.Audience},
+		"claim_mappings":  map[string]any{"project_path": "project_path"},
+		"token_policies":  []string{"gitops-patch"},
+		"token_ttl":       "10m",
+	}
+	if p.BoundClaims != nil {
+		role["bound_claims"] = p.BoundClaims
+	}
+	writes := []struct {
+		path string
+		data map[string]any
+	}{
+		{"auth/jwt/role/gitlab-ci", role},
+		{MountPath + "/configure/repository/" + p.Repository, map[string]any{
+			"url": p.URL, "username": p.Username, "password": p.Password,
+		}},
+		{MountPath + "/configure/policy", map[string]any{"trusted_auth_mount_accessors": accessor}},
+	}
+	for _, w := range writes {
+		if _, err := c.Logical().WriteWithContext(ctx, w.path, w.data); err != nil {
+			t.Fatalf("write %s: %v", w.path, err)
+		}
+	}
+	if err := c.Sys().PutPolicyWithContext(ctx, "gitops-patch", `path "`+MountPath+`/patch/*" { capabilities = ["update"] }`); err != nil {
+		t.Fatalf("write policy gitops-patch: %v", err)
+	}
+	return ci
+}

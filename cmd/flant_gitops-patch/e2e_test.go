@@ -62,49 +62,13 @@ func newCIEnv(t *testing.T, env ...string) *ciEnv {
 		"other-group/app/release.yml":     releaseYML,
 	}, gittest.Message("initial"))
 
-	c := v.Client
-	gitlab := vaulttest.NewJWTIssuer(t, issuer)
-	gitlab.Mount(t, c, "jwt")
-	accessor := ""
-	auths, err := c.Sys().ListAuth()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a, ok := auths["jwt/"]; ok {
-		accessor = a.Accessor
-	}
-	if accessor == "" {
-		t.Fatal("no accessor for auth/jwt")
-	}
-	writes := []struct {
-		path string
-		data map[string]any
-	}{
-		// Only projects of my-group, on protected refs, may log in.
-		{"auth/jwt/role/gitlab-ci", map[string]any{
-			"role_type":       "jwt",
-			"user_claim":      "project_path",
-			"bound_audiences": []string{audience},
-			"bound_claims":    map[string]any{"namespace_path": []string{"my-group"}, "ref_protected": "true"},
-			"claim_mappings":  map[string]any{"project_path": "project_path"},
-			"token_policies":  []string{"gitops-patch"},
-			"token_ttl":       "10m",
-		}},
-		{"flant_gitops/configure/repository/infra", map[string]any{
-			"url":      remote.URL(),
-			"username": srv.Username(),
-			"password": srv.Password(),
-		}},
-		{"flant_gitops/configure/policy", map[string]any{"trusted_auth_mount_accessors": accessor}},
-	}
-	for _, w := range writes {
-		if _, err := c.Logical().Write(w.path, w.data); err != nil {
-			t.Fatalf("write %s: %v", w.path, err)
-		}
-	}
-	if err := c.Sys().PutPolicy("gitops-patch", `path "flant_gitops/patch/*" { capabilities = ["update"] }`); err != nil {
-		t.Fatal(err)
-	}
+	// Only projects of my-group, on protected refs, may log in.
+	gitlab := vaulttest.SetUpCIPatch(t, v.Client, vaulttest.CIPatch{
+		Issuer:      issuer,
+		Audience:    audience,
+		BoundClaims: map[string]any{"namespace_path": []string{"my-group"}, "ref_protected": "true"},
+		Repository:  "infra", URL: remote.URL(), Username: srv.Username(), Password: srv.Password(),
+	})
 	return &ciEnv{v: v, remote: remote, gitlab: gitlab, bin: binDir}
 }
 
