@@ -24,6 +24,7 @@ import (
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 // TestAPIReference fails when backend/API.md is not what the path
@@ -433,7 +434,7 @@ func TestResponseSchemas(t *testing.T) {
 		cov.validate(t, b, s, logical.ReadOperation, "runs/"+id+"/log", map[string]any{"offset": 0}, "")
 		cov.validate(t, b, s, logical.UpdateOperation, "poll", nil, "")
 		cov.validate(t, b, s, logical.UpdateOperation, "runs/"+id+"/cancel", nil, "")
-		waitUntil(t, func() bool {
+		waittest.Until(t, func() bool {
 			st, err := b.watch.State(context.Background(), watchStorage{s})
 			return err == nil && st.CurrentRunID == ""
 		})
@@ -452,7 +453,7 @@ func TestResponseSchemas(t *testing.T) {
 		b.watch = watch.New(b.Backend.Logger, deps)
 		b.watch.Start(watchStorage{s})
 		defer b.watch.Stop(context.Background())
-		waitUntil(t, func() bool {
+		waittest.Until(t, func() bool {
 			st, err := b.watch.State(context.Background(), watchStorage{s})
 			return err == nil && st.Fence != nil
 		})

@@ -17,6 +17,7 @@ import (
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 // recordingStorage remembers every entry the plugin writes, transient ones
@@ -213,7 +214,7 @@ func TestPollRefusesAnOpenCacheFolder(t *testing.T) {
 	ctx := context.Background()
 	b.watch.Start(watchStorage{s}) // polls once at start
 	var st *watch.State
-	waitUntil(t, func() bool {
+	waittest.Until(t, func() bool {
 		var err error
 		st, err = b.watch.State(ctx, watchStorage{s})
 		return err == nil && st.LastPollOutcome != ""

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 // dyingLog is the run log of a plugin instance that dies: once killed it
@@ -82,15 +83,15 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() { <-orphanDone })
-	waitFor(t, func() bool {
+	waittest.Until(t, func() bool {
 		page, err := readRunLog(ctx, h.s, id, 0, 1<<20, lw.limits.chunkSize)
 		return err == nil && strings.Contains(page.Text, "before the restart")
 	})
-	waitFor(t, func() bool { p, _ := lw.resumePoint(); return !p.IsZero() })
+	waittest.Until(t, func() bool { p, _ := lw.resumePoint(); return !p.IsZero() })
 	dying.kill()
 	_ = lw.Close(ctx)
 	// The container prints while no plugin follows it.
-	waitFor(t, func() bool {
+	waittest.Until(t, func() bool {
 		rc, err := docker.Client().ContainerLogs(ctx, found1(t, docker, labels), client.ContainerLogsOptions{ShowStdout: true})
 		if err != nil {
 			return false
@@ -107,7 +108,7 @@ func TestRecoveryReattachesRealContainer(t *testing.T) {
 
 	h.w.Start(h.s)
 	defer h.w.Stop(ctx)
-	waitFor(t, func() bool {
+	waittest.Until(t, func() bool {
 		r, err := getRun(ctx, h.s, id)
 		return err == nil && r.Finished()
 	})

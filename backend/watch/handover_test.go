@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 // followingRun plays container.Docker.Run for a container that prints lines
@@ -74,7 +75,7 @@ func TestHandOver(t *testing.T) {
 			h.w.Start(h.s)
 			spec := <-h.runner.started
 			id := spec.Labels[LabelRun]
-			waitFor(t, func() bool {
+			waittest.Until(t, func() bool {
 				p, _ := readRunLog(ctx, h.s, id, 0, 1<<20, h.w.logLimits.chunkSize)
 				return p != nil && p.Text == "line 1\nline 2\n"
 			})
@@ -112,7 +113,7 @@ func TestHandOver(t *testing.T) {
 			h.w = h.newWorker()
 			h.w.Start(h.s)
 			defer h.w.Stop(ctx)
-			waitFor(t, func() bool { return h.lastSuccessful() == commitB && h.state().CurrentRunID == "" })
+			waittest.Until(t, func() bool { return h.lastSuccessful() == commitB && h.state().CurrentRunID == "" })
 			runs := h.runs()
 			if len(runs) != 1 || runs[0].ID != id || runs[0].Status != RunSucceeded || h.runner.runs() != 1 {
 				t.Fatalf("after the handover: runs %+v, %d containers started; want run %s succeeded, one container", runs, h.runner.runs(), id)
@@ -159,7 +160,7 @@ func TestHandOverBeforeTheContainerStarted(t *testing.T) {
 	h.w = h.newWorker()
 	h.w.Start(h.s)
 	defer h.w.Stop(ctx)
-	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+	waittest.Until(t, func() bool { return h.lastSuccessful() == commitB })
 }
 
 // TestRecoveryFencing: a run whose container this node cannot find is
@@ -257,14 +258,14 @@ func TestRecoveryFencing(t *testing.T) {
 			defer h.w.Stop(ctx)
 
 			if tt.wantHeld != "" {
-				waitFor(t, func() bool { return h.state().LastPollOutcome == tt.wantHeld })
+				waittest.Until(t, func() bool { return h.state().LastPollOutcome == tt.wantHeld })
 				// Later wakes (ticks, polls) check again and still start
 				// nothing.
 				for range 3 {
 					h.clock.advance(time.Second)
 					h.w.RequestPoll(h.s, false)
 					at := h.clock.now()
-					waitFor(t, func() bool { return h.state().LastPollAt.Equal(at) })
+					waittest.Until(t, func() bool { return h.state().LastPollAt.Equal(at) })
 				}
 				st := h.state()
 				if got, _ := getRun(ctx, h.s, runID); got.Status != RunRunning || h.runner.runs() != 0 || st.LastPollOutcome != tt.wantHeld {
@@ -282,7 +283,7 @@ func TestRecoveryFencing(t *testing.T) {
 				tt.lift(h)
 			}
 
-			waitFor(t, func() bool {
+			waittest.Until(t, func() bool {
 				got, _ := getRun(ctx, h.s, runID)
 				return got.Finished() && h.lastSuccessful() == commitB && h.state().CurrentRunID == ""
 			})

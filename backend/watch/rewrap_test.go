@@ -10,6 +10,7 @@ import (
 	"github.com/flant/flant_gitops/gitwatch"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 const commitB2 = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
@@ -41,7 +42,7 @@ func TestRewrappedCommitKeepsRetryState(t *testing.T) {
 				if !h.w.CancelRun(ctx, spec.Labels[LabelRun]) {
 					t.Fatal("cancel refused")
 				}
-				waitFor(t, func() bool { return h.state().CurrentRunID == "" && h.state().Held })
+				waittest.Until(t, func() bool { return h.state().CurrentRunID == "" && h.state().Held })
 				h.w.Stop(ctx)
 			} else {
 				h.runner.run = func(ctx context.Context, spec container.Spec) (container.Result, error) {
@@ -108,7 +109,7 @@ func TestRewrappedCommitHitsTheHoldRealGit(t *testing.T) {
 	if !h.w.CancelRun(ctx, spec.Labels[LabelRun]) {
 		t.Fatal("cancel refused")
 	}
-	waitFor(t, func() bool { st := h.state(); return st.CurrentRunID == "" && st.Held && st.FailedCommit == signed })
+	waittest.Until(t, func() bool { st := h.state(); return st.CurrentRunID == "" && st.Held && st.FailedCommit == signed })
 	h.w.Stop(ctx)
 
 	rewrapped := repo.Rewrap(t, signed, "same change, new id")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
+	"github.com/flant/flant_gitops/internal/waittest"
 )
 
 const (
@@ -528,7 +529,7 @@ func TestTickDuringRunReturnsAtOnce(t *testing.T) {
 	}
 	close(release)
 	// The queued poll after the run finds HEAD done and starts nothing.
-	waitFor(t, func() bool { st := h.state(); return st.LastPollOutcome == OutcomeUpToDate })
+	waittest.Until(t, func() bool { st := h.state(); return st.LastPollOutcome == OutcomeUpToDate })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("%d containers started in all", got)
 	}
@@ -554,13 +555,13 @@ func TestCancelHoldsCommit(t *testing.T) {
 	if r.Status != RunCanceled {
 		t.Fatalf("run %s after cancel, want canceled", r.Status)
 	}
-	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	waittest.Until(t, func() bool { return h.state().CurrentRunID == "" })
 	h.w.mu.Lock()
 	h.w.lastManualPoll = time.Time{}
 	h.w.mu.Unlock()
 	h.clock.advance(24 * time.Hour)
 	h.w.RequestPoll(h.s, false)
-	waitFor(t, func() bool { return h.state().LastPollOutcome == OutcomeHeld })
+	waittest.Until(t, func() bool { return h.state().LastPollOutcome == OutcomeHeld })
 	if got := h.runner.runs(); got != 1 {
 		t.Errorf("a canceled commit was retried without retry=true: %d runs", got)
 	}
@@ -568,7 +569,7 @@ func TestCancelHoldsCommit(t *testing.T) {
 	h.runner.run = nil
 	h.runner.mu.Unlock()
 	h.w.RequestPoll(h.s, true)
-	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
+	waittest.Until(t, func() bool { return h.lastSuccessful() == commitB })
 }
 
 // Stopping the plugin during a run records it as interrupted; the next
@@ -592,8 +593,8 @@ func TestStopDuringRunIsRetriedOnce(t *testing.T) {
 	h.w = h.newWorker()
 	h.w.Start(h.s)
 	defer h.w.Stop(context.Background())
-	waitFor(t, func() bool { return h.lastSuccessful() == commitB })
-	waitFor(t, func() bool { return h.state().CurrentRunID == "" })
+	waittest.Until(t, func() bool { return h.lastSuccessful() == commitB })
+	waittest.Until(t, func() bool { return h.state().CurrentRunID == "" })
 	count := map[string]int{}
 	for _, r := range h.runs() {
 		count[r.Status]++
@@ -653,7 +654,7 @@ func TestRecovery(t *testing.T) {
 			}
 			h.w.Start(h.s)
 			defer h.w.Stop(ctx)
-			waitFor(t, func() bool {
+			waittest.Until(t, func() bool {
 				st := h.state()
 				return st.CurrentRunID == "" && st.LastPollOutcome != ""
 			})
@@ -715,17 +716,6 @@ func TestPollRateLimit(t *testing.T) {
 	h.clock.advance(2 * time.Second)
 	if a := h.w.RequestPoll(h.s, false); !a.Started {
 		t.Errorf("poll after the interval refused: %+v", a)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
