@@ -184,17 +184,11 @@ func (b *backend) storeDockerEngine(ctx context.Context, req *logical.Request, d
 // engineTargetChanges names the fields that decide where the client key is
 // presented (the address and which server is trusted there) and that differ.
 func engineTargetChanges(before, after *dockerEngineEntry) []string {
-	var changed []string
-	for _, f := range []struct{ name, old, next string }{
-		{"host", before.Host, after.Host},
-		{"ca_cert", before.CACert, after.CACert},
-		{"tls_server_name", before.TLSServerName, after.TLSServerName},
-	} {
-		if f.old != f.next {
-			changed = append(changed, f.name)
-		}
-	}
-	return changed
+	return changedBoundFields(
+		boundField{"host", before.Host, after.Host},
+		boundField{"ca_cert", before.CACert, after.CACert},
+		boundField{"tls_server_name", before.TLSServerName, after.TLSServerName},
+	)
 }
 
 func (b *backend) pathDockerEngineDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

@@ -15,24 +15,30 @@ func secretMustFollow(changed []string, secret, fix string) error {
 		strings.Join(changed, ", "), secret, fix)
 }
 
-// vaultTargetChanges names the configure_vault_access fields that decide
-// where the secret_id is sent and that differ between before and after.
-func vaultTargetChanges(before, after *vaultAccessEntry) []string {
+// boundField is a field that decides where a stored secret is sent, with
+// its value before and after a write.
+type boundField struct{ name, old, next string }
+
+// changedBoundFields names the fields whose value the write changes.
+func changedBoundFields(fields ...boundField) []string {
 	var changed []string
-	for _, f := range []struct {
-		name      string
-		old, next string
-	}{
-		{"vault_addr", before.VaultAddr, after.VaultAddr},
-		{"vault_cacert", before.VaultCACert, after.VaultCACert},
-		{"vault_tls_server_name", before.VaultTLSServerName, after.VaultTLSServerName},
-		{"approle_mount_point", before.ApproleMountPoint, after.ApproleMountPoint},
-	} {
+	for _, f := range fields {
 		if f.old != f.next {
 			changed = append(changed, f.name)
 		}
 	}
 	return changed
+}
+
+// vaultTargetChanges names the configure_vault_access fields that decide
+// where the secret_id is sent and that differ between before and after.
+func vaultTargetChanges(before, after *vaultAccessEntry) []string {
+	return changedBoundFields(
+		boundField{"vault_addr", before.VaultAddr, after.VaultAddr},
+		boundField{"vault_cacert", before.VaultCACert, after.VaultCACert},
+		boundField{"vault_tls_server_name", before.VaultTLSServerName, after.VaultTLSServerName},
+		boundField{"approle_mount_point", before.ApproleMountPoint, after.ApproleMountPoint},
+	)
 }
 
 // gitCredentialBoundURL is the URL a stored git credential may be sent to:
