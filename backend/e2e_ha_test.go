@@ -20,7 +20,6 @@ import (
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
-	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
 // haSlowLines is how many lines the slow run prints, one a second, so that a
@@ -294,43 +293,12 @@ func haLogTime(log, needle string, from time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// haWatchSetup configures the mount's watch on the cluster for the HA tests:
-// two trusted keys (2 signatures required), the git credential, a 300 s
-// run_timeout, and a cleanup of the mount's containers.
+// haWatchSetup configures the mount's watch on the cluster for the HA tests
+// (configureLongRun) with two trusted keys and the git credential.
 func haWatchSetup(t *testing.T, cluster *vaulttest.Cluster, docker *container.Docker, image string) *watchE2E {
 	t.Helper()
-	git := gittest.NewServer(t)
-	base := &watchE2E{t: t, vault: cluster.Leader(t).Server, repo: git.NewRepo(t, "ops"), gitSrv: git, docker: docker}
-	for _, name := range []string{"alice", "bob"} {
-		k := pgptest.NewKey(t, name)
-		base.keys = append(base.keys, k)
-		base.write("configure/trusted_pgp_public_key/"+name, map[string]any{"public_key": k.PublicArmored(t)})
-	}
-	base.write("configure/git_credential", map[string]any{"username": git.Username(), "password": git.Password()})
-	initial := base.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
-	base.configure(map[string]any{
-		"git_repo_url":    base.repo.URL(),
-		"git_branch_name": "main",
-		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
-		"required_number_of_verified_signatures_on_commit": 2,
-		"initial_last_successful_commit":                   initial,
-		"docker_image":                                     image,
-		"commands":                                         []string{"sh /git/step.sh"},
-		"run_timeout":                                      "300s",
-		"memory_limit":                                     "64m",
-		"network_mode":                                     "none",
-	})
-	base.mountID, _ = base.status()["mount_id"].(string)
-	if base.mountID == "" {
-		t.Fatal("status has no mount_id")
-	}
-	// A run's container outlives a failed test; remove what is left.
-	t.Cleanup(func() {
-		found, _ := docker.Find(context.Background(), map[string]string{watch.LabelMount: base.mountID})
-		for _, f := range found {
-			_ = docker.Remove(context.Background(), f.ID)
-		}
-	})
+	base := newWatchE2EOn(t, gittest.NewServer(t), cluster.Leader(t).Server, docker, "alice", "bob")
+	base.configureLongRun(image)
 	return base
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container/dockertest"
-	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
 // When only the Vault process dies (kill -9), its plugin process notices
@@ -23,29 +22,7 @@ import (
 // remove it.
 func TestE2EOrphanedPluginExitsAndLeavesContainer(t *testing.T) {
 	e := newWatchE2E(t)
-	base := e.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
-	e.configure(map[string]any{
-		"git_repo_url":    e.repo.URL(),
-		"git_branch_name": "main",
-		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
-		"required_number_of_verified_signatures_on_commit": 2,
-		"initial_last_successful_commit":                   base,
-		"docker_image":                                     dockertest.Image(t, e.docker),
-		"commands":                                         []string{"sh /git/step.sh"},
-		"run_timeout":                                      "300s",
-		"memory_limit":                                     "64m",
-		"network_mode":                                     "none",
-	})
-	e.mountID, _ = e.status()["mount_id"].(string)
-	if e.mountID == "" {
-		t.Fatal("status has no mount_id")
-	}
-	// The container outlives the plugin; remove it whatever happens.
-	t.Cleanup(func() {
-		for _, f := range e.containers() {
-			_ = e.docker.Remove(context.Background(), f.ID)
-		}
-	})
+	e.configureLongRun(dockertest.Image(t, e.docker))
 
 	long := e.commit("orphan\n", "echo orphan run started; while true; do echo still here; sleep 1; done", 0, 1)
 	id := e.pollAndWaitLog(long, "orphan run started")

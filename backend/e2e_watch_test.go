@@ -238,16 +238,54 @@ func newWatchE2E(t *testing.T) *watchE2E {
 	t.Helper()
 	docker := dockertest.Runner(t)
 	git := gittest.NewServer(t)
-	repo := git.NewRepo(t, "ops")
 	srv := vaulttest.NewServer(t, &vaulttest.Options{Env: []string{cacheDirEnv + "=" + t.TempDir()}})
-	e := &watchE2E{t: t, vault: srv, repo: repo, gitSrv: git, docker: docker}
-	for _, name := range []string{"alice", "bob", "carol"} {
+	return newWatchE2EOn(t, git, srv, docker, "alice", "bob", "carol")
+}
+
+// newWatchE2EOn is a watchE2E on srv: the repository "ops" on git, a trusted
+// key for each of signers, and the git credential.
+func newWatchE2EOn(t *testing.T, git *gittest.Server, srv *vaulttest.Server, docker *container.Docker, signers ...string) *watchE2E {
+	t.Helper()
+	e := &watchE2E{t: t, vault: srv, repo: git.NewRepo(t, "ops"), gitSrv: git, docker: docker}
+	for _, name := range signers {
 		k := pgptest.NewKey(t, name)
 		e.keys = append(e.keys, k)
 		e.write(fmt.Sprintf("configure/trusted_pgp_public_key/%s", name), map[string]any{"public_key": k.PublicArmored(t)})
 	}
 	e.write("configure/git_credential", map[string]any{"username": git.Username(), "password": git.Password()})
 	return e
+}
+
+// configureLongRun configures the watch of the tests whose run outlives a
+// plugin or a node (2 signatures, sh /git/step.sh, a 300 s run_timeout) and
+// records the mount id. A run's container outlives a failed test; what is
+// left is removed at cleanup.
+func (e *watchE2E) configureLongRun(image string) {
+	e.t.Helper()
+	initial := e.repo.Commit(e.t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
+	e.configure(map[string]any{
+		"git_repo_url":    e.repo.URL(),
+		"git_branch_name": "main",
+		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
+		"required_number_of_verified_signatures_on_commit": 2,
+		"initial_last_successful_commit":                   initial,
+		"docker_image":                                     image,
+		"commands":                                         []string{"sh /git/step.sh"},
+		"run_timeout":                                      "300s",
+		"memory_limit":                                     "64m",
+		"network_mode":                                     "none",
+	})
+	e.mountID, _ = e.status()["mount_id"].(string)
+	if e.mountID == "" {
+		e.t.Fatal("status has no mount_id")
+	}
+	docker, mount := e.docker, e.mountID
+	e.t.Cleanup(func() {
+		found, _ := docker.Find(context.Background(), map[string]string{watch.LabelMount: mount})
+		for _, f := range found {
+			_ = docker.Remove(context.Background(), f.ID)
+		}
+	})
 }
 
 // commit pushes hello.txt and step.sh, signed in the commit by the first
