@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/flant/flant_gitops/backend"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -236,7 +237,7 @@ func TestE2EBadInput(t *testing.T) {
 
 	// Configure paths: a valid configuration first, then refused writes
 	// that must leave it as it was.
-	sshKey, knownHosts := e2eSSHKey(t)
+	sshKey, knownHosts := backend.SSHKey(t, "")
 	secrets := e2eSecrets{
 		password:   e.srv.Password(),
 		sshKeyLine: strings.Split(sshKey, "\n")[1],

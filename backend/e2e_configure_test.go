@@ -1,10 +1,8 @@
 package backend_test
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -14,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/vault/api"
-	"golang.org/x/crypto/ssh"
 
+	"github.com/flant/flant_gitops/backend"
 	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -40,7 +38,7 @@ func TestConfigurePathsThroughRealVault(t *testing.T) {
 		password: "glpat-e2e-password-" + randomWord(t),
 		secretID: "e2e-secret-id-" + randomWord(t),
 	}
-	sshKey, knownHosts := e2eSSHKey(t)
+	sshKey, knownHosts := backend.SSHKey(t, "")
 	secrets.sshKeyLine = strings.Split(sshKey, "\n")[1]
 
 	// The mount runs the version we built, so Vault accepted our RunningVersion.
@@ -358,21 +356,4 @@ func randomWord(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%x", b)
-}
-
-func e2eSSHKey(t *testing.T) (privatePEM, knownHosts string) {
-	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(block)), "git.example.com " + strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
 }
