@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,14 @@ func TestE2EHACluster(t *testing.T) {
 
 	base := haWatchSetup(t, cluster, docker, image)
 	git := base.gitSrv
+	// One engine for every node, configured in Vault and reached through
+	// mutual TLS: the setting is replicated, so whichever node becomes
+	// active reaches the same containers.
+	proxy := dockertest.NewTLSProxy(t)
+	base.write("configure/docker_engine", engineFields(proxy))
+	if e, _ := base.status()["engine"].(map[string]any); e["host"] != proxy.URL || e["reachable"] != true {
+		t.Fatalf("status engine after configure/docker_engine: %v", e)
+	}
 
 	t.Run("patch and poll through a standby", func(t *testing.T) {
 		standby := cluster.Standbys(t)[0]
@@ -93,7 +102,7 @@ func TestE2EHACluster(t *testing.T) {
 
 	t.Run("kill -9 of the active node mid-run: re-attached, every line logged once", func(t *testing.T) {
 		var killed *vaulttest.Node
-		haTakeover(t, cluster, base, "kill -9", func(t *testing.T) *vaulttest.Node {
+		cid := haTakeover(t, cluster, base, "kill -9", func(t *testing.T) *vaulttest.Node {
 			killed = cluster.Leader(t)
 			killed.Kill9(t)
 			return killed
@@ -105,12 +114,18 @@ func TestE2EHACluster(t *testing.T) {
 			cluster.WaitHealthy(t)
 			t.Logf("%s restarted and rejoined in %s", killed.ID, time.Since(start).Round(time.Millisecond))
 		})
+		if !slices.Contains(proxy.Created(), cid) {
+			t.Errorf("the run's container %q was not created through the configured engine (created there: %v)", cid, proxy.Created())
+		}
 	})
 
 	t.Run("step-down of the active node mid-run: re-attached, not run again", func(t *testing.T) {
-		haTakeover(t, cluster, base, "step-down", func(t *testing.T) *vaulttest.Node {
+		cid := haTakeover(t, cluster, base, "step-down", func(t *testing.T) *vaulttest.Node {
 			return cluster.StepDown(t)
 		}, nil)
+		if !slices.Contains(proxy.Created(), cid) {
+			t.Errorf("the run's container %q was not created through the configured engine (created there: %v)", cid, proxy.Created())
+		}
 	})
 }
 
@@ -125,7 +140,7 @@ func (e *watchE2E) on(t *testing.T, n *vaulttest.Node) *watchE2E {
 // returns the node that was active) and checks that the next active node
 // finished that same run: one run, succeeded, one container ever, every line
 // in its log once. after, if set, runs once the re-attach was seen.
-func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what string, disrupt func(*testing.T) *vaulttest.Node, after func(*testing.T)) {
+func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what string, disrupt func(*testing.T) *vaulttest.Node, after func(*testing.T)) (containerID string) {
 	leader := cluster.Leader(t)
 	e := base.on(t, leader)
 	script := fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; sleep 1; done", haSlowLines)
@@ -198,6 +213,8 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 		t.Logf("log of run %s:\n%s", id, log)
 	}
 	e.noLeftovers()
+	containerID, _ = runs[id]["container_id"].(string)
+	return containerID
 }
 
 // haLogStatus logs the status an operator reads at this point, for the
