@@ -228,12 +228,8 @@ func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
 		}
 		cfg.GitBranchName = s
 	}
-	if v, ok := d.GetOk("git_poll_period"); ok {
-		period := time.Duration(v.(int)) * time.Second
-		if period < time.Second {
-			return invalidf("git_poll_period must be positive: give a duration such as 5m")
-		}
-		cfg.GitPollPeriod = period
+	if err := positiveDuration(d, "git_poll_period", "5m", &cfg.GitPollPeriod); err != nil {
+		return err
 	}
 	if v, ok := d.GetOk("required_number_of_verified_signatures_on_commit"); ok {
 		n := v.(int)
@@ -267,12 +263,8 @@ func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
 		}
 		cfg.Commands = cmds
 	}
-	if v, ok := d.GetOk("run_timeout"); ok {
-		timeout := time.Duration(v.(int)) * time.Second
-		if timeout < time.Second {
-			return invalidf("run_timeout must be positive: give a duration such as 30m")
-		}
-		cfg.RunTimeout = timeout
+	if err := positiveDuration(d, "run_timeout", "30m", &cfg.RunTimeout); err != nil {
+		return err
 	}
 	if v, ok := d.GetOk("memory_limit"); ok {
 		text, n, err := parseMemoryLimit(v.(string))
@@ -305,6 +297,22 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 }
 
 const pathConfigureHelpSyn = `Configure the repository to watch and the commands to run on each new commit.`
+
+// positiveDuration sets *dst from a duration field when it is given; zero
+// and negative durations are refused with an example of a good one.
+func positiveDuration(d *framework.FieldData, field, example string, dst *time.Duration) error {
+	v, ok := d.GetOk(field)
+	if !ok {
+		return nil
+	}
+	dur := time.Duration(v.(int)) * time.Second
+	if dur < time.Second {
+		return invalidf("%s must be positive: give a duration such as %s", field, example)
+	}
+	*dst = dur
+	return nil
+}
+
 
 const pathConfigureHelpDesc = `
 The main configuration. Once written, the plugin polls git_branch_name of
