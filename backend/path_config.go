@@ -290,14 +290,6 @@ func applyConfigFields(cfg *configEntry, d *framework.FieldData) error {
 	return nil
 }
 
-func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	b.configMu.Lock()
-	defer b.configMu.Unlock()
-	return nil, deleteEntry(ctx, req.Storage, storageKeyConfig)
-}
-
-const pathConfigureHelpSyn = `Configure the repository to watch and the commands to run on each new commit.`
-
 // positiveDuration sets *dst from a duration field when it is given; zero
 // and negative durations are refused with an example of a good one.
 func positiveDuration(d *framework.FieldData, field, example string, dst *time.Duration) error {
@@ -313,6 +305,13 @@ func positiveDuration(d *framework.FieldData, field, example string, dst *time.D
 	return nil
 }
 
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	b.configMu.Lock()
+	defer b.configMu.Unlock()
+	return nil, deleteEntry(ctx, req.Storage, storageKeyConfig)
+}
+
+const pathConfigureHelpSyn = `Configure the repository to watch and the commands to run on each new commit.`
 
 const pathConfigureHelpDesc = `
 The main configuration. Once written, the plugin polls git_branch_name of
