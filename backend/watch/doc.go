@@ -64,9 +64,13 @@
 // Past 32 chunks (2 MiB) the oldest are deleted: the end of a log is where
 // failures show. A byte offset maps to one chunk, so a page costs one or
 // two reads; a page names where it starts, the size so far and what was
-// dropped. Storage calls of the writer are bounded, so a hung storage never
-// blocks the container's output; a storage error is reported when the log
-// closes.
+// dropped. After each chunk the log stores its point: the engine timestamp
+// of the last container line and the position where the bytes written so
+// far end. A re-attach continues after that timestamp, and reopening the
+// log first discards what was stored past the position (a crash between the
+// chunk and the point), so every line is in the log once. Storage calls of
+// the writer are bounded, so a hung storage never blocks the container's
+// output; a storage error is reported when the log closes.
 //
 // # Storage
 //

@@ -1,8 +1,11 @@
 package watch
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -36,9 +39,53 @@ func runLogKey(id string, chunk int64) string {
 }
 
 // runLogPointKey holds the engine's timestamp of the last container line
-// stored, where a re-attach continues. It is written after the chunk that
-// holds the line, so a crash in between repeats a line rather than lose it.
+// stored, where a re-attach continues, with the position in the log where the
+// bytes written up to then end. It is written after the chunk that holds
+// them: a crash in between leaves bytes past the position, which the next
+// openRunLog discards because the engine sends their lines again.
 func runLogPointKey(id string) string { return runLogPrefix + id + "/point" }
+
+// logPoint is the engine timestamp of the last container line taken and the
+// end of the bytes written up to then (a plugin's note written after a line
+// moves the end, not the time).
+type logPoint struct {
+	at     time.Time
+	chunk  int64
+	offset int
+	placed bool // chunk and offset are known; a point stored by an older version has only the time
+}
+
+func (p logPoint) equal(q logPoint) bool {
+	return p.at.Equal(q.at) && p.chunk == q.chunk && p.offset == q.offset && p.placed == q.placed
+}
+
+// storedPoint is the stored form of a placed logPoint. Older versions stored
+// the time alone, as time.MarshalText does; parsePoint reads both.
+type storedPoint struct {
+	Time   time.Time `json:"time"`
+	Chunk  *int64    `json:"chunk"`
+	Offset *int      `json:"offset"`
+}
+
+func (p logPoint) marshal() ([]byte, error) {
+	return json.Marshal(storedPoint{Time: p.at, Chunk: &p.chunk, Offset: &p.offset})
+}
+
+func parsePoint(b []byte) (logPoint, error) {
+	if !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		var p logPoint
+		err := p.at.UnmarshalText(b)
+		return p, err
+	}
+	var sp storedPoint
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return logPoint{}, err
+	}
+	if sp.Chunk == nil || sp.Offset == nil || *sp.Chunk < 0 || *sp.Offset < 0 {
+		return logPoint{}, errors.New("no valid chunk and offset")
+	}
+	return logPoint{at: sp.Time, chunk: *sp.Chunk, offset: *sp.Offset, placed: true}, nil
+}
 
 // runLogWriter buffers the container's output and writes the current chunk to
 // storage when it fills up and at every flush interval, so a reader sees the
@@ -52,11 +99,11 @@ type runLogWriter struct {
 	chunk   int64  // index of the chunk being filled
 	buf     []byte // its bytes so far
 	dirty   bool
-	oldest  int64     // oldest chunk still stored
-	stored  bool      // the log had bytes when it was opened
-	point   time.Time // engine timestamp of the last container line taken
-	pointAt time.Time // the point as stored
-	err     error     // first storage error; later writes are dropped
+	oldest  int64    // oldest chunk still stored
+	stored  bool     // the log had bytes when it was opened
+	point   logPoint // the last container line taken and the end of the bytes written
+	pointAt logPoint // the point as stored
+	err     error    // first storage error; later writes are dropped
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -83,13 +130,65 @@ func openRunLog(ctx context.Context, s Storage, id string, limits logLimits) (*r
 		return nil, fmt.Errorf("reading the log of run %s: %w", id, err)
 	}
 	if e != nil {
-		if err := w.point.UnmarshalText(e); err != nil {
+		p, err := parsePoint(e)
+		if err != nil {
 			return nil, fmt.Errorf("reading the log of run %s: its stored point %q: %w", id, e, err)
 		}
-		w.pointAt = w.point
+		if p.placed {
+			if err := w.discardAfter(ctx, chunks, p); err != nil {
+				return nil, err
+			}
+		}
+		w.point, w.pointAt = p, p
 	}
+	w.stored = w.chunk > 0 || len(w.buf) > 0
 	go w.flushLoop(context.WithoutCancel(ctx))
 	return w, nil
+}
+
+// discardAfter removes what the log holds past p: bytes stored by a writer
+// that died before it stored their point. The engine sends their lines again
+// after p's time, so keeping them would show those lines twice. Later chunks
+// go first, the newest first, so that a crash in the middle leaves a log
+// without holes that the next open cuts the same way. When p's chunk is gone
+// (dropped to keep the log bounded) or shorter than p says, nothing is cut:
+// the log may then repeat lines, as it did before points had a position.
+func (w *runLogWriter) discardAfter(ctx context.Context, chunks []int64, p logPoint) error {
+	i := sort.Search(len(chunks), func(i int) bool { return chunks[i] >= p.chunk })
+	if i == len(chunks) || chunks[i] != p.chunk {
+		return nil
+	}
+	data := w.buf
+	if p.chunk != w.chunk {
+		gctx, cancel := w.storeContext(ctx)
+		e, err := w.storage.Get(gctx, runLogKey(w.id, p.chunk))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("reading the log of run %s: %w", w.id, err)
+		}
+		data = e
+	}
+	if len(data) < p.offset || (p.chunk == w.chunk && len(data) == p.offset) {
+		return nil
+	}
+	for j := len(chunks) - 1; j > i; j-- {
+		dctx, cancel := w.storeContext(ctx)
+		err := w.storage.Delete(dctx, runLogKey(w.id, chunks[j]))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("discarding the part of the log of run %s stored past its point: %w", w.id, err)
+		}
+	}
+	if len(data) > p.offset {
+		pctx, cancel := w.storeContext(ctx)
+		err := w.storage.Put(pctx, runLogKey(w.id, p.chunk), data[:p.offset])
+		cancel()
+		if err != nil {
+			return fmt.Errorf("discarding the part of the log of run %s stored past its point: %w", w.id, err)
+		}
+	}
+	w.chunk, w.buf = p.chunk, append([]byte(nil), data[:p.offset]...)
+	return nil
 }
 
 func (w *runLogWriter) flushLoop(ctx context.Context) {
@@ -113,24 +212,28 @@ func (w *runLogWriter) flushLoop(ctx context.Context) {
 func (w *runLogWriter) resumePoint() (time.Time, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.pointAt, w.stored
+	return w.pointAt.at, w.stored
 }
 
 // WriteLine implements container.LineWriter: it stores a container line and
-// remembers its engine timestamp.
+// remembers its engine timestamp and where it ends.
 func (w *runLogWriter) WriteLine(p []byte, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.writeLocked(p)
-	w.point = at
+	w.point = logPoint{at: at, chunk: w.chunk, offset: len(w.buf), placed: true}
 }
 
 // Write never blocks on storage for longer than one chunk put and never fails
-// the container: a storage problem is reported by Close.
+// the container: a storage problem is reported by Close. Its bytes (the
+// plugin's notes) move the end of the point, not its time, so a log closed
+// normally is reopened whole.
 func (w *runLogWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.writeLocked(p), nil
+	n := w.writeLocked(p)
+	w.point.chunk, w.point.offset, w.point.placed = w.chunk, len(w.buf), true
+	return n, nil
 }
 
 func (w *runLogWriter) writeLocked(p []byte) int {
@@ -168,10 +271,10 @@ func (w *runLogWriter) flushLocked(ctx context.Context) {
 		}
 		w.dirty = false
 	}
-	if point.Equal(w.pointAt) {
+	if point.equal(w.pointAt) {
 		return
 	}
-	text, err := point.MarshalText()
+	text, err := point.marshal()
 	if err == nil {
 		err = w.storage.Put(ctx, runLogPointKey(w.id), text)
 	}

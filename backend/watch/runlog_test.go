@@ -3,6 +3,7 @@ package watch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -55,12 +56,12 @@ func TestRunLogPaging(t *testing.T) {
 			if page.NextOffset != page.Offset+int64(len(page.Text)) {
 				t.Errorf("next_offset %d does not follow offset %d + %d bytes", page.NextOffset, page.Offset, len(page.Text))
 			}
-			keys, err := s.List(ctx, runLogPrefix+"run1/")
+			chunks, err := listLogChunks(ctx, s, "run1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(keys) > limits.maxChunks {
-				t.Errorf("%d chunks stored, the bound is %d", len(keys), limits.maxChunks)
+			if len(chunks) > limits.maxChunks {
+				t.Errorf("%d chunks stored, the bound is %d", len(chunks), limits.maxChunks)
 			}
 		})
 	}
@@ -306,6 +307,318 @@ func TestRunLogResumePoint(t *testing.T) {
 			}
 			if keys, err := s.List(ctx, runLogPrefix); err != nil || len(keys) != 0 {
 				t.Errorf("after delete: %v, %v", keys, err)
+			}
+		})
+	}
+}
+
+// crashingStorage is the storage of a plugin that dies once armed: the first
+// write of a run log's point after arming fails and every later write is
+// lost, as when the process is killed between a chunk and its point.
+type crashingStorage struct {
+	memStorage
+	armed, dead bool
+	writes      int // puts and deletes that reached the storage
+}
+
+var errCrashed = errors.New("the plugin died")
+
+func (s *crashingStorage) Put(ctx context.Context, key string, value []byte) error {
+	if s.dead || (s.armed && strings.HasSuffix(key, "/point")) {
+		s.dead = true
+		return errCrashed
+	}
+	s.writes++
+	return s.memStorage.Put(ctx, key, value)
+}
+
+func (s *crashingStorage) Delete(ctx context.Context, key string) error {
+	if s.dead {
+		return errCrashed
+	}
+	s.writes++
+	return s.memStorage.Delete(ctx, key)
+}
+
+// logLine is a container line the engine stamped, or with a zero time a
+// note of the plugin's own (written with Write).
+type logLine struct {
+	text string
+	at   time.Time
+}
+
+func writeLines(w *runLogWriter, lines []logLine) {
+	for _, l := range lines {
+		if l.at.IsZero() {
+			_, _ = w.Write([]byte(l.text))
+		} else {
+			w.WriteLine([]byte(l.text), l.at)
+		}
+	}
+}
+
+func flushNow(w *runLogWriter) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flushLocked(context.Background())
+}
+
+// A plugin that dies after storing a chunk but before its point leaves lines
+// in the log past the stored point. The next instance re-attaches after that
+// point and the engine sends those lines again: each must be in the log
+// once, and none may be lost.
+func TestRunLogCrashBeforePointKeepsEveryLineOnce(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
+	const note = "[re-attached]\n"
+	tests := []struct {
+		name      string
+		chunkSize int
+		maxChunks int
+		stored    []logLine // written and stored with their point
+		lost      []logLine // written; their chunk stored, the point not
+		later     []logLine // container lines after those
+		want      string
+	}{
+		{
+			name: "crash after the chunk, before its point", chunkSize: 64, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}, {"two\n", at(2)}},
+			lost:   []logLine{{"three\n", at(3)}, {"four\n", at(4)}},
+			later:  []logLine{{"five\n", at(5)}},
+			want:   "one\ntwo\n" + note + "three\nfour\nfive\n",
+		},
+		{
+			name: "a line straddling a chunk boundary", chunkSize: 8, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}},
+			lost:   []logLine{{"a line longer than a chunk\n", at(2)}},
+			later:  []logLine{{"after\n", at(3)}},
+			want:   "one\n" + note + "a line longer than a chunk\nafter\n",
+		},
+		{
+			name: "crash inside a write, at a chunk change", chunkSize: 8, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}},
+			lost:   []logLine{{"two\n", at(2)}, {"a long line\n", at(3)}},
+			later:  []logLine{{"after\n", at(4)}},
+			want:   "one\n" + note + "two\na long line\nafter\n",
+		},
+		{
+			name: "the stored point ends a chunk", chunkSize: 8, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}, {"two\n", at(2)}},
+			lost:   []logLine{{"three\n", at(3)}},
+			want:   "one\ntwo\n" + note + "three\n",
+		},
+		{
+			name: "a note after the stored point goes with the lines", chunkSize: 64, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}, {"[note]\n", time.Time{}}},
+			lost:   []logLine{{"two\n", at(2)}, {"[late note]\n", time.Time{}}, {"three\n", at(3)}},
+			want:   "one\n[note]\n" + note + "two\nthree\n",
+		},
+		{
+			name: "nothing lost", chunkSize: 8, maxChunks: 10,
+			stored: []logLine{{"one\n", at(1)}},
+			later:  []logLine{{"two\n", at(2)}},
+			want:   "one\n" + note + "two\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			limits := logLimits{chunkSize: tt.chunkSize, maxChunks: tt.maxChunks, flushInterval: time.Hour}
+			s := &crashingStorage{}
+			w, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeLines(w, tt.stored)
+			flushNow(w)
+			s.armed = true
+			writeLines(w, tt.lost)
+			if err := w.Close(ctx); (err != nil) != (len(tt.lost) > 0) {
+				t.Fatalf("Close = %v; a crash expected: %v", err, len(tt.lost) > 0)
+			}
+
+			// The next instance, on what the dead one left.
+			next := &s.memStorage
+			again, err := openRunLog(ctx, next, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			since, stored := again.resumePoint()
+			if !stored {
+				t.Error("the reopened log says it had no bytes")
+			}
+			_, _ = again.Write([]byte(note))
+			// The engine sends every line stamped after since.
+			for _, l := range append(append(append([]logLine(nil), tt.stored...), tt.lost...), tt.later...) {
+				if !l.at.IsZero() && l.at.After(since) {
+					again.WriteLine([]byte(l.text), l.at)
+				}
+			}
+			if err := again.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			page, err := readRunLog(ctx, next, "r", 0, 1<<20, limits.chunkSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if page.Text != tt.want {
+				t.Errorf("log = %q, want every line once: %q", page.Text, tt.want)
+			}
+
+			// Once more, normally: nothing is cut from a log closed whole.
+			third, err := openRunLog(ctx, next, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := third.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if p, err := readRunLog(ctx, next, "r", 0, 1<<20, limits.chunkSize); err != nil || p.Text != tt.want {
+				t.Errorf("log after a normal re-open = %q, %v; want %q", p.Text, err, tt.want)
+			}
+		})
+	}
+}
+
+// Reopening a log closed normally, or one whose point an older version
+// stored (its time alone), changes nothing in storage.
+func TestRunLogReopenCutsNothing(t *testing.T) {
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 1, time.UTC)
+	t2 := t1.Add(time.Millisecond)
+	limits := logLimits{chunkSize: 8, maxChunks: 10, flushInterval: time.Hour}
+	oldPoint, err := t1.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		lines     []logLine // written by this version, closed normally
+		oldLog    string    // or stored by an older version ...
+		oldPoint  []byte    // ... with this point
+		wantLog   string
+		wantPoint time.Time
+	}{
+		{"lines", []logLine{{"one\n", t1}, {"two\n", t2}}, "", nil, "one\ntwo\n", t2},
+		{"a note last", []logLine{{"one\n", t1}, {"[note]\n", time.Time{}}}, "", nil, "one\n[note]\n", t1},
+		{"notes only", []logLine{{"[note]\n", time.Time{}}}, "", nil, "[note]\n", time.Time{}},
+		{"a line across chunks", []logLine{{"a line longer than two chunks\n", t1}}, "", nil, "a line longer than two chunks\n", t1},
+		{"a line ending a chunk", []logLine{{"1234567\n", t1}}, "", nil, "1234567\n", t1},
+		// An older version stored no position: lines stored past its point
+		// cannot be told apart, so they stay.
+		{"an older version's point", nil, "one\ntwo\nthree\n", oldPoint, "one\ntwo\nthree\n", t1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			s := &crashingStorage{}
+			w, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeLines(w, tt.lines)
+			_, _ = w.Write([]byte(tt.oldLog))
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if tt.oldPoint != nil {
+				if err := s.memStorage.Put(ctx, runLogPointKey("r"), tt.oldPoint); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := s.writes
+			again, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			point, stored := again.resumePoint()
+			if err := again.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if s.writes != before {
+				t.Errorf("reopening wrote to storage %d times", s.writes-before)
+			}
+			if !point.Equal(tt.wantPoint) || !stored {
+				t.Errorf("reopened at %s (stored %v), want %s", point, stored, tt.wantPoint)
+			}
+			page, err := readRunLog(ctx, s, "r", 0, 1<<20, limits.chunkSize)
+			if err != nil || page.Text != tt.wantLog {
+				t.Errorf("log after reopening = %q, %v; want %q", page.Text, err, tt.wantLog)
+			}
+		})
+	}
+}
+
+// When the chunk of the stored point was dropped to keep the log bounded,
+// nothing tells where the lines past the point start: the log is kept as it
+// is (lines may repeat, as before points had a position).
+func TestRunLogPointChunkDropped(t *testing.T) {
+	ctx := context.Background()
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	limits := logLimits{chunkSize: 4, maxChunks: 2, flushInterval: time.Hour}
+	s := &crashingStorage{}
+	w, err := openRunLog(ctx, s, "r", limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteLine([]byte("ab\n"), t1)
+	flushNow(w)
+	s.armed = true
+	w.WriteLine([]byte("0123456789abcdefghi\n"), t1.Add(time.Millisecond))
+	if err := w.Close(ctx); err == nil {
+		t.Fatal("Close = nil, want the crash")
+	}
+	before, err := readRunLog(ctx, &s.memStorage, "r", 0, 1<<20, limits.chunkSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Dropped == 0 {
+		t.Fatalf("the point's chunk was not dropped: %+v", before)
+	}
+	again, err := openRunLog(ctx, &s.memStorage, "r", limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if since, _ := again.resumePoint(); !since.Equal(t1) {
+		t.Errorf("reopened at %s, want %s", since, t1)
+	}
+	if err := again.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := readRunLog(ctx, &s.memStorage, "r", 0, 1<<20, limits.chunkSize)
+	if err != nil || *after != *before {
+		t.Errorf("log after reopening = %+v, %v; want it kept: %+v", after, err, before)
+	}
+}
+
+func TestParsePoint(t *testing.T) {
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 1, time.UTC)
+	tests := []struct {
+		name    string
+		stored  string
+		want    logPoint
+		wantErr bool
+	}{
+		{"an older version's time", "2026-03-01T10:00:00.000000001Z", logPoint{at: t1}, false},
+		{"time and position", `{"time":"2026-03-01T10:00:00.000000001Z","chunk":3,"offset":17}`, logPoint{at: t1, chunk: 3, offset: 17, placed: true}, false},
+		{"no position", `{"time":"2026-03-01T10:00:00.000000001Z"}`, logPoint{}, true},
+		{"a negative offset", `{"time":"2026-03-01T10:00:00Z","chunk":0,"offset":-1}`, logPoint{}, true},
+		{"not a time", "yesterday", logPoint{}, true},
+		{"broken JSON", `{"time":`, logPoint{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parsePoint([]byte(tt.stored))
+			if (err != nil) != tt.wantErr || (err == nil && !got.equal(tt.want)) {
+				t.Errorf("parsePoint(%q) = %+v, %v; want %+v (error %v)", tt.stored, got, err, tt.want, tt.wantErr)
+			}
+			if err == nil && got.placed {
+				b, err := got.marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if back, err := parsePoint(b); err != nil || !back.equal(got) {
+					t.Errorf("marshal/parse round trip = %+v, %v; want %+v", back, err, got)
+				}
 			}
 		})
 	}
