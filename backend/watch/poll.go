@@ -529,7 +529,7 @@ func (w *Worker) reattach(ctx context.Context, s Storage, r *Run, runner contain
 	// an older version) can only continue from now.
 	since, stored := logw.resumePoint()
 	note := "\n[flant_gitops: the plugin restarted and re-attached; the output continues after the last line stored]\n"
-	if since.IsZero() && stored {
+	if since.IsZero() && stored && !logw.pointPlaced() {
 		since = time.Now()
 		note = "\n[flant_gitops: the plugin restarted; output resumes here and some may be missing]\n"
 	}

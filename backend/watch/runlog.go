@@ -215,6 +215,17 @@ func (w *runLogWriter) resumePoint() (time.Time, bool) {
 	return w.pointAt.at, w.stored
 }
 
+// pointPlaced reports whether the stored point says where its bytes end, as
+// this version stores it. Then a zero time means no container line was
+// stored yet (only the plugin's notes), and the engine's log is read from
+// the start; without a placed point a zero time means the log was written
+// by an older version, which can only continue from now.
+func (w *runLogWriter) pointPlaced() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pointAt.placed
+}
+
 // WriteLine implements container.LineWriter: it stores a container line and
 // remembers its engine timestamp and where it ends.
 func (w *runLogWriter) WriteLine(p []byte, at time.Time) {

@@ -623,3 +623,43 @@ func TestParsePoint(t *testing.T) {
 		})
 	}
 }
+
+// A log that holds only the plugin's notes (the container printed nothing
+// yet) is read again from the engine's start, not from now: its point is
+// placed, with no line time.
+func TestRunLogNotesOnlyResumeFromStart(t *testing.T) {
+	ctx := context.Background()
+	limits := logLimits{chunkSize: 8, maxChunks: 10, flushInterval: time.Hour}
+	tests := []struct {
+		name       string
+		write      func(w *runLogWriter)
+		wantPlaced bool
+		wantStored bool
+	}{
+		{"nothing written", func(*runLogWriter) {}, false, false},
+		{"a note only", func(w *runLogWriter) { _, _ = w.Write([]byte("[note]\n")) }, true, true},
+		{"a line", func(w *runLogWriter) { w.WriteLine([]byte("line 1\n"), time.Unix(10, 0)) }, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &memStorage{}
+			w, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.write(w)
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			again, err := openRunLog(ctx, s, "r", limits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = again.Close(ctx) }()
+			_, stored := again.resumePoint()
+			if placed := again.pointPlaced(); placed != tt.wantPlaced || stored != tt.wantStored {
+				t.Errorf("placed %v stored %v, want placed %v stored %v", placed, stored, tt.wantPlaced, tt.wantStored)
+			}
+		})
+	}
+}
