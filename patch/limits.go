@@ -36,25 +36,21 @@ func DefaultLimits() Limits {
 
 func (l Limits) withDefaults() Limits {
 	d := DefaultLimits()
-	if l.MaxFileBytes <= 0 {
-		l.MaxFileBytes = d.MaxFileBytes
-	}
-	if l.MaxCommands <= 0 {
-		l.MaxCommands = d.MaxCommands
-	}
-	if l.MaxDocuments <= 0 {
-		l.MaxDocuments = d.MaxDocuments
-	}
-	if l.MaxAliasExpansion <= 0 {
-		l.MaxAliasExpansion = d.MaxAliasExpansion
-	}
-	if l.MaxParseBytes <= 0 {
-		l.MaxParseBytes = d.MaxParseBytes
-	}
-	if l.MaxSelectNodes <= 0 {
-		l.MaxSelectNodes = d.MaxSelectNodes
-	}
+	defaultIfNotPositive(&l.MaxFileBytes, d.MaxFileBytes)
+	defaultIfNotPositive(&l.MaxCommands, d.MaxCommands)
+	defaultIfNotPositive(&l.MaxDocuments, d.MaxDocuments)
+	defaultIfNotPositive(&l.MaxAliasExpansion, d.MaxAliasExpansion)
+	defaultIfNotPositive(&l.MaxParseBytes, d.MaxParseBytes)
+	defaultIfNotPositive(&l.MaxSelectNodes, d.MaxSelectNodes)
 	return l
+}
+
+// defaultIfNotPositive replaces a zero or negative limit (a caller's unset
+// field) with the default.
+func defaultIfNotPositive[T int | int64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // parseBudget counts the bytes of YAML one request has parsed against Limits.MaxParseBytes.

@@ -44,15 +44,9 @@ func DefaultGroupLimits() GroupLimits {
 
 func (l GroupLimits) withDefaults() GroupLimits {
 	d := DefaultGroupLimits()
-	if l.MaxQueued <= 0 {
-		l.MaxQueued = d.MaxQueued
-	}
-	if l.MaxGroup <= 0 {
-		l.MaxGroup = d.MaxGroup
-	}
-	if l.MaxGroupBytes <= 0 {
-		l.MaxGroupBytes = d.MaxGroupBytes
-	}
+	defaultIfNotPositive(&l.MaxQueued, d.MaxQueued)
+	defaultIfNotPositive(&l.MaxGroup, d.MaxGroup)
+	defaultIfNotPositive(&l.MaxGroupBytes, d.MaxGroupBytes)
 	return l
 }
 

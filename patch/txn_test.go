@@ -131,22 +131,7 @@ func TestPatchCommitsSignedWithTrailers(t *testing.T) {
 		t.Fatalf("git reads trailer Requested-By as %q", trailers)
 	}
 
-	home := t.TempDir()
-	pub, err := f.key.ArmoredPublic()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pubPath := filepath.Join(t.TempDir(), "pub.asc")
-	if err := os.WriteFile(pubPath, pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("gpg", "--homedir", home, "--batch", "--import", pubPath).CombinedOutput(); err != nil {
-		t.Fatalf("gpg --import (install gnupg): %v\n%s", err, out)
-	}
-	out, err := gitIn(t, f.remote.Dir, []string{"GNUPGHOME=" + home}, "verify-commit", "--raw", res.Commit)
-	if err != nil || !strings.Contains(out, "GOODSIG") || !strings.Contains(out, f.key.Fingerprint()) {
-		t.Fatalf("git verify-commit: %v\n%s", err, out)
-	}
+	f.verifyCommits(t, res.Commit)
 }
 
 func TestPatchNoOpDryRunDelete(t *testing.T) {

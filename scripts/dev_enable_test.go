@@ -58,30 +58,7 @@ func TestEnableNeedsCheck(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			if err := os.Mkdir(filepath.Join(root, "scripts"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			script := filepath.Join(root, "scripts", "dev-enable.sh")
-			if err := os.WriteFile(script, src, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			bin := t.TempDir()
-			// The shell's own helpers, then the fakes.
-			for _, name := range []string{"dirname", "sed", "cat"} {
-				p, err := exec.LookPath(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.Symlink(p, filepath.Join(bin, name)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for name, body := range tc.tools {
-				if err := os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
+			root, script, bin := stageDevEnable(t, src, tc.tools)
 			cmd := exec.Command(bashPath, script, "--check")
 			cmd.Env = []string{"PATH=" + bin, "HOME=" + t.TempDir(), "VERSION=test", "VAULT_BINARY=/nonexistent-but-set"}
 			var stdout, stderr bytes.Buffer
@@ -130,32 +107,11 @@ func TestEnableNeedsCheckNamesTheVaultBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := t.TempDir()
-	if err := os.Mkdir(filepath.Join(root, "scripts"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(root, "scripts", "dev-enable.sh")
-	if err := os.WriteFile(script, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := t.TempDir()
-	for _, name := range []string{"dirname", "sed", "cat"} {
-		p, err := exec.LookPath(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(p, filepath.Join(bin, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []string{"git", "gpg", "docker", "make", "openssl", "sha256sum"} {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(bin, "go"), []byte("#!/bin/sh\necho go1.26.0\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	ok := "#!/bin/sh\nexit 0\n"
+	_, script, bin := stageDevEnable(t, src, map[string]string{
+		"git": ok, "gpg": ok, "docker": ok, "make": ok, "openssl": ok, "sha256sum": ok,
+		"go": "#!/bin/sh\necho go1.26.0\n",
+	})
 	bashPath, err := exec.LookPath("bash")
 	if err != nil {
 		t.Fatal(err)
@@ -171,4 +127,35 @@ func TestEnableNeedsCheckNamesTheVaultBuild(t *testing.T) {
 			t.Errorf("the check does not say %q:\n%s", w, out)
 		}
 	}
+}
+
+// stageDevEnable copies the script into a fresh tree (it finds the repository
+// from its own place) and makes a PATH of the shell's own helpers plus the
+// given fake tools, name to script body.
+func stageDevEnable(t *testing.T, src []byte, tools map[string]string) (root, script, bin string) {
+	t.Helper()
+	root = t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "scripts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script = filepath.Join(root, "scripts", "dev-enable.sh")
+	if err := os.WriteFile(script, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin = t.TempDir()
+	for _, name := range []string{"dirname", "sed", "cat"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, body := range tools {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root, script, bin
 }

@@ -86,18 +86,8 @@ func BenchmarkPatchVsGitCLI(b *testing.B) {
 	}
 
 	// (b) the plugin, its mirror in a folder that also marks its process.
-	cacheDir := b.TempDir()
-	env := append([]string{"FLANT_GITOPS_CACHE_DIR=" + cacheDir}, strings.Fields(os.Getenv("BENCH_PLUGIN_ENV"))...)
-	v := vaulttest.NewServer(b, &vaulttest.Options{Env: env, LogLevel: "info"})
+	v, cacheDir := startPlugin(b, srv, remote.URL())
 	c := v.Client
-	for path, data := range map[string]map[string]any{
-		"flant_gitops/configure/policy":         {"policy": allowAll},
-		"flant_gitops/configure/repository/big": {"url": remote.URL(), "username": srv.Username(), "password": srv.Password()},
-	} {
-		if _, err := c.Logical().Write(path, data); err != nil {
-			b.Fatalf("write %s: %v", path, err)
-		}
-	}
 	patch := func(c *api.Client, file, tag string) error {
 		s, err := c.Logical().Write("flant_gitops/patch/big", map[string]any{
 			"commit":   map[string]any{"message": "plugin: " + file + " to " + tag},
@@ -216,6 +206,24 @@ func run(b *testing.B, dir, name string, args ...string) string {
 		b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, errOut.String())
 	}
 	return out.String()
+}
+
+// startPlugin starts Vault with the plugin, its mirrors in a folder of their
+// own (which also marks its process for pluginPID), the allow-all policy
+// and the repository "big" at repoURL.
+func startPlugin(b *testing.B, srv *gittest.Server, repoURL string) (v *vaulttest.Server, cacheDir string) {
+	cacheDir = b.TempDir()
+	env := append([]string{"FLANT_GITOPS_CACHE_DIR=" + cacheDir}, strings.Fields(os.Getenv("BENCH_PLUGIN_ENV"))...)
+	v = vaulttest.NewServer(b, &vaulttest.Options{Env: env, LogLevel: "info"})
+	for path, data := range map[string]map[string]any{
+		"flant_gitops/configure/policy":         {"policy": allowAll},
+		"flant_gitops/configure/repository/big": {"url": repoURL, "username": srv.Username(), "password": srv.Password()},
+	} {
+		if _, err := v.Client.Logical().Write(path, data); err != nil {
+			b.Fatalf("write %s: %v", path, err)
+		}
+	}
+	return v, cacheDir
 }
 
 // pluginPID finds the plugin process by its environment: only the Vault of

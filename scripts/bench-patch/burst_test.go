@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
-	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
@@ -57,18 +56,8 @@ func BenchmarkPatchBurst(b *testing.B) {
 		return d
 	}
 
-	cacheDir := b.TempDir()
-	env := append([]string{"FLANT_GITOPS_CACHE_DIR=" + cacheDir}, strings.Fields(os.Getenv("BENCH_PLUGIN_ENV"))...)
-	v := vaulttest.NewServer(b, &vaulttest.Options{Env: env, LogLevel: "info"})
+	v, cacheDir := startPlugin(b, srv, remote.URL())
 	c := v.Client
-	for path, data := range map[string]map[string]any{
-		"flant_gitops/configure/policy":         {"policy": allowAll},
-		"flant_gitops/configure/repository/big": {"url": remote.URL(), "username": srv.Username(), "password": srv.Password()},
-	} {
-		if _, err := c.Logical().Write(path, data); err != nil {
-			b.Fatalf("write %s: %v", path, err)
-		}
-	}
 	patch := func(c *api.Client, file, tag string) (string, error) {
 		s, err := c.Logical().Write("flant_gitops/patch/big", map[string]any{
 			"commit":   map[string]any{"message": "plugin: " + file + " to " + tag},
