@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,8 +146,8 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 	leader := cluster.Leader(t)
 	e := base.on(t, leader)
 	script := fmt.Sprintf("for i in $(seq 1 %d); do echo line $i; sleep 1; done", haSlowLines)
+	creates := watchContainerCreates(t, e)
 	commit := e.commit(what+"\n", script, 0, 1)
-	since := time.Now().Add(-time.Second)
 	id := e.pollAndWaitLog(commit, "line 3")
 
 	start := time.Now()
@@ -193,11 +195,11 @@ func haTakeover(t *testing.T, cluster *vaulttest.Cluster, base *watchE2E, what s
 		}
 		t.Errorf("runs of the commit after the %s:%s\nwant only run %s, succeeded", what, b.String(), id)
 	}
-	if created := haContainersCreated(t, e, since, id); len(created) != 1 {
+	if created := creates.created(t, watch.LabelRun, id); len(created) != 1 {
 		t.Errorf("containers ever created for run %s: %d %v, want 1", id, len(created), created)
 	}
-	if all := haContainersCreated(t, e, since, ""); len(all) != 1 {
-		t.Errorf("containers ever created for the commit's runs: %d %v, want 1", len(all), all)
+	if all := creates.created(t, watch.LabelCommit, commit); len(all) != 1 {
+		t.Errorf("containers ever created for commit %s: %d %v, want 1", commit, len(all), all)
 	}
 	log := e.log(id)
 	count := map[string]int{}
@@ -260,35 +262,76 @@ func haWaitReattach(t *testing.T, c *api.Client, id, commit string) time.Time {
 	return time.Time{}
 }
 
-// haContainersCreated lists the containers of the mount (of run id, unless
-// empty) that the engine created since then, from its event log, so
-// containers already removed count too.
-func haContainersCreated(t *testing.T, e *watchE2E, since time.Time, id string) []string {
+// containerCreates follows the engine's create events of one mount's
+// containers from the moment it is made, so containers already removed count
+// too; it reads them live rather than from the engine's short event buffer,
+// which a busy machine can roll over during a run.
+type containerCreates struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	seen   []map[string]string // the labels of each created container, with "id"
+	err    error
+}
+
+func watchContainerCreates(t *testing.T, e *watchE2E) *containerCreates {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	f := make(client.Filters).Add("type", "container").Add("event", "create").Add("label", watch.LabelMount+"="+e.mountID)
-	if id != "" {
-		f.Add("label", watch.LabelRun+"="+id)
-	}
-	now := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &containerCreates{cancel: cancel, done: make(chan struct{})}
+	t.Cleanup(c.stop)
+	since := time.Now()
 	res := e.docker.Client().Events(ctx, client.EventsListOptions{
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
-		Until:   fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond()),
-		Filters: f,
+		Filters: make(client.Filters).Add("type", "container").Add("event", "create").Add("label", watch.LabelMount+"="+e.mountID),
 	})
-	var ids []string
-	for {
-		select {
-		case m := <-res.Messages:
-			ids = append(ids, m.Actor.ID)
-		case err := <-res.Err:
-			if err != nil && !errors.Is(err, io.EOF) {
-				t.Fatalf("reading the engine's container events: %v", err)
+	go func() {
+		defer close(c.done)
+		for {
+			select {
+			case m := <-res.Messages:
+				attrs := maps.Clone(m.Actor.Attributes)
+				if attrs == nil {
+					attrs = map[string]string{}
+				}
+				attrs["id"] = m.Actor.ID
+				c.mu.Lock()
+				c.seen = append(c.seen, attrs)
+				c.mu.Unlock()
+			case err := <-res.Err:
+				if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+					c.mu.Lock()
+					c.err = err
+					c.mu.Unlock()
+				}
+				return
 			}
-			return ids
+		}
+	}()
+	return c
+}
+
+func (c *containerCreates) stop() {
+	c.cancel()
+	<-c.done
+}
+
+// created returns the ids of the containers created so far whose label is
+// value; the engine's event for a create reaches the stream within moments,
+// so it is read after the run has ended.
+func (c *containerCreates) created(t *testing.T, label, value string) []string {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		t.Fatalf("reading the engine's container events: %v", c.err)
+	}
+	var ids []string
+	for _, attrs := range c.seen {
+		if attrs[label] == value {
+			ids = append(ids, attrs["id"])
 		}
 	}
+	return ids
 }
 
 // haLogTime returns the time of the first line of a Vault log at or after

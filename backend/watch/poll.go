@@ -230,7 +230,7 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 		Files:       func(wr io.Writer) error { return m.WriteTar(ctx, run.Commit, wr) },
 		ExtraFiles:  files,
 		Env:         env,
-		Labels:      w.labels(run.ID),
+		Labels:      w.createLabels(run),
 		MemoryBytes: ws.MemoryBytes,
 		NanoCPUs:    ws.NanoCPUs,
 		NetworkMode: ws.NetworkMode,

@@ -16,10 +16,14 @@ import (
 )
 
 // Container labels naming the mount and the run, so a restarted plugin finds
-// its container again.
+// its container again, and the commit, so an operator (or a test) can ask the
+// engine for every container one commit ever had. Finding a run's container
+// uses only LabelMount and LabelRun: containers started before LabelCommit
+// existed are found too.
 const (
-	LabelMount = "flant_gitops.mount"
-	LabelRun   = "flant_gitops.run"
+	LabelMount  = "flant_gitops.mount"
+	LabelRun    = "flant_gitops.run"
+	LabelCommit = "flant_gitops.commit"
 )
 
 // pollMinInterval rate-limits `poll`: a CI pipeline calling it on every push
@@ -419,6 +423,13 @@ func (w *Worker) labels(runID string) map[string]string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return map[string]string{LabelMount: w.mountID, LabelRun: runID}
+}
+
+// createLabels are the labels a run's container is created with.
+func (w *Worker) createLabels(r *Run) map[string]string {
+	l := w.labels(r.ID)
+	l[LabelCommit] = r.Commit
+	return l
 }
 
 // signerLabels names each signer by its trusted names and fingerprint.
