@@ -27,6 +27,12 @@ const DefaultMaxPluginChain = 256
 // meeting Required with trusted persons alone, or a plugin-signed commit
 // accepted by this same rule. The plugin's signature never counts on a merge
 // or a root commit: the patch path makes neither.
+//
+// The plugin's signature vouches for "this change, made for this target":
+// it counts only on a commit whose target trailers (TargetOf) name Target.
+// A plugin commit made for another repository or branch, or one that names
+// no target (made before the plugin wrote targets), never counts in the
+// walk; it is accepted only as one of Accepted or below one.
 type Rule struct {
 	Trusted  []TrustedKey
 	Required int
@@ -39,6 +45,10 @@ type Rule struct {
 	Accepted []string
 	// MaxPluginChain bounds the walk (DefaultMaxPluginChain when zero).
 	MaxPluginChain int
+	// Target is the repository and branch whose commits are checked,
+	// compared in canonical form (CanonicalRepoURL). Without one, no plugin
+	// signature counts.
+	Target Target
 }
 
 // commitEval is what one commit's signatures say under a Rule.
@@ -47,6 +57,31 @@ type commitEval struct {
 	persons []Signer
 	plugin  *Signer // a plugin key that signed, nil when none
 	parents []plumbing.Hash
+	message string
+}
+
+// targetCheck says why a plugin signature on e does not count for want
+// (the rule's canonical target, or wantErr why it has none); "" when e
+// was made for want.
+func targetCheck(e commitEval, want Target, wantErr error) string {
+	if wantErr != nil {
+		return fmt.Sprintf("the plugin's signature counts only on a commit made for the checked repository and branch, and those cannot be compared: %v", wantErr)
+	}
+	got, err := TargetOf(e.message)
+	if errors.Is(err, ErrNoTarget) {
+		return "a plugin commit that names no target repository and branch (made before the plugin signed its target): " +
+			"it counts only as the last successful commit or below it"
+	}
+	if err == nil {
+		got, err = got.Canonical()
+	}
+	if err != nil {
+		return fmt.Sprintf("a plugin commit whose target cannot be read: %v", err)
+	}
+	if got != want {
+		return fmt.Sprintf("a plugin commit made for %s, not for %s", got, want)
+	}
+	return ""
 }
 
 // Accept counts the signatures on commit under rule. The answer is a
@@ -73,6 +108,10 @@ func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, 
 		}
 	}
 	signers, problems := loadTrusted(rule.Trusted)
+	target, targetErr := rule.Target.Canonical()
+	if rule.Target == (Target{}) {
+		targetErr = errors.New("the check names no target")
+	}
 	steps := 0
 	eval := func(c plumbing.Hash) (commitEval, error) {
 		if err := ctx.Err(); err != nil {
@@ -110,14 +149,19 @@ func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, 
 	if maxChain <= 0 {
 		maxChain = DefaultMaxPluginChain
 	}
-	untrusted, why, err := walkPluginChain(h, head, rule.Required, maxChain, accepted, eval)
+	targetOK := func(e commitEval) string { return targetCheck(e, target, targetErr) }
+	untrusted, why, err := walkPluginChain(h, head, rule.Required, maxChain, accepted, targetOK, eval)
 	if err != nil {
 		return Quorum{}, err
 	}
 	if untrusted != "" {
 		q.Untrusted, q.UntrustedReason = untrusted, why
-		q.Ignored = append(q.Ignored, fmt.Sprintf("signature by the plugin's key %s does not count: the plugin vouches only for its own change and %s is not accepted (%s)",
-			head.plugin.Fingerprint, untrusted, why))
+		if untrusted == h.String() {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("signature by the plugin's key %s on %s does not count: %s", head.plugin.Fingerprint, untrusted, why))
+		} else {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("signature by the plugin's key %s does not count: the plugin vouches only for its own change and %s is not accepted (%s)",
+				head.plugin.Fingerprint, untrusted, why))
+		}
 		return q, nil
 	}
 	q.Signers = append(q.Signers, *head.plugin)
@@ -128,12 +172,16 @@ func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, 
 }
 
 // walkPluginChain walks down from a plugin-signed head through its run of
-// plugin-signed commits to an accepted one. It answers "" when the chain is
-// accepted, else the commit that breaks it and why.
+// plugin-signed commits to an accepted one; each plugin commit on the way
+// must pass targetOK (which answers "" or why not). It answers "" when the
+// chain is accepted, else the commit that breaks it and why.
 func walkPluginChain(h plumbing.Hash, head commitEval, required, maxChain int, accepted map[plumbing.Hash]bool,
-	eval func(plumbing.Hash) (commitEval, error)) (string, string, error) {
+	targetOK func(commitEval) string, eval func(plumbing.Hash) (commitEval, error)) (string, string, error) {
 	if len(head.parents) != 1 {
 		return h.String(), fmt.Sprintf("it has %d parents; the plugin's signature counts only on a commit with exactly one parent", len(head.parents)), nil
+	}
+	if why := targetOK(head); why != "" {
+		return h.String(), why, nil
 	}
 	c := head.parents[0]
 	for steps := 1; ; steps++ {
@@ -154,7 +202,11 @@ func walkPluginChain(h plumbing.Hash, head commitEval, required, maxChain int, a
 			return c.String(), fmt.Sprintf("a plugin commit with %d of the %d other trusted signatures it needs", persons, required-1), nil
 		case len(e.parents) != 1:
 			return c.String(), fmt.Sprintf("a plugin-signed commit with %d parents", len(e.parents)), nil
-		case steps > maxChain:
+		}
+		if why := targetOK(e); why != "" {
+			return c.String(), why, nil
+		}
+		if steps > maxChain {
 			return c.String(), fmt.Sprintf("the walk stopped after %d plugin-signed commits in a row without reaching an accepted commit: a trusted person must sign one of them", maxChain), nil
 		}
 		c = e.parents[0]
@@ -167,12 +219,13 @@ func (m *Mirror) evaluate(h plumbing.Hash, signers map[string]*trustedSigner, pr
 	m.mu.Lock()
 	blobs, ignored, err := m.signatureBlobs(h)
 	var parents []plumbing.Hash
+	var message string
 	if err == nil {
 		co, cerr := m.repo.CommitObject(h)
 		if cerr != nil {
 			err = fmt.Errorf("read commit %s: %w", h, cerr)
 		} else {
-			parents = co.ParentHashes
+			parents, message = co.ParentHashes, co.Message
 		}
 	}
 	m.mu.Unlock()
@@ -181,7 +234,7 @@ func (m *Mirror) evaluate(h plumbing.Hash, signers map[string]*trustedSigner, pr
 	}
 	q := countLoaded(h.String(), signers, problems, required, blobs, now)
 	q.Ignored = append(ignored, q.Ignored...)
-	e := commitEval{q: q, parents: parents}
+	e := commitEval{q: q, parents: parents, message: message}
 	// All plugin keys together count at most once: one signer, one change.
 	for i := range q.Signers {
 		if plugin[q.Signers[i].Fingerprint] {

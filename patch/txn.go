@@ -39,6 +39,9 @@ type Remote struct {
 // push is in flight and then go out together (group commit, txn_group.go).
 type Repo struct {
 	remote Remote
+	// target trailers close every commit's message: inside what the
+	// signature covers, they name the repository and branch it is for.
+	target []Trailer
 	mirror *gitwatch.Mirror
 	ep     *transport.Endpoint
 	auth   transport.AuthMethod
@@ -73,12 +76,19 @@ func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the patch target: %w", err)
 	}
+	target, err := gitwatch.Target{URL: remote.URL, Branch: remote.Branch}.Canonical()
+	if err != nil {
+		return nil, fmt.Errorf("opening the patch target: naming it in its commits: %w", err)
+	}
 	m, err := gitwatch.OpenMirror(ctx, dir, remote.URL, remote.Branch, remote.Auth)
 	if err != nil {
 		return nil, fmt.Errorf("opening the local mirror of the patch target in %s: %w", dir, err)
 	}
 	m.Shallow = true
-	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth}, nil
+	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth, target: []Trailer{
+		{Key: gitwatch.TrailerRepository, Value: target.URL},
+		{Key: gitwatch.TrailerBranch, Value: target.Branch},
+	}}, nil
 }
 
 // Mirror is the local mirror, for checks of the tip (it may be shallow:
@@ -106,7 +116,9 @@ type TxnRequest struct {
 	// Committer is the plugin itself.
 	Committer Person
 	// Trailers record who asked (Vault entity and request id) so that
-	// `git log` is an audit trail.
+	// `git log` is an audit trail. The Repo adds its target trailers after
+	// them; Message must not hold lines that read as any of them
+	// (CheckMessage).
 	Trailers []Trailer
 	// Signer signs the commit; nil leaves it unsigned.
 	Signer *SigningKey
@@ -184,12 +196,21 @@ func (e *RemoteError) Unwrap() error { return e.Err }
 var errMoved = errors.New("the branch moved")
 
 // commit writes the commit object, signed when the request has a signer.
+// Its message ends with the request's trailers and the Repo's target.
 func (r *Repo) commit(req TxnRequest, when time.Time, parent, tree plumbing.Hash, w *treeWriter) (plumbing.Hash, error) {
+	trailers := append(append([]Trailer(nil), req.Trailers...), r.target...)
+	keys := make([]string, 0, len(req.Trailers))
+	for _, t := range req.Trailers {
+		keys = append(keys, t.Key)
+	}
+	if err := CheckMessage(req.Message, keys...); err != nil {
+		return plumbing.ZeroHash, &Error{Kind: KindInvalid, Index: -1, Field: "commit.message", Msg: err.Error()}
+	}
 	when = when.UTC().Truncate(time.Second)
 	c := &object.Commit{
 		Author:       object.Signature{Name: req.Author.Name, Email: req.Author.Email, When: when},
 		Committer:    object.Signature{Name: req.Committer.Name, Email: req.Committer.Email, When: when},
-		Message:      commitMessage(req.Message, req.Trailers),
+		Message:      commitMessage(req.Message, trailers),
 		TreeHash:     tree,
 		ParentHashes: []plumbing.Hash{parent},
 	}
@@ -281,7 +302,8 @@ func (r *Repo) branchMoved(ctx context.Context, parent plumbing.Hash) (bool, err
 	return !ok || cur != parent, nil
 }
 
-// commitMessage appends the trailers as the message's last paragraph.
+// commitMessage appends the trailers as the message's last paragraph, the
+// one git reads trailers from (and gitwatch.TargetOf the target).
 func commitMessage(msg string, trailers []Trailer) string {
 	msg = strings.TrimRight(msg, "\n \t") + "\n"
 	if len(trailers) == 0 {

@@ -167,7 +167,7 @@ func TestGroupCommitChainsQueuedRequests(t *testing.T) {
 	}
 	for i, c := range commits {
 		msg, _ := gitIn(t, f.remote.Dir, nil, "log", "-1", "--format=%B", c)
-		want := fmt.Sprintf("Bump app %d\n\nRequested-By: entity_%d (id-%d)\nVault-Request-Id: req-%d", i, i, i, i)
+		want := fmt.Sprintf("Bump app %d\n\nRequested-By: entity_%d (id-%d)\nVault-Request-Id: req-%d\n%s", i, i, i, i, f.targetTrailers(t))
 		if msg != want {
 			t.Fatalf("commit %d message:\n%s\nwant\n%s", i, msg, want)
 		}
