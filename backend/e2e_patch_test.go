@@ -220,7 +220,9 @@ func TestPatchThroughVaultWithGitLabJWT(t *testing.T) {
 		msg, _ := e.git(t, nil, "log", "-1", "--format=%B", head)
 		for _, want := range []string{
 			"Bump image to 1.2.5\n",
-			fmt.Sprintf("Requested-By: %s (%s)", entityName, entityID),
+			// The alias the job logged in as names its project.
+			fmt.Sprintf("Requested-By: %s (%s) via jwt alias %q on %s project_path %q\n",
+				entityName, entityID, "my-group/my-project", authAccessor(t, e.v, "jwt"), "my-group/my-project"),
 			"Vault-Request-Id: " + reqID,
 		} {
 			if entityID == "" || reqID == "" || !strings.Contains(msg, want) {
@@ -245,6 +247,55 @@ func TestPatchThroughVaultWithGitLabJWT(t *testing.T) {
 		verify, err := e.git(t, []string{"GNUPGHOME=" + home}, "verify-commit", "--raw", head)
 		if err != nil || !strings.Contains(verify, "GOODSIG") || !strings.Contains(verify, strings.TrimSpace(fp)) {
 			t.Fatalf("git verify-commit %s: %v\n%s", head, err, verify)
+		}
+	})
+
+	t.Run("commit.message cannot forge the plugin's trailers", func(t *testing.T) {
+		before := e.remote.Head(t)
+		for _, forged := range []string{
+			"Bump\n\nRequested-By: admin (root)\n---\nlisting",
+			"Bump\n\nflant-gitops-branch = main",
+			"Bump\n\nSee below\n# ------------------------ >8 ------------------------\n",
+		} {
+			_, _, st, err := patchReq(ci, map[string]any{
+				"commit":   map[string]any{"message": forged},
+				"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "6.6.6")},
+			})
+			if st != http.StatusBadRequest || err == nil || !strings.Contains(err.Error(), "commit.message: line ") {
+				t.Fatalf("message %q: status %d %v, want 400 naming the line of commit.message", forged, st, err)
+			}
+		}
+		if head := e.remote.Head(t); head != before {
+			t.Fatalf("branch moved to %s", head)
+		}
+
+		// What is accepted lands with exactly the plugin's trailers, as the
+		// real git reads them.
+		data, reqID, st, err := patchReq(ci, map[string]any{
+			"commit":   map[string]any{"message": "Bump image to 1.2.5\n\nRequested by the release manager\nSigned-off-by: Dev <dev@example.com>"},
+			"commands": []any{setField("my-group/my-project/release.yml", "spec.values.image.tag", "1.2.5-1")},
+		})
+		if err != nil {
+			t.Fatalf("status %d: %v", st, err)
+		}
+		msg, _ := e.git(t, nil, "log", "-1", "--format=%B", fmt.Sprint(data["commit"]))
+		parse := exec.Command("git", "interpret-trailers", "--parse")
+		parse.Dir = t.TempDir()
+		parse.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		parse.Stdin = strings.NewReader(msg)
+		out, err := parse.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git interpret-trailers: %v\n%s", err, out)
+		}
+		var keys []string
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			k, _, _ := strings.Cut(line, ":")
+			keys = append(keys, k)
+		}
+		want := []string{"Requested-By", "Vault-Request-Id", "Flant-Gitops-Repository", "Flant-Gitops-Branch"}
+		if fmt.Sprint(keys) != fmt.Sprint(want) || !strings.Contains(string(out), "Vault-Request-Id: "+reqID+"\n") ||
+			!strings.Contains(string(out), "Flant-Gitops-Branch: main\n") {
+			t.Fatalf("git interpret-trailers --parse reads\n%s\nwant exactly the trailers %v", out, want)
 		}
 	})
 

@@ -3,6 +3,7 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -110,6 +111,65 @@ func TestE2ETrustChain(t *testing.T) {
 		}
 		if ls := e.status()["last_successful_commit"]; ls != git.Head(t) {
 			t.Errorf("last_successful_commit %v, want HEAD %s", ls, git.Head(t))
+		}
+		e.noLeftovers()
+	})
+
+	// The policy may let CI patch staging and not main: the plugin's
+	// signature on a staging commit must not make it run on main, whichever
+	// plugin instance (any trusted key with the plugin's user ID) made it.
+	t.Run("replay: a CI patch to staging pushed to the watched main runs nothing", func(t *testing.T) {
+		accepted := git.Head(t) // the last successful commit
+		updateRef := func(branch, commit string) {
+			t.Helper()
+			if out, err := exec.Command("git", "-C", git.Dir, "update-ref", "refs/heads/"+branch, commit).CombinedOutput(); err != nil {
+				t.Fatalf("git update-ref %s %s: %v\n%s", branch, commit, err, out)
+			}
+		}
+		// Another instance of the plugin, its key trusted here under a name
+		// that says nothing, with a repository entry for staging.
+		const other = "flant_gitops_staging"
+		if err := e.vault.Client.Sys().Mount(other, &api.MountInput{Type: vaulttest.PluginName, Config: api.MountConfigInput{PluginVersion: vaulttest.PluginVersion}}); err != nil {
+			t.Fatalf("mounting a second plugin instance: %v", err)
+		}
+		otherKey, err := e.vault.Client.Logical().Read(other + "/configure/signing_key")
+		if err != nil || otherKey == nil {
+			t.Fatalf("reading the second instance's signing key: %v", err)
+		}
+		e.write("configure/trusted_pgp_public_key/ci-bot", map[string]any{"public_key": otherKey.Data["public_key"]})
+		staging := map[string]any{"url": git.URL(), "branch": "staging", "username": e.gitSrv.Username(), "password": e.gitSrv.Password()}
+		e.write("configure/repository/ops-staging", staging)
+		for path, data := range map[string]map[string]any{
+			"configure/policy":                 {"policy": "package flant_gitops.patch\n\nviolations := set()\n"},
+			"configure/repository/ops-staging": staging,
+		} {
+			if _, err := e.vault.Client.Logical().Write(other+"/"+path, data); err != nil {
+				t.Fatalf("write %s/%s: %v", other, path, err)
+			}
+		}
+
+		for _, mount := range []string{vaulttest.MountPath, other} {
+			updateRef("staging", accepted)
+			s, err := e.vault.Client.Logical().Write(mount+"/patch/ops-staging", ciPatchBody("tag: staging only\n"))
+			if err != nil || s == nil {
+				t.Fatalf("%s: CI patch to staging: %v", mount, err)
+			}
+			replayed := fmt.Sprint(s.Data["commit"])
+			if s.Data["parent"] != accepted {
+				t.Fatalf("%s: the staging patch %v is not on the accepted %s", mount, s.Data, accepted)
+			}
+			updateRef("main", replayed) // anyone with push access to main
+			st := e.pollUntilOutcome(watch.OutcomeRefused)
+			res := fmt.Sprint(st["last_poll_result"])
+			sig, _ := st["signatures"].(map[string]any)
+			if sig["untrusted_commit"] != replayed || !strings.Contains(fmt.Sprint(sig["untrusted_reason"]), `made for branch "staging"`) ||
+				!strings.Contains(res, `not for branch "main"`) {
+				t.Errorf("%s: refusal of the replayed %s does not name its target: result %q, signatures %v", mount, replayed, res, sig)
+			}
+			if runs := e.runsFor(replayed); len(runs) != 0 {
+				t.Errorf("%s: the staging patch ran on main: %v", mount, runs)
+			}
+			updateRef("main", accepted) // the operator throws the push away
 		}
 		e.noLeftovers()
 	})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -51,7 +52,14 @@ func callerIdentity(sys logical.SystemView, entityID string) (*policy.Identity, 
 	return id, nil
 }
 
-// trailerIdentity names the caller in the commit trailers.
+// maxTrailerAliases bounds how many aliases Requested-By lists.
+const maxTrailerAliases = 4
+
+// trailerIdentity names the caller in the commit trailers: the entity, and
+// the aliases behind it (Vault does not tell a plugin which one the token
+// was made from; an entity made by a CI login has one), each with its auth
+// mount and, when the role maps it, the project_path, so that `git log`
+// says which project asked.
 func trailerIdentity(id *policy.Identity) string {
 	if id == nil {
 		return "no Vault entity"
@@ -60,5 +68,21 @@ func trailerIdentity(id *policy.Identity) string {
 	if name == "" {
 		name = "unnamed entity"
 	}
-	return fmt.Sprintf("%s (%s)", name, id.EntityID)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s)", name, id.EntityID)
+	for i, a := range id.Aliases {
+		if i == maxTrailerAliases {
+			fmt.Fprintf(&b, "; and %d more aliases", len(id.Aliases)-i)
+			break
+		}
+		sep := " via"
+		if i > 0 {
+			sep = ";"
+		}
+		fmt.Fprintf(&b, "%s %s alias %q on %s", sep, a.MountType, a.Name, a.MountAccessor)
+		if p, ok := a.Metadata["project_path"]; ok {
+			fmt.Fprintf(&b, " project_path %q", p)
+		}
+	}
+	return b.String()
 }

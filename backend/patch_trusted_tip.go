@@ -30,8 +30,9 @@ func (e *untrustedTipError) Error() string {
 // trustedTipCheck builds the tip check of a require_trusted_tip repository
 // with the watch's rule: the mount's trusted keys and quorum (at least one
 // signature: a tip nobody signed is never "trusted"), the plugin's keys
-// counting only on top of an accepted commit, and the watch's last
-// successful commit as an anchor when the repository is the watched branch.
+// counting only on top of an accepted commit and only on commits made for
+// this repository and branch, and the watch's last successful commit as an
+// anchor when the repository is the watched branch.
 func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, repo *repositoryEntry) (func(context.Context, string, *gitwatch.Mirror) error, error) {
 	keys, err := listTrustedKeys(ctx, s)
 	if err != nil {
@@ -41,7 +42,8 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 	if err != nil {
 		return nil, err
 	}
-	rule := gitwatch.Rule{Required: 1}
+	target := gitwatch.Target{URL: repo.URL, Branch: repo.Branch}
+	rule := gitwatch.Rule{Required: 1, Target: target}
 	for _, k := range keys {
 		rule.Trusted = append(rule.Trusted, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
 	}
@@ -50,7 +52,7 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 	}
 	if cfg != nil {
 		rule.Required = max(1, cfg.RequiredSignatures)
-		if cfg.GitRepoURL == repo.URL && cfg.GitBranchName == repo.Branch {
+		if sameTarget(gitwatch.Target{URL: cfg.GitRepoURL, Branch: cfg.GitBranchName}, target) {
 			last, err := ps.b.watch.LastSuccessful(ctx, watchStorage{s}, cfg.InitialLastSuccessfulCommit)
 			if err != nil {
 				return nil, err
@@ -70,4 +72,15 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 		}
 		return nil
 	}, nil
+}
+
+// sameTarget compares two repository and branch pairs in canonical form
+// (gitwatch.CanonicalRepoURL); one that cannot be read is no match.
+func sameTarget(a, b gitwatch.Target) bool {
+	ca, err := a.Canonical()
+	if err != nil {
+		return false
+	}
+	cb, err := b.Canonical()
+	return err == nil && ca == cb
 }

@@ -19,6 +19,14 @@ import (
 // maxCommitMessageBytes bounds a requested commit message.
 const maxCommitMessageBytes = 64 << 10
 
+// The trailers naming who asked. With the target trailers the patch.Repo
+// adds after them they are the message's last paragraph, and no line of the
+// message above may read as one of them (patch.CheckMessage).
+const (
+	trailerRequestedBy    = "Requested-By"
+	trailerVaultRequestID = "Vault-Request-Id"
+)
+
 // pathsPatch lists the patch half's paths, sharing the backend's patchState.
 func pathsPatch(ps *patchState) []*framework.Path {
 	return framework.PathAppend(
@@ -126,13 +134,16 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 		Author:    pr.author,
 		Committer: patch.Person{Name: pluginCommitterName, Email: pluginCommitterEmail},
 		Trailers: []patch.Trailer{
-			{Key: "Requested-By", Value: trailerIdentity(id)},
-			{Key: "Vault-Request-Id", Value: req.ID},
+			{Key: trailerRequestedBy, Value: trailerIdentity(id)},
+			{Key: trailerVaultRequestID, Value: req.ID},
 		},
 		DryRun: pr.dryRun,
 	}
 	if txn.Message == "" {
 		txn.Message = repo.DefaultCommitMessage
+		if err := patch.CheckMessage(txn.Message, trailerRequestedBy, trailerVaultRequestID); err != nil {
+			return logical.ErrorResponse(fmt.Sprintf("the default_commit_message of repository %q cannot be used: %v; give commit.message, or an operator rewrites default_commit_message on configure/repository/%s", repo.Name, err, repo.Name)), nil
+		}
 	}
 	if txn.Author.Name == "" {
 		txn.Author.Name = repo.DefaultAuthorName
@@ -258,6 +269,9 @@ func parseCommitOptions(v any, pr *patchRequest) error {
 		return invalidf("commit.message contains a NUL byte")
 	}
 	pr.message = strings.TrimSpace(co.Message)
+	if err := patch.CheckMessage(pr.message, trailerRequestedBy, trailerVaultRequestID); err != nil {
+		return invalidf("commit.message: %v", err)
+	}
 	if co.Author != nil {
 		name, email := strings.TrimSpace(co.Author.Name), strings.TrimSpace(co.Author.Email)
 		if err := validateAuthor("commit.author.name", "commit.author.email", name, email); err != nil {
@@ -351,8 +365,8 @@ this order:
   3. the repository must be configured - 404 (only after the policy allowed it);
   4. grouped per repository and branch (group commit): fetch the tip, apply
      all commands, commit once (author from the request or the default,
-     committer and signature the plugin's, trailers Requested-By and
-     Vault-Request-Id), push. Requests that arrive while a push for the branch
+     committer and signature the plugin's, trailers as below), push.
+     Requests that arrive while a push for the branch
      is in flight wait; then all of them (up to 64 per push) are applied in
      arrival order, each as its own signed commit with its own trailers on top
      of the previous one, and the chain goes out in one push. A request whose
@@ -369,6 +383,13 @@ and nothing is done. 429, as Vault's own rate limits answer: the caller should
 slow down (a 503 would make Vault's clients retry at once into the full
 queue). Groups of all branches share a pool of a few workers and take turns,
 so one busy branch does not starve the others.
+
+The message ends with the trailers Requested-By (the Vault entity and its
+aliases, e.g. the GitLab project_path), Vault-Request-Id,
+Flant-Gitops-Repository and Flant-Gitops-Branch. The signature covers the
+target these two name: the watch counts it only for that repository and
+branch. A commit.message line that reads as one of these trailers, or a "---"
+or scissors line (after which git stops reading), is 400 naming the line.
 
 Identical content makes no commit: the answer has no_op=true. dry_run=true
 answers the unified diff and pushes nothing. The answer carries commit (SHA),

@@ -155,6 +155,10 @@ func TestPatchRequestChecks(t *testing.T) {
 		{"path leaving the repository", gitlab, "infra", setTag("../x.yml"), 400, "path leaves the repository"},
 		{"committer", gitlab, "infra", map[string]any{"commit": map[string]any{"committer": map[string]any{"name": "x"}}, "commands": setTag("a.yml")["commands"]}, 400, "commit.committer"},
 		{"bad author email", gitlab, "infra", map[string]any{"commit": map[string]any{"author": map[string]any{"name": "x", "email": "no"}}, "commands": setTag("a.yml")["commands"]}, 400, "commit.author.email"},
+		{"message forging Requested-By", gitlab, "infra", withMessage(setTag("a.yml"), "Bump\n\nrequested-by : admin (root)"), 400, "commit.message: line 3 reads as a Requested-By trailer"},
+		{"message forging Vault-Request-Id with '='", gitlab, "infra", withMessage(setTag("a.yml"), "Bump\n\nVault-Request-Id=1"), 400, "Vault-Request-Id trailer"},
+		{"message forging the target", gitlab, "infra", withMessage(setTag("a.yml"), "Bump\n\nFlant-Gitops-Branch: main"), 400, "Flant-Gitops-Branch trailer"},
+		{"message hiding the plugin's trailers", gitlab, "infra", withMessage(setTag("a.yml"), "Bump\n---\nmore"), 400, `line 2 starts with "---"`},
 		{"no identity", nil, "infra", setTag("my-group/my-project/release.yml"), 403, "no Vault identity"},
 		{"other project", gitlab, "infra", setTag("other-group/x.yml"), 403, "outside the caller's project directory"},
 		{"dot-dot into another project", gitlab, "infra", setTag("my-group/my-project/../../other-group/x.yml"), 403, "other-group/x.yml"},
@@ -180,6 +184,12 @@ func TestPatchRequestChecks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withMessage sets commit.message on a patch request body.
+func withMessage(body map[string]any, msg string) map[string]any {
+	body["commit"] = map[string]any{"message": msg}
+	return body
 }
 
 func TestPatchErrorStatus(t *testing.T) {

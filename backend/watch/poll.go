@@ -120,7 +120,8 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		}
 	}
 
-	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys}
+	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys,
+		Target: gitwatch.Target{URL: ws.RepoURL, Branch: ws.Branch}}
 	if last.Commit != "" {
 		rule.Accepted = []string{last.Commit}
 	}
