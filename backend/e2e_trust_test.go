@@ -3,7 +3,6 @@ package backend
 import (
 	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -120,12 +119,6 @@ func TestE2ETrustChain(t *testing.T) {
 	// plugin instance (any trusted key with the plugin's user ID) made it.
 	t.Run("replay: a CI patch to staging pushed to the watched main runs nothing", func(t *testing.T) {
 		accepted := git.Head(t) // the last successful commit
-		updateRef := func(branch, commit string) {
-			t.Helper()
-			if out, err := exec.Command("git", "-C", git.Dir, "update-ref", "refs/heads/"+branch, commit).CombinedOutput(); err != nil {
-				t.Fatalf("git update-ref %s %s: %v\n%s", branch, commit, err, out)
-			}
-		}
 		// Another instance of the plugin, its key trusted here under a name
 		// that says nothing, with a repository entry for staging.
 		const other = "flant_gitops_staging"
@@ -149,7 +142,7 @@ func TestE2ETrustChain(t *testing.T) {
 		}
 
 		for _, mount := range []string{vaulttest.MountPath, other} {
-			updateRef("staging", accepted)
+			updateRef(t, git, "staging", accepted)
 			s, err := e.vault.Client.Logical().Write(mount+"/patch/ops-staging", ciPatchBody("tag: staging only\n"))
 			if err != nil || s == nil {
 				t.Fatalf("%s: CI patch to staging: %v", mount, err)
@@ -158,7 +151,7 @@ func TestE2ETrustChain(t *testing.T) {
 			if s.Data["parent"] != accepted {
 				t.Fatalf("%s: the staging patch %v is not on the accepted %s", mount, s.Data, accepted)
 			}
-			updateRef("main", replayed) // anyone with push access to main
+			updateRef(t, git, "main", replayed) // anyone with push access to main
 			st := e.pollUntilOutcome(watch.OutcomeRefused)
 			res := fmt.Sprint(st["last_poll_result"])
 			sig, _ := st["signatures"].(map[string]any)
@@ -169,7 +162,7 @@ func TestE2ETrustChain(t *testing.T) {
 			if runs := e.runsFor(replayed); len(runs) != 0 {
 				t.Errorf("%s: the staging patch ran on main: %v", mount, runs)
 			}
-			updateRef("main", accepted) // the operator throws the push away
+			updateRef(t, git, "main", accepted) // the operator throws the push away
 		}
 		e.noLeftovers()
 	})

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -54,6 +55,34 @@ func TestRequireTrustedTip(t *testing.T) {
 			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{"require_trusted_tip": true}), "option on")
 			return pushed
 		}},
+		{"the plugin's commit for this branch on a signed commit", true, func(t *testing.T, b *backend, s logical.Storage, repo *gittest.Repo) string {
+			repo.Commit(t, map[string]string{"deploy.sh": "good\n"}, gittest.SignKey(alice))
+			trustPlugin(t, b, s)
+			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{"require_trusted_tip": false}), "option off")
+			if resp, err := trustedTipPatch(b, s, entity, "tag: 0\n"); status(resp, err) != 200 {
+				t.Fatalf("CI patch without the option: %q", errText(resp, err))
+			}
+			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{"require_trusted_tip": true}), "option on")
+			return ""
+		}},
+		{"replay: the plugin's commit for staging pushed to main", true, func(t *testing.T, b *backend, s logical.Storage, repo *gittest.Repo) string {
+			signed := repo.Commit(t, map[string]string{"deploy.sh": "good\n"}, gittest.SignKey(alice))
+			trustPlugin(t, b, s)
+			updateRef(t, repo, "staging", signed)
+			mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra-staging", map[string]any{
+				"url": repo.URL(), "branch": "staging", "username": srv.Username(), "password": srv.Password(),
+			}), "staging repository")
+			resp, err := b.HandleRequest(context.Background(), &logical.Request{
+				Operation: logical.UpdateOperation, Path: "patch/infra-staging", Storage: s, MountPoint: "flant_gitops/", ID: "req-0", EntityID: entity.ID,
+				Data: map[string]any{"commands": []any{map[string]any{"path": "deploy.sh", "createFile": map[string]any{"content": "staging only\n", "overwrite": true}}}},
+			})
+			if status(resp, err) != 200 {
+				t.Fatalf("CI patch to staging: %q", errText(resp, err))
+			}
+			replayed := toString(resp.Data["commit"])
+			updateRef(t, repo, "main", replayed)
+			return replayed
+		}},
 		{"unsigned tip without the option", false, func(t *testing.T, _ *backend, _ logical.Storage, repo *gittest.Repo) string {
 			repo.Commit(t, map[string]string{"deploy.sh": "whatever\n"})
 			return ""
@@ -97,4 +126,20 @@ func trustedTipPatch(b *backend, s logical.Storage, entity *logical.Entity, cont
 		Operation: logical.UpdateOperation, Path: "patch/infra", Storage: s, MountPoint: "flant_gitops/", ID: "req-1", EntityID: entity.ID,
 		Data: map[string]any{"commands": []any{map[string]any{"path": "values.yaml", "createFile": map[string]any{"content": content, "overwrite": true}}}},
 	})
+}
+
+// trustPlugin trusts the mount's own signing key, as the README used to
+// recommend.
+func trustPlugin(t *testing.T, b *backend, s logical.Storage) {
+	t.Helper()
+	pub := configReq(t, b, s, logical.ReadOperation, "configure/signing_key", nil).Data["public_key"]
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/patch-path", map[string]any{"public_key": pub}), "trust the plugin")
+}
+
+// updateRef points branch of repo's served repository at commit, as a push would.
+func updateRef(t *testing.T, repo *gittest.Repo, branch, commit string) {
+	t.Helper()
+	if out, err := exec.Command("git", "-C", repo.Dir, "update-ref", "refs/heads/"+branch, commit).CombinedOutput(); err != nil {
+		t.Fatalf("git update-ref %s %s: %v\n%s", branch, commit, err, out)
+	}
 }
