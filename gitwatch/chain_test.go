@@ -388,3 +388,23 @@ func BenchmarkAcceptLongestPluginChain(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkTargetCheckOfLongestChain is the part of the walk above that the
+// target check adds: reading and comparing the target of
+// DefaultMaxPluginChain+1 plugin commits. Compare with
+// BenchmarkAcceptLongestPluginChain in the same run.
+func BenchmarkTargetCheckOfLongestChain(b *testing.B) {
+	target := Target{URL: "http://127.0.0.1:8080/bench.git", Branch: "main"}
+	want, err := target.Canonical()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := commitEval{message: targetMessage("Bump image to 1.2.5", target)}
+	for b.Loop() {
+		for range DefaultMaxPluginChain + 1 {
+			if why := targetCheck(e, want, nil); why != "" {
+				b.Fatal(why)
+			}
+		}
+	}
+}
