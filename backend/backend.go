@@ -55,6 +55,9 @@ type backend struct {
 	// patch is the patch half's state: its locks, mirrors, prepared policy
 	// and signing key (patch_state.go).
 	patch *patchState
+
+	// hooks keeps the webhook receivers' last deliveries (path_receiver.go).
+	hooks hookState
 }
 
 // Factory is the logical.Factory Vault calls for each mount.
@@ -75,6 +78,7 @@ func newBackend() *backend {
 		RunningVersion: Version,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: sealWrapStorage(), // storage_keys.go
+			Unauthenticated: hooksUnauthenticated(),
 		},
 		Paths:          b.paths(),
 		InitializeFunc: b.initialize,
@@ -99,6 +103,7 @@ func (b *backend) paths() []*framework.Path {
 		pathDockerEngine(b),
 		pathVaultRequest(b),
 		pathWatch(b),
+		pathReceiver(b),
 		pathsPatch(b.patch),
 	)
 }

@@ -64,6 +64,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	receivers, err := b.receiversStatus(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	busy, _ := b.watch.Snapshot()
 	worker := "idle"
 	if busy {
@@ -83,6 +87,8 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"trusted_key_problems":          keyProblems,
 		"worker":                        worker,
 		"engine":                        engine,
+		"next_poll_at":                  formatTime(b.watch.NextPollAt()),
+		"receivers":                     receivers,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>

@@ -20,6 +20,11 @@ const (
 	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
+	storagePrefixReceiver     = "config/receiver/"
+
+	// The receivers' index by id digest and their last deliveries.
+	storagePrefixReceiverID       = "receiver_id/"
+	storagePrefixReceiverDelivery = "receiver_delivery/"
 
 	storageKeyPolicy        = "patch/policy"
 	storageKeySigningKey    = "patch/signing_key"
@@ -42,6 +47,11 @@ var storageKeys = append([]storageKey{
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
+	// Digests of the receivers' ids and tokens: 256 random bits each, so a
+	// digest gives nothing to replay; wrapped all the same.
+	{storagePrefixReceiver, true},
+	{storagePrefixReceiverID, true},
+	{storagePrefixReceiverDelivery, false},
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},    // the plugin's private signing key
 	{storagePrefixRepository, true}, // each repository's password or SSH key

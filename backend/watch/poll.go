@@ -69,6 +69,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		return OutcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
 	}
 	head := fr.Head
+	w.mu.Lock()
+	w.lastFetchedHead = head
+	w.mu.Unlock()
 	if err := w.updateState(ctx, s, func(st *State) { st.HeadCommit = head }); err != nil {
 		return OutcomeError, err.Error()
 	}

@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -17,14 +18,57 @@ func TestPollDue(t *testing.T) {
 		{"never polled", t0, time.Time{}, 5 * time.Minute, true},
 		{"within the period", t0.Add(4 * time.Minute), t0, 5 * time.Minute, false},
 		{"exactly one period", t0.Add(5 * time.Minute), t0, 5 * time.Minute, true},
+		{"the next slot, not a period after an off-slot poll", t0.Add(6 * time.Minute), t0.Add(2 * time.Minute), 5 * time.Minute, true},
 		{"past the period", t0.Add(time.Hour), t0, 5 * time.Minute, true},
 		{"period unknown yet", t0.Add(time.Second), t0, 0, true},
 		{"clock went back", t0.Add(-time.Minute), t0, 5 * time.Minute, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := pollDue(tt.now, tt.last, tt.period); got != tt.want {
+			if got := pollDue(tt.now, tt.last, tt.period, 0); got != tt.want {
 				t.Errorf("pollDue = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPollSlotsSpreadMounts(t *testing.T) {
+	const period = 5 * time.Minute
+	// 200 mounts of one Vault: Vault ticks them together, the slots do not
+	// bunch them up.
+	perMinute := make([]int, 5)
+	for i := range 200 {
+		off := pollOffset(fmt.Sprintf("mount-%03d", i), period)
+		if off < 0 || off >= period {
+			t.Fatalf("offset %s outside [0, %s)", off, period)
+		}
+		perMinute[off/time.Minute]++
+	}
+	for m, n := range perMinute {
+		if n < 20 || n > 60 {
+			t.Errorf("minute %d of the period holds %d of 200 mounts' polls, want about 40: %v", m, n, perMinute)
+		}
+	}
+	if a, b := pollOffset("mount-a", period), pollOffset("mount-a", period); a != b {
+		t.Errorf("the offset of one mount moved: %s then %s", a, b)
+	}
+
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		last   time.Time
+		offset time.Duration
+		want   time.Time
+	}{
+		{"never polled: now", time.Time{}, time.Minute, time.Time{}},
+		{"on a slot: the next one", t0.Add(time.Minute), time.Minute, t0.Add(6 * time.Minute)},
+		{"between slots: the next one", t0.Add(3 * time.Minute), time.Minute, t0.Add(6 * time.Minute)},
+		{"just before a slot", t0.Add(time.Minute - time.Nanosecond), time.Minute, t0.Add(time.Minute)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := nextPollAt(tt.last, period, tt.offset); !got.Equal(tt.want) {
+				t.Errorf("nextPollAt(%s) = %s, want %s", tt.last, got, tt.want)
 			}
 		})
 	}

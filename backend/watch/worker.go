@@ -137,6 +137,16 @@ type Worker struct {
 	lastManualPoll time.Time
 	trigger        string // what asked for the pending poll
 	forceRetry     bool
+	// slotTimer wakes the worker at its poll slot when the slot falls
+	// between two of Vault's ticks.
+	slotTimer *time.Timer
+	// lastFetchedHead is the HEAD the latest fetch saw; a push notification
+	// naming it needs no new fetch.
+	lastFetchedHead string
+	// Push notifications (Notify) fold into one poll per pollMinInterval.
+	lastNotifyPoll time.Time
+	notifyTimer    *time.Timer
+	notifyPending  []string // the commits named by the folded notifications; "" for none named
 	mirror         Mirror
 	mirrorKey      string
 	runner         container.Runner
@@ -198,6 +208,11 @@ func (w *Worker) stop(ctx context.Context, cause error) {
 	w.mu.Lock()
 	cancel, done := w.cancel, w.done
 	w.stopped = true
+	for _, t := range []*time.Timer{w.slotTimer, w.notifyTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
 	w.mu.Unlock()
 	if cancel == nil {
 		return
@@ -221,16 +236,110 @@ func (w *Worker) signalLocked() {
 	}
 }
 
+// slotHorizon: a poll slot this close after a tick gets a timer of its own
+// rather than waiting for the next tick (Vault ticks about once a minute).
+const slotHorizon = 90 * time.Second
+
 // Tick is the periodic function's whole job: decide, maybe wake, return.
 func (w *Worker) Tick(s Storage) {
 	w.Start(s)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.busy || !pollDue(w.deps.Now(), w.lastPollAt, w.pollPeriod) {
+	w.tickLocked()
+}
+
+func (w *Worker) tickLocked() {
+	if w.stopped || w.busy {
+		return
+	}
+	now := w.deps.Now()
+	offset := pollOffset(w.mountID, w.pollPeriod)
+	if !pollDue(now, w.lastPollAt, w.pollPeriod, offset) {
+		next := nextPollAt(w.lastPollAt, w.pollPeriod, offset)
+		if wait := next.Sub(now); wait <= slotHorizon {
+			if w.slotTimer != nil {
+				w.slotTimer.Stop()
+			}
+			w.slotTimer = time.AfterFunc(wait, func() {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				w.tickLocked()
+			})
+		}
 		return
 	}
 	if w.trigger == "" {
 		w.trigger = "periodic"
+	}
+	w.signalLocked()
+}
+
+// NextPollAt is when the next periodic poll is due (the zero time: at the
+// next tick, nothing polled yet). Each mount has its own slot in the period.
+func (w *Worker) NextPollAt() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return nextPollAt(w.lastPollAt, w.pollPeriod, pollOffset(w.mountID, w.pollPeriod))
+}
+
+// NotifyAnswer is what Notify tells a push notification.
+type NotifyAnswer struct {
+	// Message says what the notification caused, for the receiver's answer.
+	Message string
+}
+
+// Notify is a push notification (a forge's webhook delivery): it asks for a
+// poll, which fetches and verifies as always. commit is the commit the
+// notification says the branch now points at, "" when it names none; it is
+// only a hint: a notification naming the HEAD the last fetch already saw
+// costs nothing. Notifications fold: the first one polls at once, those
+// within pollMinInterval of it fold into one poll at the end of the
+// interval, which is dropped when the fetch since then saw every commit
+// they named.
+func (w *Worker) Notify(s Storage, commit string) NotifyAnswer {
+	w.Start(s)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.deps.Now()
+	if commit != "" && commit == w.lastFetchedHead && w.notifyTimer == nil {
+		return NotifyAnswer{Message: fmt.Sprintf("the branch was last fetched at %s: nothing new to fetch", commit)}
+	}
+	if next := w.lastNotifyPoll.Add(w.pollMinInterval); now.Before(next) || w.busy {
+		w.notifyPending = append(w.notifyPending, commit)
+		if w.notifyTimer == nil {
+			w.notifyTimer = time.AfterFunc(max(next.Sub(now), 0), w.notifyDue)
+		}
+		return NotifyAnswer{Message: fmt.Sprintf("folded into the poll at %s", next.UTC().Format(time.RFC3339Nano))}
+	}
+	w.notifyPollLocked(now)
+	return NotifyAnswer{Message: "poll started: fetching the branch"}
+}
+
+// notifyDue ends a fold: one poll, unless the fetches since saw every
+// commit the folded notifications named.
+func (w *Worker) notifyDue() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.notifyTimer = nil
+	pending := w.notifyPending
+	w.notifyPending = nil
+	if w.stopped || len(pending) == 0 {
+		return
+	}
+	seen := true
+	for _, c := range pending {
+		seen = seen && c != "" && c == w.lastFetchedHead
+	}
+	if seen {
+		return
+	}
+	w.notifyPollLocked(w.deps.Now())
+}
+
+func (w *Worker) notifyPollLocked(now time.Time) {
+	w.lastNotifyPoll = now
+	if w.trigger == "" || w.trigger == "periodic" {
+		w.trigger = "webhook"
 	}
 	w.signalLocked()
 }
