@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"maps"
 	"os/exec"
 	"slices"
@@ -18,6 +19,8 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/moby/moby/client"
 
+	"github.com/flant/flant_gitops/backend/receiver"
+	"github.com/flant/flant_gitops/backend/receiver/receivertest"
 	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
@@ -99,6 +102,35 @@ func TestE2EHACluster(t *testing.T) {
 		}
 		if st := e.status(); st["last_successful_commit"] != c {
 			t.Errorf("status through the standby: %v", st)
+		}
+	})
+
+	t.Run("a webhook delivered to a standby wakes the active node's poll", func(t *testing.T) {
+		standby := cluster.Standbys(t)[0]
+		e := base.on(t, standby)
+		tuneHooks(t, cluster.Leader(t).Client)
+		s, err := standby.Client.Logical().WriteWithContext(t.Context(), vaulttest.MountPath+"/configure/receiver/generic", map[string]any{"provider": "generic"})
+		if err != nil || s == nil {
+			t.Fatalf("creating a receiver through standby %s: %v", standby.ID, err)
+		}
+		token, _ := s.Data["token"].(string)
+		c := e.commit("delivered to a standby\n", "echo woken through a standby", 0, 1)
+		req, err := receivertest.Push(t, receiver.Generic, "refs/heads/main", c, token).Request(standby.Client.Address() + fmt.Sprint(s.Data["url_path"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("delivering to standby %s: %v", standby.ID, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"accepted":true`) {
+			t.Fatalf("delivery to standby %s: %d %s", standby.ID, resp.StatusCode, body)
+		}
+		_, run := e.waitRun(c, "succeeded", func(_ string, r map[string]any) bool { return r["status"] == watch.RunSucceeded })
+		if run["trigger"] != "webhook" {
+			t.Errorf("the run was started by %v, want the webhook", run["trigger"])
 		}
 	})
 

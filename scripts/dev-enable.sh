@@ -105,6 +105,13 @@ if grep -q '^flant_gitops/' <<<"$mounts"; then
 else
 	"$VAULT" secrets enable -path=flant_gitops -plugin-version="$VERSION" flant_gitops >/dev/null
 fi
+# The forges' webhook headers reach the plugin only when the mount passes
+# them through (receiver.PassthroughHeaders; scripts/dev_enable_test.go
+# keeps this list equal to it).
+hook_headers=(X-Event-Key X-Flant-Gitops-Token X-Forgejo-Delivery X-Forgejo-Event X-GitHub-Delivery
+	X-GitHub-Event X-Gitea-Delivery X-Gitea-Event X-Gitlab-Event X-Gitlab-Event-UUID X-Gitlab-Token
+	X-Gogs-Delivery X-Gogs-Event X-Request-Id X-Request-UUID)
+"$VAULT" secrets tune "${hook_headers[@]/#/-passthrough-request-header=}" flant_gitops/ >/dev/null
 
 # --- image -----------------------------------------------------------------
 say "building the local busybox image (no registry needed)"

@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/flant/flant_gitops/backend/receiver"
 )
 
 // TestEnableNeedsCheck runs `scripts/dev-enable.sh --check` (what `make
@@ -158,4 +161,22 @@ func stageDevEnable(t *testing.T, src []byte, tools map[string]string) (root, sc
 		}
 	}
 	return root, script, bin
+}
+
+// TestEnablePassesTheWebhookHeaders: the dev mount passes through exactly
+// the headers the receivers read.
+func TestEnablePassesTheWebhookHeaders(t *testing.T) {
+	src, err := os.ReadFile("dev-enable.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bytes.Index(src, []byte("hook_headers=("))
+	if start < 0 {
+		t.Fatal("dev-enable.sh does not set hook_headers")
+	}
+	end := bytes.IndexByte(src[start:], ')')
+	got := strings.Fields(string(src[start+len("hook_headers=(") : start+end]))
+	if want := receiver.PassthroughHeaders(); !slices.Equal(got, want) {
+		t.Errorf("dev-enable.sh passes through %v, the receivers read %v", got, want)
+	}
 }
