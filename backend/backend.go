@@ -83,6 +83,7 @@ func newBackend() *backend {
 		Paths:          b.paths(),
 		InitializeFunc: b.initialize,
 		Clean:          b.clean,
+		Invalidate:     b.invalidate,
 	}
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
@@ -115,6 +116,14 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 		}
 	}
 	return nil
+}
+
+// invalidate is Vault's word that a replicated storage key changed under
+// this node (performance standbys and secondaries): caches of it go.
+func (b *backend) invalidate(_ context.Context, key string) {
+	if invalidatesHooks(key) {
+		b.hooks.invalidate()
+	}
 }
 
 func (b *backend) clean(ctx context.Context) {

@@ -191,6 +191,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			return respondErr(invalidf("missing %s: the first write of configure must give git_repo_url, docker_image and commands (see `vault path-help %sconfigure`)", strings.Join(missing, ", "), req.MountPoint))
 		}
 	}
+	defer b.hooks.invalidate() // after the write: a delivery meanwhile may cache the old branch
 	if err := putEntry(ctx, req.Storage, storageKeyConfig, cfg); err != nil {
 		return nil, err
 	}
@@ -308,6 +309,7 @@ func positiveDuration(d *framework.FieldData, field, example string, dst *time.D
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	b.configMu.Lock()
 	defer b.configMu.Unlock()
+	defer b.hooks.invalidate()
 	return nil, deleteEntry(ctx, req.Storage, storageKeyConfig)
 }
 

@@ -55,10 +55,77 @@ type deliveryRecord struct {
 // hookState keeps each receiver's last delivery in memory and writes it
 // to storage at most every deliveryPersistEvery (or when the outcome
 // changes), so a storm of deliveries is not a storm of storage writes.
+//
+// It also caches what a delivery reads (the receiver by id digest, the
+// watched branch), so answering a delivery costs no storage read: every
+// write of a receiver or of configure drops the cache, on this node through
+// the paths and on the others through Vault's invalidation.
 type hookState struct {
 	mu        sync.Mutex
 	last      map[string]deliveryRecord
 	persisted map[string]deliveryRecord
+
+	cacheMu   sync.Mutex
+	byDigest  map[string]*receiverEntry
+	branch    string
+	branchSet bool
+}
+
+// invalidate drops what the cache holds.
+func (h *hookState) invalidate() {
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	h.byDigest, h.branch, h.branchSet = nil, "", false
+}
+
+// receiverByDigest is the receiver whose id has this digest, nil when none.
+func (h *hookState) receiverByDigest(ctx context.Context, s logical.Storage, digest string) (*receiverEntry, error) {
+	h.cacheMu.Lock()
+	e, ok := h.byDigest[digest]
+	h.cacheMu.Unlock()
+	if ok {
+		return e, nil
+	}
+	idx, err := getEntry[receiverIndexEntry](ctx, s, storagePrefixReceiverID+digest)
+	if err != nil || idx == nil {
+		return nil, err // unknown ids are not cached: they would fill it
+	}
+	if e, err = getEntry[receiverEntry](ctx, s, storagePrefixReceiver+idx.Name); err != nil || e == nil {
+		return nil, err
+	}
+	h.cacheMu.Lock()
+	if h.byDigest == nil {
+		h.byDigest = map[string]*receiverEntry{}
+	}
+	h.byDigest[digest] = e
+	h.cacheMu.Unlock()
+	return e, nil
+}
+
+// watchedBranch is configure's git_branch_name, "" when not configured.
+func (h *hookState) watchedBranch(ctx context.Context, s logical.Storage) (string, error) {
+	h.cacheMu.Lock()
+	branch, ok := h.branch, h.branchSet
+	h.cacheMu.Unlock()
+	if ok {
+		return branch, nil
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	if cfg != nil {
+		branch = cfg.GitBranchName
+	}
+	h.cacheMu.Lock()
+	h.branch, h.branchSet = branch, true
+	h.cacheMu.Unlock()
+	return branch, nil
+}
+
+// invalidatesHooks says whether a change of storage key drops the cache.
+func invalidatesHooks(key string) bool {
+	return key == storageKeyConfig || strings.HasPrefix(key, storagePrefixReceiver) || strings.HasPrefix(key, storagePrefixReceiverID)
 }
 
 func (h *hookState) record(ctx context.Context, s logical.Storage, name string, r deliveryRecord) {
@@ -303,6 +370,7 @@ func (b *backend) pathReceiverWrite(ctx context.Context, req *logical.Request, d
 	}
 	b.configMu.Lock()
 	defer b.configMu.Unlock()
+	defer b.hooks.invalidate()
 	e, err := getEntry[receiverEntry](ctx, req.Storage, storagePrefixReceiver+name)
 	if err != nil {
 		return nil, err
@@ -352,6 +420,7 @@ func (b *backend) pathReceiverRotate(ctx context.Context, req *logical.Request, 
 	name := d.Get("name").(string)
 	b.configMu.Lock()
 	defer b.configMu.Unlock()
+	defer b.hooks.invalidate()
 	e, err := getEntry[receiverEntry](ctx, req.Storage, storagePrefixReceiver+name)
 	if err != nil {
 		return nil, err
@@ -406,6 +475,7 @@ func (b *backend) pathReceiverDelete(ctx context.Context, req *logical.Request, 
 	name := d.Get("name").(string)
 	b.configMu.Lock()
 	defer b.configMu.Unlock()
+	defer b.hooks.invalidate()
 	e, err := getEntry[receiverEntry](ctx, req.Storage, storagePrefixReceiver+name)
 	if err != nil || e == nil {
 		return nil, err
@@ -430,17 +500,12 @@ func errNoReceiver() error {
 // receiverForDelivery finds the receiver of a delivery and checks its
 // token. It returns nil (and the same work either way) when the id is
 // unknown or the token wrong; why, for a known receiver, says which.
-func receiverForDelivery(ctx context.Context, s logical.Storage, id string, headers map[string][]string) (*receiverEntry, string, error) {
+func (b *backend) receiverForDelivery(ctx context.Context, s logical.Storage, id string, headers map[string][]string) (*receiverEntry, string, error) {
 	var e *receiverEntry
 	if receiver.WellFormedID(id) {
-		idx, err := getEntry[receiverIndexEntry](ctx, s, storagePrefixReceiverID+receiver.Digest(id))
-		if err != nil {
+		var err error
+		if e, err = b.hooks.receiverByDigest(ctx, s, receiver.Digest(id)); err != nil {
 			return nil, "", err
-		}
-		if idx != nil {
-			if e, err = getEntry[receiverEntry](ctx, s, storagePrefixReceiver+idx.Name); err != nil {
-				return nil, "", err
-			}
 		}
 	}
 	header, digest := "", ""
@@ -465,19 +530,20 @@ var passthroughHint = "vault secrets tune -passthrough-request-header=" + string
 
 // pathHookDeliver answers a forge's delivery, fast: it only reads the
 // receiver and wakes the worker, whatever the poll then does.
+//
+// It does not ask Vault for the replication state, as other writes do: the
+// operation is forwarded from performance standbys and secondaries, and
+// the one storage write it may make (the last delivery) is best effort.
 func (b *backend) pathHookDeliver(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if !b.WriteSafeReplicationState() {
-		return nil, logical.ErrReadOnly
-	}
 	id := d.Get("id").(string)
-	e, refused, err := receiverForDelivery(ctx, req.Storage, id, req.Headers)
+	e, refused, err := b.receiverForDelivery(ctx, req.Storage, id, req.Headers)
 	if err != nil {
 		return nil, err
 	}
 	if e == nil {
 		if refused != "" {
-			if idx, _ := getEntry[receiverIndexEntry](ctx, req.Storage, storagePrefixReceiverID+receiver.Digest(id)); idx != nil {
-				b.hooks.record(ctx, req.Storage, idx.Name, deliveryRecord{At: time.Now().UTC(), Outcome: refused})
+			if known, _ := b.hooks.receiverByDigest(ctx, req.Storage, receiver.Digest(id)); known != nil {
+				b.hooks.record(ctx, req.Storage, known.Name, deliveryRecord{At: time.Now().UTC(), Provider: string(known.Provider), Outcome: refused})
 			}
 		}
 		return nil, errNoReceiver()
@@ -511,14 +577,14 @@ func (b *backend) pathHookDeliver(ctx context.Context, req *logical.Request, d *
 	if !slices.Contains(e.Events, dl.Event) {
 		return answer(false, http.StatusOK, fmt.Sprintf("event %q is not one receiver %s acts on (%s)", dl.Event, e.Name, strings.Join(e.Events, ", ")))
 	}
-	cfg, err := getConfig(ctx, req.Storage)
+	branch, err := b.hooks.watchedBranch(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
-	if cfg == nil {
+	if branch == "" {
 		return answer(false, http.StatusOK, "the watch is not configured yet (flant_gitops/configure)")
 	}
-	commit, ok, why := dl.ForBranch(cfg.GitBranchName)
+	commit, ok, why := dl.ForBranch(branch)
 	if !ok {
 		return answer(false, http.StatusOK, why)
 	}
