@@ -56,6 +56,10 @@ func pathPatch(ps *patchState) *framework.Path {
 				Type:        framework.TypeBool,
 				Description: "Compute the change and answer its unified diff without committing or pushing.",
 			},
+			idempotencyKeyField: {
+				Type:        framework.TypeString,
+				Description: idempotencyKeyDescription,
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
@@ -110,6 +114,14 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 	if !decision.Allowed {
 		return nil, logical.CodedError(http.StatusForbidden, "patch denied by the policy: "+strings.Join(decision.Violations, "; "))
 	}
+
+	// A repeat with the request's idempotency key answers the first's
+	// result (patch_idempotency.go).
+	claim, resp, err := ps.claimIdempotency(ctx, req, d, pr)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	defer claim.release(ctx)
 
 	// 3. The target.
 	repo, err := getRepository(ctx, req.Storage, pr.repository)
@@ -173,6 +185,7 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 		data["dry_run"] = true
 		data["diff"] = res.Diff
 	}
+	claim.complete(ctx, data)
 	return &logical.Response{Data: data}, nil
 }
 
@@ -191,7 +204,7 @@ func parsePatchRequest(req *logical.Request, d *framework.FieldData) (*patchRequ
 	}
 	for k := range req.Data {
 		if _, ok := d.Schema[k]; !ok {
-			return nil, invalidf("unknown field %q: a patch request has commit, commands and dry_run", k)
+			return nil, invalidf("unknown field %q: a patch request has commit, commands, dry_run and %s", k, idempotencyKeyField)
 		}
 	}
 
