@@ -36,7 +36,9 @@ func keyOf(t *testing.T, args []string, kv ...string) string {
 }
 
 func TestIdempotencyKeyFromTheJob(t *testing.T) {
-	set := func(v string) []string { return []string{"infra", "set", "g/p/release.yml", "spec.values.image.tag", v} }
+	set := func(v string) []string {
+		return []string{"infra", "set", "g/p/release.yml", "spec.values.image.tag", v}
+	}
 	gitlab := []string{"CI_JOB_ID", "4242"}
 	github := []string{"GITHUB_RUN_ID", "987", "GITHUB_RUN_ATTEMPT", "2", "GITHUB_JOB", "release"}
 	tests := []struct {
