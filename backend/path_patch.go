@@ -387,6 +387,16 @@ Identical content makes no commit: the answer has no_op=true. dry_run=true
 answers the unified diff and pushes nothing. The answer carries commit (SHA),
 parent, branch, changed_paths and no_op.
 
+idempotency_key makes a retry safe: a repeat with the same key and the same
+request from the same caller (Vault entity, or token accessor without one)
+within 24 hours answers the first result with idempotent_replay=true and
+commits nothing, so a retry after a lost answer cannot revert a newer change
+made in between. A repeat while the first is still running waits for it. The
+same key with another request - 422. A first request that a plugin restart or
+failover interrupted cannot be answered - 409 naming its Vault-Request-Id.
+Records are kept in storage (at most 5000 per caller and 50000 per mount -
+429 beyond) and removed after 24 hours. The CI client sends one by default.
+
   vault write flant_gitops/patch/infra @request.json
 
 with request.json:
