@@ -45,8 +45,8 @@ new key.
 
 Retries, with full jitter until --deadline: a connection that was never made,
 429 (a full queue; the time it names is waited), Vault's 503, and 409 "moved
-under the patch" (the branch kept moving). A lost answer (connection reset or
-timed out after the request went out, a proxy's 502, 503 or 504) is retried only
+under the patch" (the branch kept moving). A lost answer (connection reset after
+the request went out, no answer within 100 s of a try, a proxy's 502, 503 or 504) is retried only
 when the request has an idempotency key (or is a dry run): without one, a
 retry could apply the change again after a newer one. Any other answer is
 final: 400, 403, 404, 413, 422, a 409 about the content, an untrusted tip or

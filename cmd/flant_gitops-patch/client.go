@@ -32,7 +32,14 @@ type client struct {
 	token     string // $VAULT_TOKEN, used when there is no --role
 	http      *http.Client
 	backoff   backoff
+	// attempt bounds one try: an answer that has not come by then is lost,
+	// and the request is sent again if it may be (see retryable).
+	attempt time.Duration
 }
+
+// attemptTimeout is a little over Vault's default max_request_duration
+// (90 s), after which Vault itself would have answered.
+var attemptTimeout = 100 * time.Second
 
 // backoff is full jitter: a wait drawn from [0, min(max, base·2^attempt)),
 // after the time the answer names, if any.
@@ -86,6 +93,7 @@ func newClient(inv *invocation, getenv func(string) string) (*client, error) {
 		token:     getenv("VAULT_TOKEN"),
 		http:      &http.Client{Transport: tr, CheckRedirect: checkRedirect},
 		backoff:   defaultBackoff,
+		attempt:   attemptTimeout,
 	}, nil
 }
 
@@ -311,7 +319,9 @@ var errGaveUp = errors.New("gave up")
 // retryable).
 func (c *client) call(ctx context.Context, what, path, token string, body []byte, repeatable bool, stderr io.Writer) (*answer, error) {
 	for attempt := 0; ; attempt++ {
-		a, f := c.send(ctx, path, token, body)
+		actx, cancel := context.WithTimeout(ctx, c.attempt)
+		a, f := c.send(actx, path, token, body)
+		cancel()
 		if f == nil {
 			return a, nil
 		}

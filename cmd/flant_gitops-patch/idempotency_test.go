@@ -12,7 +12,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // keyOf is the idempotency key a run with args and environment kv sends
@@ -184,6 +186,45 @@ func TestRedirectsThatWouldLeakTheToken(t *testing.T) {
 			}
 			if strings.Contains(stdout.String()+stderr.String(), "secret") {
 				t.Fatalf("a token was printed: %s %s", stdout.String(), stderr.String())
+			}
+		})
+	}
+}
+
+// An answer that does not come within the attempt's time is lost: sent
+// again only with a key, when the plugin answers from the first request.
+func TestAnswerTooLateIsRetriedOnlyWithAKey(t *testing.T) {
+	savedAttempt, savedBackoff := attemptTimeout, defaultBackoff
+	attemptTimeout = 300 * time.Millisecond
+	defaultBackoff = backoff{base: time.Millisecond, max: 5 * time.Millisecond, rand: savedBackoff.rand}
+	t.Cleanup(func() { attemptTimeout, defaultBackoff = savedAttempt, savedBackoff })
+	for _, tc := range []struct {
+		name  string
+		vars  []string
+		code  int
+		tries int32
+	}{
+		{"in a CI job (a key)", []string{"CI_JOB_ID", "77"}, exitOK, 2},
+		{"without a key", nil, exitRefused, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tries atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body) // so the server notices the client leave
+				if tries.Add(1) == 1 {
+					select { // the first answer comes too late
+					case <-r.Context().Done():
+					case <-time.After(5 * time.Second):
+					}
+					return
+				}
+				_, _ = io.WriteString(w, okPatch.body)
+			}))
+			t.Cleanup(srv.Close)
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), []string{"infra", "delete", "a.yml"}, env(append([]string{"VAULT_ADDR", srv.URL, "VAULT_TOKEN", "t"}, tc.vars...)...), strings.NewReader(""), &stdout, &stderr)
+			if code != tc.code || tries.Load() != tc.tries {
+				t.Fatalf("exit %d after %d tries, want %d after %d; stderr:\n%s", code, tries.Load(), tc.code, tc.tries, stderr.String())
 			}
 		})
 	}
