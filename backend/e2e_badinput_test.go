@@ -139,7 +139,7 @@ func TestE2EBadInput(t *testing.T) {
 		{"two operations", "", commands(map[string]any{"path": p + "release.yml", "setField": map[string]any{"field": "a", "value": 1}, "deleteFile": map[string]any{}}), 400,
 			[]string{"commands[0]", "exactly one of setField, createFile, deleteFile", "found 2"}},
 		{"no operation", "", commands(map[string]any{"path": p + "release.yml"}), 400, []string{"commands[0]", "exactly one of", "found 0"}},
-		{"unknown request field", "", `{"branch": "prod", "commands": [` + mustJSON(t, good) + `]}`, 400, []string{`unknown field "branch"`, "commit, commands and dry_run"}},
+		{"unknown request field", "", `{"branch": "prod", "commands": [` + mustJSON(t, good) + `]}`, 400, []string{`unknown field "branch"`, "commit, commands, dry_run and idempotency_key"}},
 		{"unknown command field", "", commands(map[string]any{"path": p + "release.yml", "setFeld": map[string]any{}}), 400, []string{`unknown field "setFeld"`}},
 		{"unknown commit field", "", `{"commit": {"mesage": "x"}, "commands": [` + mustJSON(t, good) + `]}`, 400, []string{"commit", `unknown field "mesage"`}},
 		{"commit author a string", "", `{"commit": {"author": "bob"}, "commands": [` + mustJSON(t, good) + `]}`, 400, []string{"commit: author must be an object, got a string"}},

@@ -39,6 +39,10 @@ type patchState struct {
 	// busy branch takes turns with the others.
 	pool  *patch.Pool
 	group patch.GroupLimits
+
+	// idem holds the idempotency keys in flight and the record counts
+	// (patch_idempotency.go).
+	idem idempotency
 }
 
 // repoSlot holds the Repo of one branch. The Repo groups and serialises the

@@ -159,7 +159,7 @@ func (b *backend) storeDockerEngine(ctx context.Context, req *logical.Request, d
 	if e.Host == "" {
 		return invalidf("host is required: give tcp://host:2376 with ca_cert, client_cert and client_key, or unix:///path/to/docker.sock; to go back to the local engine, delete %sconfigure/docker_engine", req.MountPoint)
 	}
-	tcp := strings.HasPrefix(e.Host, "tcp://")
+	tcp := container.HostScheme(e.Host) == "tcp"
 	if !tcp {
 		// The TLS material of an earlier tcp:// engine goes nowhere now;
 		// what this write gives is checked (and refused) below.

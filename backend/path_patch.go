@@ -64,6 +64,10 @@ func pathPatch(ps *patchState) *framework.Path {
 				Type:        framework.TypeBool,
 				Description: "Compute the change and answer its unified diff without committing or pushing.",
 			},
+			idempotencyKeyField: {
+				Type:        framework.TypeString,
+				Description: idempotencyKeyDescription,
+			},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
@@ -118,6 +122,14 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 	if !decision.Allowed {
 		return nil, logical.CodedError(http.StatusForbidden, "patch denied by the policy: "+strings.Join(decision.Violations, "; "))
 	}
+
+	// A repeat with the request's idempotency key answers the first's
+	// result (patch_idempotency.go).
+	claim, resp, err := ps.claimIdempotency(ctx, req, d, pr)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	defer claim.release(ctx)
 
 	// 3. The target.
 	repo, err := getRepository(ctx, req.Storage, pr.repository)
@@ -184,6 +196,7 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 		data["dry_run"] = true
 		data["diff"] = res.Diff
 	}
+	claim.complete(ctx, data)
 	return &logical.Response{Data: data}, nil
 }
 
@@ -202,7 +215,7 @@ func parsePatchRequest(req *logical.Request, d *framework.FieldData) (*patchRequ
 	}
 	for k := range req.Data {
 		if _, ok := d.Schema[k]; !ok {
-			return nil, invalidf("unknown field %q: a patch request has commit, commands and dry_run", k)
+			return nil, invalidf("unknown field %q: a patch request has commit, commands, dry_run and %s", k, idempotencyKeyField)
 		}
 	}
 
@@ -394,6 +407,16 @@ or scissors line (after which git stops reading), is 400 naming the line.
 Identical content makes no commit: the answer has no_op=true. dry_run=true
 answers the unified diff and pushes nothing. The answer carries commit (SHA),
 parent, branch, changed_paths and no_op.
+
+idempotency_key makes a retry safe: a repeat with the same key and the same
+request from the same caller (Vault entity, or token accessor without one)
+within 24 hours answers the first result with idempotent_replay=true and
+commits nothing, so a retry after a lost answer cannot revert a newer change
+made in between. A repeat while the first is still running waits for it. The
+same key with another request - 422. A first request that a plugin restart or
+failover interrupted cannot be answered - 409 naming its Vault-Request-Id.
+Records are kept in storage (at most 5000 per caller and 50000 per mount -
+429 beyond) and removed after 24 hours. The CI client sends one by default.
 
   vault write flant_gitops/patch/infra @request.json
 

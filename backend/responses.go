@@ -174,14 +174,15 @@ func vaultRequestResponseFields() map[string]*framework.FieldSchema {
 
 func patchResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"commit":        respString("SHA of the pushed commit; on a no-op the tip that already holds the content; empty on a dry run that would change something."),
-		"parent":        respString("SHA of the commit it was built on."),
-		"branch":        respString("The branch pushed to."),
-		"changed_paths": respStrings("Files the commit changes."),
-		"no_op":         respBool("True when the edits changed nothing and no commit was made."),
-		"attempts":      respInt("How many times the commands were applied (more than 1 when the branch moved under the push)."),
-		"dry_run":       {Type: framework.TypeBool, Description: "Present and true on a dry run: nothing was pushed."},
-		"diff":          respOptString("Unified diff of the change, on a dry run."),
+		"commit":            respString("SHA of the pushed commit; on a no-op the tip that already holds the content; empty on a dry run that would change something."),
+		"parent":            respString("SHA of the commit it was built on."),
+		"branch":            respString("The branch pushed to."),
+		"changed_paths":     respStrings("Files the commit changes."),
+		"no_op":             respBool("True when the edits changed nothing and no commit was made."),
+		"attempts":          respInt("How many times the commands were applied (more than 1 when the branch moved under the push)."),
+		"dry_run":           {Type: framework.TypeBool, Description: "Present and true on a dry run: nothing was pushed."},
+		"diff":              respOptString("Unified diff of the change, on a dry run."),
+		"idempotent_replay": {Type: framework.TypeBool, Description: "Present and true when this answers a repeat of an earlier request with the same idempotency_key: its result, no new commit."},
 	}
 }
 

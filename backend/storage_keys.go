@@ -29,6 +29,9 @@ const (
 	storageKeyPolicy        = "patch/policy"
 	storageKeySigningKey    = "patch/signing_key"
 	storagePrefixRepository = "patch/repository/"
+	// storagePrefixIdempotency keeps one record per caller digest and key:
+	// patch/idempotency/<caller>/<key digest> (patch_idempotency.go).
+	storagePrefixIdempotency = "patch/idempotency/"
 )
 
 // storageKey describes one key or prefix of the table.
@@ -53,8 +56,9 @@ var storageKeys = append([]storageKey{
 	{storagePrefixReceiverID, true},
 	{storagePrefixReceiverDelivery, false},
 	{storageKeyPolicy, false},
-	{storageKeySigningKey, true},    // the plugin's private signing key
-	{storagePrefixRepository, true}, // each repository's password or SSH key
+	{storageKeySigningKey, true},      // the plugin's private signing key
+	{storagePrefixRepository, true},   // each repository's password or SSH key
+	{storagePrefixIdempotency, false}, // commit SHAs, paths and digests only
 }, append(watchKeys(), approleKeys()...)...)
 
 // watchKeys are the worker's: state, runs and run logs (container output;

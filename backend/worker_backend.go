@@ -104,6 +104,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if b.WriteSafeReplicationState() {
 		b.watch.Tick(watchStorage{req.Storage})
 		b.approle.PeriodicRotation(ctx, approleStorage(req.Storage))
+		b.patch.sweepIdempotency(ctx, req.Storage)
 	}
 	return nil
 }

@@ -54,8 +54,31 @@ func (e Engine) Describe() string {
 	return e.Host
 }
 
+// HostScheme is the scheme of a Docker host address in lower case ("tcp",
+// "unix"), or "" when it has none. A URL scheme is case-insensitive (RFC
+// 3986), so TCP:// is tcp://; every decision on the scheme (the mutual-TLS
+// rule, the transport, the path's handling of TLS material) goes through
+// here, so no two of them can disagree.
+func HostScheme(host string) string {
+	scheme, _, ok := strings.Cut(host, "://")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(scheme)
+}
+
 // usesTLS reports whether Host is a tcp:// address.
-func (e Engine) usesTLS() bool { return strings.HasPrefix(e.Host, "tcp://") }
+func (e Engine) usesTLS() bool { return HostScheme(e.Host) == "tcp" }
+
+// clientHost is Host with its scheme in lower case, as the Docker client
+// compares it.
+func (e Engine) clientHost() string {
+	scheme := HostScheme(e.Host)
+	if scheme == "" {
+		return e.Host
+	}
+	return scheme + e.Host[len(scheme):]
+}
 
 // Validate checks the operator's settings without contacting the engine and
 // says what to fix. It never quotes key material.
@@ -71,7 +94,7 @@ func (e Engine) Validate(now time.Time) error {
 	if err != nil || u.Scheme == "" {
 		return fmt.Errorf("%w: host %q is not an address: give tcp://host:2376 (mutual TLS) or unix:///var/run/docker.sock", ErrInvalidEngine, e.Host)
 	}
-	switch u.Scheme {
+	switch HostScheme(e.Host) {
 	case "unix":
 		if hasTLS {
 			return fmt.Errorf("%w: host %s is a unix socket, which its file permissions protect: remove ca_cert, client_cert, client_key and tls_server_name", ErrInvalidEngine, e.Host)
@@ -196,7 +219,7 @@ func (o *dockerOptions) clientOptions(now time.Time) ([]client.Opt, error) {
 	}
 	// A configured engine ignores DOCKER_* of the environment: only what
 	// the operator wrote decides where the runs go.
-	copts := []client.Opt{client.WithHost(e.Host)}
+	copts := []client.Opt{client.WithHost(e.clientHost())}
 	if !e.usesTLS() {
 		return copts, nil
 	}

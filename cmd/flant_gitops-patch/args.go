@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -33,11 +35,24 @@ at auth/<auth-mount>/login and the token is revoked at the end; without --role,
 $VAULT_TOKEN is used. VAULT_ADDR, VAULT_CACERT and VAULT_NAMESPACE are honoured.
 Tokens are never printed.
 
-Retries, with full jitter until --deadline: connection errors, 429 (a full
-queue; the time it names is waited), 503, and 409 "moved under the patch" (the
-branch kept moving). Any other answer is final: 400, 403, 404, 413, a 409 about
-the content or an untrusted tip, 502. A set is idempotent: if an answer was lost
-and the request is sent again, the second answer is no_op.
+Idempotency key: in a CI job the request carries one by default, made of the
+job (GitLab CI_JOB_ID; GitHub GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT and GITHUB_JOB),
+the repository and a hash of the request, so two different patches of one job
+differ. A repeat with the key gets the first answer (the same commit) instead
+of applying the change again, for 24 hours. --idempotency-key KEY sets it,
+--idempotency-key none sends none. A re-run of the job is a new job id, so a
+new key.
+
+Retries, with full jitter until --deadline: a connection that was never made,
+429 (a full queue; the time it names is waited), Vault's 503, and 409 "moved
+under the patch" (the branch kept moving). A lost answer (connection reset after
+the request went out, no answer within 100 s of a try, a proxy's 502, 503 or 504) is retried only
+when the request has an idempotency key (or is a dry run): without one, a
+retry could apply the change again after a newer one. Any other answer is
+final: 400, 403, 404, 413, 422, a 409 about the content, an untrusted tip or
+a first request that was interrupted, the plugin's 502. Redirects are followed
+only to the same host and never from https to http: every request carries the
+Vault token or the id_token.
 
 Output: the commit SHA on stdout (the branch's tip when no_op); with --dry-run
 the unified diff; with --json the whole answer (commit, parent, branch,
@@ -66,6 +81,10 @@ type invocation struct {
 	jsonOut  bool
 	deadline time.Duration
 
+	// idemKey is the idempotency key sent ("" for none); a lost answer is
+	// retried only with one.
+	idemKey string
+
 	role      string // empty: use VAULT_TOKEN
 	authMount string
 	idToken   string
@@ -76,6 +95,7 @@ type patchRequest struct {
 	Commit   *commitOptions `json:"commit,omitempty"`
 	Commands []command      `json:"commands"`
 	DryRun   bool           `json:"dry_run,omitempty"`
+	IdemKey  string         `json:"idempotency_key,omitempty"`
 }
 
 type commitOptions struct {
@@ -126,7 +146,7 @@ func parseArgs(args []string, getenv func(string) string, stdin io.Reader, stder
 		fs.PrintDefaults()
 	}
 	inv := &invocation{}
-	var message, authorName, authorEmail, jwtEnv string
+	var message, authorName, authorEmail, jwtEnv, idemFlag string
 	var allowAliased, createMissing, overwrite bool
 	fs.StringVar(&inv.mount, "mount", defaultMount, "`path` of the flant_gitops secrets engine")
 	fs.StringVar(&message, "message", "", "commit message (default: the repository's default_commit_message)")
@@ -141,6 +161,7 @@ func parseArgs(args []string, getenv func(string) string, stdin io.Reader, stder
 	fs.StringVar(&inv.role, "role", "", "log in with the JWT auth method's `role` (default: use $VAULT_TOKEN)")
 	fs.StringVar(&jwtEnv, "jwt-env", "VAULT_ID_TOKEN", "environment `variable` holding the job's id_token")
 	fs.StringVar(&inv.authMount, "auth-mount", "jwt", "`path` of the JWT auth method")
+	fs.StringVar(&idemFlag, "idempotency-key", idemAuto, "`key` that makes a retry answer the first result: auto (from the CI job), none, or the key itself")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -254,8 +275,73 @@ func parseArgs(args []string, getenv func(string) string, stdin io.Reader, stder
 	if err != nil {
 		return nil, fmt.Errorf("build the request: %w", err)
 	}
+	if inv.idemKey, err = idempotencyKey(idemFlag, getenv, inv, body); err != nil {
+		return nil, err
+	}
+	if inv.idemKey != "" {
+		req.IdemKey = inv.idemKey
+		if body, err = json.Marshal(req); err != nil {
+			return nil, fmt.Errorf("build the request: %w", err)
+		}
+	}
 	inv.body = body
 	return inv, nil
+}
+
+const (
+	idemAuto = "auto"
+	idemNone = "none"
+	// maxIdemKeyBytes is the plugin's bound on a key.
+	maxIdemKeyBytes = 256
+)
+
+// idempotencyKey is the key the request carries: the flag's, or with auto
+// one derived from the CI job (none outside CI). A dry run changes nothing
+// and carries none.
+func idempotencyKey(flagValue string, getenv func(string) string, inv *invocation, body []byte) (string, error) {
+	switch {
+	case flagValue == idemNone || inv.dryRun:
+		return "", nil
+	case flagValue != idemAuto:
+		if len(flagValue) == 0 || len(flagValue) > maxIdemKeyBytes {
+			return "", fmt.Errorf("--idempotency-key must be 1 to %d characters, got %d", maxIdemKeyBytes, len(flagValue))
+		}
+		for i := 0; i < len(flagValue); i++ {
+			if flagValue[i] < 0x20 || flagValue[i] > 0x7e {
+				return "", fmt.Errorf("--idempotency-key holds the byte 0x%02x: use printable ASCII only", flagValue[i])
+			}
+		}
+		return flagValue, nil
+	}
+	var job string
+	switch {
+	case getenv("CI_JOB_ID") != "":
+		job = "gitlab-job/" + getenv("CI_JOB_ID")
+	case getenv("GITHUB_RUN_ID") != "":
+		attempt := getenv("GITHUB_RUN_ATTEMPT")
+		if attempt == "" {
+			attempt = "1"
+		}
+		job = "github-run/" + getenv("GITHUB_RUN_ID") + "/" + attempt + "/" + getenv("GITHUB_JOB")
+	default:
+		return "", nil // not in a known CI: nothing names the job
+	}
+	// The request's hash tells two different patches of one job apart; the
+	// mount and repository are in it too, so the same edits elsewhere differ.
+	sum := sha256.Sum256([]byte(inv.mount + "\x00" + inv.repo + "\x00" + string(body)))
+	key := job + "/" + inv.repo + "/" + hex.EncodeToString(sum[:16])
+	if len(key) > maxIdemKeyBytes {
+		// Job ids are short; a strange environment still gets a valid key.
+		whole := sha256.Sum256([]byte(key))
+		key = "ci/" + hex.EncodeToString(whole[:])
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x20 || key[i] > 0x7e {
+			whole := sha256.Sum256([]byte(key))
+			return "ci/" + hex.EncodeToString(whole[:]), nil
+		}
+	}
+	return key, nil
 }
 
 // readContent is create's CONTENT: literal, or @PATH / @- read here.

@@ -11,11 +11,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +32,14 @@ type client struct {
 	token     string // $VAULT_TOKEN, used when there is no --role
 	http      *http.Client
 	backoff   backoff
+	// attempt bounds one try: an answer that has not come by then is lost,
+	// and the request is sent again if it may be (see retryable).
+	attempt time.Duration
 }
+
+// attemptTimeout is a little over Vault's default max_request_duration
+// (90 s), after which Vault itself would have answered.
+var attemptTimeout = 100 * time.Second
 
 // backoff is full jitter: a wait drawn from [0, min(max, base·2^attempt)),
 // after the time the answer names, if any.
@@ -82,8 +91,9 @@ func newClient(inv *invocation, getenv func(string) string) (*client, error) {
 		addr:      addr,
 		namespace: getenv("VAULT_NAMESPACE"),
 		token:     getenv("VAULT_TOKEN"),
-		http:      &http.Client{Transport: tr},
+		http:      &http.Client{Transport: tr, CheckRedirect: checkRedirect},
 		backoff:   defaultBackoff,
+		attempt:   attemptTimeout,
 	}, nil
 }
 
@@ -105,6 +115,7 @@ type patchAnswer struct {
 	ChangedPaths []string `json:"changed_paths"`
 	NoOp         bool     `json:"no_op"`
 	Attempts     int      `json:"attempts"`
+	Replay       bool     `json:"idempotent_replay"`
 	DryRun       bool     `json:"dry_run"`
 	Diff         string   `json:"diff"`
 }
@@ -116,6 +127,24 @@ type failure struct {
 	msg        string
 	retryAfter time.Duration // Retry-After header
 	err        error
+	// sent: the request was written out, so without an answer Vault may
+	// have acted on it.
+	sent bool
+	// fromVault: the answer is Vault's JSON, not a proxy's page.
+	fromVault bool
+}
+
+// lostAnswer says whether the request may have been acted on although no
+// answer of Vault's came back: the connection broke after the request went
+// out, or a proxy answered that it got none.
+func (f *failure) lostAnswer() bool {
+	switch f.status {
+	case 0:
+		return f.sent
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return !f.fromVault
+	}
+	return false
 }
 
 func (f *failure) Error() string {
@@ -129,21 +158,26 @@ func (f *failure) Error() string {
 var retryInRe = regexp.MustCompile(`retry in ([0-9][0-9.]*(?:ns|us|µs|ms|s|m|h)(?:[0-9.]+(?:ns|us|µs|ms|s|m|h))*)`)
 
 // retryable says whether the failure may pass later, and the least wait the
-// answer names.
-func retryable(f *failure) (bool, time.Duration) {
+// answer names. repeatable: sending the request twice cannot apply it twice
+// (it has an idempotency key, or changes nothing).
+func retryable(f *failure, repeatable bool) (bool, time.Duration) {
 	if f.status == 0 {
-		// No answer: refused, reset, timed out connecting. A certificate that
-		// does not verify or an address that is not a URL stays so.
+		// No answer: refused, reset, timed out. A certificate that does not
+		// verify, an address that is not a URL or a refused redirect stays so.
 		var cv *tls.CertificateVerificationError
 		var ua x509.UnknownAuthorityError
 		var hn x509.HostnameError
 		var ci x509.CertificateInvalidError
-		if errors.As(f.err, &cv) || errors.As(f.err, &ua) || errors.As(f.err, &hn) || errors.As(f.err, &ci) || errors.Is(f.err, errBadAddr) {
+		if errors.As(f.err, &cv) || errors.As(f.err, &ua) || errors.As(f.err, &hn) || errors.As(f.err, &ci) || errors.Is(f.err, errBadAddr) || errors.Is(f.err, errRedirect) {
 			return false, 0
 		}
-		return true, 0
+	}
+	if f.lostAnswer() {
+		return repeatable, f.retryAfter
 	}
 	switch f.status {
+	case 0:
+		return true, 0 // never reached Vault
 	case http.StatusTooManyRequests:
 		hint := f.retryAfter
 		if m := retryInRe.FindStringSubmatch(f.msg); m != nil {
@@ -175,9 +209,17 @@ func (c *client) send(ctx context.Context, path, token string, body []byte) (*an
 	if c.namespace != "" {
 		req.Header.Set("X-Vault-Namespace", c.namespace)
 	}
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		WroteRequest: func(i httptrace.WroteRequestInfo) {
+			if i.Err == nil {
+				wrote.Store(true)
+			}
+		},
+	}))
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, &failure{err: err}
+		return nil, &failure{err: err, sent: wrote.Load()}
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
@@ -195,11 +237,11 @@ func (c *client) send(ctx context.Context, path, token string, body []byte) (*an
 		}
 		return &a, nil
 	}
-	f := &failure{status: resp.StatusCode}
+	f := &failure{status: resp.StatusCode, sent: true, fromVault: jsonErr == nil && len(a.Errors) > 0}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		f.retryAfter = time.Duration(s) * time.Second
 	}
-	if jsonErr == nil && len(a.Errors) > 0 {
+	if f.fromVault {
 		msgs := make([]string, 0, len(a.Errors))
 		for _, e := range a.Errors {
 			msgs = append(msgs, cleanError(e))
@@ -232,21 +274,64 @@ func cleanError(s string) string {
 // errBadAddr is a VAULT_ADDR that does not make a request.
 var errBadAddr = errors.New("VAULT_ADDR")
 
+// errRedirect is a redirect refused: it would carry the token away.
+var errRedirect = errors.New("redirect refused")
+
+// checkRedirect follows a redirect only to the host of the first request and
+// never from https to anything else: every request carries the Vault token
+// (a header) or the id_token (the login body), which a redirect would hand
+// to the other place, in clear after leaving https. Vault's own client
+// refuses the downgrade too.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	first := via[0].URL
+	switch {
+	case len(via) >= 10:
+		return fmt.Errorf("%w: stopped after 10 redirects", errRedirect)
+	case via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https", first.Scheme == "https" && req.URL.Scheme != "https":
+		return fmt.Errorf("%w: %s redirects from https to %s://%s, which would send the Vault token or id_token in clear: set VAULT_ADDR to Vault's https address", errRedirect, first.Host, req.URL.Scheme, req.URL.Host)
+	case !sameHost(first, req.URL):
+		return fmt.Errorf("%w: %s redirects to another host, %s, which would receive the Vault token or id_token: set VAULT_ADDR to the address that answers (the active node or its load balancer)", errRedirect, first.Host, req.URL.Host)
+	}
+	return nil
+}
+
+// sameHost compares host and port, the port defaulted by the scheme and the
+// host name case-insensitively.
+func sameHost(a, b *url.URL) bool {
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if u.Scheme == "https" {
+			return "443"
+		}
+		return "80"
+	}
+	return strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
 // errGaveUp ends the retries: the deadline (or a signal) came first.
 var errGaveUp = errors.New("gave up")
 
 // call sends the request until it succeeds, fails for good, or the deadline
 // leaves no room for another try.
-func (c *client) call(ctx context.Context, what, path, token string, body []byte, stderr io.Writer) (*answer, error) {
+// repeatable: the request may be sent again after a lost answer (see
+// retryable).
+func (c *client) call(ctx context.Context, what, path, token string, body []byte, repeatable bool, stderr io.Writer) (*answer, error) {
 	for attempt := 0; ; attempt++ {
-		a, f := c.send(ctx, path, token, body)
+		actx, cancel := context.WithTimeout(ctx, c.attempt)
+		a, f := c.send(actx, path, token, body)
+		cancel()
 		if f == nil {
 			return a, nil
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %s: %v (deadline or interrupt)", errGaveUp, what, f)
 		}
-		again, hint := retryable(f)
+		again, hint := retryable(f, repeatable)
+		if !again && f.lostAnswer() {
+			return nil, fmt.Errorf("%s: the answer was lost (%w) and the request has no idempotency key, so it is not sent again: it may have been applied; look at the branch, or run with --idempotency-key so a retry is safe", what, f)
+		}
 		if !again {
 			return nil, fmt.Errorf("%s refused: %w", what, f)
 		}
@@ -277,7 +362,7 @@ func (c *client) patch(ctx context.Context, inv *invocation, stdout, stderr io.W
 			printf(stderr, "%s: build the login: %v\n", programName, err)
 			return exitUsage
 		}
-		a, err := c.call(ctx, "login at auth/"+inv.authMount, "auth/"+inv.authMount+"/login", "", login, stderr)
+		a, err := c.call(ctx, "login at auth/"+inv.authMount, "auth/"+inv.authMount+"/login", "", login, true, stderr)
 		if err != nil {
 			return c.fail(err, stderr)
 		}
@@ -289,7 +374,9 @@ func (c *client) patch(ctx context.Context, inv *invocation, stdout, stderr io.W
 		defer c.revoke(context.WithoutCancel(ctx), token, stderr)
 	}
 
-	a, err := c.call(ctx, "patch "+inv.mount+"/patch/"+inv.repo, inv.mount+"/patch/"+inv.repo, token, inv.body, stderr)
+	// A login sent twice makes one more token, never a second commit; a
+	// patch is sent again after a lost answer only with a key.
+	a, err := c.call(ctx, "patch "+inv.mount+"/patch/"+inv.repo, inv.mount+"/patch/"+inv.repo, token, inv.body, inv.idemKey != "" || inv.dryRun, stderr)
 	if err != nil {
 		return c.fail(err, stderr)
 	}
@@ -319,6 +406,10 @@ func (c *client) patch(ctx context.Context, inv *invocation, stdout, stderr io.W
 		printf(stderr, "dry run: nothing would change on %s at %s\n", pa.Branch, short(pa.Commit))
 	case inv.dryRun:
 		printf(stderr, "dry run: would change %s on %s at %s; nothing was pushed\n", strings.Join(pa.ChangedPaths, ", "), pa.Branch, short(pa.Parent))
+	case pa.Replay && pa.NoOp:
+		printf(stderr, "repeat of an earlier request with the same idempotency key: it changed nothing; %s was at %s, no commit made\n", pa.Branch, short(pa.Commit))
+	case pa.Replay:
+		printf(stderr, "repeat of an earlier request with the same idempotency key: it committed %s on %s (changed %s); no new commit\n", short(pa.Commit), pa.Branch, strings.Join(pa.ChangedPaths, ", "))
 	case pa.NoOp:
 		printf(stderr, "no_op: the files already read as requested; %s is at %s, no commit made\n", pa.Branch, short(pa.Commit))
 	default:

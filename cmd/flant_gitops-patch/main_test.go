@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -156,29 +158,41 @@ func TestRetryable(t *testing.T) {
 	tests := []struct {
 		name  string
 		f     failure
+		key   bool // the request has an idempotency key (or is a dry run)
 		retry bool
 		hint  time.Duration
 	}{
-		{"no answer", failure{err: io.ErrUnexpectedEOF}, true, 0},
-		{"full queue names its wait", failure{status: 429, msg: `branch "main" already has 256 patches waiting, the most it queues; nothing was done, retry in 1.5s`}, true, 1500 * time.Millisecond},
-		{"full queue, composite duration", failure{status: 429, msg: "... retry in 1m30s"}, true, 90 * time.Second},
-		{"rate limit with Retry-After", failure{status: 429, msg: "request path \"x\": rate limit quota exceeded", retryAfter: 2 * time.Second}, true, 2 * time.Second},
-		{"429 without a time", failure{status: 429, msg: "slow down"}, true, 0},
-		{"reconfigured while waiting", failure{status: 503, msg: `the patch target of branch "main" was reconfigured or removed; nothing was pushed, retry`}, true, 0},
-		{"sealed Vault", failure{status: 503, msg: "Vault is sealed"}, true, 0},
-		{"branch kept moving", failure{status: 409, msg: `branch "main" moved under the patch 5 times in a row (concurrent pushes); nothing was pushed, retry later`}, true, 0},
-		{"content conflict", failure{status: 409, msg: `my/release.yml: spec.values.image.tag: the node carries anchor &tag read by aliases at lines 9, 12; set allowAliased to change them too`}, false, 0},
-		{"untrusted tip", failure{status: 409, msg: `the tip abc of "main" is not accepted by the watcher`}, false, 0},
-		{"bad request", failure{status: 400, msg: "commands[0].setField.field: bad"}, false, 0},
-		{"denied", failure{status: 403, msg: "permission denied"}, false, 0},
-		{"not found", failure{status: 404, msg: "repository \"infra\" is not configured"}, false, 0},
-		{"too large", failure{status: 413, msg: "more than 256 commands"}, false, 0},
-		{"git server", failure{status: 502, msg: "git server: authentication required"}, false, 0},
-		{"internal", failure{status: 500, msg: "boom"}, false, 0},
+		{"never reached Vault", failure{err: syscall.ECONNREFUSED}, false, true, 0},
+		{"answer lost, no key", failure{err: io.ErrUnexpectedEOF, sent: true}, false, false, 0},
+		{"answer lost, with a key", failure{err: io.ErrUnexpectedEOF, sent: true}, true, true, 0},
+		{"proxy 502, no key", failure{status: 502, msg: "Bad Gateway", sent: true}, false, false, 0},
+		{"proxy 502, with a key", failure{status: 502, msg: "Bad Gateway", sent: true}, true, true, 0},
+		{"proxy 504, no key", failure{status: 504, msg: "Gateway Timeout", sent: true}, false, false, 0},
+		{"proxy 504, with a key", failure{status: 504, msg: "Gateway Timeout", sent: true}, true, true, 0},
+		{"proxy 503, no key", failure{status: 503, msg: "Service Unavailable", sent: true}, false, false, 0},
+		{"proxy 503, with a key, Retry-After", failure{status: 503, msg: "Service Unavailable", sent: true, retryAfter: time.Second}, true, true, time.Second},
+		{"redirect refused, with a key", failure{err: fmt.Errorf("%w: to another host", errRedirect), sent: true}, true, false, 0},
+		{"plugin's 502 with a key", failure{status: 502, msg: "git server: push refused", fromVault: true}, true, false, 0},
+		{"same key, another request", failure{status: 422, msg: "this idempotency_key was already used", fromVault: true}, true, false, 0},
+		{"full queue names its wait", failure{status: 429, msg: `branch "main" already has 256 patches waiting, the most it queues; nothing was done, retry in 1.5s`, fromVault: true}, false, true, 1500 * time.Millisecond},
+		{"full queue, composite duration", failure{status: 429, msg: "... retry in 1m30s", fromVault: true}, false, true, 90 * time.Second},
+		{"rate limit with Retry-After", failure{status: 429, msg: "request path \"x\": rate limit quota exceeded", retryAfter: 2 * time.Second, fromVault: true}, false, true, 2 * time.Second},
+		{"429 without a time", failure{status: 429, msg: "slow down", fromVault: true}, false, true, 0},
+		{"reconfigured while waiting", failure{status: 503, msg: `the patch target of branch "main" was reconfigured or removed; nothing was pushed, retry`, fromVault: true}, false, true, 0},
+		{"sealed Vault", failure{status: 503, msg: "Vault is sealed", fromVault: true}, false, true, 0},
+		{"branch kept moving", failure{status: 409, msg: `branch "main" moved under the patch 5 times in a row (concurrent pushes); nothing was pushed, retry later`, fromVault: true}, false, true, 0},
+		{"content conflict", failure{status: 409, msg: `my/release.yml: spec.values.image.tag: the node carries anchor &tag read by aliases at lines 9, 12; set allowAliased to change them too`, fromVault: true}, false, false, 0},
+		{"untrusted tip", failure{status: 409, msg: `the tip abc of "main" is not accepted by the watcher`, fromVault: true}, false, false, 0},
+		{"bad request", failure{status: 400, msg: "commands[0].setField.field: bad", fromVault: true}, false, false, 0},
+		{"denied", failure{status: 403, msg: "permission denied", fromVault: true}, false, false, 0},
+		{"not found", failure{status: 404, msg: "repository \"infra\" is not configured", fromVault: true}, false, false, 0},
+		{"too large", failure{status: 413, msg: "more than 256 commands", fromVault: true}, false, false, 0},
+		{"git server", failure{status: 502, msg: "git server: authentication required", fromVault: true}, false, false, 0},
+		{"internal", failure{status: 500, msg: "boom", fromVault: true}, false, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			retry, hint := retryable(&tt.f)
+			retry, hint := retryable(&tt.f, tt.key)
 			if retry != tt.retry || hint != tt.hint {
 				t.Errorf("retryable = %v, %s; want %v, %s", retry, hint, tt.retry, tt.hint)
 			}
@@ -311,7 +325,10 @@ func TestRunRetriesWhatMayPassAndExitCodes(t *testing.T) {
 		{"full queue, then committed", []reply{vaultErr(429, `branch "main" already has 2 patches waiting, the most it queues; nothing was done, retry in 3ms`), okPatch}, "", exitOK, 2, sha + "\n", "retry in 3ms; trying again in"},
 		{"reconfigured, then committed", []reply{vaultErr(503, `the patch target of branch "main" was reconfigured or removed; nothing was pushed, retry`), okPatch}, "", exitOK, 2, sha + "\n", "HTTP 503"},
 		{"branch kept moving twice, then committed", []reply{moved, moved, okPatch}, "", exitOK, 3, sha + "\n", "moved under the patch"},
-		{"connection dropped, then committed", []reply{{hangUp: true}, okPatch}, "", exitOK, 2, sha + "\n", "EOF"},
+		{"connection dropped in a CI job, then committed", []reply{{hangUp: true}, okPatch}, "", exitOK, 2, sha + "\n", "EOF"},
+		{"connection dropped without a key is final", []reply{{hangUp: true}, okPatch}, "", exitRefused, 1, "", "has no idempotency key, so it is not sent again"},
+		{"a proxy's 504 in a CI job, then committed", []reply{{504, "<html>Gateway Timeout</html>", false}, okPatch}, "", exitOK, 2, sha + "\n", "HTTP 504"},
+		{"a proxy's 503 without a key is final", []reply{{503, "<html>Service Unavailable</html>", false}, okPatch}, "", exitRefused, 1, "", "has no idempotency key"},
 		{"no_op", []reply{{200, `{"data": {"commit": "` + sha + `", "parent": "` + sha + `", "branch": "main", "changed_paths": [], "no_op": true, "attempts": 0}}`, false}}, "", exitOK, 1, sha + "\n", "no_op"},
 		{"content conflict is final", []reply{vaultErr(409, "a.yml: tag: the node carries anchor &x; set allowAliased"), okPatch}, "", exitRefused, 1, "", "refused: HTTP 409: a.yml: tag: the node carries anchor"},
 		{"bad request is final", []reply{{400, `{"errors": ["commands[0]: bad field"]}`, false}, okPatch}, "", exitRefused, 1, "", "HTTP 400: commands[0]: bad field"},
@@ -323,6 +340,8 @@ func TestRunRetriesWhatMayPassAndExitCodes(t *testing.T) {
 		{"full queue naming a wait past the deadline", []reply{vaultErr(429, "... nothing was done, retry in 1h")}, "", exitGaveUp, 1, "", "would be after the deadline"},
 		{"not Vault's JSON on success", []reply{{200, "ok", false}}, "", exitRefused, 1, "", "not Vault's JSON"},
 	}
+	// These run in a GitLab job, so the request carries an idempotency key.
+	inCI := map[string]bool{"connection dropped in a CI job, then committed": true, "a proxy's 504 in a CI job, then committed": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, requests := fakeVault(t, map[string][]reply{patchPath: tt.replies})
@@ -330,8 +349,12 @@ func TestRunRetriesWhatMayPassAndExitCodes(t *testing.T) {
 			if tt.deadline != "" {
 				args = append([]string{"--deadline", tt.deadline}, args...)
 			}
+			vars := []string{"VAULT_ADDR", srv.URL, "VAULT_TOKEN", "s.secret-token", "VAULT_NAMESPACE", "team-a"}
+			if inCI[tt.name] {
+				vars = append(vars, "CI_JOB_ID", "4242")
+			}
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), args, env("VAULT_ADDR", srv.URL, "VAULT_TOKEN", "s.secret-token", "VAULT_NAMESPACE", "team-a"), strings.NewReader(""), &stdout, &stderr)
+			code := run(context.Background(), args, env(vars...), strings.NewReader(""), &stdout, &stderr)
 			if code != tt.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr.String())
 			}

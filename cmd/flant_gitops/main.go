@@ -40,7 +40,7 @@ func main() {
 	go watchParent(context.Background(), parentCheckInterval, os.Getppid, exitOrphaned)
 
 	err := plugin.ServeMultiplex(&plugin.ServeOpts{
-		BackendFactoryFunc: backend.Factory,
+		BackendFactoryFunc: backend.PluginFactory,
 		TLSProviderFunc:    api.VaultPluginTLSProvider(meta.GetTLSConfig()),
 	})
 	if err != nil {
