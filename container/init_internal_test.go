@@ -66,4 +66,3 @@ func TestCheckInitBinary(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-
