@@ -53,6 +53,10 @@ const (
 	initWaitForOther = 60 * time.Second
 )
 
+// InitHelperNamePrefix begins the name of the never-started container that
+// fills an init volume (it exists for a moment, once per engine and build).
+const InitHelperNamePrefix = "flant_gitops-init-helper-"
+
 // KillGrace is the time the init gives the commands between TERM and KILL at
 // the deadline.
 const KillGrace = initproc.DefaultGrace
@@ -241,10 +245,11 @@ func (d *Docker) fillInitVolume(ctx context.Context, ib *initBinary, name, image
 	if v.Volume.Labels[labelInitSHA] != ib.sum {
 		return fmt.Errorf("a volume of that name exists and is not ours (remove it with `docker volume rm %s`)", name)
 	}
-	helper, err := containerName()
+	suffix, err := randomHex(8)
 	if err != nil {
 		return err
 	}
+	helper := InitHelperNamePrefix + suffix
 	created, err := d.cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: helper,
 		Config: &container.Config{
