@@ -236,14 +236,18 @@ func (d *Docker) fillInitVolume(ctx context.Context, ib *initBinary, name, image
 	if err != nil {
 		return err
 	}
-	v, err := d.cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: name, Labels: map[string]string{
-		labelManaged: "true", labelInitSHA: ib.sum, labelInitToken: token,
-	}})
+	create := client.VolumeCreateOptions{Name: name, Labels: map[string]string{labelManaged: "true", labelInitSHA: ib.sum, labelInitToken: token}}
+	v, err := d.cli.VolumeCreate(ctx, create)
+	if err == nil && v.Volume.Labels[labelInitSHA] != ib.sum {
+		// Made empty by the engine when a run mounted it after someone
+		// removed ours: replaced unless a container still uses it.
+		if _, rmErr := d.cli.VolumeRemove(ctx, name, client.VolumeRemoveOptions{}); rmErr != nil {
+			return fmt.Errorf("a volume of that name exists without the plugin's labels and cannot be replaced (%v): remove it with `docker volume rm %s`", rmErr, name)
+		}
+		v, err = d.cli.VolumeCreate(ctx, create)
+	}
 	if err != nil {
 		return fmt.Errorf("creating the volume: %w", err)
-	}
-	if v.Volume.Labels[labelInitSHA] != ib.sum {
-		return fmt.Errorf("a volume of that name exists and is not ours (remove it with `docker volume rm %s`)", name)
 	}
 	suffix, err := randomHex(8)
 	if err != nil {

@@ -2,7 +2,11 @@ package container_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -166,9 +170,30 @@ func TestInitVolume(t *testing.T) {
 			}
 		})
 	}
-	vols, err := r.Client().VolumeList(context.Background(), client.VolumeListOptions{Filters: make(client.Filters).Add("label", "flant_gitops.init.sha256")})
-	if err != nil || len(vols.Items) == 0 {
-		t.Fatalf("no init volume: %+v, %v", vols, err)
+	bin, err := os.ReadFile(dockertest.InitBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	name := "flant_gitops-init-" + hex.EncodeToString(sum[:])[:16]
+	ctx := context.Background()
+	if v, err := r.Client().VolumeInspect(ctx, name, client.VolumeInspectOptions{}); err != nil || v.Volume.Labels[container.LabelManaged] != "true" {
+		t.Fatalf("init volume %s: %+v, %v", name, v, err)
+	}
+
+	// Someone removes it (docker volume prune), and a mount by an older
+	// runner makes it again, empty and unlabelled: the next run puts the
+	// init back.
+	if _, err := r.Client().VolumeRemove(ctx, name, client.VolumeRemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Client().VolumeCreate(ctx, client.VolumeCreateOptions{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	image := dockertest.Image(t, r)
+	res, err := r.Run(ctx, container.Spec{Image: image, Commands: []string{"test -x /.flant_gitops/flant_gitops-init"}, Timeout: time.Minute})
+	if err != nil || res.Reason != container.ReasonExit || res.ExitCode != 0 {
+		t.Fatalf("a run after the volume was replaced: %+v, %v", res, err)
 	}
 }
 
@@ -194,5 +219,42 @@ func TestInitFallback(t *testing.T) {
 		if !strings.Contains(s, "dynamically linked") || !strings.Contains(s, "no init") {
 			t.Fatalf("the fallback is not explained: %q", s)
 		}
+	}
+}
+
+// BenchmarkInitDelivery compares ways of getting the init into each run:
+// none (the baseline), the init volume (filled once, mounted read-only), and
+// copying a binary of the plugin's size (64 MiB) into every container. Read
+// the ratios against "no init".
+func BenchmarkInitDelivery(b *testing.B) {
+	plain := dockertest.Runner(b)
+	image := dockertest.Image(b, plain)
+	blob := make([]byte, 64<<20)
+	for i := range blob {
+		blob[i] = byte(i * 7)
+	}
+	cases := []struct {
+		name   string
+		runner *container.Docker
+		extra  map[string][]byte
+	}{
+		{name: "no init", runner: plain},
+		{name: "init volume", runner: dockertest.RunnerWithInit(b)},
+		{name: "copy 64MiB per run", runner: plain, extra: map[string][]byte{"/opt/flant_gitops-init": blob}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			spec := container.Spec{Image: image, Commands: []string{"true"}, ExtraFiles: c.extra, Timeout: time.Minute, Log: io.Discard}
+			// The volume is filled by the first run, outside the timing.
+			if _, err := c.runner.Run(context.Background(), spec); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				res, err := c.runner.Run(context.Background(), spec)
+				if err != nil || res.ExitCode != 0 {
+					b.Fatalf("%+v, %v", res, err)
+				}
+			}
+		})
 	}
 }
