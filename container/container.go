@@ -4,6 +4,8 @@
 // files are copied to /git (the working directory) before the container
 // starts, secrets live only in the container's environment, output is
 // streamed as it is produced, and the container is removed whatever happens.
+// Its PID 1 is an init of the plugin's (init.go, initproc) that stops the
+// commands at Spec.Deadline by itself, followed or not.
 package container
 
 import (
