@@ -22,10 +22,12 @@ all: build
 build: bin/$(PLUGIN) bin/$(PLUGIN)-patch
 
 # Always handed to `go build`, which knows best whether anything changed.
+# Static (no cgo): the same binary is the init of every run's container,
+# whatever the image's libc.
 .PHONY: bin/$(PLUGIN)
 bin/$(PLUGIN):
 	@mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(PLUGIN)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(PLUGIN)
 
 # The CI client: static (no cgo), stripped, for jobs to download.
 .PHONY: bin/$(PLUGIN)-patch

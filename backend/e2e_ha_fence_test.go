@@ -96,8 +96,15 @@ func TestE2EHAFencing(t *testing.T) {
 	if msg := fmt.Sprint(f["message"]); !strings.Contains(msg, "may still be running there") || !strings.Contains(msg, "poll retry=true") {
 		t.Errorf("the fence does not tell the operator what happens and how to lift it: %q", msg)
 	}
-	if until := watchParseTime(t, f["until"]); until.Sub(fenced) < 4*time.Minute {
-		t.Errorf("the fence lifts at %s, want the run's deadline (run_timeout 300s after its start)", until)
+	// The fence never lifts while the old run may still be stopping: its
+	// init ends it at its deadline, and the margin covers the kill grace
+	// and the nodes' clock skew.
+	until := watchParseTime(t, f["until"])
+	if until.Sub(fenced) < 4*time.Minute {
+		t.Errorf("the fence lifts at %s, want the run's deadline (run_timeout 300s after its start) and the margin", until)
+	}
+	if labelled := original[0].Deadline; labelled.IsZero() || !until.Equal(labelled.Add(container.DeadlineMargin)) {
+		t.Errorf("the fence lifts at %s, want the deadline its container's init keeps (%s) plus %s", until, labelled, container.DeadlineMargin)
 	}
 
 	// Polls while fenced start nothing: one container of the mount on the

@@ -193,7 +193,7 @@ Reads what the watch last saw and did:
                           started on another Docker engine than this node's:
                           its container cannot be seen from here, so it may
                           still be running there. It lifts at until (the
-                          run's started_at + run_timeout) or when an operator
+                          run's started_at + run_timeout + 1m margin) or when an operator
                           who checked that it ended writes
                           "vault write flant_gitops/poll retry=true"; then the
                           run is marked interrupted and the commit runs again.

@@ -253,6 +253,6 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"retry": {Type: framework.TypeMap,
 			Description: `Failed commit waiting for a retry: {"commit", "consecutive_failures", "held_after_cancel", "next_attempt_at" (absent when held)}.`},
 		"fenced": {Type: framework.TypeMap,
-			Description: `Present while nothing starts because a run may still be running on another Docker engine than this node's: {"run_id", "commit", "engine_id" (the engine it started on), "node_engine_id" (this node's), "until" (its started_at + run_timeout, RFC 3339), "message" (what happens and how to lift it: ` + "`poll retry=true`" + `)}.`},
+			Description: `Present while nothing starts because a run may still be running on another Docker engine than this node's: {"run_id", "commit", "engine_id" (the engine it started on), "node_engine_id" (this node's), "until" (its started_at + run_timeout + a 1m margin for stopping it, RFC 3339), "message" (what happens and how to lift it: ` + "`poll retry=true`" + `)}.`},
 	}
 }

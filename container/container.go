@@ -4,6 +4,8 @@
 // files are copied to /git (the working directory) before the container
 // starts, secrets live only in the container's environment, output is
 // streamed as it is produced, and the container is removed whatever happens.
+// Its PID 1 is an init of the plugin's (init.go, initproc) that stops the
+// commands at Spec.Deadline by itself, followed or not.
 package container
 
 import (
@@ -91,6 +93,11 @@ type Spec struct {
 	NetworkMode string
 	// Timeout bounds the run from the moment the container starts; required.
 	Timeout time.Duration
+	// Deadline is when the run ends at the latest, absolute, so a later
+	// Attach cannot extend it: the container's init stops the commands then
+	// even when nobody follows it (see DeadlineMargin). Zero means the time
+	// of the create plus Timeout.
+	Deadline time.Time
 	// Log receives stdout and stderr, demultiplexed, as they are produced. A
 	// write error stops forwarding; the rest of the output is drained and
 	// dropped so the container never blocks on it. Nil discards the output.
@@ -104,6 +111,9 @@ type Result struct {
 	ContainerID string
 	Started     time.Time
 	Finished    time.Time
+	// Warning is for the operator: why this run has no init to stop it at
+	// its deadline (then only its follower does).
+	Warning string
 }
 
 // LineWriter is a log sink that also keeps the engine's timestamp of each
@@ -121,6 +131,9 @@ type Found struct {
 	Labels  map[string]string
 	State   string // created, running, exited, ...
 	Created time.Time
+	// Deadline is the run's Spec.Deadline, zero for a container made by a
+	// version that did not record it.
+	Deadline time.Time
 }
 
 // Runner runs commands in containers. Implementations are safe for
@@ -221,8 +234,8 @@ func (s *Spec) validate() error {
 		if k == "" {
 			return fmt.Errorf("%w: empty label name", ErrInvalidSpec)
 		}
-		if k == labelManaged {
-			return fmt.Errorf("%w: label %s is reserved for the runner", ErrInvalidSpec, labelManaged)
+		if k == labelManaged || k == labelInit || k == labelDeadline {
+			return fmt.Errorf("%w: label %s is reserved for the runner", ErrInvalidSpec, k)
 		}
 	}
 	for p := range s.ExtraFiles {
@@ -241,6 +254,9 @@ func extraFileName(p string) (string, error) {
 	}
 	if p == workDir || strings.HasPrefix(p, workDir+"/") {
 		return "", fmt.Errorf("%w: extra file path %q is inside %s, which holds the commit", ErrInvalidSpec, p, workDir)
+	}
+	if p == initDir || strings.HasPrefix(p, initDir+"/") {
+		return "", fmt.Errorf("%w: extra file path %q is inside %s, which holds the plugin's init", ErrInvalidSpec, p, initDir)
 	}
 	return strings.TrimPrefix(p, "/"), nil
 }

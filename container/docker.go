@@ -30,6 +30,7 @@ type Docker struct {
 	engine         Engine
 	cleanupTimeout time.Duration
 	logDrain       time.Duration
+	init           *initBinary // nil: runs have no init of ours
 }
 
 var _ Runner = (*Docker)(nil)
@@ -41,6 +42,8 @@ type dockerOptions struct {
 	engine         Engine
 	cleanupTimeout time.Duration
 	pingTimeout    time.Duration
+	init           string
+	initSet        bool
 }
 
 // NewDocker connects to the Docker engine named by WithEngine or, by
@@ -61,6 +64,9 @@ func NewDocker(ctx context.Context, opts ...Option) (*Docker, error) {
 		return nil, fmt.Errorf("configuring the Docker client: %w", err)
 	}
 	d := &Docker{cli: cli, engine: o.engine, cleanupTimeout: o.cleanupTimeout, logDrain: 5 * time.Second}
+	if path := defaultInitPath(o); path != "" {
+		d.init = &initBinary{path: path}
+	}
 	pctx, cancel := context.WithTimeout(ctx, o.pingTimeout)
 	defer cancel()
 	if _, err := cli.Ping(pctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
@@ -98,18 +104,30 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 		return canceledOr(ctx, Result{}, fmt.Errorf("inspecting image %s: %w", spec.Image, err))
 	}
 
+	setup, err := d.prepareInit(ctx, img.ID)
+	if err != nil {
+		return canceledOr(ctx, Result{}, err)
+	}
+	res.Warning = setup.warning
+	if setup.warning != "" {
+		writeNote(spec.Log, setup.warning)
+	}
+	if spec.Deadline.IsZero() {
+		spec.Deadline = time.Now().Add(spec.Timeout)
+	}
+
 	name, err := containerName()
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
-	created, err := d.cli.ContainerCreate(ctx, d.createOptions(name, img.ID, &spec))
+	created, err := d.cli.ContainerCreate(ctx, d.createOptions(name, img.ID, &spec, setup))
 	if err != nil {
 		// The engine may have created it before the reply was lost: remove by name.
 		rmErr := d.remove(ctx, name)
 		if cerrdefs.IsNotFound(rmErr) {
 			rmErr = nil
 		}
-		return canceledOr(ctx, Result{}, errors.Join(fmt.Errorf("creating the container from %s: %w", spec.Image, err), rmErr))
+		return canceledOr(ctx, res, errors.Join(fmt.Errorf("creating the container from %s: %w", spec.Image, err), rmErr))
 	}
 	res.ContainerID = created.ID
 	defer func() {
@@ -151,15 +169,22 @@ func (d *Docker) Run(ctx context.Context, spec Spec) (res Result, err error) {
 		writeNote(spec.Log, fmt.Sprintf("the container's output cannot be read: %v", err))
 	}
 	defer logs.stop()
-	return d.follow(ctx, res, wait, logs, spec.Timeout)
+	var initDue time.Time
+	if setup.volume != "" {
+		initDue = minTime(spec.Deadline, res.Started.Add(spec.Timeout))
+	}
+	return d.follow(ctx, res, wait, logs, spec.Timeout, initDue)
 }
 
-func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerCreateOptions {
+func (d *Docker) createOptions(name, image string, spec *Spec, setup initSetup) client.ContainerCreateOptions {
 	labels := maps.Clone(spec.Labels)
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[labelManaged] = "true"
+	if !spec.Deadline.IsZero() {
+		labels[labelDeadline] = spec.Deadline.UTC().Format(time.RFC3339Nano)
+	}
 
 	env := make([]string, 0, len(spec.Env))
 	for k, v := range spec.Env {
@@ -176,7 +201,7 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 		res.PidsLimit = &spec.PidsLimit
 	}
 
-	return client.ContainerCreateOptions{
+	opts := client.ContainerCreateOptions{
 		Name: name,
 		Config: &container.Config{
 			Image: image,
@@ -199,6 +224,8 @@ func (d *Docker) createOptions(name, image string, spec *Spec) client.ContainerC
 			AutoRemove: false,
 		},
 	}
+	setup.apply(opts.Config, opts.HostConfig, spec.Deadline, spec.Timeout)
+	return opts
 }
 
 // copyFiles puts the commit under /git and the extra files at their paths.
@@ -395,7 +422,13 @@ func splitTimestamp(p []byte) (time.Time, []byte) {
 // follow waits for the container to exit, the timeout or ctx; it kills the
 // container in the latter two cases, unless ctx was canceled to hand the
 // container over (ErrLeftRunning): then it only stops reading its output.
-func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWaitResult, logs *logStream, timeout time.Duration) (Result, error) {
+// A container with our init (initDue set, when the init ends it) is left
+// to the init at the timeout, and killed only if still there after its kill
+// grace; its exit code says whether the init ended it.
+func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWaitResult, logs *logStream, timeout time.Duration, initDue time.Time) (Result, error) {
+	if !initDue.IsZero() {
+		timeout = max(min(timeout, time.Until(initDue)), 0) + KillGrace + followerSlack
+	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	var exit container.WaitResponse
@@ -443,6 +476,9 @@ func (d *Docker) follow(ctx context.Context, res Result, wait client.ContainerWa
 	if exit.Error != nil && exit.Error.Message != "" {
 		return res, fmt.Errorf("container %s: engine reported: %s", res.ContainerID, exit.Error.Message)
 	}
+	if res.Reason == ReasonExit && initTimedOut(res.ExitCode, initDue, res.Finished) {
+		res.Reason = ReasonTimeout
+	}
 	if res.Reason == ReasonExit && res.ExitCode != 0 {
 		if insp, err := d.cli.ContainerInspect(cctx, res.ContainerID, client.ContainerInspectOptions{}); err == nil && insp.Container.State != nil && insp.Container.State.OOMKilled {
 			res.Reason = ReasonOOMKilled
@@ -464,7 +500,7 @@ func (d *Docker) Find(ctx context.Context, labels map[string]string) ([]Found, e
 	}
 	found := make([]Found, 0, len(list.Items))
 	for _, c := range list.Items {
-		fc := Found{ID: c.ID, Labels: c.Labels, State: string(c.State), Created: time.Unix(c.Created, 0)}
+		fc := Found{ID: c.ID, Labels: c.Labels, State: string(c.State), Created: time.Unix(c.Created, 0), Deadline: parseTime(c.Labels[labelDeadline])}
 		if len(c.Names) > 0 {
 			fc.Name = trimSlash(c.Names[0])
 		}
@@ -498,14 +534,23 @@ func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since tim
 	}()
 	st := insp.State
 	res.Started = parseTime(st.StartedAt)
+	var initDue time.Time
+	if insp.Config.Labels[labelInit] == "true" {
+		// The init's own deadline, not the caller's: a re-attach never
+		// extends it.
+		initDue = parseTime(insp.Config.Labels[labelDeadline])
+	}
 	switch st.Status {
 	case container.StateCreated:
 		return res, fmt.Errorf("container %s: %w; it has been removed", insp.ID, ErrNeverStarted)
 	case container.StateRunning, container.StatePaused, container.StateRestarting:
 	default:
 		res.Reason, res.ExitCode, res.Finished = ReasonExit, st.ExitCode, parseTime(st.FinishedAt)
-		if st.OOMKilled {
+		switch {
+		case st.OOMKilled:
 			res.Reason = ReasonOOMKilled
+		case initTimedOut(st.ExitCode, initDue, res.Finished):
+			res.Reason = ReasonTimeout
 		}
 		// What it printed after the caller's last line is still in the
 		// engine's log.
@@ -546,7 +591,7 @@ func (d *Docker) Attach(ctx context.Context, id string, log io.Writer, since tim
 		writeNote(log, fmt.Sprintf("the container's output cannot be read: %v", err))
 	}
 	defer logs.stop()
-	return d.follow(ctx, res, wait, logs, max(timeout, time.Nanosecond))
+	return d.follow(ctx, res, wait, logs, max(timeout, time.Nanosecond), initDue)
 }
 
 // Remove implements Runner.
@@ -621,6 +666,13 @@ func trimSlash(s string) string {
 		return s[1:]
 	}
 	return s
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func parseTime(s string) time.Time {

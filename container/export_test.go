@@ -19,7 +19,14 @@ func (d *Docker) StartDetached(ctx context.Context, spec Spec, start bool) (stri
 	if err != nil {
 		return "", err
 	}
-	created, err := d.cli.ContainerCreate(ctx, d.createOptions(name, spec.Image, &spec))
+	setup, err := d.prepareInit(ctx, spec.Image)
+	if err != nil {
+		return "", err
+	}
+	if spec.Deadline.IsZero() {
+		spec.Deadline = time.Now().Add(spec.Timeout)
+	}
+	created, err := d.cli.ContainerCreate(ctx, d.createOptions(name, spec.Image, &spec, setup))
 	if err != nil {
 		return "", fmt.Errorf("creating: %w", err)
 	}

@@ -49,7 +49,11 @@
 // interrupted when it started on this node's engine (or an unknown one);
 // when it started on another engine it is fenced: it may still be running
 // there, so no run of any commit starts until its deadline (start plus
-// run_timeout) or a forced poll, and State.Fence says so. A run whose fate
+// run_timeout, when the container's init stops it) and
+// container.DeadlineMargin have passed, or a forced poll, and State.Fence
+// says so. Every poll removes the mount's containers on this node's engine
+// that are past their deadline and the margin (orphans nobody follows), and
+// logs each. A run whose fate
 // cannot be told yet (fenced, or the engine not answering) is checked again
 // on every wake. Stop (unmount) kills the container, records the run
 // interrupted and waits for it, bounded; HandOver (seal, step-down,

@@ -3,6 +3,7 @@ package watch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -149,4 +150,81 @@ func found1(t *testing.T, r container.Runner, labels map[string]string) string {
 		t.Fatalf("containers with %v: %+v, %v", labels, found, err)
 	}
 	return found[0].ID
+}
+
+// leaveRunning starts spec through r and stops following it once started,
+// as a node that dies does; it returns the container's id.
+func leaveRunning(t *testing.T, r *container.Docker, spec container.Spec) string {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	done := make(chan struct{})
+	var res container.Result
+	var err error
+	go func() { defer close(done); res, err = r.Run(ctx, spec) }()
+	waittest.Until(t, func() bool {
+		found, ferr := r.Find(context.Background(), spec.Labels)
+		return ferr == nil && len(found) == 1 && found[0].State == "running"
+	})
+	cancel(errHandingOver)
+	<-done
+	if !errors.Is(err, container.ErrLeftRunning) || res.ContainerID == "" {
+		t.Fatalf("leaving the run: %+v, %v", res, err)
+	}
+	t.Cleanup(func() { _ = r.Remove(context.Background(), res.ContainerID) })
+	return res.ContainerID
+}
+
+// TestSweepRemovesRealOrphans: containers of the mount that nobody follows
+// on the real engine: one whose init ended it at its deadline, one without
+// an init still running past it (a plugin binary that could not be the
+// init), and a live one. A poll past the deadline and its margin removes the
+// first two, logs them and keeps the live one.
+func TestSweepRemovesRealOrphans(t *testing.T) {
+	withInit := dockertest.RunnerWithInit(t)
+	noInit := dockertest.Runner(t)
+	image := dockertest.Image(t, withInit)
+	h := newHarness(t)
+	h.mirror.head = commitA // up to date: the poll starts nothing
+	h.w.deps.NewRunner = func(context.Context) (container.Runner, error) { return noInit, nil }
+	log := captureLog(h)
+
+	deadline := time.Now().Add(2 * time.Second)
+	spec := func(run string, deadline time.Time) container.Spec {
+		return container.Spec{Image: image, Commands: []string{"sleep 300"}, Timeout: time.Hour, Deadline: deadline,
+			Labels: map[string]string{LabelMount: h.mountID, LabelRun: run}}
+	}
+	ended := leaveRunning(t, withInit, spec("ended-by-init", deadline))
+	running := leaveRunning(t, noInit, spec("no-init", deadline))
+	live := leaveRunning(t, withInit, spec("live", time.Now().Add(time.Hour)))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wait := noInit.Client().ContainerWait(ctx, ended, client.ContainerWaitOptions{Condition: "not-running"})
+	select {
+	case exit := <-wait.Result:
+		if exit.StatusCode != container.ExitTimeout {
+			t.Fatalf("the orphan with an init ended with %d, want %d", exit.StatusCode, container.ExitTimeout)
+		}
+	case err := <-wait.Error:
+		t.Fatalf("the orphan with an init did not end by itself: %v", err)
+	}
+
+	h.clock.mu.Lock()
+	h.clock.t = deadline.Add(container.DeadlineMargin + time.Second)
+	h.clock.mu.Unlock()
+	h.pollOnce()
+
+	found, err := noInit.Find(ctx, map[string]string{LabelMount: h.mountID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0].ID != live {
+		t.Fatalf("after the sweep: %+v; want only the live container %s", found, live)
+	}
+	for _, want := range []string{"removed an orphan container", ended, running, "state=exited", "state=running"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, log.String())
+		}
+	}
 }

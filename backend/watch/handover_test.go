@@ -175,6 +175,20 @@ func TestRecoveryFencing(t *testing.T) {
 			h.clock.advance(10 * time.Minute)
 			h.w.RequestPoll(h.s, false)
 		}
+		// The deadline passed but not the margin for the init's kill grace
+		// and clock skew: the old run may still be stopping, so the fence
+		// holds; past the margin it lifts.
+		advanceThroughMargin step = func(h *harness) {
+			h.clock.advance(9*time.Minute + 30*time.Second)
+			h.w.RequestPoll(h.s, false)
+			at := h.clock.now()
+			waittest.Until(h.t, func() bool { return h.state().LastPollAt.Equal(at) })
+			if st := h.state(); st.LastPollOutcome != OutcomeFenced || h.runner.runs() != 0 {
+				h.t.Fatalf("at %v, after the deadline but within the margin: outcome %s, %d containers; want fenced, none", at, st.LastPollOutcome, h.runner.runs())
+			}
+			h.clock.advance(time.Minute)
+			h.w.RequestPoll(h.s, false)
+		}
 		retryTrue          step = func(h *harness) { h.w.RequestPoll(h.s, true) }
 		containerReappears step = func(h *harness) {
 			h.runner.mu.Lock()
@@ -215,7 +229,12 @@ func TestRecoveryFencing(t *testing.T) {
 		{
 			name: "other engine: fenced until the deadline", runEngine: "engine-0", nodeEngine: "engine-1",
 			wantHeld: OutcomeFenced, lift: advancePastDeadline,
-			wantStatus: RunInterrupted, wantReason: []string{"started on Docker engine engine-0", "engine-1", "run_timeout passed at 2026-03-01T10:09:00Z", "may have run to its end there"}, wantRerun: true,
+			wantStatus: RunInterrupted, wantReason: []string{"started on Docker engine engine-0", "engine-1", "run_timeout and the stop margin passed at 2026-03-01T10:10:00Z", "may have run to its end there"}, wantRerun: true,
+		},
+		{
+			name: "other engine: the fence holds through the margin after the deadline", runEngine: "engine-0", nodeEngine: "engine-1",
+			wantHeld: OutcomeFenced, lift: advanceThroughMargin,
+			wantStatus: RunInterrupted, wantReason: []string{"run_timeout and the stop margin passed"}, wantRerun: true,
 		},
 		{
 			name: "other engine: fenced until retry=true", runEngine: "engine-0", nodeEngine: "engine-1",
@@ -273,7 +292,7 @@ func TestRecoveryFencing(t *testing.T) {
 				}
 				if tt.wantHeld == OutcomeFenced {
 					f := st.Fence
-					if f == nil || f.RunID != runID || f.Commit != commitB || f.EngineID != tt.runEngine || f.NodeEngineID != tt.nodeEngine || !f.Until.Equal(r.Deadline) ||
+					if f == nil || f.RunID != runID || f.Commit != commitB || f.EngineID != tt.runEngine || f.NodeEngineID != tt.nodeEngine || !f.Until.Equal(r.Deadline.Add(container.DeadlineMargin)) ||
 						!strings.Contains(f.Message, "may still be running there") || !strings.Contains(f.Message, "poll retry=true") || st.LastPollResult != f.Message {
 						t.Errorf("fence in the state: %+v (result %q)", f, st.LastPollResult)
 					}

@@ -29,6 +29,7 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 		trigger = "periodic"
 	}
 
+	w.sweepOrphans(ctx)
 	outcome, result := w.poll(ctx, s, trigger, force)
 	if ctx.Err() != nil && outcome != OutcomeRan {
 		return // the plugin is stopping; the next instance polls again
@@ -160,11 +161,14 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if err != nil {
 		return OutcomeError, err.Error()
 	}
-	w.execute(ctx, s, run, ws, m)
-	if !run.Finished() {
-		return OutcomeRan, fmt.Sprintf("run %s for commit %s: running; its container was left running for the next active node", run.ID, head)
+	warning := w.execute(ctx, s, run, ws, m)
+	if warning != "" {
+		warning = "; warning: " + warning
 	}
-	return OutcomeRan, fmt.Sprintf("run %s for commit %s: %s", run.ID, head, run.Describe())
+	if !run.Finished() {
+		return OutcomeRan, fmt.Sprintf("run %s for commit %s: running; its container was left running for the next active node%s", run.ID, head, warning)
+	}
+	return OutcomeRan, fmt.Sprintf("run %s for commit %s: %s%s", run.ID, head, run.Describe(), warning)
 }
 
 // Describe is the run's status and, when it has one, its reason.
@@ -192,13 +196,19 @@ func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, 
 	return r, nil
 }
 
-// execute runs a queued run to its end and records the outcome.
-func (w *Worker) execute(ctx context.Context, s Storage, run *Run, ws *Settings, m Mirror) {
+// execute runs a queued run to its end and records the outcome. It returns
+// the runner's warning for the operator (the run had no init to stop it at
+// its deadline), or "".
+func (w *Worker) execute(ctx context.Context, s Storage, run *Run, ws *Settings, m Mirror) string {
 	runCtx, end := w.beginRun(ctx, run)
 	defer end()
 
 	res, runErr := w.startAndFollow(runCtx, s, run, ws, m)
+	if res.Warning != "" {
+		w.log().Warn("a run without the plugin's init: only its follower stops it at run_timeout", "run", run.ID, "why", res.Warning)
+	}
 	w.finish(runCtx, s, run, ws.PollPeriod, res, runErr)
+	return res.Warning
 }
 
 // startAndFollow does the vault requests, marks the run running and runs the
@@ -239,7 +249,10 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 		NanoCPUs:    ws.NanoCPUs,
 		NetworkMode: ws.NetworkMode,
 		Timeout:     ws.RunTimeout,
-		Log:         logw,
+		// The container's init stops the run at the recorded deadline
+		// itself, so a fence on it can lift at a known time.
+		Deadline: run.Deadline,
+		Log:      logw,
 	}
 	res, err := runner.Run(ctx, spec)
 	if cerr := logw.Close(context.WithoutCancel(ctx)); cerr != nil {
@@ -475,21 +488,19 @@ func (w *Worker) recoverRun(ctx context.Context, s Storage, r *Run, force bool) 
 	}
 	reason := "the plugin stopped during the run and its container is gone; the commit is retried"
 	if r.EngineID != "" && r.EngineID != here {
-		until := r.Deadline
-		if until.IsZero() && ws != nil && !r.StartedAt.IsZero() {
-			until = r.StartedAt.Add(ws.RunTimeout)
-		}
+		until := fenceUntil(r, ws)
 		now := w.deps.Now()
 		var lifted string
 		switch {
 		case force:
 			lifted = "an operator asked for `poll retry=true`"
 		case !until.IsZero() && !now.Before(until):
-			lifted = "its run_timeout passed at " + until.UTC().Format(time.RFC3339)
+			lifted = "its run_timeout and the stop margin passed at " + until.UTC().Format(time.RFC3339)
 		default:
 			untilText := "an operator writes `vault write flant_gitops/poll retry=true`"
 			if !until.IsZero() {
-				untilText = "its run_timeout passes at " + until.UTC().Format(time.RFC3339) + ", or " + untilText + " after checking that it ended"
+				untilText = fmt.Sprintf("its run_timeout and a margin of %s for stopping it pass at %s, or %s after checking that it ended",
+					container.DeadlineMargin, until.UTC().Format(time.RFC3339), untilText)
 			}
 			return false, &Fence{
 				RunID: r.ID, Commit: r.Commit, EngineID: r.EngineID, NodeEngineID: here, Until: until,
@@ -560,5 +571,59 @@ func (w *Worker) beginRun(ctx context.Context, run *Run) (context.Context, func(
 		w.mu.Unlock()
 		close(active.done)
 		cancel(nil)
+	}
+}
+
+// fenceUntil is when a fence on r lifts: its deadline, when the container's
+// init stopped it, plus container.DeadlineMargin for the init's kill grace
+// and the clock skew between this node and the node or engine that started
+// it; so the next run of the commit never overlaps it. Zero: unknown.
+func fenceUntil(r *Run, ws *Settings) time.Time {
+	until := r.Deadline
+	if until.IsZero() && ws != nil && !r.StartedAt.IsZero() {
+		until = r.StartedAt.Add(ws.RunTimeout)
+	}
+	if until.IsZero() {
+		return until
+	}
+	return until.Add(container.DeadlineMargin)
+}
+
+// sweepOrphans removes the mount's containers on this node's engine that are
+// past their deadline and its margin: orphans nobody follows (their node died
+// after a fence lifted, or they ran on an engine other nodes do not reach),
+// which their init ended or, without one, still run. It runs between runs, so
+// the worker's own run is never among them; one a later recovery would have
+// re-attached is over anyway. Each removal is logged.
+func (w *Worker) sweepOrphans(ctx context.Context) {
+	w.mu.Lock()
+	mountID := w.mountID
+	w.mu.Unlock()
+	if mountID == "" {
+		return
+	}
+	runner, err := w.getRunner(ctx)
+	if err != nil {
+		return // the poll reports an engine that cannot be used
+	}
+	found, err := runner.Find(ctx, map[string]string{LabelMount: mountID})
+	if err != nil {
+		w.log().Warn("cannot look for orphan containers of this mount", "error", err)
+		return
+	}
+	now := w.deps.Now()
+	for _, f := range found {
+		// A container without a recorded deadline (made by an older
+		// version) is left to recovery and the operator.
+		if f.Deadline.IsZero() || now.Before(f.Deadline.Add(container.DeadlineMargin)) {
+			continue
+		}
+		if err := runner.Remove(ctx, f.ID); err != nil {
+			w.log().Warn("cannot remove an orphan container past its deadline", "container", f.ID, "run", f.Labels[LabelRun], "error", err)
+			continue
+		}
+		w.log().Warn("removed an orphan container of this mount past its run deadline; nobody followed it",
+			"container", f.ID, "run", f.Labels[LabelRun], "commit", f.Labels[LabelCommit], "state", f.State,
+			"deadline", f.Deadline.UTC().Format(time.RFC3339), "margin", container.DeadlineMargin)
 	}
 }

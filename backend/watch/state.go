@@ -38,8 +38,9 @@ type Fence struct {
 	// EngineID is the engine the run started on; NodeEngineID this node's.
 	EngineID     string `json:"engine_id"`
 	NodeEngineID string `json:"node_engine_id"`
-	// Until is the run's deadline (started_at + run_timeout): the fence
-	// lifts then, or earlier at an operator's `poll retry=true`.
+	// Until is the run's deadline (started_at + run_timeout) plus
+	// container.DeadlineMargin: the fence lifts then, or earlier at an
+	// operator's `poll retry=true`.
 	Until   time.Time `json:"until,omitzero"`
 	Message string    `json:"message"`
 }

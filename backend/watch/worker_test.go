@@ -117,6 +117,7 @@ type fakeRunner struct {
 	engine    string
 	engineErr error
 	findErr   error
+	removed   []string // the ids Remove was called with
 }
 
 func (r *fakeRunner) Run(ctx context.Context, spec container.Spec) (container.Result, error) {
@@ -143,8 +144,9 @@ func (r *fakeRunner) Find(ctx context.Context, labels map[string]string) ([]cont
 		return nil, r.findErr
 	}
 	var out []container.Found
+	run, byRun := labels[LabelRun]
 	for _, f := range r.found {
-		if f.Labels[LabelRun] == labels[LabelRun] && f.Labels[LabelMount] == labels[LabelMount] {
+		if (!byRun || f.Labels[LabelRun] == run) && f.Labels[LabelMount] == labels[LabelMount] {
 			out = append(out, f)
 		}
 	}
@@ -159,7 +161,13 @@ func (r *fakeRunner) Attach(ctx context.Context, id string, log io.Writer, since
 	return r.attach(ctx, id, log, timeout)
 }
 
-func (r *fakeRunner) Remove(ctx context.Context, id string) error { return nil }
+func (r *fakeRunner) Remove(ctx context.Context, id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removed = append(r.removed, id)
+	r.found = slices.DeleteFunc(r.found, func(f container.Found) bool { return f.ID == id })
+	return nil
+}
 
 func (r *fakeRunner) EngineID(ctx context.Context) (string, error) {
 	r.mu.Lock()

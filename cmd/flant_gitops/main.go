@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/vault/sdk/plugin"
 
 	"github.com/flant/flant_gitops/backend"
+	"github.com/flant/flant_gitops/container"
+	"github.com/flant/flant_gitops/container/initproc"
 )
 
 // defaultMemoryLimit is the soft heap limit when Vault's environment sets no
@@ -28,6 +30,12 @@ const defaultMemoryLimit = 256 << 20
 const parentCheckInterval = time.Second
 
 func main() {
+	// Started as the init of a run's container (from the init volume), the
+	// binary is that init and nothing else: no plugin flags, no Vault.
+	if initproc.Invoked(os.Args) {
+		os.Exit(initproc.Main(os.Args[1:], os.Stderr))
+	}
+	container.UseSelfAsInit()
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}

@@ -120,7 +120,8 @@ func (p *TLSProxy) SimulateOtherEngine(id string) {
 }
 
 // Created lists the ids of the containers created through the proxy so far,
-// in order: a test can tell that a run went through it.
+// in order, other than the runner's init-volume helpers: a test can tell
+// that a run went through it.
 func (p *TLSProxy) Created() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -356,7 +357,10 @@ func (p *TLSProxy) modifyResponse(resp *http.Response) error {
 		var created struct{ Id string } //nolint:revive // the engine's field name
 		if err := json.Unmarshal(body, &created); err == nil && created.Id != "" {
 			p.owner[created.Id] = identity
-			p.created = append(p.created, created.Id)
+			// The runner's helper that fills the init volume is no run.
+			if name := req.URL.Query().Get("name"); !strings.HasPrefix(strings.TrimPrefix(name, "/"), container.InitHelperNamePrefix) {
+				p.created = append(p.created, created.Id)
+			}
 			if name := req.URL.Query().Get("name"); name != "" {
 				p.owner[strings.TrimPrefix(name, "/")] = identity
 			}
