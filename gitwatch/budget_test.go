@@ -234,3 +234,249 @@ func BenchmarkAcceptBogusNotesRatio(b *testing.B) {
 	b.ReportMetric(float64(forged.Microseconds())/float64(n)/1000, "bogus-ms/op")
 	b.ReportMetric(float64(forged)/float64(none), "bogus/none")
 }
+
+// forgeFor rewrites a signature made by forger so that it names the key
+// with fingerprint victim (same lengths: the packet stays well formed).
+func forgeFor(t testing.TB, sig []byte, forger *pgptest.Key, victim []byte) []byte {
+	t.Helper()
+	own := forger.Entity.PrimaryKey.Fingerprint
+	sig = bytes.ReplaceAll(bytes.Clone(sig), own, victim)
+	return bytes.ReplaceAll(sig, own[len(own)-8:], victim[len(victim)-8:])
+}
+
+// withoutIssuerFingerprint drops the issuer fingerprint subpacket of a v4
+// signature packet, so that only its key ID names the issuer (as older
+// signers write them).
+func withoutIssuerFingerprint(t testing.TB, pkt []byte) []byte {
+	t.Helper()
+	_, _, body, _, ok := nextPacket(pkt)
+	if !ok || body[0] != 4 {
+		t.Fatalf("not a v4 signature packet: %x", pkt)
+	}
+	hashedLen := int(body[4])<<8 | int(body[5])
+	hashed, tail := body[6:6+hashedLen], body[6+hashedLen:]
+	var kept []byte
+	for len(hashed) > 0 {
+		n := int(hashed[0]) // one-octet lengths: go-crypto's subpackets are short
+		if hashed[1]&0x7f != 33 {
+			kept = append(kept, hashed[:1+n]...)
+		}
+		hashed = hashed[1+n:]
+	}
+	nb := append([]byte{}, body[:4]...)
+	nb = append(nb, byte(len(kept)>>8), byte(len(kept)))
+	nb = append(nb, kept...)
+	nb = append(nb, tail...)
+	if len(nb) >= 192 {
+		t.Fatalf("rebuilt packet too long for a one-octet length: %d", len(nb))
+	}
+	out := append([]byte{0xc2, byte(len(nb))}, nb...)
+	var p sigPacket
+	p.readIssuer(nb)
+	if !p.readable || p.fingerprint != nil || !p.hasKeyID {
+		t.Fatalf("rebuilt packet does not name its issuer by key ID only: %+v", p)
+	}
+	return out
+}
+
+// TestSignatureBudget counts the cryptography countLoaded does on one
+// commit whatever the packets, and what the operator reads about them.
+func TestSignatureBudget(t *testing.T) {
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	alice, carol := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Carol", pgptest.SigningSubkey())
+	plugin, mallory := pgptest.NewKey(t, "flant_gitops"), pgptest.NewKey(t, "Mallory")
+	forger := pgptest.NewKey(t, "Forger")
+	keys := trusted(t, map[string]*pgptest.Key{"alice": alice, "carol": carol, "ci": plugin})
+	set, problems := loadTrusted(keys)
+
+	forged := func(victim []byte, n int) [][]byte {
+		out := make([][]byte, 0, n)
+		for i := range n {
+			out = append(out, forgeFor(t, forger.SignDetached(t, fmt.Appendf(nil, "forged %d", i), time.Time{}), forger, victim))
+		}
+		return out
+	}
+	pluginFP := plugin.Entity.PrimaryKey.Fingerprint
+	carolSubFP := carol.Entity.Subkeys[0].PublicKey.Fingerprint
+	notes := func(pkts ...[]byte) []signedBlob {
+		var out []signedBlob
+		for _, p := range pkts {
+			out = append(out, signedBlob{source: SourceNotes, payload: []byte(commit), sig: p})
+		}
+		return out
+	}
+	// The commit's own signature: any payload will do for the count.
+	commitPayload := []byte("tree 4b825dc642cb6eb9a060e54bf8d69288fbe4904b\n\ncommit\n")
+	commitSig := signedBlob{source: SourceCommit, payload: commitPayload, sig: plugin.SignDetached(t, commitPayload, time.Time{})}
+	good := func(k *pgptest.Key) []byte { return k.SignDetached(t, []byte(commit), time.Time{}) }
+	forged256 := forged(pluginFP, 256)
+	var byKeyID [][]byte
+	for _, p := range forged(pluginFP, 256) {
+		byKeyID = append(byKeyID, withoutIssuerFingerprint(t, p))
+	}
+	var strangers [][]byte
+	for range 300 {
+		strangers = append(strangers, mallory.SignDetached(t, []byte(commit), time.Time{}))
+	}
+
+	tests := []struct {
+		name     string
+		blobs    []signedBlob
+		signers  []string // fingerprints that count
+		checks   int
+		ignored  []string // each a substring of one line
+		maxLines int
+	}{
+		{
+			name:     "256 forged packets naming the plugin key cost one check",
+			blobs:    notes(forged256...),
+			checks:   1,
+			ignored:  []string{"notes signature by trusted key " + plugin.Fingerprint() + " (ci) does not count: the signature does not verify", "255 more signature(s) naming trusted key " + plugin.Fingerprint() + " (ci) in notes were not checked", "it did not count"},
+			maxLines: 2,
+		},
+		{
+			name:     "forged packets naming the key by key ID only",
+			blobs:    notes(byKeyID...),
+			checks:   1,
+			ignored:  []string{"(ci) does not count", "255 more signature(s)"},
+			maxLines: 2,
+		},
+		{
+			name:     "the commit's own signature first: forged notes cost nothing",
+			blobs:    append([]signedBlob{commitSig}, notes(forged256[:200]...)...),
+			signers:  []string{plugin.Fingerprint()},
+			checks:   1,
+			ignored:  []string{"200 more signature(s) naming trusted key " + plugin.Fingerprint() + " (ci) in notes were not checked", "its commit signature counted"},
+			maxLines: 1,
+		},
+		{
+			name:     "a real note signature ahead of forged ones counts",
+			blobs:    notes(append([][]byte{good(alice)}, forged(alice.Entity.PrimaryKey.Fingerprint, 100)...)...),
+			signers:  []string{alice.Fingerprint()},
+			checks:   1,
+			ignored:  []string{"100 more signature(s) naming trusted key " + alice.Fingerprint() + " (alice)"},
+			maxLines: 1,
+		},
+		{
+			// Whoever may push notes may also delete them: a forged packet
+			// ahead of a real one hides no more than deleting it would.
+			name:     "a forged packet ahead of a real note signature uses the key's check",
+			blobs:    notes(append(forged(alice.Entity.PrimaryKey.Fingerprint, 1), good(alice))...),
+			checks:   1,
+			ignored:  []string{"(alice) does not count: the signature does not verify", "1 more signature(s) naming trusted key " + alice.Fingerprint()},
+			maxLines: 2,
+		},
+		{
+			name:     "packets naming a subkey find its person",
+			blobs:    notes(append([][]byte{good(carol)}, forged(carolSubFP, 10)...)...),
+			signers:  []string{carol.Fingerprint()},
+			checks:   1,
+			ignored:  []string{"10 more signature(s) naming trusted key " + carol.Fingerprint() + " (carol)"},
+			maxLines: 1,
+		},
+		{
+			name:     "one check per trusted key named",
+			blobs:    notes(append(append(forged(pluginFP, 3), good(alice), good(carol)), forged(alice.Entity.PrimaryKey.Fingerprint, 3)...)...),
+			signers:  []string{alice.Fingerprint(), carol.Fingerprint()},
+			checks:   3,
+			maxLines: 3,
+		},
+		{
+			name:     "packets by strangers cost no check and one line",
+			blobs:    notes(strangers...),
+			checks:   0,
+			ignored:  []string{"256 notes signatures do not count: not a trusted key (by key " + mallory.Fingerprint(), "more than 256 signatures on the commit"},
+			maxLines: 2,
+		},
+		{
+			name:     "packets past the cap are not looked at",
+			blobs:    notes(append(strangers[:256], good(alice))...),
+			checks:   0,
+			ignored:  []string{"more than 256 signatures on the commit"},
+			maxLines: 2,
+		},
+		{
+			name:     "a stream of many packets in one blob",
+			blobs:    []signedBlob{{source: SourceNotes, payload: []byte(commit), sig: bytes.Join(append(forged256[:50], good(alice)), nil)}},
+			signers:  []string{alice.Fingerprint()},
+			checks:   2,
+			ignored:  []string{"49 more signature(s) naming trusted key " + plugin.Fingerprint()},
+			maxLines: 2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := countLoaded(commit, set, problems, 1, tt.blobs, time.Now())
+			var got []string
+			for _, s := range q.Signers {
+				got = append(got, s.Fingerprint)
+			}
+			want := append([]string(nil), tt.signers...)
+			sort.Strings(want)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("signers = %v, want %v; ignored %q", got, want, q.Ignored)
+			}
+			if q.checks != tt.checks {
+				t.Errorf("%d signature verifications, want %d", q.checks, tt.checks)
+			}
+			all := strings.Join(q.Ignored, "\n")
+			for _, w := range tt.ignored {
+				if !strings.Contains(all, w) {
+					t.Errorf("ignored lines do not say %q: %q", w, q.Ignored)
+				}
+			}
+			if len(q.Ignored) > tt.maxLines {
+				t.Errorf("%d ignored lines, want at most %d: %q", len(q.Ignored), tt.maxLines, q.Ignored)
+			}
+		})
+	}
+}
+
+// A note is read up to maxNoteSize: signatures past it do not count, and
+// the operator is told.
+func TestNoteSizeCap(t *testing.T) {
+	alice, mallory := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Mallory")
+	keys := trusted(t, map[string]*pgptest.Key{"alice": alice})
+	srv := gittest.NewServer(t)
+	filler := func(commit string) string {
+		var b strings.Builder
+		for b.Len() <= maxNoteSize {
+			b.WriteString(base64.StdEncoding.EncodeToString(mallory.SignDetached(t, []byte(commit), time.Time{})) + "\n")
+		}
+		return b.String()
+	}
+	goodLine := func(commit string) string {
+		return base64.StdEncoding.EncodeToString(alice.SignDetached(t, []byte(commit), time.Time{})) + "\n"
+	}
+	tests := []struct {
+		name   string
+		note   func(commit string) string
+		counts bool
+		cut    bool
+	}{
+		{"a small note is read whole", goodLine, true, false},
+		{"a signature within the first 32 KiB counts", func(c string) string { return goodLine(c) + filler(c) }, true, true},
+		{"a signature past 32 KiB is not read", func(c string) string { return filler(c) + goodLine(c) }, false, true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			repo := srv.NewRepo(t, fmt.Sprintf("cap%d", i))
+			g := newChainGraph(t, repo)
+			c := g.commit(nil)
+			g.setNotes(map[string]string{c: tt.note(c)})
+			m := openMirror(t, srv, repo, t.TempDir())
+			mustFetch(t, m)
+			q, err := m.verify(context.Background(), c, keys, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.OK != tt.counts {
+				t.Errorf("ok = %v, want %v; ignored %q", q.OK, tt.counts, q.Ignored)
+			}
+			said := strings.Contains(strings.Join(q.Ignored, "\n"), "only its first 32 KiB were read")
+			if said != tt.cut {
+				t.Errorf("ignored lines say the note was cut: %v, want %v: %q", said, tt.cut, q.Ignored)
+			}
+		})
+	}
+}
