@@ -18,27 +18,6 @@ import (
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
-// forgedPackets makes n distinct signature packets that name victim as their
-// issuer and do not verify, the way someone without victim's private key
-// makes them: sign with a key of one's own, then write victim's fingerprint
-// and key ID over one's own (same lengths, so the packet stays well formed).
-func forgedPackets(t testing.TB, victim *pgptest.Key, n int) [][]byte {
-	t.Helper()
-	forger := pgptest.NewKey(t, "Forger")
-	own, theirs := forger.Entity.PrimaryKey.Fingerprint, victim.Entity.PrimaryKey.Fingerprint
-	out := make([][]byte, 0, n)
-	for i := range n {
-		sig := forger.SignDetached(t, fmt.Appendf(nil, "forged %d", i), time.Time{})
-		sig = bytes.ReplaceAll(sig, own, theirs)
-		sig = bytes.ReplaceAll(sig, own[len(own)-8:], theirs[len(theirs)-8:])
-		if bytes.Contains(sig, own[len(own)-8:]) || !bytes.Contains(sig, theirs) {
-			t.Fatalf("forged packet %d does not name the victim only", i)
-		}
-		out = append(out, sig)
-	}
-	return out
-}
-
 // noteLines is one note line (base64) per packet.
 func noteLines(packets [][]byte) string {
 	var b strings.Builder
@@ -120,7 +99,7 @@ func newBogusChain(t testing.TB, srv *gittest.Server, name string, length int, w
 	base := g.commit(alice)
 	head := g.line(base, length, plugin)
 	if withNotes {
-		forged := forgedPackets(t, plugin, maxSignaturesPerCommit)
+		forged := pgptest.Forged(t, plugin.Entity.PrimaryKey.Fingerprint, maxSignaturesPerCommit)
 		notes := make(map[string]string, len(g.ids))
 		for i, c := range g.ids {
 			// A note of its own for every commit (the packets rotated),
@@ -235,15 +214,6 @@ func BenchmarkAcceptBogusNotesRatio(b *testing.B) {
 	b.ReportMetric(float64(forged)/float64(none), "bogus/none")
 }
 
-// forgeFor rewrites a signature made by forger so that it names the key
-// with fingerprint victim (same lengths: the packet stays well formed).
-func forgeFor(t testing.TB, sig []byte, forger *pgptest.Key, victim []byte) []byte {
-	t.Helper()
-	own := forger.Entity.PrimaryKey.Fingerprint
-	sig = bytes.ReplaceAll(bytes.Clone(sig), own, victim)
-	return bytes.ReplaceAll(sig, own[len(own)-8:], victim[len(victim)-8:])
-}
-
 // withoutIssuerFingerprint drops the issuer fingerprint subpacket of a v4
 // signature packet, so that only its key ID names the issuer (as older
 // signers write them).
@@ -285,17 +255,10 @@ func TestSignatureBudget(t *testing.T) {
 	const commit = "0123456789abcdef0123456789abcdef01234567"
 	alice, carol := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Carol", pgptest.SigningSubkey())
 	plugin, mallory := pgptest.NewKey(t, "flant_gitops"), pgptest.NewKey(t, "Mallory")
-	forger := pgptest.NewKey(t, "Forger")
 	keys := trusted(t, map[string]*pgptest.Key{"alice": alice, "carol": carol, "ci": plugin})
 	set, problems := loadTrusted(keys)
 
-	forged := func(victim []byte, n int) [][]byte {
-		out := make([][]byte, 0, n)
-		for i := range n {
-			out = append(out, forgeFor(t, forger.SignDetached(t, fmt.Appendf(nil, "forged %d", i), time.Time{}), forger, victim))
-		}
-		return out
-	}
+	forged := func(issuer []byte, n int) [][]byte { return pgptest.Forged(t, issuer, n) }
 	pluginFP := plugin.Entity.PrimaryKey.Fingerprint
 	carolSubFP := carol.Entity.Subkeys[0].PublicKey.Fingerprint
 	notes := func(pkts ...[]byte) []signedBlob {

@@ -65,6 +65,10 @@ type FetchResult struct {
 	// SignaturesChanged reports that the latest-signature tag or the
 	// signatures notes ref moved (new note signatures may count now).
 	SignaturesChanged bool
+	// Signatures identifies where the signature refs point now: it changes
+	// whenever a note signature may have been added or removed, so a
+	// verdict remembered with it holds while it is the same.
+	Signatures string
 }
 
 // OpenMirror opens the mirror cached in dir, or builds it empty when dir is
@@ -306,7 +310,21 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		Previous:          hashString(previous),
 		Changed:           head != previous,
 		SignaturesChanged: sigChanged,
+		Signatures:        m.signaturesState(),
 	}, nil
+}
+
+// SignaturesState is FetchResult.Signatures for the refs as mirrored now.
+func (m *Mirror) SignaturesState() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.signaturesState()
+}
+
+func (m *Mirror) signaturesState() string {
+	tag, _ := m.localRef(signatureTag)
+	notes, _ := m.localRef(notesRef)
+	return "tag " + hashString(tag) + " notes " + hashString(notes)
 }
 
 // deepenRef holds the commit a Deepen asks for while it is fetched.

@@ -3,8 +3,10 @@ package gitwatch
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +81,20 @@ type Quorum struct {
 	// checks is how many signature verifications (cryptography) the count
 	// made, for the tests of the budget.
 	checks int
+}
+
+// Digest identifies everything the rule decides with (keys, quorum,
+// plugin keys, anchors, bounds), for remembering a verdict: two rules with
+// the same digest give the same answer on the same commit and signature
+// refs, until time makes a key or signature expire or become valid. It is
+// "" when the rule cannot be digested; then nothing may be remembered.
+func (r Rule) Digest() string {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // maxSignaturesPerCommit bounds how many signature packets of one commit
