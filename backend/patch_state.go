@@ -39,6 +39,9 @@ type patchState struct {
 	// busy branch takes turns with the others.
 	pool  *patch.Pool
 	group patch.GroupLimits
+
+	// tips remembers require_trusted_tip verdicts (patch_trusted_tip.go).
+	tips tipMemo
 }
 
 // repoSlot holds the Repo of one branch. The Repo groups and serialises the
