@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -442,4 +443,53 @@ func TestNoteSizeCap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A remembered verdict is keyed by Rule.Digest: every field of the rule,
+// those added later included, must change it.
+func TestRuleDigestCoversEveryField(t *testing.T) {
+	base := Rule{}.Digest()
+	if base == "" {
+		t.Fatal("the zero rule has no digest")
+	}
+	rt := reflect.TypeOf(Rule{})
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		t.Run(f.Name, func(t *testing.T) {
+			var r Rule
+			v := reflect.ValueOf(&r).Elem().Field(i)
+			if !setNonZero(v) {
+				t.Fatalf("field %s of kind %s: teach setNonZero to fill it", f.Name, v.Kind())
+			}
+			if d := r.Digest(); d == "" || d == base {
+				t.Errorf("setting %s leaves the digest %q", f.Name, d)
+			}
+		})
+	}
+}
+
+// setNonZero gives v a value other than its zero one.
+func setNonZero(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Int, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Slice:
+		e := reflect.New(v.Type().Elem()).Elem()
+		setNonZero(e)
+		v.Set(reflect.Append(v, e))
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() && setNonZero(v.Field(i)) {
+				return true
+			}
+		}
+		return false
+	default:
+		return false
+	}
+	return true
 }
