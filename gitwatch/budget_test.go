@@ -339,6 +339,13 @@ func TestSignatureBudget(t *testing.T) {
 			maxLines: 1,
 		},
 		{
+			name:     "a packet naming a key that cannot sign (an encryption subkey) says so",
+			blobs:    notes(forged(alice.Entity.Subkeys[0].PublicKey.Fingerprint, 1)...),
+			checks:   1,
+			ignored:  []string{"(alice) does not count: it names this key as its issuer, but the key has no signing key with that ID"},
+			maxLines: 1,
+		},
+		{
 			name:     "one check per trusted key named",
 			blobs:    notes(append(append(forged(pluginFP, 3), good(alice), good(carol)), forged(alice.Entity.PrimaryKey.Fingerprint, 3)...)...),
 			signers:  []string{alice.Fingerprint(), carol.Fingerprint()},

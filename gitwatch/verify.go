@@ -246,7 +246,7 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 				if reason == "" {
 					// Named by the packet, refused by the library without a
 					// reason of its own: the issuer's key cannot sign.
-					reason = "the key it names is not a signing key of " + ts.fingerprint
+					reason = "it names this key as its issuer, but the key has no signing key with that ID"
 				}
 				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
 					b.source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
