@@ -43,6 +43,9 @@ type patchState struct {
 	// idem holds the idempotency keys in flight and the record counts
 	// (patch_idempotency.go).
 	idem idempotency
+
+	// tips remembers require_trusted_tip verdicts (patch_trusted_tip.go).
+	tips tipMemo
 }
 
 // repoSlot holds the Repo of one branch. The Repo groups and serialises the

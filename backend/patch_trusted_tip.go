@@ -3,6 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -62,10 +64,19 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 			}
 		}
 	}
+	digest := rule.Digest()
 	return func(ctx context.Context, tip string, m *gitwatch.Mirror) error {
-		q, err := m.Accept(ctx, tip, rule)
-		if err != nil {
-			return fmt.Errorf("checking the signatures of the tip %s: %w", tip, err)
+		key := ""
+		if digest != "" {
+			key = tip + "\x00" + digest + "\x00" + m.SignaturesState()
+		}
+		q, ok := ps.tips.get(key, time.Now())
+		if !ok {
+			var err error
+			if q, err = m.Accept(ctx, tip, rule); err != nil {
+				return fmt.Errorf("checking the signatures of the tip %s: %w", tip, err)
+			}
+			ps.tips.put(key, q, time.Now())
 		}
 		if !q.OK {
 			return &untrustedTipError{repo: repo.Name, branch: repo.Branch, tip: tip, q: q}
@@ -83,4 +94,68 @@ func sameTarget(a, b gitwatch.Target) bool {
 	}
 	cb, err := b.Canonical()
 	return err == nil && ca == cb
+}
+
+// Bounds of tipMemo: a group asks about one tip, and the branches working
+// at once are a few; a verdict is reused for a minute at most, since time
+// alone can change it (a key or signature expiring or becoming valid).
+const (
+	tipMemoSize = 64
+	tipMemoTTL  = time.Minute
+)
+
+// tipMemo remembers trusted-tip verdicts by tip, rule and signature refs.
+// Every member of a group asks about the same tip, and whoever may push
+// notes can make one check expensive: the check runs once per tip, not once
+// per member.
+type tipMemo struct {
+	mu      sync.Mutex
+	entries map[string]tipVerdict
+	checks  int // verdicts computed, for tests
+}
+
+type tipVerdict struct {
+	q  gitwatch.Quorum
+	at time.Time
+}
+
+// get is the verdict remembered under key ("" never is).
+func (t *tipMemo) get(key string, now time.Time) (gitwatch.Quorum, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.entries[key]
+	if key == "" || !ok || now.Sub(v.at) >= tipMemoTTL || now.Before(v.at) {
+		return gitwatch.Quorum{}, false
+	}
+	return v.q, true
+}
+
+// put remembers a verdict, making room by dropping expired entries, then
+// the oldest.
+func (t *tipMemo) put(key string, q gitwatch.Quorum, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.checks++
+	if key == "" {
+		return
+	}
+	if t.entries == nil {
+		t.entries = make(map[string]tipVerdict)
+	}
+	if _, ok := t.entries[key]; !ok && len(t.entries) >= tipMemoSize {
+		oldest := ""
+		for k, v := range t.entries {
+			if now.Sub(v.at) >= tipMemoTTL || now.Before(v.at) {
+				delete(t.entries, k)
+				continue
+			}
+			if oldest == "" || v.at.Before(t.entries[oldest].at) {
+				oldest = k
+			}
+		}
+		if len(t.entries) >= tipMemoSize {
+			delete(t.entries, oldest)
+		}
+	}
+	t.entries[key] = tipVerdict{q: q, at: now}
 }

@@ -2,13 +2,17 @@ package backend
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/gitwatch"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -141,5 +145,173 @@ func updateRef(t *testing.T, repo *gittest.Repo, branch, commit string) {
 	t.Helper()
 	if out, err := exec.Command("git", "-C", repo.Dir, "update-ref", "refs/heads/"+branch, commit).CombinedOutput(); err != nil {
 		t.Fatalf("git update-ref %s %s: %v\n%s", branch, commit, err, out)
+	}
+}
+
+// Issue 19 item 3 on the patch path: every require_trusted_tip request on
+// one tip (each member of a group, and the groups after it) asked for the
+// same expensive check. The verdict is computed once per tip, rule and
+// signature refs: a note signature or a key change checks again.
+func TestTrustedTipCheckedOncePerTip(t *testing.T) {
+	t.Setenv(cacheDirEnv, t.TempDir())
+	alice, bob, carol := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Bob"), pgptest.NewKey(t, "Carol")
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "tip")
+	tip := repo.Commit(t, map[string]string{"deploy.sh": "echo unsigned\n"})
+	// Whoever may push notes attaches packets that name Alice and do not
+	// verify (as many as a note is read of).
+	var lines []string
+	for _, p := range pgptest.Forged(t, alice.Entity.PrimaryKey.Fingerprint, 100) {
+		lines = append(lines, base64.StdEncoding.EncodeToString(p))
+	}
+	repo.AddNoteLines(t, tip, lines...)
+
+	entity := &logical.Entity{ID: "ent-1", Name: "ci"}
+	b, s := newTestBackend(t, entity, nil)
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/policy", map[string]any{"policy": allowAllPolicy}), "policy")
+	for name, k := range map[string]*pgptest.Key{"alice": alice, "bob": bob} {
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/"+name, map[string]any{"public_key": k.PublicArmored(t)}), "trust "+name)
+	}
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/infra", map[string]any{
+		"url": repo.URL(), "username": srv.Username(), "password": srv.Password(), "require_trusted_tip": true,
+	}), "repository")
+	checks := func() int {
+		b.patch.tips.mu.Lock()
+		defer b.patch.tips.mu.Unlock()
+		return b.patch.tips.checks
+	}
+
+	const callers = 4
+	var wg sync.WaitGroup
+	answers := make([]string, callers)
+	codes := make([]int, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := trustedTipPatch(b, s, entity, fmt.Sprintf("tag: %d\n", i))
+			codes[i], answers[i] = status(resp, err), errText(resp, err)
+		}()
+	}
+	wg.Wait()
+	for i := range callers {
+		if codes[i] != 409 || !strings.Contains(answers[i], tip) || !strings.Contains(answers[i], "0 of the 1") {
+			t.Errorf("caller %d: %d %q, want 409 naming the tip %s", i, codes[i], answers[i], tip)
+		}
+	}
+	if n := checks(); n != 1 {
+		t.Errorf("%d callers on one tip cost %d checks, want 1", callers, n)
+	}
+
+	// A new trusted key is a new rule: the same tip is checked again.
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/trusted_pgp_public_key/carol", map[string]any{"public_key": carol.PublicArmored(t)}), "trust carol")
+	if resp, err := trustedTipPatch(b, s, entity, "tag: carol\n"); status(resp, err) != 409 {
+		t.Fatalf("patch on the unsigned tip: %d %q, want 409", status(resp, err), errText(resp, err))
+	}
+	if n := checks(); n != 2 {
+		t.Errorf("%d checks after a key was added, want 2", n)
+	}
+
+	// Bob signs the tip in a note: the signature refs moved, the tip is
+	// checked again and accepted.
+	repo.NoteSignature(t, tip, bob)
+	if resp, err := trustedTipPatch(b, s, entity, "tag: signed\n"); status(resp, err) != 200 {
+		t.Fatalf("patch on the tip Bob signed: %d %q", status(resp, err), errText(resp, err))
+	}
+	if n := checks(); n != 3 {
+		t.Errorf("%d checks after the note moved, want 3", n)
+	}
+
+	// The new tip is the plugin's commit, and the plugin's key is not
+	// trusted here: refused, checked once for both callers.
+	for range 2 {
+		if resp, err := trustedTipPatch(b, s, entity, "tag: again\n"); status(resp, err) != 409 {
+			t.Fatalf("patch on the plugin's tip: %d %q, want 409", status(resp, err), errText(resp, err))
+		}
+	}
+	if n := checks(); n != 4 {
+		t.Errorf("%d checks after two callers on the new tip, want 4", n)
+	}
+}
+
+func TestTipMemoBounds(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	q := gitwatch.Quorum{OK: true}
+	tests := []struct {
+		name    string
+		fill    func(m *tipMemo)
+		key     string
+		at      time.Time
+		want    bool
+		maxSize int
+	}{
+		{"remembered", func(m *tipMemo) { m.put("k", q, t0) }, "k", t0.Add(tipMemoTTL - time.Second), true, 1},
+		{"expired", func(m *tipMemo) { m.put("k", q, t0) }, "k", t0.Add(tipMemoTTL), false, 1},
+		{"a clock set back forgets", func(m *tipMemo) { m.put("k", q, t0) }, "k", t0.Add(-time.Second), false, 1},
+		{"an empty key is never remembered", func(m *tipMemo) { m.put("", q, t0) }, "", t0, false, 0},
+		{"full: the oldest goes", func(m *tipMemo) {
+			for i := range tipMemoSize + 1 {
+				m.put(fmt.Sprint(i), q, t0.Add(time.Duration(i)*time.Millisecond))
+			}
+		}, "0", t0.Add(time.Second), false, tipMemoSize},
+		{"full: the newest stays", func(m *tipMemo) {
+			for i := range tipMemoSize + 1 {
+				m.put(fmt.Sprint(i), q, t0.Add(time.Duration(i)*time.Millisecond))
+			}
+		}, fmt.Sprint(tipMemoSize), t0.Add(time.Second), true, tipMemoSize},
+		{"full of expired verdicts: all go", func(m *tipMemo) {
+			for i := range tipMemoSize {
+				m.put(fmt.Sprint(i), q, t0)
+			}
+			m.put("new", q, t0.Add(tipMemoTTL))
+		}, "new", t0.Add(tipMemoTTL), true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var m tipMemo
+			tt.fill(&m)
+			if _, ok := m.get(tt.key, tt.at); ok != tt.want {
+				t.Errorf("get(%q) = %v, want %v", tt.key, ok, tt.want)
+			}
+			if len(m.entries) > tt.maxSize {
+				t.Errorf("%d entries, want at most %d", len(m.entries), tt.maxSize)
+			}
+		})
+	}
+}
+
+// Two repository entries for one branch share its queue (patch.Repo), so
+// a request of an entry with sign_commits=false and one of an entry with
+// require_trusted_tip can go out in one group: patch/txn_group.go then
+// refuses the second when the first's unsigned commit is below it
+// (TestGroupTrustedBaseUnderUnsignedSibling in package patch).
+func TestSiblingEntriesShareTheBranchQueue(t *testing.T) {
+	t.Setenv(cacheDirEnv, t.TempDir())
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "shared")
+	repo.Commit(t, map[string]string{"a": "a\n"})
+	b, s := newTestBackend(t, &logical.Entity{ID: "ent-1"}, nil)
+	for name, opts := range map[string]map[string]any{
+		"unsigned": {"sign_commits": false},
+		"strict":   {"require_trusted_tip": true},
+	} {
+		opts["url"], opts["username"], opts["password"] = repo.URL(), srv.Username(), srv.Password()
+		mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/repository/"+name, opts), name)
+	}
+	ctx := context.Background()
+	var repos []any
+	for _, name := range []string{"unsigned", "strict"} {
+		e, err := getRepository(ctx, s, name)
+		if err != nil || e == nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		r, err := b.patch.openRepo(ctx, s, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		repos = append(repos, r)
+	}
+	if repos[0] != repos[1] {
+		t.Fatal("two entries of one branch have separate queues; the unsigned-sibling check in attemptGroup would never be needed")
 	}
 }

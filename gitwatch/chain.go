@@ -215,7 +215,7 @@ func walkPluginChain(h plumbing.Hash, head commitEval, required, maxChain int, a
 
 // evaluate counts the trusted signatures on one commit and splits them
 // into persons and plugin keys.
-func (m *Mirror) evaluate(h plumbing.Hash, signers map[string]*trustedSigner, problems []string, required int, plugin map[string]bool, now time.Time) (commitEval, error) {
+func (m *Mirror) evaluate(h plumbing.Hash, signers *trustedSet, problems []string, required int, plugin map[string]bool, now time.Time) (commitEval, error) {
 	m.mu.Lock()
 	blobs, ignored, err := m.signatureBlobs(h)
 	var parents []plumbing.Hash

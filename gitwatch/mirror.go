@@ -49,6 +49,9 @@ type Mirror struct {
 	branch string
 	auth   transport.AuthMethod
 	repo   *git.Repository
+	// notesTrees holds the decoded notes trees of the signature refs until
+	// the next Fetch.
+	notesTrees map[plumbing.ReferenceName]*object.Tree
 }
 
 // FetchResult describes one Fetch.
@@ -62,6 +65,10 @@ type FetchResult struct {
 	// SignaturesChanged reports that the latest-signature tag or the
 	// signatures notes ref moved (new note signatures may count now).
 	SignaturesChanged bool
+	// Signatures identifies where the signature refs point now: it changes
+	// whenever a note signature may have been added or removed, so a
+	// verdict remembered with it holds while it is the same.
+	Signatures string
 }
 
 // OpenMirror opens the mirror cached in dir, or builds it empty when dir is
@@ -193,6 +200,7 @@ func (m *Mirror) Fetch(ctx context.Context) (FetchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	m.notesTrees = nil
 	res, err := m.fetch(ctx)
 	var corrupt *corruptError
 	if errors.As(err, &corrupt) && ctx.Err() == nil {
@@ -200,7 +208,7 @@ func (m *Mirror) Fetch(ctx context.Context) (FetchResult, error) {
 		if rerr != nil {
 			return FetchResult{}, fmt.Errorf("%w; rebuilding the cache failed: %w", err, rerr)
 		}
-		m.repo = repo
+		m.repo, m.notesTrees = repo, nil
 		res, err = m.fetch(ctx)
 		res.Previous, res.Changed = corrupt.previous, res.Head != corrupt.previous
 	}
@@ -302,7 +310,21 @@ func (m *Mirror) fetch(ctx context.Context) (FetchResult, error) {
 		Previous:          hashString(previous),
 		Changed:           head != previous,
 		SignaturesChanged: sigChanged,
+		Signatures:        m.signaturesState(),
 	}, nil
+}
+
+// SignaturesState is FetchResult.Signatures for the refs as mirrored now.
+func (m *Mirror) SignaturesState() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.signaturesState()
+}
+
+func (m *Mirror) signaturesState() string {
+	tag, _ := m.localRef(signatureTag)
+	notes, _ := m.localRef(notesRef)
+	return "tag " + hashString(tag) + " notes " + hashString(notes)
 }
 
 // deepenRef holds the commit a Deepen asks for while it is fetched.
@@ -507,36 +529,59 @@ func (m *Mirror) signatureBlobs(h plumbing.Hash) ([]signedBlob, []string, error)
 		}
 	}
 
+	id := h.String()
+	payload := []byte(id) // what a notes signature signs: the commit id, no newline
 	seenNotes := make(map[plumbing.Hash]bool)
 	for _, ref := range []plumbing.ReferenceName{signatureTag, notesRef} {
-		notesCommit, err := m.peelToCommit(ref)
+		tree, err := m.notesTree(ref)
 		if err != nil {
 			ignored = append(ignored, fmt.Sprintf("%s is unusable: %v", ref, err))
 			continue
 		}
-		if notesCommit == nil || seenNotes[notesCommit.Hash] {
+		if tree == nil || seenNotes[tree.Hash] {
 			continue
 		}
-		seenNotes[notesCommit.Hash] = true
-		tree, err := notesCommit.Tree()
-		if err != nil {
-			ignored = append(ignored, fmt.Sprintf("%s tree is unreadable: %v", ref, err))
-			continue
-		}
-		note, err := findNote(tree, h.String())
+		seenNotes[tree.Hash] = true
+		note, size, err := findNote(tree, id)
 		if err != nil {
 			ignored = append(ignored, fmt.Sprintf("%s note for %s: %v", ref, h, err))
 			continue
+		}
+		if size > int64(len(note)) {
+			ignored = append(ignored, fmt.Sprintf("%s note for %s is %d bytes and only its first %d KiB were read: signatures past that do not count; "+
+				"remove what is not a signature from the note", ref, h, size, maxNoteSize>>10))
 		}
 		sigs, malformed := parseNoteSignatures(note)
 		if malformed > 0 {
 			ignored = append(ignored, fmt.Sprintf("%s note for %s: %d malformed line(s) skipped", ref, h, malformed))
 		}
 		for _, s := range sigs {
-			blobs = append(blobs, signedBlob{source: SourceNotes, payload: []byte(h.String()), sig: s})
+			blobs = append(blobs, signedBlob{source: SourceNotes, payload: payload, sig: s})
 		}
 	}
 	return blobs, ignored, nil
+}
+
+// notesTree is the root tree of the notes commit ref points at, or nil when
+// the ref does not exist. It is decoded once per Fetch (only Fetch moves
+// the signature refs), so a walk over many commits reads it once.
+func (m *Mirror) notesTree(ref plumbing.ReferenceName) (*object.Tree, error) {
+	if t, ok := m.notesTrees[ref]; ok {
+		return t, nil
+	}
+	c, err := m.peelToCommit(ref)
+	if err != nil || c == nil {
+		return nil, err
+	}
+	t, err := c.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("its tree is unreadable: %w", err)
+	}
+	if m.notesTrees == nil {
+		m.notesTrees = make(map[plumbing.ReferenceName]*object.Tree)
+	}
+	m.notesTrees[ref] = t
+	return t, nil
 }
 
 // peelToCommit resolves ref (possibly an annotated tag) to its commit, or

@@ -3,7 +3,6 @@ package gitwatch
 import (
 	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 
@@ -18,13 +17,12 @@ const (
 	signatureTag = "refs/tags/latest-signature"
 )
 
-// maxNoteSize bounds how much of a notes blob is read; a note holds a few
-// base64 lines of a few hundred bytes each.
-const maxNoteSize = 1 << 20
-
-// errNoteTooLarge is reported as an ignored note, not as a failure: whoever
-// can push notes must not be able to stop verification.
-var errNoteTooLarge = errors.New("signatures note is larger than 1 MiB and was not read")
+// maxNoteSize bounds the bytes read from one notes blob. A note holds a
+// few base64 lines of a few hundred bytes each (an RSA-4096 signature is
+// about 800, an Ed25519 one about 160): 32 KiB is some 40 of the largest.
+// Whoever may push notes may write more; only this much is read, so what a
+// commit's notes cost does not grow with them.
+const maxNoteSize = 32 << 10
 
 // parseNoteSignatures splits a signatures note into binary OpenPGP
 // signatures. The format (as `git signatures add` writes it and trdl reads
@@ -33,68 +31,75 @@ var errNoteTooLarge = errors.New("signatures note is larger than 1 MiB and was n
 // entries with blank lines. Lines that are not base64 are counted in
 // malformed and skipped: one bad line must not hide the good ones.
 func parseNoteSignatures(note []byte) (sigs [][]byte, malformed int) {
-	for _, line := range bytes.Split(note, []byte("\n")) {
+	// One buffer for all: a note is read whole, so its decoded signatures
+	// are no bigger than it.
+	buf := make([]byte, base64.RawStdEncoding.DecodedLen(len(note)))
+	for line := range bytes.SplitSeq(note, []byte("\n")) {
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
 			continue
 		}
-		sig, err := base64.StdEncoding.DecodeString(string(line))
+		n, err := base64.StdEncoding.Decode(buf, line)
 		if err != nil {
 			// Some encoders drop the padding.
-			sig, err = base64.RawStdEncoding.DecodeString(string(line))
+			n, err = base64.RawStdEncoding.Decode(buf, line)
 		}
-		if err != nil || len(sig) == 0 {
+		if err != nil || n == 0 {
 			malformed++
 			continue
 		}
-		sigs = append(sigs, sig)
+		sigs = append(sigs, buf[:n:n])
+		buf = buf[n:]
 	}
 	return sigs, malformed
 }
 
 // findNote returns the note attached to commit in a notes tree, following
 // any fanout (ab/cdef..., ab/cd/ef..., as git notes rewrites the tree when
-// it grows). A missing note gives nil and no error.
-func findNote(tree *object.Tree, commit string) ([]byte, error) {
+// it grows), read up to maxNoteSize; size is the note's whole size (more
+// than len(note) when it was cut). A missing note gives nil and no error.
+func findNote(tree *object.Tree, commit string) (note []byte, size int64, err error) {
 	rest := commit
 	for {
 		var next *object.TreeEntry
 		for i := range tree.Entries {
 			e := &tree.Entries[i]
 			if e.Name == rest && e.Mode.IsFile() {
-				return readBlob(tree, e)
+				return readNote(tree, e)
 			}
 			if len(rest) > 2 && e.Name == rest[:2] && e.Mode == filemode.Dir {
 				next = e
 			}
 		}
 		if next == nil {
-			return nil, nil
+			return nil, 0, nil
 		}
 		sub, err := tree.Tree(next.Name)
 		if err != nil {
-			return nil, fmt.Errorf("read notes fanout directory %s: %w", next.Name, err)
+			return nil, 0, fmt.Errorf("read notes fanout directory %s: %w", next.Name, err)
 		}
 		tree, rest = sub, rest[2:]
 	}
 }
 
-func readBlob(tree *object.Tree, e *object.TreeEntry) ([]byte, error) {
+// readNote reads a notes blob up to maxNoteSize, cut after its last whole
+// line when it is longer.
+func readNote(tree *object.Tree, e *object.TreeEntry) ([]byte, int64, error) {
 	f, err := tree.TreeEntryFile(e)
 	if err != nil {
-		return nil, fmt.Errorf("read note %s: %w", e.Name, err)
+		return nil, 0, fmt.Errorf("read note %s: %w", e.Name, err)
 	}
 	r, err := f.Reader()
 	if err != nil {
-		return nil, fmt.Errorf("read note %s: %w", e.Name, err)
+		return nil, 0, fmt.Errorf("read note %s: %w", e.Name, err)
 	}
 	defer r.Close()
-	data, err := io.ReadAll(io.LimitReader(r, maxNoteSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read note %s: %w", e.Name, err)
+	data := make([]byte, min(max(f.Size, 0), maxNoteSize))
+	if _, err := io.ReadFull(r, data); err != nil {
+		return nil, 0, fmt.Errorf("read note %s: %w", e.Name, err)
 	}
-	if len(data) > maxNoteSize {
-		return nil, errNoteTooLarge
+	if f.Size > maxNoteSize {
+		data = data[:bytes.LastIndexByte(data, '\n')+1]
 	}
-	return data, nil
+	return data, f.Size, nil
 }

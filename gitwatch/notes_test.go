@@ -100,7 +100,7 @@ func TestFindNoteFanout(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := findNote(root, commit)
+			got, _, err := findNote(root, commit)
 			if err != nil {
 				t.Fatalf("findNote: %v", err)
 			}

@@ -3,10 +3,14 @@ package gitwatch
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,8 +43,9 @@ type Signer struct {
 	UserIDs []string
 	// Names under which the key is trusted, sorted.
 	Names []string
-	// Sources where valid signatures by this key were found, sorted
-	// (SourceCommit, SourceNotes).
+	// Sources holds where the signature that counted was found
+	// (SourceCommit or SourceNotes). Each key is checked once per commit,
+	// the commit's own signature first, so it names one source.
 	Sources []string
 }
 
@@ -72,10 +77,30 @@ type Quorum struct {
 	// signed enough), and UntrustedReason says why.
 	Untrusted       string
 	UntrustedReason string
+
+	// checks is how many signature verifications (cryptography) the count
+	// made, for the tests of the budget.
+	checks int
 }
 
-// maxSignaturesPerCommit bounds the verification work an attacker who can
-// push notes may cause; real commits carry a handful.
+// Digest identifies everything the rule decides with (keys, quorum,
+// plugin keys, anchors, bounds), for remembering a verdict: two rules with
+// the same digest give the same answer on the same commit and signature
+// refs, until time makes a key or signature expire or become valid. It is
+// "" when the rule cannot be digested; then nothing may be remembered.
+func (r Rule) Digest() string {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// maxSignaturesPerCommit bounds how many signature packets of one commit
+// are looked at (their issuer read); real commits carry a handful. What
+// costs cryptography is bounded by the trusted keys instead: see
+// countLoaded.
 const maxSignaturesPerCommit = 256
 
 // signedBlob is one signature container found for a commit: the signed
@@ -93,10 +118,23 @@ type trustedSigner struct {
 	entities    []*openpgp.Entity
 }
 
+// trustedSet is the trusted keys of one check, parsed once, with every
+// primary key and subkey indexed by fingerprint and key ID, so that a
+// signature packet finds the one person it names without any cryptography.
+type trustedSet struct {
+	signers       map[string]*trustedSigner // by primary fingerprint
+	byFingerprint map[string][]*trustedSigner
+	byKeyID       map[uint64][]*trustedSigner
+}
+
 // loadTrusted parses and groups trusted keys by primary fingerprint, so that
 // one person stored under two names counts once.
-func loadTrusted(keys []TrustedKey) (map[string]*trustedSigner, []string) {
-	byFP := make(map[string]*trustedSigner)
+func loadTrusted(keys []TrustedKey) (*trustedSet, []string) {
+	set := &trustedSet{
+		signers:       make(map[string]*trustedSigner),
+		byFingerprint: make(map[string][]*trustedSigner),
+		byKeyID:       make(map[uint64][]*trustedSigner),
+	}
 	var problems []string
 	for _, k := range keys {
 		e, err := parseEntity(k.Armored)
@@ -105,15 +143,46 @@ func loadTrusted(keys []TrustedKey) (map[string]*trustedSigner, []string) {
 			continue
 		}
 		fp := fingerprint(e)
-		ts := byFP[fp]
+		ts := set.signers[fp]
 		if ts == nil {
 			ts = &trustedSigner{fingerprint: fp}
-			byFP[fp] = ts
+			set.signers[fp] = ts
 		}
 		ts.names = append(ts.names, k.Name)
 		ts.entities = append(ts.entities, e)
+		set.index(ts, e.PrimaryKey)
+		for _, sk := range e.Subkeys {
+			set.index(ts, sk.PublicKey)
+		}
 	}
-	return byFP, problems
+	return set, problems
+}
+
+func (s *trustedSet) index(ts *trustedSigner, pk *packet.PublicKey) {
+	if pk == nil {
+		return
+	}
+	if fp := string(pk.Fingerprint); !slices.Contains(s.byFingerprint[fp], ts) {
+		s.byFingerprint[fp] = append(s.byFingerprint[fp], ts)
+	}
+	if !slices.Contains(s.byKeyID[pk.KeyId], ts) {
+		s.byKeyID[pk.KeyId] = append(s.byKeyID[pk.KeyId], ts)
+	}
+}
+
+// named returns the trusted signers a signature packet names as its issuer
+// (by the issuer fingerprint when the packet has one, else by key ID): a map
+// lookup, no cryptography. Usually one; none for anybody else's packet.
+func (s *trustedSet) named(pkt sigPacket) []*trustedSigner {
+	switch {
+	case !pkt.readable:
+		return nil
+	case len(pkt.fingerprint) > 0:
+		return s.byFingerprint[string(pkt.fingerprint)]
+	case pkt.hasKeyID:
+		return s.byKeyID[pkt.keyID]
+	}
+	return nil
 }
 
 // countQuorum verifies every signature in blobs against the trusted keys at
@@ -128,53 +197,75 @@ func countQuorum(commit string, trusted []TrustedKey, required int, blobs []sign
 
 // countLoaded is countQuorum with the trusted keys already parsed, so a walk
 // over many commits parses them once.
-func countLoaded(commit string, signers map[string]*trustedSigner, problems []string, required int, blobs []signedBlob, now time.Time) Quorum {
+//
+// Whoever may push notes can attach any number of packets, so the work has
+// a budget they do not control: a packet costs cryptography only when its
+// issuer is a trusted key, and each trusted key is verified at most once
+// per commit, on the first packet naming it (the commit's own signature
+// comes first). Further packets naming a key already checked are skipped
+// and reported in one line.
+func countLoaded(commit string, set *trustedSet, problems []string, required int, blobs []signedBlob, now time.Time) Quorum {
 	q := Quorum{Commit: commit, Required: required}
 	q.Ignored = append(q.Ignored, problems...)
-	if required > len(signers) {
-		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(signers)))
+	if required > len(set.signers) {
+		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(set.signers)))
 	}
 
-	// A fixed order keeps the Ignored lines stable from poll to poll.
-	order := make([]*trustedSigner, 0, len(signers))
-	for _, ts := range signers {
-		order = append(order, ts)
-	}
-	sort.Slice(order, func(i, j int) bool { return order[i].fingerprint < order[j].fingerprint })
-
-	found := make(map[string]map[string]bool) // fingerprint -> sources
-	checked := 0
-blobs:
+	found := make(map[string]string)          // fingerprint -> source of the signature that counted
+	checked := make(map[*trustedSigner]bool)  // verified once on this commit, whatever the outcome
+	skipped := make(map[*trustedSigner]*skip) // packets not checked
+	var unknown []untrustedPackets            // by source, in order of appearance
+	seen := 0
 	for _, b := range blobs {
-		for _, pkt := range splitSignaturePackets(b.sig) {
-			if checked >= maxSignaturesPerCommit {
-				q.Ignored = append(q.Ignored, fmt.Sprintf("more than %d signatures on the commit; the rest were not checked", maxSignaturesPerCommit))
-				break blobs
+		n, more := signaturePackets(b.sig, maxSignaturesPerCommit-seen, func(pkt sigPacket) {
+			named := set.named(pkt)
+			if len(named) == 0 {
+				unknown = addUntrusted(unknown, b.source, pkt)
+				return
 			}
-			checked++
-			claimed := false
-			for _, ts := range order {
-				ok, reason := ts.verify(b.payload, pkt, b.source == SourceNotes, now)
-				claimed = claimed || ok || reason != ""
-				if reason != "" {
-					q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
-						b.source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
-				}
-				if ok {
-					if found[ts.fingerprint] == nil {
-						found[ts.fingerprint] = make(map[string]bool)
+			for _, ts := range named {
+				if checked[ts] {
+					sk := skipped[ts]
+					if sk == nil {
+						sk = &skip{}
+						skipped[ts] = sk
 					}
-					found[ts.fingerprint][b.source] = true
+					sk.n++
+					if !slices.Contains(sk.sources, b.source) {
+						sk.sources = append(sk.sources, b.source)
+					}
+					continue
 				}
+				checked[ts] = true
+				q.checks++
+				ok, reason := ts.verify(b.payload, pkt.raw, b.source == SourceNotes, now)
+				if ok {
+					found[ts.fingerprint] = b.source
+					continue
+				}
+				if reason == "" {
+					// Named by the packet, refused by the library without a
+					// reason of its own: the issuer's key cannot sign.
+					reason = "it names this key as its issuer, but the key has no signing key with that ID"
+				}
+				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
+					b.source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
 			}
-			if !claimed {
-				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by %s does not count: not a trusted key", b.source, issuerOf(pkt)))
-			}
+		})
+		seen += n
+		if more {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("more than %d signatures on the commit; the rest were not checked", maxSignaturesPerCommit))
+			break
 		}
 	}
-	for fp, sources := range found {
-		ts := signers[fp]
-		s := Signer{Fingerprint: fp, Names: append([]string(nil), ts.names...)}
+	for _, u := range unknown {
+		q.Ignored = append(q.Ignored, u.String())
+	}
+	q.Ignored = append(q.Ignored, skippedLines(skipped, found)...)
+
+	for fp, source := range found {
+		ts := set.signers[fp]
+		s := Signer{Fingerprint: fp, Names: append([]string(nil), ts.names...), Sources: []string{source}}
 		uids := make(map[string]bool)
 		for _, e := range ts.entities {
 			for name := range e.Identities {
@@ -184,12 +275,8 @@ blobs:
 		for u := range uids {
 			s.UserIDs = append(s.UserIDs, u)
 		}
-		for src := range sources {
-			s.Sources = append(s.Sources, src)
-		}
 		sort.Strings(s.UserIDs)
 		sort.Strings(s.Names)
-		sort.Strings(s.Sources)
 		q.Signers = append(q.Signers, s)
 	}
 	sort.Slice(q.Signers, func(i, j int) bool { return q.Signers[i].Fingerprint < q.Signers[j].Fingerprint })
@@ -201,10 +288,75 @@ blobs:
 	return q
 }
 
-// verify checks one signature packet against every stored copy of this
-// trusted key. It returns ok when some copy verifies it, and a reason when
-// the packet was made by this key but must not count. A packet by another
-// key gives neither.
+// skip counts the packets naming one trusted key that were not checked.
+type skip struct {
+	n       int
+	sources []string
+}
+
+// skippedLines reports, once per trusted key, the packets naming it that
+// were not checked, in a fixed order so the lines stay stable from poll to
+// poll.
+func skippedLines(skipped map[*trustedSigner]*skip, found map[string]string) []string {
+	order := make([]*trustedSigner, 0, len(skipped))
+	for ts := range skipped {
+		order = append(order, ts)
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].fingerprint < order[j].fingerprint })
+	var lines []string
+	for _, ts := range order {
+		sk := skipped[ts]
+		outcome := "it did not count"
+		if src, ok := found[ts.fingerprint]; ok {
+			outcome = "its " + src + " signature counted"
+		}
+		lines = append(lines, fmt.Sprintf("%d more signature(s) naming trusted key %s (%s) in %s were not checked: each trusted key is checked once per commit and %s",
+			sk.n, ts.fingerprint, strings.Join(ts.names, ", "), strings.Join(sk.sources, " and "), outcome))
+	}
+	return lines
+}
+
+// untrustedPackets sums up the packets of one source whose issuer is not a
+// trusted key: one line, whatever their number.
+type untrustedPackets struct {
+	source  string
+	n       int
+	issuers []string // the first few, distinct
+}
+
+// maxNamedIssuers bounds how many unknown issuers one line names.
+const maxNamedIssuers = 3
+
+func addUntrusted(list []untrustedPackets, source string, pkt sigPacket) []untrustedPackets {
+	i := slices.IndexFunc(list, func(u untrustedPackets) bool { return u.source == source })
+	if i < 0 {
+		list = append(list, untrustedPackets{source: source})
+		i = len(list) - 1
+	}
+	u := &list[i]
+	u.n++
+	if who := issuerOf(pkt); len(u.issuers) < maxNamedIssuers && !slices.Contains(u.issuers, who) {
+		u.issuers = append(u.issuers, who)
+	}
+	return list
+}
+
+func (u untrustedPackets) String() string {
+	if u.n == 1 {
+		return fmt.Sprintf("%s signature by %s does not count: not a trusted key", u.source, u.issuers[0])
+	}
+	by := strings.Join(u.issuers, ", ")
+	if u.n > len(u.issuers) {
+		by += ", ..."
+	}
+	return fmt.Sprintf("%d %s signatures do not count: not a trusted key (by %s)", u.n, u.source, by)
+}
+
+// verify checks one signature packet naming this trusted key against every
+// stored copy of it (the operator's copies, not the pusher's packets, set
+// how many). It returns ok when some copy verifies it, else a reason when
+// the packet must not count; a copy that does not hold the issuer gives
+// neither.
 func (ts *trustedSigner) verify(payload, sigPacket []byte, allowText bool, now time.Time) (bool, string) {
 	for _, e := range ts.entities {
 		// A revocation is final: if any stored copy carries it, the person's
@@ -311,45 +463,183 @@ func issuedBy(sigPacket []byte, e *openpgp.Entity) bool {
 }
 
 // issuerOf names the issuer of a signature packet for messages.
-func issuerOf(sigPacket []byte) string {
-	p, err := packet.Read(bytes.NewReader(sigPacket))
-	if err != nil {
-		return "an unreadable signature packet"
-	}
-	sig, ok := p.(*packet.Signature)
+func issuerOf(pkt sigPacket) string {
 	switch {
-	case !ok:
-		return "a non-signature packet"
-	case sig.IssuerFingerprint != nil:
-		return "key " + strings.ToUpper(hex.EncodeToString(sig.IssuerFingerprint))
-	case sig.IssuerKeyId != nil:
-		return fmt.Sprintf("key ID %016X", *sig.IssuerKeyId)
+	case !pkt.readable:
+		return "an unreadable signature packet"
+	case pkt.fingerprint != nil:
+		return "key " + strings.ToUpper(hex.EncodeToString(pkt.fingerprint))
+	case pkt.hasKeyID:
+		return fmt.Sprintf("key ID %016X", pkt.keyID)
 	}
 	return "an unknown key"
 }
 
-// splitSignaturePackets returns each signature packet of a binary OpenPGP
-// stream re-serialized on its own, so that every packet is verified (the
-// library stops at the first packet with a known issuer). Other packets
-// and trailing garbage are dropped.
-func splitSignaturePackets(data []byte) [][]byte {
+// sigPacket is one signature packet (header included, as found) and the
+// issuer it names, read without any cryptography.
+type sigPacket struct {
+	raw         []byte
+	readable    bool   // a v4, v5 or v6 signature whose subpackets parse
+	fingerprint []byte // issuer fingerprint subpacket, nil when absent
+	keyID       uint64 // issuer key ID subpacket, when hasKeyID
+	hasKeyID    bool
+}
+
+// signaturePackets calls fn with each of up to limit signature packets of
+// a binary OpenPGP stream, each on its own, so that every packet is
+// considered (the library stops at the first packet with a known issuer).
+// It returns how many it passed and whether there were others past the
+// limit. Other packets are dropped; framing stops at the first damaged one.
+// A pusher sets how many packets there are, so each costs a few byte
+// comparisons: no parsing beyond the issuer, no copies.
+func signaturePackets(data []byte, limit int, fn func(sigPacket)) (n int, more bool) {
 	const tagSignature = 2
-	r := packet.NewOpaqueReader(bytes.NewReader(data))
-	var out [][]byte
-	for {
-		p, err := r.Next()
-		if err != nil {
-			return out
+	for len(data) > 0 {
+		tag, whole, body, rest, ok := nextPacket(data)
+		if !ok {
+			return n, false
 		}
-		if p.Tag != tagSignature {
+		data = rest
+		if tag != tagSignature {
 			continue
 		}
-		var buf bytes.Buffer
-		if err := p.Serialize(&buf); err != nil {
-			continue
+		if n >= limit {
+			return n, true
 		}
-		out = append(out, buf.Bytes())
+		pkt := sigPacket{raw: whole}
+		pkt.readIssuer(body)
+		fn(pkt)
+		n++
 	}
+	return n, false
+}
+
+// nextPacket frames the OpenPGP packet at the start of data (RFC 9580
+// section 4.2): its tag, its whole encoding, its body and what follows.
+// Partial body lengths are refused: they are for data packets only, and
+// git and gpg never write them for signatures.
+func nextPacket(data []byte) (tag byte, whole, body, rest []byte, ok bool) {
+	if len(data) < 2 || data[0]&0x80 == 0 {
+		return 0, nil, nil, nil, false
+	}
+	var hdr, n int
+	if data[0]&0x40 == 0 { // legacy format
+		tag = (data[0] & 0x3f) >> 2
+		switch data[0] & 3 {
+		case 0:
+			hdr, n = 2, int(data[1])
+		case 1:
+			if len(data) < 3 {
+				return 0, nil, nil, nil, false
+			}
+			hdr, n = 3, int(data[1])<<8|int(data[2])
+		case 2:
+			if len(data) < 5 {
+				return 0, nil, nil, nil, false
+			}
+			hdr, n = 5, int(data[1])<<24|int(data[2])<<16|int(data[3])<<8|int(data[4])
+		default: // indeterminate: to the end
+			hdr, n = 1, len(data)-1
+		}
+	} else {
+		tag = data[0] & 0x3f
+		switch b := data[1]; {
+		case b < 192:
+			hdr, n = 2, int(b)
+		case b < 224:
+			if len(data) < 3 {
+				return 0, nil, nil, nil, false
+			}
+			hdr, n = 3, (int(b)-192)<<8+int(data[2])+192
+		case b == 255:
+			if len(data) < 6 {
+				return 0, nil, nil, nil, false
+			}
+			hdr, n = 6, int(data[2])<<24|int(data[3])<<16|int(data[4])<<8|int(data[5])
+		default:
+			return 0, nil, nil, nil, false
+		}
+	}
+	if n < 0 || n > len(data)-hdr {
+		return 0, nil, nil, nil, false
+	}
+	return tag, data[:hdr+n], data[hdr : hdr+n], data[hdr+n:], true
+}
+
+// readIssuer reads the issuer subpackets of a signature packet body (RFC
+// 9580 section 5.2.3), hashed and unhashed alike: the lookup only picks the
+// key to verify with, the verification itself decides.
+func (p *sigPacket) readIssuer(body []byte) {
+	if len(body) < 4 {
+		return
+	}
+	lenBytes := 2
+	switch body[0] {
+	case 4, 5:
+	case 6:
+		lenBytes = 4
+	default:
+		return
+	}
+	rest := body[4:]
+	for range 2 { // hashed, then unhashed subpackets
+		if len(rest) < lenBytes {
+			return
+		}
+		n := 0
+		for _, b := range rest[:lenBytes] {
+			n = n<<8 | int(b)
+		}
+		rest = rest[lenBytes:]
+		if n < 0 || n > len(rest) {
+			return
+		}
+		if !p.readSubpackets(rest[:n]) {
+			return
+		}
+		rest = rest[n:]
+	}
+	p.readable = true
+}
+
+func (p *sigPacket) readSubpackets(area []byte) bool {
+	const (
+		issuerKeyID       = 16
+		issuerFingerprint = 33
+	)
+	for len(area) > 0 {
+		var hdr, n int
+		switch b := area[0]; {
+		case b < 192:
+			hdr, n = 1, int(b)
+		case b < 255:
+			if len(area) < 2 {
+				return false
+			}
+			hdr, n = 2, (int(b)-192)<<8+int(area[1])+192
+		default:
+			if len(area) < 5 {
+				return false
+			}
+			hdr, n = 5, int(area[1])<<24|int(area[2])<<16|int(area[3])<<8|int(area[4])
+		}
+		if n < 1 || n > len(area)-hdr {
+			return false
+		}
+		sub := area[hdr : hdr+n]
+		area = area[hdr+n:]
+		switch data := sub[1:]; sub[0] & 0x7f {
+		case issuerKeyID:
+			if len(data) == 8 {
+				p.keyID, p.hasKeyID = binary.BigEndian.Uint64(data), true
+			}
+		case issuerFingerprint:
+			if len(data) > 1 {
+				p.fingerprint = data[1:] // after the key version
+			}
+		}
+	}
+	return true
 }
 
 // dearmorSignature decodes an armored "PGP SIGNATURE" block (a commit's

@@ -369,6 +369,10 @@ func (r *Repo) attemptGroup(ctx context.Context, live []*pending, attempt int) (
 	}
 
 	head, headTree := tip, tipCommit.TreeHash
+	// The first commit of this group made without a signature (its
+	// request's repository entry does not sign): a member whose CheckBase
+	// accepted the tip must not be built on it.
+	var unsigned plumbing.Hash
 	var written []plumbing.Hash
 	var waiting, committed []*pending
 	for _, p := range live {
@@ -380,6 +384,13 @@ func (r *Repo) attemptGroup(ctx context.Context, live []*pending, attempt int) (
 		if p.req.CheckBase != nil {
 			if err := p.req.CheckBase(ctx, tip.String(), r.mirror); err != nil {
 				finish(p, res, &BaseError{Branch: r.remote.Branch, Tip: tip.String(), Err: err})
+				continue
+			}
+			if !p.req.DryRun && !unsigned.IsZero() {
+				finish(p, res, &BaseError{Branch: r.remote.Branch, Tip: tip.String(), Err: fmt.Errorf(
+					"this request would be built on %s, made in the same push for other requests, and commit %s below it is unsigned "+
+						"(made for a repository entry with sign_commits=false); a trusted tip is checked on the commit a request is built on: "+
+						"once a trusted person signs %s (a signatures note will do), retry", head, unsigned, unsigned)})
 				continue
 			}
 		}
@@ -407,6 +418,9 @@ func (r *Repo) attemptGroup(ctx context.Context, live []*pending, attempt int) (
 				continue
 			}
 			head, headTree = c.Hash, c.TreeHash
+			if p.req.Signer == nil && unsigned.IsZero() {
+				unsigned = c.Hash
+			}
 			written = append(written, w.written...)
 			committed = append(committed, p)
 		}

@@ -129,6 +129,15 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if last.Commit != "" {
 		rule.Accepted = []string{last.Commit}
 	}
+	verdict := refusalKey(head, rule, fr.Signatures)
+	// An operator's poll checks afresh; the periodic ones reuse a refusal.
+	if v := w.rememberedRefusal(verdict, now, force || trigger == triggerPoll); v != nil {
+		qi := *v.qi
+		if err := w.updateState(ctx, s, func(st *State) { st.Quorum = &qi }); err != nil {
+			return OutcomeError, err.Error()
+		}
+		return OutcomeRefused, v.msg
+	}
 	q, err := m.Accept(ctx, head, rule)
 	if err != nil {
 		return OutcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
@@ -150,8 +159,10 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		if len(q.Ignored) > 0 {
 			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
 		}
+		w.rememberRefusal(verdict, now, qi, msg)
 		return OutcomeRefused, msg
 	}
+	w.rememberRefusal("", now, nil, "")
 
 	attempt := 1
 	if st.sameChange(head, content) {
@@ -169,6 +180,58 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		return OutcomeRan, fmt.Sprintf("run %s for commit %s: running; its container was left running for the next active node%s", run.ID, head, warning)
 	}
 	return OutcomeRan, fmt.Sprintf("run %s for commit %s: %s%s", run.ID, head, run.Describe(), warning)
+}
+
+// refusalTTL bounds how long a refused HEAD's verdict is reused: time alone
+// can change it (a signature dated a little ahead of this clock, a key not
+// yet valid).
+const refusalTTL = 10 * time.Minute
+
+// triggerPoll is the trigger of an operator's `vault write flant_gitops/poll`.
+const triggerPoll = "poll"
+
+// refusedVerdict is the last refused HEAD's check. Whoever may push notes
+// can make one check expensive; remembered while HEAD, the rule (keys,
+// quorum, plugin keys, last successful commit) and the signature refs stay
+// the same, a refused HEAD costs the watch one check, not one per poll.
+type refusedVerdict struct {
+	key string
+	at  time.Time
+	qi  *quorumInfo
+	msg string
+}
+
+// refusalKey identifies what a verdict depends on; "" when the rule cannot
+// be digested (then nothing is remembered).
+func refusalKey(head string, rule gitwatch.Rule, signatures string) string {
+	d := rule.Digest()
+	if d == "" {
+		return ""
+	}
+	return head + "\x00" + d + "\x00" + signatures
+}
+
+// rememberedRefusal is the refusal remembered under key, or nil when there
+// is none, it is too old, or fresh is asked for.
+func (w *Worker) rememberedRefusal(key string, now time.Time, fresh bool) *refusedVerdict {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	v := w.refused
+	if fresh || key == "" || v == nil || v.key != key || now.Sub(v.at) >= refusalTTL || now.Before(v.at) {
+		return nil
+	}
+	return v
+}
+
+// rememberRefusal keeps the verdict of a refused HEAD (key "" forgets).
+func (w *Worker) rememberRefusal(key string, now time.Time, qi *quorumInfo, msg string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if key == "" {
+		w.refused = nil
+		return
+	}
+	w.refused = &refusedVerdict{key: key, at: now, qi: qi, msg: msg}
 }
 
 // Describe is the run's status and, when it has one, its reason.

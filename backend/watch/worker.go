@@ -150,6 +150,7 @@ type Worker struct {
 	mirror         Mirror
 	mirrorKey      string
 	runner         container.Runner
+	refused        *refusedVerdict // see poll.go
 }
 
 // New makes the worker of one mount; nothing runs before Start. It takes
@@ -365,7 +366,7 @@ func (w *Worker) RequestPoll(s Storage, retry bool) PollAnswer {
 		}
 	}
 	w.lastManualPoll = now
-	w.trigger = "poll"
+	w.trigger = triggerPoll
 	w.forceRetry = w.forceRetry || retry
 	w.signalLocked()
 	if w.busy {

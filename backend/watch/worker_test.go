@@ -52,6 +52,7 @@ type fakeMirror struct {
 	untrusted  string // reported as the commit that broke a plugin chain
 	content    map[string]string
 	rules      []gitwatch.Rule
+	signatures string // FetchResult.Signatures: where the signature refs point
 }
 
 func (m *fakeMirror) setHead(h string) { m.mu.Lock(); m.head = h; m.mu.Unlock() }
@@ -60,7 +61,7 @@ func (m *fakeMirror) Fetch(ctx context.Context) (gitwatch.FetchResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fetches++
-	return gitwatch.FetchResult{Head: m.head}, m.fetchErr
+	return gitwatch.FetchResult{Head: m.head, Signatures: m.signatures}, m.fetchErr
 }
 
 func (m *fakeMirror) IsAncestor(ctx context.Context, ancestor, head string) (bool, error) {

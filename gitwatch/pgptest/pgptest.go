@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -155,6 +156,31 @@ func (k *Key) ArmorSignDetached(t testing.TB, data []byte, at time.Time) string 
 		t.Fatalf("pgptest: sign with %q: %v", k.Name, err)
 	}
 	return buf.String()
+}
+
+// Forged makes n distinct signature packets that name issuer (by the
+// fingerprint of its primary key, or of a subkey) and do not verify, the
+// way someone without its private key makes them: sign with a throw-away
+// key, then write issuer's fingerprint and key ID over the throw-away
+// key's (same lengths, so the packets stay well formed).
+func Forged(t testing.TB, issuer []byte, n int) [][]byte {
+	t.Helper()
+	forger := NewKey(t, "Forger")
+	own := forger.Entity.PrimaryKey.Fingerprint
+	if len(issuer) != len(own) {
+		t.Fatalf("pgptest: forge: a fingerprint of %d bytes, want %d", len(issuer), len(own))
+	}
+	out := make([][]byte, 0, n)
+	for i := range n {
+		sig := forger.SignDetached(t, []byte("forged "+strconv.Itoa(i)), time.Time{})
+		sig = bytes.ReplaceAll(sig, own, issuer)
+		sig = bytes.ReplaceAll(sig, own[len(own)-8:], issuer[len(issuer)-8:])
+		if bytes.Contains(sig, own[len(own)-8:]) || !bytes.Contains(sig, issuer) {
+			t.Fatalf("pgptest: forged packet %d does not name the issuer only", i)
+		}
+		out = append(out, sig)
+	}
+	return out
 }
 
 func sigConfig(at time.Time) *packet.Config {
