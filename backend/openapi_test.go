@@ -19,6 +19,8 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/testhelpers/schema"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/receiver"
+	"github.com/flant/flant_gitops/backend/receiver/receivertest"
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
@@ -269,6 +271,14 @@ func (c schemaCoverage) key(p *framework.Path, op logical.Operation) string {
 func (c schemaCoverage) validate(t *testing.T, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any, entityID string) *logical.Response {
 	t.Helper()
 	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: s, MountPoint: "flant_gitops/", EntityID: entityID, ID: "req-" + path}
+	return c.validateRequest(t, b, req)
+}
+
+// validateRequest is validate for a request made by the caller (headers,
+// no entity).
+func (c schemaCoverage) validateRequest(t *testing.T, b *backend, req *logical.Request) *logical.Response {
+	t.Helper()
+	op, path := req.Operation, req.Path
 	p := b.Route(path)
 	if p == nil {
 		t.Fatalf("no path answers %s", path)
@@ -402,6 +412,31 @@ func TestResponseSchemas(t *testing.T) {
 				}
 			}
 		}
+	})
+
+	t.Run("receivers and a delivery", func(t *testing.T) {
+		b, s := newTestBackend(t, nil, nil)
+		configReq(t, b, s, logical.UpdateOperation, "configure", minimalConfig())
+		created := cov.validate(t, b, s, logical.UpdateOperation, "configure/receiver/github", map[string]any{"provider": "github"}, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/receiver/github", map[string]any{"events": "push,ping"}, "")
+		cov.validate(t, b, s, logical.ReadOperation, "configure/receiver/github", nil, "")
+		cov.validate(t, b, s, logical.ListOperation, "configure/receiver/", nil, "")
+		rotated := cov.validate(t, b, s, logical.UpdateOperation, "configure/receiver/github/rotate", nil, "")
+		if created.Data["url_path"] == rotated.Data["url_path"] {
+			t.Fatalf("rotate kept the URL %v", created.Data["url_path"])
+		}
+		urlPath := fmt.Sprint(rotated.Data["url_path"])
+		d := receivertest.Push(t, receiver.GitHub, "refs/heads/main", strings.Repeat("c", 40), "")
+		var body map[string]any
+		if err := json.Unmarshal(d.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		cov.validateRequest(t, b, &logical.Request{
+			Operation: logical.UpdateOperation, Path: strings.TrimPrefix(urlPath, "/v1/flant_gitops/"), Data: body,
+			Headers: d.VaultHeaders(), Storage: s, MountPoint: "flant_gitops/", Unauthenticated: true,
+		})
+		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.DeleteOperation, "configure/receiver/github", nil, "")
 	})
 
 	t.Run("watch: status, runs, log, poll, cancel", func(t *testing.T) {
