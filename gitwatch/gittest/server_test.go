@@ -2,7 +2,10 @@ package gittest_test
 
 import (
 	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +65,57 @@ func TestServerCloneAndPushOverHTTP(t *testing.T) {
 	}
 	if st := srv.Stats(); st.Unauthorized != 0 {
 		t.Errorf("push needed %d unauthorized round trips, want 0", st.Unauthorized)
+	}
+}
+
+// TestPreReceiveRefusesContent: a RefuseContent hook refuses a push that
+// adds the marker, with its reason on the pusher's terminal, and lets the
+// others in.
+func TestPreReceiveRefusesContent(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "hooked")
+	first := repo.Commit(t, map[string]string{"a.txt": "one\n"})
+	repo.PreReceive(t, gittest.RefuseContent("FORBIDDEN-MARKER", "secret detected, remove it"))
+	tests := []struct {
+		name    string
+		content string
+		refused bool
+	}{
+		{"a commit adding the marker is refused", "x FORBIDDEN-MARKER y\n", true},
+		{"a commit without it lands", "two\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := repo.Head(t)
+			dir := filepath.Join(t.TempDir(), "clone")
+			url := strings.Replace(repo.URL(), "http://", "http://"+srv.Username()+":"+srv.Password()+"@", 1)
+			run := func(args ...string) (string, error) {
+				cmd := exec.Command("git", args...)
+				cmd.Dir = dir
+				cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+					"GIT_AUTHOR_NAME=T", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=T", "GIT_COMMITTER_EMAIL=t@example.com")
+				out, err := cmd.CombinedOutput()
+				return string(out), err
+			}
+			if out, err := exec.Command("git", "clone", "--quiet", url, dir).CombinedOutput(); err != nil {
+				t.Fatalf("clone: %v\n%s", err, out)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "b.txt"), []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := run("add", "b.txt"); err != nil {
+				t.Fatal(out)
+			}
+			if out, err := run("commit", "--quiet", "--no-gpg-sign", "-m", "b"); err != nil {
+				t.Fatal(out)
+			}
+			out, err := run("push", "origin", "HEAD:refs/heads/main")
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(out, "remote: secret detected, remove it") || repo.Head(t) != before):
+				t.Fatalf("push: %v\n%s\nhead %s, want refused with the reason, head %s", err, out, repo.Head(t), before)
+			case !tc.refused && (err != nil || repo.Head(t) == before || repo.Head(t) == first):
+				t.Fatalf("push: %v\n%s", err, out)
+			}
+		})
 	}
 }
