@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
@@ -18,6 +20,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -53,8 +56,18 @@ type Repo struct {
 	// before the first Patch.
 	Group GroupLimits
 
-	mu        sync.Mutex
-	queue     []*pending
+	// Budget, when set, bounds the bytes the requests of all repositories
+	// sharing it hold. Set it before the first Patch.
+	Budget *Budget
+
+	mu    sync.Mutex
+	queue []*pending
+	// heldBytes and heldBy count the bytes of the requests waiting or in
+	// flight, in all and by caller; heldMu guards them (taken after mu when
+	// both are).
+	heldMu    sync.Mutex
+	heldBytes int64
+	heldBy    map[string]int64
 	running   bool          // a worker goroutine owns the mirror
 	idle      chan struct{} // closed when that worker exits
 	closed    bool
@@ -85,7 +98,7 @@ func OpenRepo(ctx context.Context, dir string, remote Remote) (*Repo, error) {
 		return nil, fmt.Errorf("opening the local mirror of the patch target in %s: %w", dir, err)
 	}
 	m.Shallow = true
-	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth, target: []Trailer{
+	return &Repo{remote: remote, mirror: m, ep: ep, auth: auth, heldBy: map[string]int64{}, target: []Trailer{
 		{Key: gitwatch.TrailerRepository, Value: target.URL},
 		{Key: gitwatch.TrailerBranch, Value: target.Branch},
 	}}, nil
@@ -132,6 +145,9 @@ type TxnRequest struct {
 	// pushed. It runs again on every re-fetched tip after a lost race, in the
 	// repository's worker: it must not call Patch.
 	CheckBase func(ctx context.Context, tip string, m *gitwatch.Mirror) error
+	// Caller identifies who asks (the Vault entity, else the token's
+	// accessor): the queues are shared fairly between callers.
+	Caller string
 
 	MaxAttempts int
 	// Now stamps the commit; nil means time.Now.
@@ -194,6 +210,77 @@ func (e *RemoteError) Unwrap() error { return e.Err }
 
 // errMoved is one lost race: the branch tip was not the parent we built on.
 var errMoved = errors.New("the branch moved")
+
+// RefusedError means the git server took the push and refused it for a rule
+// of its own (a pre-receive hook, a size limit, a commit-message or author
+// rule) while the branch had not moved. A group refused so is retried in
+// parts; a request gets this error only when its own commit, pushed alone,
+// was refused. Reason holds the server's words.
+type RefusedError struct {
+	Branch string
+	URL    string
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("the git server %s refused this request's commit to branch %q: %s; nothing of it was pushed, change what the server's rule refuses (the other requests of its group were not held back)", e.URL, e.Branch, e.Reason)
+}
+
+// maxRemoteMessage bounds what is kept of the server's messages for a
+// refused push: enough for a hook's explanation, not a flood.
+const maxRemoteMessage = 4 << 10
+
+// remoteMessages keeps the first maxRemoteMessage bytes the server sends on
+// the progress sideband, where a hook's stderr arrives ("remote: ...").
+type remoteMessages struct{ buf []byte }
+
+func (m *remoteMessages) Write(p []byte) (int, error) {
+	if room := maxRemoteMessage - len(m.buf); room > 0 {
+		m.buf = append(m.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+// text is the messages as one line: control characters (colour codes,
+// carriage returns of progress meters) dropped, lines joined by "; ".
+func (m *remoteMessages) text() string {
+	var lines []string
+	for _, l := range strings.FieldsFunc(string(m.buf), func(r rune) bool { return r == '\n' || r == '\r' }) {
+		l = strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+				return -1
+			}
+			return r
+		}, l)
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "remote:"))
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+// refusal says why the server refused a push: its messages, then the status
+// of the update or the unpack.
+func refusal(report *packp.ReportStatus, msgs *remoteMessages, err error) string {
+	var parts []string
+	if t := msgs.text(); t != "" {
+		parts = append(parts, t)
+	}
+	switch {
+	case report != nil && report.UnpackStatus != "ok":
+		parts = append(parts, "unpack: "+report.UnpackStatus)
+	case report != nil:
+		for _, c := range report.CommandStatuses {
+			if c.Status != "ok" {
+				parts = append(parts, c.ReferenceName.Short()+": "+c.Status)
+			}
+		}
+	default:
+		parts = append(parts, err.Error())
+	}
+	return strings.Join(parts, "; ")
+}
 
 // commit writes the commit object, signed when the request has a signer.
 // Its message ends with the request's trailers and the Repo's target.
@@ -267,21 +354,41 @@ func (r *Repo) push(ctx context.Context, parent, commit plumbing.Hash, objs stor
 	if adv.Capabilities.Supports(capability.Atomic) {
 		upd.Capabilities.Set(capability.Atomic)
 	}
+	// The sideband carries a refusing hook's explanation.
+	msgs := &remoteMessages{}
+	if adv.Capabilities.Supports(capability.Sideband64k) {
+		upd.Capabilities.Set(capability.Sideband64k)
+		upd.Progress = msgs
+	}
 	upd.Commands = []*packp.Command{{Name: ref, Old: parent, New: commit}}
 	upd.Packfile = io.NopCloser(&pack)
 	report, err := sess.ReceivePack(ctx, upd)
 	if err == nil {
 		return nil
 	}
-	if report != nil && report.UnpackStatus == "ok" {
-		// The server refused the ref update. If the branch moved it was a lost
-		// race; otherwise (a protected branch, a hook) retrying cannot help.
+	if report != nil || tooLarge(err) {
+		// The server answered and refused. If the branch moved it was a
+		// lost race; otherwise a rule of the server refused the content.
 		moved, lerr := r.branchMoved(ctx, parent)
 		if lerr == nil && moved {
 			return errMoved
 		}
+		if lerr == nil {
+			return &RefusedError{Branch: r.remote.Branch, URL: r.remote.URL, Reason: refusal(report, msgs, err)}
+		}
 	}
 	return &RemoteError{Op: "pushing to", URL: r.remote.URL, Err: err}
+}
+
+// tooLarge: a proxy in front of the server refused the pack's size (HTTP
+// 413); a smaller push may pass.
+func tooLarge(err error) bool {
+	var ue *plumbing.UnexpectedError
+	if errors.As(err, &ue) {
+		err = ue.Err // it has no Unwrap
+	}
+	var he *githttp.Err
+	return errors.As(err, &he) && he.StatusCode() == http.StatusRequestEntityTooLarge
 }
 
 func (r *Repo) branchMoved(ctx context.Context, parent plumbing.Hash) (bool, error) {

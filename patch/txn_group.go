@@ -4,7 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,11 +20,14 @@ import (
 )
 
 // Group commit. One worker goroutine per Repo owns the mirror while requests
-// are waiting. It takes everything queued (within GroupLimits), fetches the
-// tip, applies the requests in arrival order, each as its own signed commit
-// on top of the previous one, and pushes the chain in one compare-and-swap
-// push. Requests that arrive meanwhile queue for the next group, so a burst
-// of N requests costs about two pushes, not N.
+// are waiting. It takes a group of what is queued (within GroupLimits, round
+// robin between callers), fetches the tip, applies the requests in arrival
+// order, each as its own signed commit on top of the previous one, and
+// pushes the chain in one compare-and-swap push. Requests that arrive
+// meanwhile queue for the next group, so a burst of N requests costs about
+// two pushes, not N. A chain the server refuses is pushed again in halves
+// until each refused commit is alone, so a group is never worse for a
+// member than its own push.
 
 // DefaultPushTimeout bounds one push of a group.
 const DefaultPushTimeout = 5 * time.Minute
@@ -34,12 +42,19 @@ type GroupLimits struct {
 	// MaxGroupBytes bounds the summed size of the requests of one push (the
 	// contents, values and messages they carry). A bigger request goes alone.
 	MaxGroupBytes int
+	// MaxQueuedBytes bounds the bytes (requestSize) the requests of the
+	// branch hold, waiting or in its group in flight. A request that does
+	// not fit is refused with a QueueFullError, unless the branch holds
+	// nothing: a request bigger than the budget goes alone.
+	MaxQueuedBytes int64
 }
 
 // DefaultGroupLimits: a group of 64 one-line bumps pushes a pack of a few
-// MiB; 256 waiting requests are four groups, a few seconds.
+// MiB; 256 waiting requests are four groups, a few seconds. The byte budget
+// of a branch comes from the memory limit (QueueBudgets).
 func DefaultGroupLimits() GroupLimits {
-	return GroupLimits{MaxQueued: 256, MaxGroup: 64, MaxGroupBytes: 32 << 20}
+	_, branch := QueueBudgets()
+	return GroupLimits{MaxQueued: 256, MaxGroup: 64, MaxGroupBytes: 32 << 20, MaxQueuedBytes: branch}
 }
 
 func (l GroupLimits) withDefaults() GroupLimits {
@@ -47,20 +62,132 @@ func (l GroupLimits) withDefaults() GroupLimits {
 	defaultIfNotPositive(&l.MaxQueued, d.MaxQueued)
 	defaultIfNotPositive(&l.MaxGroup, d.MaxGroup)
 	defaultIfNotPositive(&l.MaxGroupBytes, d.MaxGroupBytes)
+	defaultIfNotPositive(&l.MaxQueuedBytes, d.MaxQueuedBytes)
 	return l
 }
 
-// QueueFullError means the branch already has GroupLimits.MaxQueued
-// requests waiting. Nothing was done; RetryAfter estimates when the queue
-// will have drained.
+// DefaultMemoryLimit is what QueueBudgets sizes from when the process has no
+// memory limit; the plugin's main sets the same soft limit unless GOMEMLIMIT
+// is in its environment.
+const DefaultMemoryLimit = 256 << 20
+
+// QueueBudgets sizes the byte budgets of the patch queues from the process's
+// memory limit (GOMEMLIMIT or debug.SetMemoryLimit; DefaultMemoryLimit when
+// none is set). A queued request byte costs the plugin about three on the
+// heap (Vault's decoded request, the parsed commands, its blobs in the
+// group), so the plugin queues an eighth of the limit, under 40% of it on
+// the heap, and one branch half of that.
+func QueueBudgets() (plugin, branch int64) {
+	lim := debug.SetMemoryLimit(-1)
+	if lim <= 0 || lim == math.MaxInt64 {
+		lim = DefaultMemoryLimit
+	}
+	plugin = max(lim/8, 1<<20)
+	return plugin, plugin / 2
+}
+
+// QueueFullKind says which bound refused a request.
+type QueueFullKind int
+
+const (
+	// QueueCount: the branch has GroupLimits.MaxQueued requests waiting.
+	QueueCount QueueFullKind = iota
+	// QueueBytes: the branch's requests hold GroupLimits.MaxQueuedBytes.
+	QueueBytes
+	// PluginBytes: the requests of every branch hold the Budget shared by
+	// the plugin, or this caller holds half of it.
+	PluginBytes
+	// FairShare: the caller holds more than its fair share of the branch's
+	// queue while other callers wait.
+	FairShare
+)
+
+// QueueFullError means the request did not fit a bound of the queues.
+// Nothing of it was done; RetryAfter estimates when there will be room.
 type QueueFullError struct {
-	Branch     string
-	Queued     int
+	Kind   QueueFullKind
+	Branch string
+	// Queued is the number of requests waiting for the branch.
+	Queued int
+	// Held and Budget are the bytes held and the bound, for the byte kinds
+	// and FairShare (there, the caller's own and its share).
+	Held, Budget int64
+	// Size is the request's own size (requestSize).
+	Size int64
+	// Dropped: the request was waiting and was taken out of the queue to
+	// make room for a caller holding less than its share.
+	Dropped    bool
 	RetryAfter time.Duration
 }
 
 func (e *QueueFullError) Error() string {
+	switch e.Kind {
+	case QueueBytes:
+		return fmt.Sprintf("the patches of branch %q already hold %s, and this request's %s would pass the branch's budget of %s; nothing was done, retry in %s", e.Branch, mib(e.Held), mib(e.Size), mib(e.Budget), e.RetryAfter)
+	case PluginBytes:
+		return fmt.Sprintf("the plugin's patch queues of every branch hold %s of its budget of %s (sized from its memory limit; a caller holds at most half), no room for this request's %s; nothing was done, retry in %s", mib(e.Held), mib(e.Budget), mib(e.Size), e.RetryAfter)
+	case FairShare:
+		what := "this request was refused"
+		if e.Dropped {
+			what = "this request was taken out of the queue to make room for theirs"
+		}
+		return fmt.Sprintf("the caller of this request holds more than its fair share of branch %q's queue (%d patches waiting in all; its share is %d patches and %s) while other callers wait: %s, nothing of it was done, retry in %s", e.Branch, e.Queued, e.Held, mib(e.Budget), what, e.RetryAfter)
+	}
 	return fmt.Sprintf("branch %q already has %d patches waiting, the most it queues; nothing was done, retry in %s", e.Branch, e.Queued, e.RetryAfter)
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// Budget bounds the bytes (requestSize) that the patch requests of every
+// Repo sharing it hold at once, waiting or in flight: the plugin's, sized
+// from its memory limit. One caller holds at most half of it, so that
+// another caller always finds room.
+type Budget struct {
+	limit int64
+
+	mu     sync.Mutex
+	used   int64
+	byWhom map[string]int64
+}
+
+// NewBudget makes a budget of limit bytes.
+func NewBudget(limit int64) *Budget {
+	return &Budget{limit: limit, byWhom: map[string]int64{}}
+}
+
+// Used is how many bytes requests hold now.
+func (b *Budget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// take reserves n bytes for caller. The first request of an idle plugin
+// goes whatever its size (Vault's request size limit bounds it).
+func (b *Budget) take(caller string, n int64) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used > 0 && (b.used+n > b.limit || b.byWhom[caller]+n > b.limit/2) {
+		return false
+	}
+	b.used += n
+	b.byWhom[caller] += n
+	return true
+}
+
+func (b *Budget) give(caller string, n int64) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	if b.byWhom[caller] -= n; b.byWhom[caller] <= 0 {
+		delete(b.byWhom, caller)
+	}
 }
 
 // ClosedError means the repository was reconfigured or removed while the
@@ -105,21 +232,43 @@ func (p *Pool) release() {
 
 // pending is one request in the queue or in a group.
 type pending struct {
-	ctx   context.Context
-	req   TxnRequest
-	size  int
-	taken bool // in a group: its caller waits for done
-	done  chan struct{}
-	res   TxnResult
-	err   error
+	ctx    context.Context
+	req    TxnRequest
+	size   int64
+	caller string
+	taken  bool // in a group: its caller waits for done
+	done   chan struct{}
+	res    TxnResult
+	err    error
+	// release gives back the bytes it holds; nil once given.
+	release func()
 }
 
-// requestSize approximates what a request costs a group: the bytes it
-// brings in.
-func requestSize(req TxnRequest) int {
-	n := len(req.Message)
+// free gives back the bytes p holds, once.
+func (p *pending) free() {
+	if p.release != nil {
+		p.release()
+		p.release = nil
+	}
+}
+
+// Fixed costs counted by requestSize: the request's bookkeeping and each
+// command's, as held by Vault's decoded request and the parsed commands.
+const (
+	requestOverhead = 1 << 10
+	commandOverhead = 128
+)
+
+// requestSize approximates what a request costs while it waits and in its
+// group: the bytes it brings in, and a fixed cost per request and command,
+// so that no request is free.
+func requestSize(req TxnRequest) int64 {
+	n := requestOverhead + len(req.Message) + len(req.Author.Name) + len(req.Author.Email) + len(req.Caller)
+	for _, t := range req.Trailers {
+		n += len(t.Key) + len(t.Value)
+	}
 	for _, c := range req.Commands {
-		n += len(c.Path)
+		n += commandOverhead + len(c.Path)
 		if c.SetField != nil {
 			n += len(c.SetField.Field) + len(c.SetField.Value)
 		}
@@ -127,7 +276,7 @@ func requestSize(req TxnRequest) int {
 			n += len(*c.CreateFile.Content)
 		}
 	}
-	return n
+	return int64(n)
 }
 
 // Patch applies the request's commands in one commit on top of the branch
@@ -146,18 +295,27 @@ func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
 	if err := ctx.Err(); err != nil {
 		return TxnResult{Branch: r.remote.Branch}, fmt.Errorf("patching branch %q: %w", r.remote.Branch, err)
 	}
-	p := &pending{ctx: ctx, req: req, size: requestSize(req), done: make(chan struct{})}
+	p := &pending{ctx: ctx, req: req, size: requestSize(req), caller: req.Caller, done: make(chan struct{})}
 
 	r.mu.Lock()
 	lim := r.Group.withDefaults()
-	switch {
-	case r.closed:
+	if r.closed {
 		r.mu.Unlock()
 		return TxnResult{Branch: r.remote.Branch}, &ClosedError{Branch: r.remote.Branch}
-	case len(r.queue) >= lim.MaxQueued:
-		e := &QueueFullError{Branch: r.remote.Branch, Queued: len(r.queue), RetryAfter: r.retryAfter(lim)}
+	}
+	drop, dropErr, err := r.admit(p, lim)
+	if err == nil && !r.Budget.take(p.caller, p.size) {
+		err = &QueueFullError{Kind: PluginBytes, Branch: r.remote.Branch, Queued: len(r.queue), Held: r.Budget.Used(), Budget: r.Budget.limit, Size: p.size, RetryAfter: r.retryAfter(lim)}
+	}
+	if err != nil {
 		r.mu.Unlock()
-		return TxnResult{Branch: r.remote.Branch}, e
+		return TxnResult{Branch: r.remote.Branch}, err
+	}
+	r.hold(p)
+	for _, d := range drop {
+		r.unqueue(d)
+		d.taken = true
+		finish(d, TxnResult{Branch: r.remote.Branch}, dropErr)
 	}
 	r.queue = append(r.queue, p)
 	if !r.running {
@@ -173,12 +331,8 @@ func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
 	}
 	r.mu.Lock()
 	if !p.taken {
-		for i, q := range r.queue {
-			if q == p {
-				r.queue = append(r.queue[:i], r.queue[i+1:]...)
-				break
-			}
-		}
+		r.unqueue(p)
+		p.free()
 		r.mu.Unlock()
 		return TxnResult{Branch: r.remote.Branch}, fmt.Errorf("waiting for the other patches of branch %q: %w; nothing was pushed", r.remote.Branch, ctx.Err())
 	}
@@ -186,6 +340,133 @@ func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
 	// In a group: the worker drops it before the push, or the push decides.
 	<-p.done
 	return p.res, p.err
+}
+
+// unqueue takes p out of the waiting queue (r.mu held).
+func (r *Repo) unqueue(p *pending) {
+	for i, q := range r.queue {
+		if q == p {
+			r.queue = append(r.queue[:i], r.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// hold counts p's bytes against the branch until p is finished or leaves
+// (r.mu held). The plugin's Budget was taken by the caller of hold.
+func (r *Repo) hold(p *pending) {
+	r.heldBytes += p.size
+	r.heldBy[p.caller] += p.size
+	p.release = func() {
+		r.heldMu.Lock()
+		r.heldBytes -= p.size
+		if r.heldBy[p.caller] -= p.size; r.heldBy[p.caller] <= 0 {
+			delete(r.heldBy, p.caller)
+		}
+		r.heldMu.Unlock()
+		r.Budget.give(p.caller, p.size)
+	}
+}
+
+// callersWaiting counts the distinct callers of the waiting requests, plus
+// caller (r.mu held).
+func (r *Repo) callersWaiting(caller string) int {
+	seen := map[string]bool{caller: true}
+	for _, q := range r.queue {
+		seen[q.caller] = true
+	}
+	return len(seen)
+}
+
+// callersHolding counts the distinct callers holding bytes of the branch,
+// plus caller (r.mu held).
+func (r *Repo) callersHolding(caller string) int {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	n := len(r.heldBy)
+	if r.heldBy[caller] == 0 {
+		n++
+	}
+	return n
+}
+
+// admit decides whether p may queue (r.mu held; nothing changes when it
+// refuses). Within the branch's bounds everyone queues. At a bound, the
+// room is shared fairly: a caller holding less than its share (the bound
+// divided among the callers waiting, or holding bytes) takes the place of
+// the newest waiting requests of the caller holding the most, if that one
+// holds more than its share; admit returns them, to be answered with a
+// FairShare QueueFullError, the one admit returns with them. Otherwise p
+// is refused.
+func (r *Repo) admit(p *pending, lim GroupLimits) ([]*pending, *QueueFullError, error) {
+	refusal := func(kind QueueFullKind, held, budget int64) *QueueFullError {
+		return &QueueFullError{Kind: kind, Branch: r.remote.Branch, Queued: len(r.queue), Held: held, Budget: budget, Size: p.size, RetryAfter: r.retryAfter(lim)}
+	}
+	refuse := func(kind QueueFullKind, held, budget int64) ([]*pending, *QueueFullError, error) {
+		return nil, nil, refusal(kind, held, budget)
+	}
+	waiting := map[string][]*pending{} // by caller, in arrival order
+	for _, q := range r.queue {
+		waiting[q.caller] = append(waiting[q.caller], q)
+	}
+	r.heldMu.Lock()
+	total := r.heldBytes
+	held := maps.Clone(r.heldBy)
+	r.heldMu.Unlock()
+	countShare := max(lim.MaxQueued/r.callersWaiting(p.caller), 1)
+	byteShare := lim.MaxQueuedBytes / int64(r.callersHolding(p.caller))
+
+	// drop takes the newest waiting request of the caller (not p's) that
+	// holds the most by measure, if it holds more than share.
+	var dropped []*pending
+	drop := func(measure func(c string) int64, share int64) bool {
+		victim, most := "", int64(0)
+		for c := range waiting {
+			if c != p.caller && len(waiting[c]) > 0 && (measure(c) > most || measure(c) == most && c < victim) {
+				victim, most = c, measure(c)
+			}
+		}
+		if victim == "" || most <= share {
+			return false
+		}
+		q := waiting[victim][len(waiting[victim])-1]
+		waiting[victim] = waiting[victim][:len(waiting[victim])-1]
+		held[victim] -= q.size
+		total -= q.size
+		dropped = append(dropped, q)
+		return true
+	}
+	count := func(c string) int64 { return int64(len(waiting[c])) }
+	bytes := func(c string) int64 { return held[c] }
+
+	othersWait := len(waiting) > 1 || len(waiting) == 1 && len(waiting[p.caller]) == 0
+	if len(r.queue) >= lim.MaxQueued {
+		switch {
+		case othersWait && len(waiting[p.caller])+1 > countShare:
+			return refuse(FairShare, int64(countShare), byteShare)
+		case !drop(count, int64(countShare)):
+			return refuse(QueueCount, total, lim.MaxQueuedBytes)
+		}
+	}
+	if total > 0 && total+p.size > lim.MaxQueuedBytes {
+		if held[p.caller]+p.size > byteShare {
+			if held[p.caller] > 0 && othersWait {
+				return refuse(FairShare, int64(countShare), byteShare)
+			}
+			return refuse(QueueBytes, total, lim.MaxQueuedBytes)
+		}
+		for total+p.size > lim.MaxQueuedBytes {
+			if !drop(bytes, byteShare) {
+				return refuse(QueueBytes, total, lim.MaxQueuedBytes)
+			}
+		}
+	}
+	if len(dropped) == 0 {
+		return nil, nil, nil
+	}
+	e := refusal(FairShare, int64(countShare), byteShare)
+	e.Dropped, e.Size = true, 0
+	return dropped, e, nil
 }
 
 // retryAfter estimates how long the queue takes to drain, in whole seconds.
@@ -242,35 +523,69 @@ func (r *Repo) work() {
 	}
 }
 
-// take moves the next group out of the queue: arrival order, within the
-// group bounds, at least one request. Requests whose caller is gone are
-// dropped.
+// take moves the next group out of the queue, within the group bounds, at
+// least one request. Members are chosen round robin between callers (each
+// caller's in arrival order), so one caller's backlog does not hold the
+// others back for several groups; the chosen go out in arrival order. A
+// caller whose next request does not fit the group's bytes waits for the
+// next group. Requests whose caller is gone are dropped.
 func (r *Repo) take() []*pending {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	lim := r.Group.withDefaults()
-	var batch []*pending
-	bytes := 0
-	i := 0
-	for ; i < len(r.queue) && len(batch) < lim.MaxGroup; i++ {
-		p := r.queue[i]
+	live := r.queue[:0:0]
+	for _, p := range r.queue {
 		if p.ctx.Err() != nil {
 			p.taken = true
 			finish(p, TxnResult{Branch: r.remote.Branch}, fmt.Errorf("waiting for the other patches of branch %q: %w; nothing was pushed", r.remote.Branch, p.ctx.Err()))
 			continue
 		}
-		if len(batch) > 0 && bytes+p.size > lim.MaxGroupBytes {
-			break
-		}
-		p.taken = true
-		batch = append(batch, p)
-		bytes += p.size
+		live = append(live, p)
 	}
-	r.queue = append(r.queue[:0:0], r.queue[i:]...)
+	var callers []string // by their oldest waiting request
+	next := map[string][]int{}
+	for i, p := range live {
+		if _, ok := next[p.caller]; !ok {
+			callers = append(callers, p.caller)
+		}
+		next[p.caller] = append(next[p.caller], i)
+	}
+	chosen := make([]bool, len(live))
+	n, bytes := 0, int64(0)
+	for more := true; more && n < lim.MaxGroup; {
+		more = false
+		for _, c := range callers {
+			if len(next[c]) == 0 || n >= lim.MaxGroup {
+				continue
+			}
+			p := live[next[c][0]]
+			if n > 0 && bytes+p.size > int64(lim.MaxGroupBytes) {
+				next[c] = nil
+				continue
+			}
+			chosen[next[c][0]] = true
+			next[c] = next[c][1:]
+			n++
+			bytes += p.size
+			more = true
+		}
+	}
+	var batch, rest []*pending
+	for i, p := range live {
+		if chosen[i] {
+			p.taken = true
+			batch = append(batch, p)
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	r.queue = rest
 	return batch
 }
 
+// finish answers p and gives back the bytes it held.
 func finish(p *pending, res TxnResult, err error) {
+	p.free()
 	p.res, p.err = res, err
 	close(p.done)
 }
@@ -297,34 +612,75 @@ func groupContext(batch []*pending) (context.Context, context.CancelFunc) {
 	}
 }
 
-// runGroup builds and pushes the group, re-fetching and re-applying on a
-// lost race a bounded number of times with jittered backoff. Every member
-// is finished when it returns.
+// runGroup pushes the group; every member is finished when it returns.
 func (r *Repo) runGroup(batch []*pending) {
 	ctx, cancel := groupContext(batch)
 	defer cancel()
+	r.settle(ctx, batch)
+}
+
+// settle pushes live as one chain. When the server refuses the chain (not
+// a lost race), a chain of one commit answers that member with the
+// server's reason and the others are pushed again without it; a longer one
+// is split in two halves of its commits, each settled in turn, the second
+// rebuilt on what the first left. One refused member among n costs about
+// 2*log2(n) more pushes; all n refused, 2n-1. Each member still waits only
+// within its own request's time: a member whose caller is gone is dropped
+// before the next push.
+func (r *Repo) settle(ctx context.Context, live []*pending) {
+	live, attempts, err := r.pushChain(ctx, live)
+	if len(live) == 0 {
+		return
+	}
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		r.finishAll(live, attempts, err)
+		return
+	}
+	// The members with a commit in the refused chain; the others (no-ops
+	// on it) may answer otherwise once rebuilt without them.
+	var committed []int
+	for i, p := range live {
+		if !p.res.NoOp {
+			committed = append(committed, i)
+		}
+	}
+	if len(committed) == 1 {
+		p := live[committed[0]]
+		finish(p, TxnResult{Branch: r.remote.Branch, Parent: p.res.Parent, Attempts: attempts}, refused)
+		if rest := slices.Delete(slices.Clone(live), committed[0], committed[0]+1); len(rest) > 0 {
+			r.settle(ctx, rest)
+		}
+		return
+	}
+	mid := committed[len(committed)/2]
+	r.settle(ctx, slices.Clone(live[:mid]))
+	r.settle(ctx, slices.Clone(live[mid:]))
+}
+
+// pushChain builds and pushes live as one chain, re-fetching and
+// re-applying on a lost race a bounded number of times with jittered
+// backoff. It returns the members not finished, the attempts made and why.
+func (r *Repo) pushChain(ctx context.Context, live []*pending) ([]*pending, int, error) {
 	attempts := 0
-	for _, p := range batch {
+	for _, p := range live {
 		attempts = max(attempts, p.req.MaxAttempts)
 	}
 	if attempts <= 0 {
 		attempts = DefaultMaxAttempts
 	}
-	live := batch
 	for i := 1; ; {
 		var err error
 		live, err = r.attemptGroup(ctx, live, i)
 		switch {
 		case len(live) == 0:
-			return
+			return nil, i, nil
 		case errors.Is(err, errDropped):
 			continue // a caller left before the push: rebuild without it
 		case !errors.Is(err, errMoved):
-			r.finishAll(live, i, err)
-			return
+			return live, i, err
 		case i >= attempts:
-			r.finishAll(live, i, &ConflictError{Branch: r.remote.Branch, Attempts: i})
-			return
+			return live, i, &ConflictError{Branch: r.remote.Branch, Attempts: i}
 		}
 		// Full jitter over a doubling window keeps two writers that
 		// collided from colliding again in lockstep.
@@ -333,8 +689,7 @@ func (r *Repo) runGroup(batch []*pending) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			r.finishAll(live, i, fmt.Errorf("patching branch %q: %w", r.remote.Branch, ctx.Err()))
-			return
+			return live, i, fmt.Errorf("patching branch %q: %w", r.remote.Branch, ctx.Err())
 		case <-t.C:
 		}
 		i++

@@ -517,3 +517,107 @@ func TestShallowColdStart(t *testing.T) {
 		}
 	}
 }
+
+// The marker a test hook refuses, as secret push protection refuses a key.
+const (
+	refusedMarker = "FORBIDDEN-MARKER"
+	refusedReason = "push protection: a secret was found in the commit, remove it"
+)
+
+// TestGroupRefusedMemberAlone: the server's pre-receive hook refuses any
+// push holding a commit that adds the marker. Queued behind a group in
+// flight, the members go out as one group; each answers what its own push
+// alone would have: the clean ones land (each its own commit, in arrival
+// order), a marked one answers a RefusedError naming the hook's reason, and
+// nothing marked reaches the branch. A no-op on top of a refused commit is
+// rebuilt without it and answers for its own content.
+func TestGroupRefusedMemberAlone(t *testing.T) {
+	tests := []struct {
+		name  string
+		n     int
+		bad   []int
+		noOps map[int]int // member -> the marked member whose file it writes again
+	}{
+		{name: "one of eight", n: 8, bad: []int{3}},
+		{name: "the first and the last of eight", n: 8, bad: []int{0, 7}},
+		{name: "three of sixteen", n: 16, bad: []int{2, 9, 10}},
+		{name: "every one of four", n: 4, bad: []int{0, 1, 2, 3}},
+		{name: "a no-op on a refused commit is refused for its own content", n: 6, bad: []int{1}, noOps: map[int]int{4: 1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newTxnFixture(t, map[string]string{"seed.yaml": "s: 1\n"})
+			f.remote.PreReceive(t, gittest.RefuseContent(refusedMarker, refusedReason))
+			bad := map[int]bool{}
+			for _, i := range tc.bad {
+				bad[i] = true
+			}
+			content := func(i int) string {
+				if j, ok := tc.noOps[i]; ok {
+					i = j
+				}
+				if bad[i] {
+					return fmt.Sprintf("v: %d\ntoken: %s-%d\n", i, refusedMarker, i)
+				}
+				return fmt.Sprintf("v: %d\n", i)
+			}
+			file := func(i int) string {
+				if j, ok := tc.noOps[i]; ok {
+					i = j
+				}
+				return fmt.Sprintf("apps/%d.yaml", i)
+			}
+			refused := func(i int) bool {
+				j, noOp := tc.noOps[i]
+				return bad[i] || noOp && bad[j]
+			}
+			g := newGate()
+			first := f.requestN(100, createFile("first.yaml", "f: 1\n"))
+			first.CheckBase = g.check
+			firstDone := submit(t, context.Background(), f.repo, first, 0)
+			<-g.started
+			var chans []<-chan outcome
+			for i := range tc.n {
+				chans = append(chans, submit(t, context.Background(), f.repo, f.requestN(i, createFile(file(i), content(i))), i+1))
+			}
+			f.srv.ResetStats()
+			close(g.release)
+			if o := <-firstDone; o.err != nil {
+				t.Fatal(o.err)
+			}
+			var landed []string
+			for i, ch := range chans {
+				o := <-ch
+				var re *RefusedError
+				switch {
+				case refused(i) && (!errors.As(o.err, &re) || !strings.Contains(o.err.Error(), refusedReason) || !strings.Contains(o.err.Error(), f.remote.URL())):
+					t.Fatalf("member %d: %+v %v, want a RefusedError naming the hook's reason", i, o.res, o.err)
+				case !refused(i) && (o.err != nil || o.res.NoOp):
+					t.Fatalf("member %d: %+v %v, want it landed", i, o.res, o.err)
+				case !refused(i):
+					if len(landed) > 0 && o.res.Parent != landed[len(landed)-1] {
+						t.Fatalf("member %d built on %s, want the previous member's %s", i, o.res.Parent, landed[len(landed)-1])
+					}
+					landed = append(landed, o.res.Commit)
+				}
+			}
+			head := f.remote.Head(t)
+			if want := tc.n - len(tc.bad) - len(tc.noOps); len(landed) != want {
+				t.Fatalf("%d landed, want %d", len(landed), want)
+			}
+			if len(landed) > 0 && landed[len(landed)-1] != head {
+				t.Fatalf("head %s, last landed %s", head, landed[len(landed)-1])
+			}
+			for i := range tc.n {
+				if got := f.show(t, head, file(i)); (got == content(i)) == refused(i) {
+					t.Fatalf("%s = %q on the branch (refused: %v)", file(i), got, refused(i))
+				}
+			}
+			if out, _ := gitIn(t, f.remote.Dir, nil, "log", "-p", head); strings.Contains(out, refusedMarker) {
+				t.Fatal("a marked commit reached the branch")
+			}
+			// The first group's push is counted too.
+			t.Logf("%d members, %d refused: %d pushes", tc.n, len(tc.bad)+len(tc.noOps), f.srv.Stats().ReceivePacks-1)
+		})
+	}
+}
