@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -619,5 +621,195 @@ func TestGroupRefusedMemberAlone(t *testing.T) {
 			// The first group's push is counted too.
 			t.Logf("%d members, %d refused: %d pushes", tc.n, len(tc.bad)+len(tc.noOps), f.srv.Stats().ReceivePacks-1)
 		})
+	}
+}
+
+// TestGroupFairShare: one caller's no-op requests fill a branch's queue (by
+// count, or by bytes) behind a group in flight. Another caller's request is
+// still accepted: the first caller's newest waiting request makes room for
+// it and answers a FairShare QueueFullError; the first caller, above its
+// share while others wait, is refused, the others are not. The newcomer goes
+// out in the next group, not behind the first caller's backlog.
+func TestGroupFairShare(t *testing.T) {
+	big := strings.Repeat("x", 8<<10)
+	tests := []struct {
+		name    string
+		limits  GroupLimits
+		fill    int // the first caller's requests that fit
+		content string
+	}{
+		{name: "256 requests fill the queue", limits: GroupLimits{MaxQueued: 256}, fill: 256, content: "s: 1\n"},
+		{name: "requests of 8 KiB fill the byte budget", fill: 10, content: "s: " + big + "\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newTxnFixture(t, map[string]string{"seed.yaml": tc.content})
+			g := newGate()
+			first := f.requestN(0, createFile("first.yaml", "f: 1\n"))
+			first.CheckBase = g.check
+			noOp := func(i int) TxnRequest {
+				req := f.requestN(i, createFile("seed.yaml", tc.content))
+				req.Caller = "entity-flood"
+				return req
+			}
+			f.repo.Group = tc.limits
+			if tc.limits == (GroupLimits{}) {
+				// The group in flight and the flood fill it to the byte.
+				f.repo.Group.MaxQueuedBytes = requestSize(first) + int64(tc.fill)*requestSize(noOp(0))
+			}
+			firstDone := submit(t, context.Background(), f.repo, first, 0)
+			<-g.started
+			var flood []<-chan outcome
+			for i := range tc.fill {
+				flood = append(flood, submit(t, context.Background(), f.repo, noOp(i), i+1))
+			}
+			if _, err := f.repo.Patch(context.Background(), noOp(tc.fill)); !isQueueFull(err, -1) {
+				t.Fatalf("one more from the same caller: %v, want a QueueFullError", err)
+			}
+
+			// Another project's request is accepted, and goes in the next
+			// group: when it is checked, most of the flood still waits.
+			var waitingAtCheck int
+			other := f.requestN(1000, createFile("other.yaml", "o: 1\n"))
+			other.Caller = "entity-other"
+			other.CheckBase = func(context.Context, string, *gitwatch.Mirror) error {
+				waitingAtCheck = f.repo.queued()
+				return nil
+			}
+			otherDone := submit(t, context.Background(), f.repo, other, 0)
+			// The flood's newest made room for it (in the same step).
+			if o := <-flood[tc.fill-1]; !isQueueFull(o.err, FairShare) || !strings.Contains(o.err.Error(), "taken out of the queue") {
+				t.Fatalf("the flood's newest: %v, want a FairShare QueueFullError", o.err)
+			}
+			// Above its share while another waits: refused, for it only.
+			if _, err := f.repo.Patch(context.Background(), noOp(tc.fill+1)); !isQueueFull(err, FairShare) {
+				t.Fatalf("the flood again: %v, want a FairShare QueueFullError", err)
+			}
+			close(g.release)
+			if o := <-firstDone; o.err != nil {
+				t.Fatal(o.err)
+			}
+			o := <-otherDone
+			if o.err != nil || f.remote.Head(t) != o.res.Commit && f.show(t, f.remote.Head(t), "other.yaml") != "o: 1\n" {
+				t.Fatalf("the other caller: %+v %v, want it landed", o.res, o.err)
+			}
+			if tc.fill > 64 && waitingAtCheck < tc.fill-64 {
+				t.Fatalf("%d of the flood waited when the other caller's group ran, want its group to be the next (at least %d waiting)", waitingAtCheck, tc.fill-64)
+			}
+			for i, ch := range flood[:tc.fill-1] {
+				if o := <-ch; o.err != nil || !o.res.NoOp {
+					t.Fatalf("flood %d: %+v %v", i, o.res, o.err)
+				}
+			}
+		})
+	}
+}
+
+// isQueueFull: err is a QueueFullError of kind (any kind when -1).
+func isQueueFull(err error, kind QueueFullKind) bool {
+	var full *QueueFullError
+	return errors.As(err, &full) && (kind < 0 || full.Kind == kind) && full.RetryAfter >= time.Second && strings.Contains(err.Error(), "retry in")
+}
+
+// TestGroupQueueBytesBoundHeap: 16 requests of 24 MiB (24 files of 1 MiB,
+// within Vault's default request and JSON string limits) arrive behind a
+// push in flight, with small requests of other callers. The branch's and
+// the plugin's byte budgets (sized from the memory limit, the default here)
+// refuse what does not fit with a QueueBytes or PluginBytes error and a time
+// to retry, so the heap held while they wait stays bounded; the small
+// requests land, and so do the big ones that fit.
+func TestGroupQueueBytesBoundHeap(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		memLimit int64
+	}{
+		{"the default memory limit", DefaultMemoryLimit},
+		{"GOMEMLIMIT=1GiB", 1 << 30},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := debug.SetMemoryLimit(tc.memLimit)
+			defer debug.SetMemoryLimit(old)
+			testQueueBytesBoundHeap(t)
+		})
+	}
+}
+
+func testQueueBytesBoundHeap(t *testing.T) {
+	const big, bigMiB, small = 16, 24, 4
+	f := newTxnFixture(t, map[string]string{"seed.yaml": "s: 1\n"})
+	plugin, branch := QueueBudgets()
+	f.repo.Budget = NewBudget(plugin)
+	g := newGate()
+	first := f.requestN(0, createFile("first.yaml", "f: 1\n"))
+	first.CheckBase = g.check
+	firstDone := submit(t, context.Background(), f.repo, first, 0)
+	<-g.started
+
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	bigDone := make(chan outcome, big)
+	for i := range big {
+		go func() {
+			// Built here, so that nothing but the queue keeps it.
+			var cmds []Command
+			for j := range bigMiB {
+				cmds = append(cmds, createFile(fmt.Sprintf("big/%d/%d.txt", i, j), strings.Repeat(string(rune('a'+j)), 1<<20)))
+			}
+			req := f.requestN(100+i, cmds...)
+			req.Caller = fmt.Sprintf("entity-big-%d", i)
+			res, err := f.repo.Patch(context.Background(), req)
+			bigDone <- outcome{res, err}
+		}()
+	}
+	var smallDone []<-chan outcome
+	for i := range small {
+		req := f.requestN(200+i, createFile(fmt.Sprintf("small/%d.yaml", i), fmt.Sprintf("v: %d\n", i)))
+		req.Caller = fmt.Sprintf("entity-small-%d", i)
+		smallDone = append(smallDone, submit(t, context.Background(), f.repo, req, 0))
+	}
+	// Every big one is answered or waiting.
+	refused := 0
+	waitFor(t, func() bool {
+		for {
+			select {
+			case o := <-bigDone:
+				var full *QueueFullError
+				if !errors.As(o.err, &full) || full.Kind != QueueBytes && full.Kind != PluginBytes || !strings.Contains(o.err.Error(), "retry in") {
+					t.Fatalf("a big request: %v, want a byte budget's QueueFullError", o.err)
+				}
+				refused++
+			default:
+				return refused+f.repo.queued() >= big+small
+			}
+		}
+	})
+	after := heap()
+	held := after - min(after, before)
+	t.Logf("budgets: plugin %s, branch %s; %d of %d requests of %d MiB refused; the heap grew by %s while they waited (without the budgets: about %d MiB)",
+		mib(plugin), mib(branch), refused, big, bigMiB, mib(int64(held)), big*bigMiB)
+	if limit := uint64(2 * plugin); held > limit {
+		t.Fatalf("the heap grew by %s while the requests waited, want at most %s (twice the plugin's budget)", mib(int64(held)), mib(int64(limit)))
+	}
+	close(g.release)
+	if o := <-firstDone; o.err != nil {
+		t.Fatal(o.err)
+	}
+	for i, ch := range smallDone {
+		if o := <-ch; o.err != nil || o.res.NoOp {
+			t.Fatalf("small request %d: %+v %v, want it landed", i, o.res, o.err)
+		}
+	}
+	for range big - refused {
+		if o := <-bigDone; o.err != nil {
+			t.Fatalf("a big request that waited: %v", o.err)
+		}
+	}
+	if f.repo.Budget.Used() != 0 {
+		t.Fatalf("the plugin's budget holds %d bytes after every request finished", f.repo.Budget.Used())
 	}
 }
