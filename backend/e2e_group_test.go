@@ -18,21 +18,16 @@ import (
 // every push while the gate is closed: the test can then queue requests
 // behind a group whose push is in flight. Commits written straight into the
 // repository (CommitDirect) pass by it, as another writer's push would.
+// More steps of the hook (gittest.PreReceive) run after the gate.
 type pushGate struct{ dir string }
 
-func newPushGate(t *testing.T, e *patchE2E) *pushGate {
+func newPushGate(t *testing.T, e *patchE2E, steps ...string) *pushGate {
 	t.Helper()
 	g := &pushGate{dir: t.TempDir()}
-	hook := fmt.Sprintf(`#!/bin/sh
-cat >/dev/null
-if [ -f %[1]s/hold ]; then
+	e.remote.PreReceive(t, append([]string{fmt.Sprintf(`if [ -f %[1]s/hold ]; then
   touch %[1]s/started
   while [ -f %[1]s/hold ]; do sleep 0.05; done
-fi
-`, g.dir)
-	if err := os.WriteFile(filepath.Join(e.remote.Dir, "hooks", "pre-receive"), []byte(hook), 0o755); err != nil {
-		t.Fatal(err)
-	}
+fi`, g.dir)}, steps...)...)
 	return g
 }
 

@@ -39,6 +39,9 @@ type patchState struct {
 	// busy branch takes turns with the others.
 	pool  *patch.Pool
 	group patch.GroupLimits
+	// budget bounds the bytes the patches of every branch hold: the
+	// process's (pluginBudget), as memory is.
+	budget *patch.Budget
 
 	// idem holds the idempotency keys in flight and the record counts
 	// (patch_idempotency.go).
@@ -47,6 +50,15 @@ type patchState struct {
 	// tips remembers require_trusted_tip verdicts (patch_trusted_tip.go).
 	tips tipMemo
 }
+
+// pluginBudget is the one byte budget of the patch queues of every mount
+// this plugin process serves (Vault multiplexes mounts into one process),
+// sized from its memory limit: the one thing shared between mounts, as the
+// memory it guards is.
+var pluginBudget = sync.OnceValue(func() *patch.Budget {
+	plugin, _ := patch.QueueBudgets()
+	return patch.NewBudget(plugin)
+})
 
 // repoSlot holds the Repo of one branch. The Repo groups and serialises the
 // transactions itself; the lock only guards opening and replacing it. It is
@@ -74,7 +86,7 @@ func newPatchState(b *backend) *patchState {
 	if n, err := strconv.Atoi(os.Getenv(patchQueueEnv)); err == nil && n > 0 {
 		g.MaxQueued = n
 	}
-	return &patchState{b: b, slots: map[string]*repoSlot{}, pool: patch.NewPool(patchPoolSize()), group: g}
+	return &patchState{b: b, slots: map[string]*repoSlot{}, pool: patch.NewPool(patchPoolSize()), group: g, budget: pluginBudget()}
 }
 
 // transact runs one transaction on the branch's Repo, which groups it with
@@ -125,7 +137,7 @@ func (ps *patchState) openRepo(ctx context.Context, s logical.Storage, repo *rep
 	if err != nil {
 		return nil, err
 	}
-	r.Pool, r.Group = ps.pool, ps.group
+	r.Pool, r.Group, r.Budget = ps.pool, ps.group, ps.budget
 	slot.repo, slot.opened = r, opened
 	return r, nil
 }

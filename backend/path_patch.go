@@ -150,6 +150,7 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 			{Key: trailerVaultRequestID, Value: req.ID},
 		},
 		DryRun: pr.dryRun,
+		Caller: callerKey(req),
 	}
 	if txn.Message == "" {
 		txn.Message = repo.DefaultCommitMessage
@@ -198,6 +199,16 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 	}
 	claim.complete(ctx, data)
 	return &logical.Response{Data: data}, nil
+}
+
+// callerKey names who asks, for sharing the patch queues fairly: the Vault
+// entity, else the token (by its accessor), so that one CI project cannot
+// take the room of the others.
+func callerKey(req *logical.Request) string {
+	if req.EntityID != "" {
+		return "entity:" + req.EntityID
+	}
+	return "token:" + req.ClientTokenAccessor
 }
 
 func nonNil(s []string) []string {
@@ -325,6 +336,7 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 	var full *patch.QueueFullError
 	var base *patch.BaseError
 	var closed *patch.ClosedError
+	var refused *patch.RefusedError
 	var coded logical.HTTPCodedError
 	switch {
 	case errors.As(err, &full):
@@ -355,6 +367,11 @@ func patchErrorResponse(err error) (*logical.Response, error) {
 		return nil, logical.CodedError(code, pe.Error())
 	case errors.As(err, &conflict):
 		return nil, logical.CodedError(http.StatusConflict, conflict.Error())
+	case errors.As(err, &refused):
+		// 422: the request is well formed, but the server's rule refuses
+		// its content, and the same request would be refused again (a 409
+		// or 5xx would invite a retry). The reason is the server's own.
+		return nil, logical.CodedError(http.StatusUnprocessableEntity, refused.Error())
 	case errors.As(err, &remote):
 		return nil, logical.CodedError(http.StatusBadGateway, "git server: "+remote.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

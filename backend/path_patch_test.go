@@ -209,6 +209,10 @@ func TestPatchErrorStatus(t *testing.T) {
 		{&patch.BaseError{Branch: "main", Tip: "0123abcd", Err: errors.New("the tip is not signed")}, http.StatusConflict},
 		{&patch.BaseError{Branch: "main", Tip: "0123abcd", Err: logical.CodedError(http.StatusPreconditionFailed, "untrusted tip")}, http.StatusPreconditionFailed},
 		{&patch.ClosedError{Branch: "main"}, http.StatusServiceUnavailable},
+		{&patch.RefusedError{Branch: "main", URL: "https://git.example.com/x.git", Reason: "push protection: a secret was found"}, http.StatusUnprocessableEntity},
+		{&patch.QueueFullError{Kind: patch.QueueBytes, Branch: "main", Held: 16 << 20, Budget: 16 << 20, Size: 24 << 20, RetryAfter: time.Second}, http.StatusTooManyRequests},
+		{&patch.QueueFullError{Kind: patch.PluginBytes, Branch: "main", Held: 30 << 20, Budget: 32 << 20, Size: 24 << 20, RetryAfter: time.Second}, http.StatusTooManyRequests},
+		{&patch.QueueFullError{Kind: patch.FairShare, Branch: "main", Queued: 256, Held: 128, Budget: 8 << 20, Dropped: true, RetryAfter: time.Second}, http.StatusTooManyRequests},
 	}
 	for _, tc := range tests {
 		t.Run(tc.err.Error(), func(t *testing.T) {
