@@ -28,6 +28,9 @@ func newPushGate(t *testing.T, e *patchE2E, steps ...string) *pushGate {
   touch %[1]s/started
   while [ -f %[1]s/hold ]; do sleep 0.05; done
 fi`, g.dir)}, steps...)...)
+	// A test that fails with the gate closed must not leave a push held
+	// while Vault stops.
+	t.Cleanup(func() { os.Remove(filepath.Join(g.dir, "hold")) })
 	return g
 }
 

@@ -1,14 +1,18 @@
 package backend_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
@@ -148,4 +152,128 @@ func TestPatchFairShare(t *testing.T) {
 			t.Fatalf("the flood: status %d %v, want its queued no-ops answered", a.status, a.err)
 		}
 	}
+}
+
+// TestPatchBigRequestsPluginMemory: 16 requests of 24 MB (24 files of 1 MB,
+// within Vault's default request and JSON string limits) arrive behind a
+// push in flight, with small requests of other projects. The byte budgets,
+// sized from the plugin's memory limit (its default 256 MiB here), answer
+// the big ones 429 with a time to retry instead of holding them, so while
+// the push is still held the plugin process comes back within its memory
+// limit (VmRSS from /proc; holding them, it stayed over 1 GiB), and the
+// small requests land. The peak while Vault hands the plugin the 16
+// requests at once (VmHWM) is reported: it is decoded before any plugin
+// code runs, and only Vault's own limits bound it.
+func TestPatchBigRequestsPluginMemory(t *testing.T) {
+	const big, small, fileBytes, files = 16, 3, 1000 * 1000, 24
+	const memLimit = 256 << 20 // the plugin's default soft limit
+	e := newPatchE2E(t, burstFiles(big+small+1))
+	callers := e.callers(t, big+small+1)
+	pid := pluginPID(t, e)
+	gate := newPushGate(t, e)
+	tag := func(c burstCaller, v string) map[string]any {
+		return map[string]any{"commands": []any{setField(c.project+"/values.yml", "image.tag", v)}}
+	}
+	gate.close(t)
+	firstDone := make(chan answer, 1)
+	go func() {
+		d, id, st, err := patchReq(callers[0].client, tag(callers[0], "first"))
+		firstDone <- answer{d, id, st, err}
+	}()
+	gate.waitHeld(t)
+	baseline := procStatusKiB(t, pid, "VmRSS")
+
+	bigDone := make(chan answer, big)
+	for i := range big {
+		c := callers[1+i]
+		go func() {
+			var cmds []any
+			for j := range files {
+				cmds = append(cmds, map[string]any{"path": fmt.Sprintf("%s/big/%d.yml", c.project, j),
+					"createFile": map[string]any{"content": strings.Repeat(string(rune('a'+j)), fileBytes)}})
+			}
+			d, id, st, err := patchReq(c.client, map[string]any{"commands": cmds})
+			bigDone <- answer{d, id, st, err}
+		}()
+	}
+	var smallDone []chan answer
+	for i := range small {
+		c := callers[1+big+i]
+		ch := make(chan answer, 1)
+		smallDone = append(smallDone, ch)
+		go func() {
+			d, id, st, err := patchReq(c.client, tag(c, "small"))
+			ch <- answer{d, id, st, err}
+		}()
+	}
+	refused := 0
+	for range big {
+		a := <-bigDone
+		if a.status != http.StatusTooManyRequests || !strings.Contains(fmt.Sprint(a.err), "retry in") {
+			t.Fatalf("a big request behind the held push: status %d %v, want 429 with a time to retry", a.status, a.err)
+		}
+		refused++
+	}
+	answered := procStatusKiB(t, pid, "VmRSS")
+	// The runtime gives freed memory back to stay under its limit, which
+	// counts Go's memory, not the process's own (the baseline: binary,
+	// runtime); what is still held stays.
+	bound := memLimit + baseline<<10
+	rss := answered
+	for deadline := time.Now().Add(30 * time.Second); rss<<10 > bound && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		rss = procStatusKiB(t, pid, "VmRSS")
+	}
+	t.Logf("plugin RSS %d MiB before the big requests, %d MiB when %d of them were answered 429, %d MiB then, the push still held; peak (VmHWM) %d MiB; memory limit %d MiB",
+		baseline>>10, answered>>10, refused, rss>>10, procStatusKiB(t, pid, "VmHWM")>>10, memLimit>>20)
+	if rss<<10 > bound {
+		t.Fatalf("the plugin holds %d MiB while the push is held, over its memory limit of %d MiB and its %d MiB before", rss>>10, memLimit>>20, baseline>>10)
+	}
+	gate.open(t)
+	if a := <-firstDone; a.err != nil {
+		t.Fatalf("first: status %d %v", a.status, a.err)
+	}
+	for i, ch := range smallDone {
+		if a := <-ch; a.err != nil || a.data["no_op"] != false {
+			t.Fatalf("small request %d: status %d %v, want it landed", i, a.status, a.err)
+		}
+	}
+	head := e.remote.Head(t)
+	for i := range small {
+		c := callers[1+big+i]
+		if s := e.show(t, head, c.project+"/values.yml"); s != "image:\n  tag: small\n" {
+			t.Fatalf("%s/values.yml = %q", c.project, s)
+		}
+	}
+}
+
+// pluginPID is the plugin process Vault started for the mount.
+func pluginPID(t *testing.T, e *patchE2E) int {
+	t.Helper()
+	for _, pid := range vaulttest.ChildPIDs(t, e.v.Pid()) {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && filepath.Base(exe) == vaulttest.PluginName {
+			return pid
+		}
+	}
+	t.Fatalf("no %s process under Vault (pid %d)", vaulttest.PluginName, e.v.Pid())
+	return 0
+}
+
+// procStatusKiB reads a kB field of /proc/PID/status (VmRSS, VmHWM).
+func procStatusKiB(t *testing.T, pid int, field string) int64 {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte(field+":")); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(string(v)), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("/proc/%d/status %s: %v", pid, field, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/proc/%d/status has no %s", pid, field)
+	return 0
 }

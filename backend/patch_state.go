@@ -39,8 +39,10 @@ type patchState struct {
 	// busy branch takes turns with the others.
 	pool  *patch.Pool
 	group patch.GroupLimits
-	// budget bounds the bytes the patches of every branch hold: the
-	// process's (pluginBudget), as memory is.
+	// budget bounds the bytes the patch requests of every branch hold: the
+	// process's (pluginBudget), as memory is. pathPatchWrite takes it from
+	// a request's arrival to its answer, the whole time its copies live, so
+	// the Repos do not take it again.
 	budget *patch.Budget
 
 	// idem holds the idempotency keys in flight and the record counts
@@ -137,7 +139,7 @@ func (ps *patchState) openRepo(ctx context.Context, s logical.Storage, repo *rep
 	if err != nil {
 		return nil, err
 	}
-	r.Pool, r.Group, r.Budget = ps.pool, ps.group, ps.budget
+	r.Pool, r.Group = ps.pool, ps.group
 	slot.repo, slot.opened = r, opened
 	return r, nil
 }

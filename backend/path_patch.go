@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -93,6 +94,15 @@ type patchRequest struct {
 }
 
 func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	// 0. The plugin's byte budget, before anything is parsed: a request's
+	// copies (re-encoded, decoded, its blobs in a group) live until its
+	// answer, and a flood of big requests is refused before it costs them.
+	caller, size := callerKey(req), rawSize(req.Data)
+	if !ps.budget.Take(caller, size) {
+		return patchErrorResponse(&patch.QueueFullError{Kind: patch.PluginBytes, Held: ps.budget.Used(), Budget: ps.budget.Limit(), Size: size, RetryAfter: time.Second})
+	}
+	defer ps.budget.Give(caller, size)
+
 	// 1. Validate everything before anything else happens.
 	pr, err := parsePatchRequest(req, d)
 	var pe *patch.Error
@@ -150,7 +160,7 @@ func (ps *patchState) pathPatchWrite(ctx context.Context, req *logical.Request, 
 			{Key: trailerVaultRequestID, Value: req.ID},
 		},
 		DryRun: pr.dryRun,
-		Caller: callerKey(req),
+		Caller: caller,
 	}
 	if txn.Message == "" {
 		txn.Message = repo.DefaultCommitMessage
@@ -209,6 +219,29 @@ func callerKey(req *logical.Request) string {
 		return "entity:" + req.EntityID
 	}
 	return "token:" + req.ClientTokenAccessor
+}
+
+// rawSize is what a request's data weighs as it arrived: the bytes of its
+// strings and a fixed cost per value, without copying anything.
+func rawSize(v any) int64 {
+	const perValue = 16
+	switch v := v.(type) {
+	case string:
+		return perValue + int64(len(v))
+	case map[string]any:
+		n := int64(1 << 10)
+		for k, e := range v {
+			n += int64(len(k)) + rawSize(e)
+		}
+		return n
+	case []any:
+		n := int64(perValue)
+		for _, e := range v {
+			n += rawSize(e)
+		}
+		return n
+	}
+	return perValue
 }
 
 func nonNil(s []string) []string {

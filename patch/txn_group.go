@@ -155,6 +155,9 @@ func NewBudget(limit int64) *Budget {
 	return &Budget{limit: limit, byWhom: map[string]int64{}}
 }
 
+// Limit is the budget's size in bytes.
+func (b *Budget) Limit() int64 { return b.limit }
+
 // Used is how many bytes requests hold now.
 func (b *Budget) Used() int64 {
 	b.mu.Lock()
@@ -162,9 +165,10 @@ func (b *Budget) Used() int64 {
 	return b.used
 }
 
-// take reserves n bytes for caller. The first request of an idle plugin
-// goes whatever its size (Vault's request size limit bounds it).
-func (b *Budget) take(caller string, n int64) bool {
+// Take reserves n bytes for caller; false when they do not fit. The first
+// request of an idle plugin goes whatever its size (Vault's request size
+// limit bounds it). Give them back with Give.
+func (b *Budget) Take(caller string, n int64) bool {
 	if b == nil {
 		return true
 	}
@@ -178,7 +182,8 @@ func (b *Budget) take(caller string, n int64) bool {
 	return true
 }
 
-func (b *Budget) give(caller string, n int64) {
+// Give gives back what Take reserved.
+func (b *Budget) Give(caller string, n int64) {
 	if b == nil {
 		return
 	}
@@ -304,8 +309,8 @@ func (r *Repo) Patch(ctx context.Context, req TxnRequest) (TxnResult, error) {
 		return TxnResult{Branch: r.remote.Branch}, &ClosedError{Branch: r.remote.Branch}
 	}
 	drop, dropErr, err := r.admit(p, lim)
-	if err == nil && !r.Budget.take(p.caller, p.size) {
-		err = &QueueFullError{Kind: PluginBytes, Branch: r.remote.Branch, Queued: len(r.queue), Held: r.Budget.Used(), Budget: r.Budget.limit, Size: p.size, RetryAfter: r.retryAfter(lim)}
+	if err == nil && !r.Budget.Take(p.caller, p.size) {
+		err = &QueueFullError{Kind: PluginBytes, Branch: r.remote.Branch, Queued: len(r.queue), Held: r.Budget.Used(), Budget: r.Budget.Limit(), Size: p.size, RetryAfter: r.retryAfter(lim)}
 	}
 	if err != nil {
 		r.mu.Unlock()
@@ -364,7 +369,7 @@ func (r *Repo) hold(p *pending) {
 			delete(r.heldBy, p.caller)
 		}
 		r.heldMu.Unlock()
-		r.Budget.give(p.caller, p.size)
+		r.Budget.Give(p.caller, p.size)
 	}
 }
 
