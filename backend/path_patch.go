@@ -435,8 +435,11 @@ this order:
      of the previous one, and the chain goes out in one push. A request whose
      edit fails on the tip it lands on fails alone with its own status; the
      others go on. A push that lost a race re-fetches and re-applies the whole
-     group a few times; after that - 409. Git server unreachable or refusing -
-     502. A request whose caller has gone (timeout, disconnect) before its
+     group a few times; after that - 409. Git server unreachable or refusing
+     the plugin's credentials - 502. A push the server refuses by a rule of
+     its own (a pre-receive hook, a size limit) is pushed again in halves
+     until each refused commit is alone: that request is answered 422 with
+     the server's reason, the others land. A request whose caller has gone (timeout, disconnect) before its
      group's push starts is dropped, never committed later. A repository with
      require_trusted_tip refuses a tip it does not accept - 409 naming it.
 
@@ -444,7 +447,15 @@ At most 256 requests wait per branch (FLANT_GITOPS_PATCH_QUEUE in Vault's
 environment changes it); one more is answered 429 with a time to retry in,
 and nothing is done. 429, as Vault's own rate limits answer: the caller should
 slow down (a 503 would make Vault's clients retry at once into the full
-queue). Groups of all branches share a pool of a few workers and take turns,
+queue). The queues are bounded in bytes too, sized from the plugin's memory
+limit (GOMEMLIMIT, else 256 MiB): an eighth of it for all patches of the
+plugin (half of that at most for one caller), half of that for one branch; a
+request bigger than that goes only when there is nothing else. They are
+shared fairly: the caller (Vault entity, else token) is key; at a bound, a
+caller holding less than its share takes the place of the newest waiting
+request of the caller holding the most, which is answered 429; a caller over
+its share while others wait is answered 429. Groups are taken round robin
+between callers. Groups of all branches share a pool of a few workers and take turns,
 so one busy branch does not starve the others.
 
 The message ends with the trailers Requested-By (the Vault entity and its
