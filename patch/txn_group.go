@@ -360,8 +360,10 @@ func (r *Repo) unqueue(p *pending) {
 // hold counts p's bytes against the branch until p is finished or leaves
 // (r.mu held). The plugin's Budget was taken by the caller of hold.
 func (r *Repo) hold(p *pending) {
+	r.heldMu.Lock()
 	r.heldBytes += p.size
 	r.heldBy[p.caller] += p.size
+	r.heldMu.Unlock()
 	p.release = func() {
 		r.heldMu.Lock()
 		r.heldBytes -= p.size
