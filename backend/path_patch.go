@@ -218,7 +218,7 @@ func callerKey(req *logical.Request) string {
 	if req.EntityID != "" {
 		return "entity:" + req.EntityID
 	}
-	return "token:" + req.ClientTokenAccessor
+	return "accessor:" + req.ClientTokenAccessor
 }
 
 // rawSize is what a request's data weighs as it arrived: the bytes of its
