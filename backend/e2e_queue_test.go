@@ -158,12 +158,14 @@ func TestPatchFairShare(t *testing.T) {
 // within Vault's default request and JSON string limits) arrive behind a
 // push in flight, with small requests of other projects. The byte budgets,
 // sized from the plugin's memory limit (its default 256 MiB here), answer
-// the big ones 429 with a time to retry instead of holding them, so while
-// the push is still held the plugin process comes back within its memory
-// limit (VmRSS from /proc; holding them, it stayed over 1 GiB), and the
-// small requests land. The peak while Vault hands the plugin the 16
-// requests at once (VmHWM) is reported: it is decoded before any plugin
-// code runs, and only Vault's own limits bound it.
+// the big ones 429 with a time to retry instead of holding them (today's
+// main held them until the client gave up, over 1 GiB of RSS), so while
+// the push is still held the plugin process comes back under twice its
+// memory limit (VmRSS from /proc: when garbage is collected and pages given
+// back depends on the runtime, the limit itself is not a sharp bound), and
+// the small requests land. The peak while Vault hands the plugin the 16
+// requests at once (VmHWM) is reported: they are decoded before any plugin
+// code runs, and only Vault's own limits bound that.
 func TestPatchBigRequestsPluginMemory(t *testing.T) {
 	const big, small, fileBytes, files = 16, 3, 1000 * 1000, 24
 	const memLimit = 256 << 20 // the plugin's default soft limit
@@ -215,10 +217,9 @@ func TestPatchBigRequestsPluginMemory(t *testing.T) {
 		refused++
 	}
 	answered := procStatusKiB(t, pid, "VmRSS")
-	// The runtime gives freed memory back to stay under its limit, which
-	// counts Go's memory, not the process's own (the baseline: binary,
-	// runtime); what is still held stays.
-	bound := memLimit + baseline<<10
+	// The runtime gives freed memory back to stay near its limit; what is
+	// still held stays.
+	bound := int64(2 * memLimit)
 	rss := answered
 	for deadline := time.Now().Add(30 * time.Second); rss<<10 > bound && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		rss = procStatusKiB(t, pid, "VmRSS")
@@ -226,7 +227,7 @@ func TestPatchBigRequestsPluginMemory(t *testing.T) {
 	t.Logf("plugin RSS %d MiB before the big requests, %d MiB when %d of them were answered 429, %d MiB then, the push still held; peak (VmHWM) %d MiB; memory limit %d MiB",
 		baseline>>10, answered>>10, refused, rss>>10, procStatusKiB(t, pid, "VmHWM")>>10, memLimit>>20)
 	if rss<<10 > bound {
-		t.Fatalf("the plugin holds %d MiB while the push is held, over its memory limit of %d MiB and its %d MiB before", rss>>10, memLimit>>20, baseline>>10)
+		t.Fatalf("the plugin holds %d MiB while the push is held, over twice its memory limit of %d MiB", rss>>10, memLimit>>20)
 	}
 	gate.open(t)
 	if a := <-firstDone; a.err != nil {

@@ -813,3 +813,31 @@ func testQueueBytesBoundHeap(t *testing.T) {
 		t.Fatalf("the plugin's budget holds %d bytes after every request finished", f.repo.Budget.Used())
 	}
 }
+
+// TestRemoteMessages: what the server prints on the sideband reaches the
+// caller as one bounded line, without control characters.
+func TestRemoteMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []string
+		want string
+	}{
+		{"lines joined", []string{"remote: first\n", "second\r\n"}, "first; second"},
+		{"colour codes and progress dropped", []string{"\x1b[31mrefused\x1b[0m\r", "\r\n"}, "[31mrefused[0m"},
+		{"empty", []string{"\n\n"}, ""},
+		{"bounded", []string{strings.Repeat("x", 3*maxRemoteMessage)}, strings.Repeat("x", maxRemoteMessage)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &remoteMessages{}
+			for _, s := range tc.in {
+				if n, err := m.Write([]byte(s)); n != len(s) || err != nil {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+			}
+			if got := m.text(); got != tc.want {
+				t.Fatalf("text() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
