@@ -139,6 +139,18 @@ func TestE2EUpgradeAndDowngrade(t *testing.T) {
 	}
 	e.t = t
 
+	// While the pin is in effect a tune of the version is refused; deleting
+	// the pin and reloading gives the mount its own plugin_version again.
+	if out, errOut, code := srv.CLI(t, "secrets", "tune", "-plugin-version="+vaulttest.PluginVersion, vaulttest.MountPath+"/"); code == 0 || !strings.Contains(out+errOut, "pinned version") {
+		t.Errorf("secrets tune under a pin: exit %d\n%s%s\nwant it refused naming the pin", code, out, errOut)
+	}
+	e.cli("delete", "sys/plugins/pins/secret/"+vaulttest.PluginName)
+	e.cli("plugin", "reload", "-plugin="+vaulttest.PluginName)
+	e.waitRunningVersion(vaulttest.PluginVersion)
+	if v := e.status()["version"]; v != vaulttest.PluginVersion {
+		t.Errorf("status version %v after the pin was deleted, want the mount's own %s", v, vaulttest.PluginVersion)
+	}
+
 	// The catalog keeps both versions, each with its own sha256.
 	list, err := srv.Client.Sys().ListPlugins(&api.ListPluginsInput{Type: api.PluginTypeSecrets})
 	if err != nil {
