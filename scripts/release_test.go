@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -120,4 +121,55 @@ func firstDifference(a, b []byte) string {
 		}
 	}
 	return fmt.Sprintf("%d (one is a prefix of the other)", min(len(a), len(b)))
+}
+
+// TestReleaseSignsItsSums runs `make release` for one platform with a
+// SIGNING_KEY: SHA256SUMS lists every file with its right sum, gpg verifies
+// SHA256SUMS.sig with the public key, and both binaries carry the version.
+func TestReleaseSignsItsSums(t *testing.T) {
+	const version = "v9.8.6-signed"
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(t.TempDir(), "gnupg")
+	if err := os.Mkdir(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gpgEnv := []string{"GNUPGHOME=" + home}
+	run(t, root, gpgEnv, "gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Release <release@example.invalid>", "ed25519", "sign", "1d")
+	t.Cleanup(func() { _ = exec.Command("gpgconf", "--homedir", home, "--kill", "all").Run() })
+	out, err := exec.Command("gpg", "--homedir", home, "--list-secret-keys", "--with-colons").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fpr := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Split(line, ":"); f[0] == "fpr" && fpr == "" {
+			fpr = f[9]
+		}
+	}
+	dist := filepath.Join(t.TempDir(), "dist")
+	run(t, root, append(gpgEnv, "PLATFORMS=linux/amd64", "DIST="+dist, "VERSION="+version, "SIGNING_KEY="+fpr), "bash", "scripts/release.sh")
+
+	run(t, dist, gpgEnv, "gpg", "--batch", "--verify", "SHA256SUMS.sig", "SHA256SUMS")
+	run(t, dist, nil, "sha256sum", "--strict", "--check", "SHA256SUMS")
+	sums := string(readFile(t, filepath.Join(dist, "SHA256SUMS")))
+	for _, name := range []string{
+		"flant_gitops_" + version + "_linux_amd64", "flant_gitops_" + version + "_linux_amd64.zip",
+		"flant_gitops-patch_" + version + "_linux_amd64", "flant_gitops-patch_" + version + "_linux_amd64.zip",
+	} {
+		if !strings.Contains(sums, "  "+name+"\n") {
+			t.Errorf("SHA256SUMS does not list %s:\n%s", name, sums)
+		}
+		if bin := readFile(t, filepath.Join(dist, name)); !strings.HasSuffix(name, ".zip") && !bytes.Contains(bin, []byte(version)) {
+			t.Errorf("%s does not carry its version %s", name, version)
+		}
+	}
+	if runtime.GOOS == "linux" && runtime.GOARCH == "amd64" {
+		v, err := exec.Command(filepath.Join(dist, "flant_gitops-patch_"+version+"_linux_amd64"), "--version").Output()
+		if err != nil || string(v) != "flant_gitops-patch "+version+"\n" {
+			t.Errorf("flant_gitops-patch --version: %q, %v", v, err)
+		}
+	}
 }
