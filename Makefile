@@ -15,7 +15,7 @@ LDFLAGS := -X github.com/flant/flant_gitops/backend.Version=$(VERSION)
 TESTFLAGS ?=
 FUZZTIME ?= 5s
 
-.PHONY: all build vault-binary test vet unit fuzz enable stop bench clean
+.PHONY: all build vault-binary test vet unit fuzz enable stop bench clean release release-check
 
 all: build
 
@@ -34,6 +34,20 @@ bin/$(PLUGIN):
 bin/$(PLUGIN)-patch:
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/$(PLUGIN)-patch
+
+# The release into dist/: both commands for linux and darwin on amd64 and
+# arm64, plain and zipped, SHA256SUMS and, with SIGNING_KEY=<gpg key id>, its
+# detached signature SHA256SUMS.sig. Reproducible: README "Install" says how
+# to check a release against its tag. VERSION must be given (vX.Y.Z).
+release:
+	@[ -n "$(filter command line environment,$(origin VERSION))" ] || { echo "make release: give the version: make release VERSION=v1.2.3" >&2; exit 2; }
+	VERSION=$(VERSION) SIGNING_KEY=$(SIGNING_KEY) scripts/release.sh
+
+# Builds the release twice, from copies of HEAD at two different paths with
+# two build caches, and compares every file (16 builds: minutes, not part of
+# `make test`; scripts/release_test.go checks one target there).
+release-check:
+	scripts/release-check.sh
 
 # A real Vault for tests and `make enable`, from the pinned module (about 8
 # minutes and 4 GB of module cache when cold).
@@ -76,4 +90,4 @@ bench:
 	else $(GO) test ./... -run '^$$' -bench . -benchtime 1x; fi
 
 clean:
-	rm -rf bin/$(PLUGIN) bin/$(PLUGIN)-patch .cache
+	rm -rf bin/$(PLUGIN) bin/$(PLUGIN)-patch .cache dist

@@ -58,6 +58,10 @@ type backend struct {
 
 	// hooks keeps the webhook receivers' last deliveries (path_receiver.go).
 	hooks hookState
+
+	// format is the storage format found at Initialize, and the refusal
+	// of every request when a newer version wrote it (storage_format.go).
+	format formatGate
 }
 
 // Factory is the logical.Factory Vault calls for each mount.
@@ -110,6 +114,12 @@ func (b *backend) paths() []*framework.Path {
 }
 
 func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if err := b.initStorageFormat(ctx, req.Storage); err != nil {
+		return err
+	}
+	if _, refusal := b.format.get(); refusal != nil {
+		return nil
+	}
 	for _, f := range b.onInit {
 		if err := f(ctx, req); err != nil {
 			return err

@@ -73,7 +73,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if busy {
 		worker = "busy"
 	}
+	format, _ := b.format.get()
 	data := map[string]any{
+		"version":                       Version,
+		"storage_format":                format,
 		"configured":                    cfg != nil,
 		"last_successful_commit":        ls.Commit,
 		"last_successful_commit_source": ls.Source,
@@ -211,4 +214,9 @@ Reads what the watch last saw and did:
                           its id, name and version, or why it cannot be used
                           (e.g. it refused the client certificate); no run
                           starts while it cannot
+  version                 the plugin version serving this mount
+  storage_format          the format of this mount's storage (README
+                          "Upgrades"); an older version that cannot read it
+                          refuses every request naming the version that
+                          wrote it
 `

@@ -228,6 +228,9 @@ func runLogResponseFields() map[string]*framework.FieldSchema {
 
 func statusResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
+		"version": respString("Version of the plugin serving this mount (what `vault plugin info` and sys/mounts show as its running version)."),
+		"storage_format": {Type: framework.TypeInt, Required: true,
+			Description: "Format of this mount's storage, marked under storage_format with the version that wrote it; a version that reads only older formats refuses the mount naming that version."},
 		"configured":                    respBool("Whether configure is written."),
 		"last_successful_commit":        respString("SHA of the last successful commit; empty when none."),
 		"last_successful_commit_source": respString("Where it comes from: `run`, `operator`, `initial_last_successful_commit`, or empty."),

@@ -13,6 +13,7 @@ import (
 // (config/vault_access_rotation) by approle.StorageKeys.
 const (
 	mountIDKey = "mount_id"
+	// storageKeyFormat ("storage_format") is in storage_format.go.
 
 	storageKeyConfig          = "config"
 	storageKeyGitCredential   = "config/git_credential"
@@ -44,6 +45,7 @@ type storageKey struct {
 
 var storageKeys = append([]storageKey{
 	{mountIDKey, false},
+	{storageKeyFormat, false},
 	{storageKeyConfig, false},
 	{storageKeyGitCredential, true}, // password or SSH key
 	{storageKeyVaultAccess, true},   // secret_id

@@ -136,7 +136,7 @@ func NewCluster(t testing.TB, opts *ClusterOptions) *Cluster {
 	if !opts.NoPlugin {
 		leader := c.Leader(t)
 		leader.PluginSHA256 = c.PluginSHA256
-		leader.enablePlugin(t)
+		leader.enablePlugin(t, nil)
 	}
 	t.Logf("vaulttest: %d-node raft cluster ready in %s (active: %s)", n, time.Since(start).Round(time.Millisecond), c.Leader(t).ID)
 	return c

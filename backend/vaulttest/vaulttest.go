@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,6 +76,12 @@ type Options struct {
 	// default "debug" so that tests looking for leaked secrets see
 	// everything the plugin logs.
 	LogLevel string
+	// PluginVersions are more versions of the plugin, each built with its
+	// version linked in and registered in the catalog as the command
+	// flant_gitops-<version> beside PluginVersion, which the mount runs:
+	// what an upgrade or a downgrade moves the mount to. Server.PluginSHA256s
+	// has their sums.
+	PluginVersions []string
 }
 
 // Server is a running dev Vault. Fields are read-only.
@@ -93,6 +100,9 @@ type Server struct {
 	// PluginSHA256 is the hex sha256 of the registered plugin binary
 	// (empty with Options.NoPlugin).
 	PluginSHA256 string
+	// PluginSHA256s are the sums of every registered version by version:
+	// PluginVersion and Options.PluginVersions.
+	PluginSHA256s map[string]string
 	// VaultBinary is the vault executable in use.
 	VaultBinary string
 
@@ -111,8 +121,13 @@ func NewServer(t testing.TB, opts *Options) *Server {
 	root := RepoRoot(t)
 	vaultBin := VaultBinary(t)
 	var pluginDir, pluginSHA string
+	var sums map[string]string
 	if !opts.NoPlugin {
 		pluginDir, pluginSHA = buildPlugin(t, root)
+		sums = map[string]string{PluginVersion: pluginSHA}
+		if len(opts.PluginVersions) > 0 {
+			pluginDir, sums = buildPluginVersions(t, root, opts.PluginVersions)
+		}
 	}
 
 	var s *Server
@@ -129,8 +144,9 @@ func NewServer(t testing.TB, opts *Options) *Server {
 		t.Fatalf("vaulttest: %v", err)
 	}
 	s.PluginSHA256 = pluginSHA
+	s.PluginSHA256s = sums
 	if !opts.NoPlugin {
-		s.enablePlugin(t)
+		s.enablePlugin(t, opts.PluginVersions)
 	}
 	return s
 }
@@ -293,9 +309,9 @@ func (s *Server) newClient() (*api.Client, error) {
 	return c, nil
 }
 
-// enablePlugin registers the plugin with its sha256 and version and mounts
-// that exact version.
-func (s *Server) enablePlugin(t testing.TB) {
+// enablePlugin registers the plugin with its sha256 and version, and each of
+// more versions as flant_gitops-<version>, and mounts PluginVersion.
+func (s *Server) enablePlugin(t testing.TB, more []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -308,6 +324,18 @@ func (s *Server) enablePlugin(t testing.TB) {
 	})
 	if err != nil {
 		t.Fatalf("vaulttest: register plugin: %v\n%s", err, tail(s.Log(), 40))
+	}
+	for _, v := range more {
+		err := s.Client.Sys().RegisterPluginWithContext(ctx, &api.RegisterPluginInput{
+			Name:    PluginName,
+			Type:    api.PluginTypeSecrets,
+			Command: versionCommand(v),
+			SHA256:  s.PluginSHA256s[v],
+			Version: v,
+		})
+		if err != nil {
+			t.Fatalf("vaulttest: register plugin version %s: %v\n%s", v, err, tail(s.Log(), 40))
+		}
 	}
 	err = s.Client.Sys().MountWithContext(ctx, MountPath, &api.MountInput{
 		Type:   PluginName,
@@ -495,8 +523,9 @@ func buildVault(root, out string) error {
 	return nil
 }
 
-// pluginBuild is the plugin built once per test binary: building takes
-// seconds and every server of the process can share the read-only result.
+// pluginBuild is the plugin built once per test binary and version:
+// building takes seconds and every server of the process can share the
+// read-only result.
 type pluginBuild struct {
 	once sync.Once
 	dir  string
@@ -504,7 +533,106 @@ type pluginBuild struct {
 	err  error
 }
 
-var plugin pluginBuild
+var (
+	plugin pluginBuild
+
+	versionBuildsMu sync.Mutex
+	versionBuilds   = map[string]*pluginBuild{}
+)
+
+// versionCommand is the file name of a version's binary in the plugin
+// directory, the command it is registered with.
+func versionCommand(version string) string { return PluginName + "-" + version }
+
+// buildPluginVersions returns a plugin directory holding the PluginVersion
+// build as flant_gitops and each of versions as flant_gitops-<version>, and
+// every version's sha256. Like a single build it is named by content.
+func buildPluginVersions(t testing.TB, root string, versions []string) (string, map[string]string) {
+	t.Helper()
+	dir, sum := buildPlugin(t, root)
+	files := map[string]string{PluginName: filepath.Join(dir, PluginName)}
+	sums := map[string]string{PluginVersion: sum}
+	for _, v := range versions {
+		if v == PluginVersion || versionCommand(v) == PluginName || strings.ContainsAny(v, "/\\") {
+			t.Fatalf("vaulttest: plugin version %q: give versions other than %s, without slashes", v, PluginVersion)
+		}
+		versionBuildsMu.Lock()
+		b := versionBuilds[v]
+		if b == nil {
+			b = &pluginBuild{}
+			versionBuilds[v] = b
+		}
+		versionBuildsMu.Unlock()
+		b.once.Do(func() { b.dir, b.sum, b.err = doBuildPlugin(root, v) })
+		if b.err != nil {
+			t.Fatalf("vaulttest: build plugin %s: %v", v, b.err)
+		}
+		files[versionCommand(v)] = filepath.Join(b.dir, PluginName)
+		sums[v] = b.sum
+	}
+	set, err := linkPluginSet(filepath.Join(root, ".cache", "vaulttest"), files)
+	if err != nil {
+		t.Fatalf("vaulttest: %v", err)
+	}
+	return set, sums
+}
+
+// linkPluginSet makes (or finds) the directory cache/set-<digest> holding
+// files (name: source) as hard links, or copies across file systems.
+func linkPluginSet(cache string, files map[string]string) (string, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(h, "%s %s\n", n, files[n])
+	}
+	final := filepath.Join(cache, "set-"+hex.EncodeToString(h.Sum(nil))[:16])
+	if _, err := os.Stat(final); err == nil {
+		// Touched, so that pruneOldBuilds leaves a set in use alone.
+		now := time.Now()
+		_ = os.Chtimes(final, now, now)
+		return final, nil
+	}
+	tmp, err := os.MkdirTemp(cache, "set-build-")
+	if err != nil {
+		return "", fmt.Errorf("create plugin set dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	for _, n := range names {
+		dst := filepath.Join(tmp, n)
+		if err := os.Link(files[n], dst); err != nil {
+			if err := copyFile(files[n], dst); err != nil {
+				return "", err
+			}
+		}
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if _, statErr := os.Stat(final); statErr != nil {
+			return "", fmt.Errorf("install plugin set into %s: %w", final, err)
+		}
+	}
+	return final, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", src, err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", dst, err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	}
+	return out.Close()
+}
 
 // buildPlugin returns a directory holding only the plugin binary (the dev
 // server's plugin directory) and the binary's sha256. The directory is named
@@ -513,7 +641,7 @@ var plugin pluginBuild
 func buildPlugin(t testing.TB, root string) (dir, sum string) {
 	t.Helper()
 	plugin.once.Do(func() {
-		plugin.dir, plugin.sum, plugin.err = doBuildPlugin(root)
+		plugin.dir, plugin.sum, plugin.err = doBuildPlugin(root, PluginVersion)
 	})
 	if plugin.err != nil {
 		t.Fatalf("vaulttest: build plugin: %v", plugin.err)
@@ -521,7 +649,7 @@ func buildPlugin(t testing.TB, root string) (dir, sum string) {
 	return plugin.dir, plugin.sum
 }
 
-func doBuildPlugin(root string) (string, string, error) {
+func doBuildPlugin(root, version string) (string, string, error) {
 	cache := filepath.Join(root, ".cache", "vaulttest")
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		return "", "", fmt.Errorf("create %s: %w", cache, err)
@@ -532,7 +660,7 @@ func doBuildPlugin(root string) (string, string, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 	bin := filepath.Join(tmpDir, PluginName)
-	cmd := exec.Command("go", pluginBuildArgs(os.Getenv(raceEnv), bin)...)
+	cmd := exec.Command("go", pluginBuildArgs(os.Getenv(raceEnv), version, bin)...)
 	cmd.Dir = root
 	if os.Getenv(raceEnv) != "1" {
 		// Static, as `make build` builds it: the plugin binary is also the
@@ -557,14 +685,14 @@ func doBuildPlugin(root string) (string, string, error) {
 	return final, sum, nil
 }
 
-// pluginBuildArgs are the `go build` arguments for the plugin; race is the
-// value of VAULTTEST_RACE ("1" adds -race).
-func pluginBuildArgs(race, out string) []string {
+// pluginBuildArgs are the `go build` arguments for the plugin at version;
+// race is the value of VAULTTEST_RACE ("1" adds -race).
+func pluginBuildArgs(race, version, out string) []string {
 	args := []string{"build", "-trimpath"}
 	if race == "1" {
 		args = append(args, "-race")
 	}
-	return append(args, "-ldflags", "-X "+versionSymbol+"="+PluginVersion, "-o", out, pluginPackage)
+	return append(args, "-ldflags", "-X "+versionSymbol+"="+version, "-o", out, pluginPackage)
 }
 
 // raceReports returns the race detector's reports found in a server log, or

@@ -59,7 +59,7 @@ func TestPluginBuildArgs(t *testing.T) {
 		{"1", true},
 	}
 	for _, tt := range tests {
-		args := strings.Join(pluginBuildArgs(tt.race, "/out"), " ")
+		args := strings.Join(pluginBuildArgs(tt.race, PluginVersion, "/out"), " ")
 		if got := strings.Contains(args, " -race "); got != tt.wantRace {
 			t.Errorf("VAULTTEST_RACE=%q: go %s, want -race %v", tt.race, args, tt.wantRace)
 		}

@@ -72,6 +72,9 @@ Flags:
 // errHelp is returned for -h: the usage was printed and nothing else is done.
 var errHelp = flag.ErrHelp
 
+// errVersion is returned for --version: only the version is printed.
+var errVersion = errors.New("version asked")
+
 // invocation is what the arguments ask for.
 type invocation struct {
 	repo     string
@@ -162,8 +165,12 @@ func parseArgs(args []string, getenv func(string) string, stdin io.Reader, stder
 	fs.StringVar(&jwtEnv, "jwt-env", "VAULT_ID_TOKEN", "environment `variable` holding the job's id_token")
 	fs.StringVar(&inv.authMount, "auth-mount", "jwt", "`path` of the JWT auth method")
 	fs.StringVar(&idemFlag, "idempotency-key", idemAuto, "`key` that makes a retry answer the first result: auto (from the CI job), none, or the key itself")
+	showVersion := fs.Bool("version", false, "print the version of this client and exit")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errVersion
 	}
 
 	if err := checkMount("--mount", inv.mount); err != nil {

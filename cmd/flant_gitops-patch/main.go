@@ -27,6 +27,10 @@ const (
 	defaultMount = "flant_gitops"
 )
 
+// version is linked in by `make release` (-X main.version=vX.Y.Z), so a job
+// log shows which release it ran; a plain `go build` says "dev".
+var version = "dev"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
@@ -40,6 +44,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	inv, err := parseArgs(args, getenv, stdin, stderr)
 	if err != nil {
 		if errors.Is(err, errHelp) {
+			return exitOK
+		}
+		if errors.Is(err, errVersion) {
+			printf(stdout, "%s %s\n", programName, version)
 			return exitOK
 		}
 		printf(stderr, "%s: %v\n", programName, err)

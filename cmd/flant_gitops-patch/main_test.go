@@ -626,3 +626,16 @@ func FuzzRequestCarriesArgumentsExactly(f *testing.F) {
 		}
 	})
 }
+
+// TestVersionFlag: --version prints the linked version (make release sets
+// main.version) and sends nothing, even without a token.
+func TestVersionFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	noToken := func(string) string { return "" }
+	if code := run(context.Background(), []string{"--version"}, noToken, strings.NewReader(""), &stdout, &stderr); code != exitOK {
+		t.Fatalf("--version exit %d, stderr %q", code, stderr.String())
+	}
+	if got, want := stdout.String(), programName+" "+version+"\n"; got != want {
+		t.Errorf("--version printed %q, want %q", got, want)
+	}
+}
