@@ -134,67 +134,35 @@ func BenchmarkWebhook(b *testing.B) {
 		wg.Wait()
 		return out
 	}
-	// The requests are made before the burst, so the client's own JSON work
-	// does not compete with Vault's while answers are timed.
+	// The deliveries' bodies are made before the burst, so the client's own
+	// JSON work does not compete with Vault's while answers are timed.
 	d := receivertest.Push(b, receiver.GitHub, "refs/heads/main", head, "")
-	hooks := burst(func() time.Duration {
-		req, err := d.Request(srv.Addr + urlPath)
+	post := func(u string, want int) time.Duration {
+		req, err := d.Request(u)
 		if err != nil {
 			b.Error(err)
 			return 0
 		}
-		t0 := time.Now()
-		resp, err := http.DefaultClient.Do(req)
+		return timed(b, req, want)
+	}
+	get := func(u string) time.Duration {
+		req, err := http.NewRequest(http.MethodGet, u, nil)
 		if err != nil {
 			b.Error(err)
 			return 0
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Errorf("a delivery of the burst answered %d", resp.StatusCode)
-		}
-		return time.Since(t0)
-	})
-	health := burst(func() time.Duration {
-		t0 := time.Now()
-		resp, err := http.Get(srv.Addr + "/v1/sys/health")
-		if err != nil {
-			b.Error(err)
-			return 0
-		}
-		resp.Body.Close()
-		return time.Since(t0)
-	})
+		return timed(b, req, http.StatusOK)
+	}
+	hooks := burst(func() time.Duration { return post(srv.Addr+urlPath, http.StatusOK) })
+	health := burst(func() time.Duration { return get(srv.Addr + "/v1/sys/health") })
 	// The floor of any plugin path: an unknown receiver, answered 404 by the
 	// plugin without reading storage.
 	unknown := srv.Addr + urlPath[:strings.LastIndex(urlPath, "/")+1] + strings.Repeat("ab", 32)
-	floor := burst(func() time.Duration {
-		req, err := d.Request(unknown)
-		if err != nil {
-			b.Error(err)
-			return 0
-		}
-		t0 := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Error(err)
-			return 0
-		}
-		resp.Body.Close()
-		return time.Since(t0)
-	})
+	floor := burst(func() time.Duration { return post(unknown, http.StatusNotFound) })
 	var seqHook, seqHealth []time.Duration
 	for range 50 {
-		seqHook = append(seqHook, hooks[0])
-		d, _ := deliver(head)
-		seqHook[len(seqHook)-1] = d
-		t0 := time.Now()
-		resp, err := http.Get(srv.Addr + "/v1/sys/health")
-		if err != nil {
-			b.Fatal(err)
-		}
-		resp.Body.Close()
-		seqHealth = append(seqHealth, time.Since(t0))
+		seqHook = append(seqHook, post(srv.Addr+urlPath, http.StatusOK))
+		seqHealth = append(seqHealth, get(srv.Addr+"/v1/sys/health"))
 	}
 	b.Logf("one at a time: delivery answer median %s, sys/health median %s: %.2fx", median(seqHook), median(seqHealth), float64(median(seqHook))/float64(median(seqHealth)))
 	h, s := median(hooks), median(health)
@@ -204,6 +172,22 @@ func BenchmarkWebhook(b *testing.B) {
 		h, slices.Max(hooks), s, slices.Max(health), float64(h)/float64(s), f, float64(f)/float64(s), float64(h)/float64(f))
 	b.ReportMetric(float64(h)/float64(f), "burst-delivery/plugin-floor")
 	b.ReportMetric(float64(h)/float64(s), "burst-delivery/health")
+}
+
+// timed sends req and answers how long the answer took; another status
+// than want is an error of the benchmark.
+func timed(b *testing.B, req *http.Request, want int) time.Duration {
+	t0 := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Error(err)
+		return 0
+	}
+	resp.Body.Close()
+	if resp.StatusCode != want {
+		b.Errorf("%s %s answered %d, want %d", req.Method, req.URL.Path, resp.StatusCode, want)
+	}
+	return time.Since(t0)
 }
 
 // benchRounds is BENCH_ROUNDS, or def.
