@@ -42,7 +42,14 @@ func tuneHooks(t *testing.T, c *api.Client) {
 func newHookE2E(t *testing.T) *hookE2E {
 	t.Helper()
 	h := &hookE2E{watchE2E: newWatchE2E(t), urls: map[receiver.Provider]string{}, tokens: map[receiver.Provider]string{}}
-	tuneHooks(t, h.vault.Client)
+	// With the CLI, as the README and make enable do.
+	args := []string{"secrets", "tune"}
+	for _, name := range receiver.PassthroughHeaders() {
+		args = append(args, "-passthrough-request-headers="+name)
+	}
+	if out, errOut, code := h.vault.CLI(t, append(args, vaulttest.MountPath+"/")...); code != 0 {
+		t.Fatalf("vault %s: exit %d: %s%s", strings.Join(args, " "), code, out, errOut)
+	}
 	base := h.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
 	h.configure(map[string]any{
 		"git_repo_url": h.repo.URL(), "git_branch_name": "main",

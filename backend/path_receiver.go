@@ -526,7 +526,7 @@ func (b *backend) receiverForDelivery(ctx context.Context, s logical.Storage, id
 	return nil, fmt.Sprintf("refused: the %s header does not hold the receiver's token: set the token of the creating (or last rotate) answer in the forge", header), nil
 }
 
-var passthroughHint = "vault secrets tune -passthrough-request-header=" + strings.Join(receiver.PassthroughHeaders(), " -passthrough-request-header=") + " <mount>"
+var passthroughHint = "vault secrets tune -passthrough-request-headers=" + strings.Join(receiver.PassthroughHeaders(), " -passthrough-request-headers=") + " <mount>"
 
 // pathHookDeliver answers a forge's delivery, fast: it only reads the
 // receiver and wakes the worker, whatever the poll then does.
@@ -639,9 +639,9 @@ Vault hands plugins the parsed body, never its bytes, so body signatures
 also need their token in X-Gitlab-Token or X-Flant-Gitops-Token. The mount
 must pass the forges' headers through:
 
-  vault secrets tune -passthrough-request-header=X-GitHub-Event \
-      -passthrough-request-header=X-GitHub-Delivery -passthrough-request-header=X-Gitlab-Event \
-      -passthrough-request-header=X-Gitlab-Token ... flant_gitops/
+  vault secrets tune -passthrough-request-headers=X-GitHub-Event \
+      -passthrough-request-headers=X-GitHub-Delivery -passthrough-request-headers=X-Gitlab-Event \
+      -passthrough-request-headers=X-Gitlab-Token ... flant_gitops/
 
 (the README lists them all). Example:
 

@@ -111,7 +111,7 @@ fi
 hook_headers=(X-Event-Key X-Flant-Gitops-Token X-Forgejo-Delivery X-Forgejo-Event X-GitHub-Delivery
 	X-GitHub-Event X-Gitea-Delivery X-Gitea-Event X-Gitlab-Event X-Gitlab-Event-UUID X-Gitlab-Token
 	X-Gogs-Delivery X-Gogs-Event X-Request-Id X-Request-UUID)
-"$VAULT" secrets tune "${hook_headers[@]/#/-passthrough-request-header=}" flant_gitops/ >/dev/null
+"$VAULT" secrets tune "${hook_headers[@]/#/-passthrough-request-headers=}" flant_gitops/ >/dev/null
 
 # --- image -----------------------------------------------------------------
 say "building the local busybox image (no registry needed)"

@@ -115,7 +115,7 @@ func (p Provider) DefaultEvents() []string {
 }
 
 // PassthroughHeaders are the headers the mount must pass through to the
-// plugin (vault secrets tune -passthrough-request-header=...) for every
+// plugin (vault secrets tune -passthrough-request-headers=...) for every
 // provider to work.
 func PassthroughHeaders() []string {
 	var out []string
