@@ -147,6 +147,9 @@ func TestE2EReceivers(t *testing.T) {
 			if a.code != http.StatusOK || a.data["accepted"] != true {
 				t.Fatalf("%s push delivery: %d %s", p, a.code, a.body)
 			}
+			if strings.Contains(a.body, "unrecognized") {
+				t.Errorf("%s: the answer warns about the forge's payload fields: %s", p, a.body)
+			}
 			id, run := h.waitRun(c, "succeeded", func(_ string, r map[string]any) bool { return r["status"] == watch.RunSucceeded })
 			if run["trigger"] != "webhook" {
 				t.Errorf("%s: run %s was started by %v, want the webhook", p, id, run["trigger"])

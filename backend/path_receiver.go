@@ -251,8 +251,11 @@ func pathReceiver(b *backend) []*framework.Path {
 		{
 			// Unauthenticated (PathsSpecial): the forges call it without a
 			// Vault token.
-			Pattern:      "hooks/(?P<id>.+)",
-			DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationVerb: "deliver", OperationSuffix: "webhook"},
+			Pattern: "hooks/(?P<id>.+)",
+			// The body is the forge's payload, not fields of ours: no
+			// "unrecognized parameters" warning in every answer.
+			TakesArbitraryInput: true,
+			DisplayAttrs:        &framework.DisplayAttributes{OperationPrefix: "flant-gitops", OperationVerb: "deliver", OperationSuffix: "webhook"},
 			Fields: map[string]*framework.FieldSchema{
 				"id": {Type: framework.TypeString, Description: "The receiver's id, from the URL its creation answered."},
 			},
@@ -543,7 +546,9 @@ func (b *backend) pathHookDeliver(ctx context.Context, req *logical.Request, d *
 	if e == nil {
 		if refused != "" {
 			if known, _ := b.hooks.receiverByDigest(ctx, req.Storage, receiver.Digest(id)); known != nil {
-				b.hooks.record(ctx, req.Storage, known.Name, deliveryRecord{At: time.Now().UTC(), Provider: string(known.Provider), Outcome: refused})
+				r := deliveryRecord{At: time.Now().UTC(), Provider: string(known.Provider), Outcome: refused}
+				r.Event, r.DeliveryID = receiver.Identify(known.Provider, req.Headers)
+				b.hooks.record(ctx, req.Storage, known.Name, r)
 			}
 		}
 		return nil, errNoReceiver()
