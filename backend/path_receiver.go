@@ -37,11 +37,6 @@ type receiverEntry struct {
 	RotatedAt   time.Time         `json:"rotated_at"`
 }
 
-// receiverIndexEntry finds a receiver by the digest of the id in its URL.
-type receiverIndexEntry struct {
-	Name string `json:"name"`
-}
-
 // deliveryRecord is the last delivery a receiver got, for status.
 type deliveryRecord struct {
 	At         time.Time `json:"at"`
@@ -53,17 +48,19 @@ type deliveryRecord struct {
 }
 
 // hookState keeps each receiver's last delivery in memory and writes it
-// to storage at most every deliveryPersistEvery (or when the outcome
-// changes), so a storm of deliveries is not a storm of storage writes.
+// to storage at most every deliveryPersistEvery, whatever the outcomes, so
+// a storm of deliveries (or one alternating between outcomes) is not a
+// storm of storage writes.
 //
-// It also caches what a delivery reads (the receiver by id digest, the
-// watched branch), so answering a delivery costs no storage read: every
-// write of a receiver or of configure drops the cache, on this node through
-// the paths and on the others through Vault's invalidation.
+// It also caches what a delivery reads: every receiver, by the digest of
+// its id, loaded whole on first use, and the watched branch. Answering a
+// delivery, or a guessed id, then costs no storage read. Every write of a
+// receiver or of configure drops the cache, on this node through the paths
+// and on the others through Vault's invalidation.
 type hookState struct {
 	mu        sync.Mutex
 	last      map[string]deliveryRecord
-	persisted map[string]deliveryRecord
+	writtenAt map[string]time.Time
 
 	cacheMu   sync.Mutex
 	byDigest  map[string]*receiverEntry
@@ -81,25 +78,28 @@ func (h *hookState) invalidate() {
 // receiverByDigest is the receiver whose id has this digest, nil when none.
 func (h *hookState) receiverByDigest(ctx context.Context, s logical.Storage, digest string) (*receiverEntry, error) {
 	h.cacheMu.Lock()
-	e, ok := h.byDigest[digest]
+	all := h.byDigest
 	h.cacheMu.Unlock()
-	if ok {
-		return e, nil
+	if all == nil {
+		names, err := s.List(ctx, storagePrefixReceiver)
+		if err != nil {
+			return nil, err
+		}
+		all = make(map[string]*receiverEntry, len(names))
+		for _, name := range names {
+			e, err := getEntry[receiverEntry](ctx, s, storagePrefixReceiver+name)
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				all[e.IDDigest] = e
+			}
+		}
+		h.cacheMu.Lock()
+		h.byDigest = all
+		h.cacheMu.Unlock()
 	}
-	idx, err := getEntry[receiverIndexEntry](ctx, s, storagePrefixReceiverID+digest)
-	if err != nil || idx == nil {
-		return nil, err // unknown ids are not cached: they would fill it
-	}
-	if e, err = getEntry[receiverEntry](ctx, s, storagePrefixReceiver+idx.Name); err != nil || e == nil {
-		return nil, err
-	}
-	h.cacheMu.Lock()
-	if h.byDigest == nil {
-		h.byDigest = map[string]*receiverEntry{}
-	}
-	h.byDigest[digest] = e
-	h.cacheMu.Unlock()
-	return e, nil
+	return all[digest], nil
 }
 
 // watchedBranch is configure's git_branch_name, "" when not configured.
@@ -125,19 +125,19 @@ func (h *hookState) watchedBranch(ctx context.Context, s logical.Storage) (strin
 
 // invalidatesHooks says whether a change of storage key drops the cache.
 func invalidatesHooks(key string) bool {
-	return key == storageKeyConfig || strings.HasPrefix(key, storagePrefixReceiver) || strings.HasPrefix(key, storagePrefixReceiverID)
+	return key == storageKeyConfig || strings.HasPrefix(key, storagePrefixReceiver)
 }
 
 func (h *hookState) record(ctx context.Context, s logical.Storage, name string, r deliveryRecord) {
 	h.mu.Lock()
 	if h.last == nil {
-		h.last, h.persisted = map[string]deliveryRecord{}, map[string]deliveryRecord{}
+		h.last, h.writtenAt = map[string]deliveryRecord{}, map[string]time.Time{}
 	}
 	h.last[name] = r
-	p, ok := h.persisted[name]
-	write := !ok || p.Accepted != r.Accepted || p.Outcome != r.Outcome || r.At.Sub(p.At) >= deliveryPersistEvery
+	written, ok := h.writtenAt[name]
+	write := !ok || r.At.Sub(written) >= deliveryPersistEvery
 	if write {
-		h.persisted[name] = r
+		h.writtenAt[name] = r.At
 	}
 	h.mu.Unlock()
 	if write {
@@ -161,7 +161,7 @@ func (h *hookState) forget(name string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.last, name)
-	delete(h.persisted, name)
+	delete(h.writtenAt, name)
 }
 
 func pathReceiver(b *backend) []*framework.Path {
@@ -416,7 +416,7 @@ func (b *backend) pathReceiverWrite(ctx context.Context, req *logical.Request, d
 		}
 		return &logical.Response{Data: data}, nil
 	}
-	return b.issueReceiverSecrets(ctx, req, e, "")
+	return b.issueReceiverSecrets(ctx, req, e)
 }
 
 func (b *backend) pathReceiverRotate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -431,13 +431,13 @@ func (b *backend) pathReceiverRotate(ctx context.Context, req *logical.Request, 
 	if e == nil {
 		return logical.RespondWithStatusCode(logical.ErrorResponse("receiver %q does not exist: create it with provider=...", name), req, http.StatusNotFound)
 	}
-	return b.issueReceiverSecrets(ctx, req, e, e.IDDigest)
+	return b.issueReceiverSecrets(ctx, req, e)
 }
 
 // issueReceiverSecrets gives e a new id (and token), stores their digests
-// and answers them this once. The index entry of the old id goes last, so
-// a failure leaves the old URL working rather than none.
-func (b *backend) issueReceiverSecrets(ctx context.Context, req *logical.Request, e *receiverEntry, oldDigest string) (*logical.Response, error) {
+// in its one entry (so the old URL stops working with the same write) and
+// answers them this once.
+func (b *backend) issueReceiverSecrets(ctx context.Context, req *logical.Request, e *receiverEntry) (*logical.Response, error) {
 	id, err := receiver.NewSecret()
 	if err != nil {
 		return nil, err
@@ -450,16 +450,8 @@ func (b *backend) issueReceiverSecrets(ctx context.Context, req *logical.Request
 		e.TokenDigest = receiver.Digest(token)
 	}
 	e.IDDigest, e.RotatedAt = receiver.Digest(id), time.Now().UTC()
-	if err := putEntry(ctx, req.Storage, storagePrefixReceiverID+e.IDDigest, &receiverIndexEntry{Name: e.Name}); err != nil {
-		return nil, err
-	}
 	if err := putEntry(ctx, req.Storage, storagePrefixReceiver+e.Name, e); err != nil {
 		return nil, err
-	}
-	if oldDigest != "" {
-		if err := deleteEntry(ctx, req.Storage, storagePrefixReceiverID+oldDigest); err != nil {
-			return nil, err
-		}
 	}
 	data, err := b.receiverResponse(ctx, req.Storage, e)
 	if err != nil {
@@ -481,10 +473,6 @@ func (b *backend) pathReceiverDelete(ctx context.Context, req *logical.Request, 
 	defer b.hooks.invalidate()
 	e, err := getEntry[receiverEntry](ctx, req.Storage, storagePrefixReceiver+name)
 	if err != nil || e == nil {
-		return nil, err
-	}
-	// The URL stops working first.
-	if err := deleteEntry(ctx, req.Storage, storagePrefixReceiverID+e.IDDigest); err != nil {
 		return nil, err
 	}
 	if err := deleteEntry(ctx, req.Storage, storagePrefixReceiver+name); err != nil {

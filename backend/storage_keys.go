@@ -23,8 +23,7 @@ const (
 	storageKeyDockerEngine    = "config/docker_engine"
 	storagePrefixReceiver     = "config/receiver/"
 
-	// The receivers' index by id digest and their last deliveries.
-	storagePrefixReceiverID       = "receiver_id/"
+	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
 
 	storageKeyPolicy        = "patch/policy"
@@ -55,7 +54,6 @@ var storageKeys = append([]storageKey{
 	// Digests of the receivers' ids and tokens: 256 random bits each, so a
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},
-	{storagePrefixReceiverID, true},
 	{storagePrefixReceiverDelivery, false},
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},      // the plugin's private signing key
