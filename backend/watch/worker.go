@@ -146,11 +146,13 @@ type Worker struct {
 	// Push notifications (Notify) fold into one poll per pollMinInterval.
 	lastNotifyPoll time.Time
 	notifyTimer    *time.Timer
-	notifyPending  []string // the commits named by the folded notifications; "" for none named
-	mirror         Mirror
-	mirrorKey      string
-	runner         container.Runner
-	refused        *refusedVerdict // see poll.go
+	// notifyCommit is the one commit every folded notification named, ""
+	// when they named none or several; it is all a fold needs to decide.
+	notifyCommit string
+	mirror       Mirror
+	mirrorKey    string
+	runner       container.Runner
+	refused      *refusedVerdict // see poll.go
 }
 
 // New makes the worker of one mount; nothing runs before Start. It takes
@@ -306,9 +308,11 @@ func (w *Worker) Notify(s Storage, commit string) NotifyAnswer {
 		return NotifyAnswer{Message: fmt.Sprintf("the branch was last fetched at %s: nothing new to fetch", commit)}
 	}
 	if next := w.lastNotifyPoll.Add(w.pollMinInterval); now.Before(next) || w.busy {
-		w.notifyPending = append(w.notifyPending, commit)
 		if w.notifyTimer == nil {
+			w.notifyCommit = commit
 			w.notifyTimer = time.AfterFunc(max(next.Sub(now), 0), w.notifyDue)
+		} else if commit != w.notifyCommit {
+			w.notifyCommit = ""
 		}
 		return NotifyAnswer{Message: fmt.Sprintf("folded into the poll at %s", next.UTC().Format(time.RFC3339Nano))}
 	}
@@ -322,16 +326,7 @@ func (w *Worker) notifyDue() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.notifyTimer = nil
-	pending := w.notifyPending
-	w.notifyPending = nil
-	if w.stopped || len(pending) == 0 {
-		return
-	}
-	seen := true
-	for _, c := range pending {
-		seen = seen && c != "" && c == w.lastFetchedHead
-	}
-	if seen {
+	if w.stopped || (w.notifyCommit != "" && w.notifyCommit == w.lastFetchedHead) {
 		return
 	}
 	w.notifyPollLocked(w.deps.Now())
