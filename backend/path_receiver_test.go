@@ -17,7 +17,7 @@ import (
 // countingStorage counts the storage operations a request makes.
 type countingStorage struct {
 	logical.Storage
-	mu              sync.Mutex
+	mu               sync.Mutex
 	gets, puts, lsts int
 }
 
