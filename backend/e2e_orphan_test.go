@@ -17,7 +17,6 @@ import (
 	"github.com/flant/flant_gitops/backend/watch"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/container/dockertest"
-	"github.com/flant/flant_gitops/gitwatch/gittest"
 )
 
 // When only the Vault process dies (kill -9), its plugin process notices
@@ -90,27 +89,8 @@ func processAlive(pid int) bool {
 // did.
 func TestE2EOrphanStopsAtRunTimeout(t *testing.T) {
 	e := newWatchE2E(t)
-	image := dockertest.Image(t, e.docker)
-	initial := e.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
-	e.configure(map[string]any{
-		"git_repo_url":    e.repo.URL(),
-		"git_branch_name": "main",
-		"git_poll_period": fmt.Sprintf("%ds", int(watchE2EPollPeriod.Seconds())),
-		"required_number_of_verified_signatures_on_commit": 2,
-		"initial_last_successful_commit":                   initial,
-		"docker_image":                                     image,
-		"commands":                                         []string{"sh /git/step.sh"},
-		"run_timeout":                                      "15s",
-		"network_mode":                                     "none",
-	})
-	e.mountID, _ = e.status()["mount_id"].(string)
-	docker, mount := e.docker, e.mountID
-	t.Cleanup(func() {
-		found, _ := docker.Find(context.Background(), map[string]string{watch.LabelMount: mount})
-		for _, f := range found {
-			_ = docker.Remove(context.Background(), f.ID)
-		}
-	})
+	e.configureLongRun(dockertest.Image(t, e.docker))
+	e.configure(map[string]any{"run_timeout": "15s"})
 
 	long := e.commit("orphan\n", "echo orphan run started; while true; do echo still here; sleep 1; done", 0, 1)
 	id := e.pollAndWaitLog(long, "orphan run started")
