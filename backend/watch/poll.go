@@ -190,6 +190,9 @@ const refusalTTL = 10 * time.Minute
 // triggerPoll is the trigger of an operator's `vault write flant_gitops/poll`.
 const triggerPoll = "poll"
 
+// triggerWebhook is the trigger of a forge's delivery (Notify).
+const triggerWebhook = "webhook"
+
 // refusedVerdict is the last refused HEAD's check. Whoever may push notes
 // can make one check expensive; remembered while HEAD, the rule (keys,
 // quorum, plugin keys, last successful commit) and the signature refs stay

@@ -39,6 +39,13 @@ func TestRefusedHeadVerdictIsRemembered(t *testing.T) {
 			h.w.trigger = triggerPoll
 			h.w.mu.Unlock()
 		}, true},
+		// Anyone holding a receiver's URL can send deliveries: they never
+		// buy a new check of a refused HEAD.
+		{"a webhook delivery", func(h *harness) {
+			h.w.mu.Lock()
+			h.w.trigger = triggerWebhook
+			h.w.mu.Unlock()
+		}, false},
 		{"an operator retries", func(h *harness) {
 			h.w.mu.Lock()
 			h.w.forceRetry = true

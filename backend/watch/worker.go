@@ -335,7 +335,7 @@ func (w *Worker) notifyDue() {
 func (w *Worker) notifyPollLocked(now time.Time) {
 	w.lastNotifyPoll = now
 	if w.trigger == "" || w.trigger == "periodic" {
-		w.trigger = "webhook"
+		w.trigger = triggerWebhook
 	}
 	w.signalLocked()
 }
