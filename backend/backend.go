@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -64,6 +65,10 @@ type backend struct {
 	// statuses, notifications and metrics (events_backend.go).
 	events *events.Bus
 
+	// notify sends signed notifications of the bus's events
+	// (path_notification.go, backend/events/notify).
+	notify *notify.Notifier
+
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
 	format formatGate
@@ -97,6 +102,9 @@ func newBackend() *backend {
 	// Registered first, so it runs last: the watch's final events are
 	// published before the subscribers stop.
 	b.onClean = append(b.onClean, b.closeEvents)
+	// Before the watch, so it stops after it: the watch's last events are
+	// queued while this node still sends.
+	b.setupNotify()
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
 	// their own clock after newBackend.
@@ -117,6 +125,7 @@ func (b *backend) paths() []*framework.Path {
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathReceiver(b),
+		pathNotification(b),
 		pathsPatch(b.patch),
 	)
 }
@@ -141,6 +150,9 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 func (b *backend) invalidate(_ context.Context, key string) {
 	if invalidatesHooks(key) {
 		b.hooks.invalidate()
+	}
+	if strings.HasPrefix(key, storagePrefixNotification) {
+		b.notify.Invalidate()
 	}
 }
 

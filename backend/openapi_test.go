@@ -439,6 +439,17 @@ func TestResponseSchemas(t *testing.T) {
 		cov.validate(t, b, s, logical.DeleteOperation, "configure/receiver/github", nil, "")
 	})
 
+	t.Run("notification endpoints", func(t *testing.T) {
+		b, s := newTestBackend(t, nil, nil)
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat", map[string]any{"url": "https://relay.example.com/hook"}, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat", map[string]any{"events": "run.finished,commit.refused"}, "")
+		cov.validate(t, b, s, logical.ReadOperation, "configure/notification/chat", nil, "")
+		cov.validate(t, b, s, logical.ListOperation, "configure/notification/", nil, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat/rotate", map[string]any{"overlap": "1h"}, "")
+		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.DeleteOperation, "configure/notification/chat", nil, "")
+	})
+
 	t.Run("watch: status, runs, log, poll, cancel", func(t *testing.T) {
 		b, s := newTestBackend(t, nil, nil)
 		srv := gittest.NewServer(t)

@@ -68,6 +68,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	notifications, err := b.notificationsStatus(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	busy, _ := b.watch.Snapshot()
 	worker := "idle"
 	if busy {
@@ -92,6 +96,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"engine":                        engine,
 		"next_poll_at":                  formatTime(b.watch.NextPollAt()),
 		"receivers":                     receivers,
+		"notifications":                 notifications,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
@@ -215,6 +220,11 @@ Reads what the watch last saw and did:
                           (e.g. it refused the client certificate); no run
                           starts while it cannot
   version                 the plugin version serving this mount
+  notifications           each notification endpoint's delivery: its last
+                          attempt (when, event id and type, HTTP code or
+                          error, attempts), delivered, failed (refused by
+                          the endpoint), dropped (outbox full or 24h of
+                          retries) and pending counts
   storage_format          the format of this mount's storage (README
                           "Upgrades"); an older version that cannot read it
                           refuses every request naming the version that

@@ -248,6 +248,8 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"next_poll_at":         respOptString("When the next periodic poll is due (RFC 3339): each mount has a fixed place within git_poll_period, so the mounts of one Vault do not all fetch at once; empty until the first poll of this active node."),
 		"receivers": {Type: framework.TypeMap, Required: true,
 			Description: `Each webhook receiver's last delivery: {"<name>": {"last_delivery": {"at", "provider", "event", "delivery_id", "accepted", "outcome"} or null}}, so a broken hook can be told from a quiet repository.`},
+		"notifications": {Type: framework.TypeMap, Required: true,
+			Description: `Each notification endpoint's delivery: {"<name>": {"last_attempt_at", "last_event_id", "last_type", "last_http_code", "last_error", "last_attempts", "last_delivered_at", "delivered", "failed", "dropped", "pending"}}.`},
 		"mount_id": respOptString("Id of this mount; run containers carry it as label flant_gitops.mount."),
 		"engine": {Type: framework.TypeMap, Required: true,
 			Description: `The Docker engine the runs go to, checked now: {"host" ("local" or the address of configure/docker_engine), "reachable", and when reachable "id", "name", "version" of the engine, else "error" saying why it cannot be used}.`},

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"github.com/flant/flant_gitops/backend/approle"
+	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -22,6 +23,8 @@ const (
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
 	storagePrefixReceiver     = "config/receiver/"
+	// One notification endpoint each: URL, events, signing secrets.
+	storagePrefixNotification = "config/notification/"
 
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
@@ -55,11 +58,22 @@ var storageKeys = append([]storageKey{
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},
 	{storagePrefixReceiverDelivery, false},
+	{storagePrefixNotification, true}, // the signing secrets
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},      // the plugin's private signing key
 	{storagePrefixRepository, true},   // each repository's password or SSH key
 	{storagePrefixIdempotency, false}, // commit SHAs, paths and digests only
-}, append(watchKeys(), approleKeys()...)...)
+}, append(append(watchKeys(), approleKeys()...), notifyKeys()...)...)
+
+// notifyKeys are the notifier's: pending notification bodies (allow-listed
+// event fields), delivery counters and the refusals told; none a secret.
+func notifyKeys() []storageKey {
+	var out []storageKey
+	for _, k := range notify.StorageKeys() {
+		out = append(out, storageKey{k, false})
+	}
+	return out
+}
 
 // watchKeys are the worker's: state, runs and run logs (container output;
 // commands must not print secrets), none a secret.

@@ -112,7 +112,9 @@ type Options struct {
 	// burst of deliveries costs one write.
 	StatusEvery time.Duration // default 10s
 	Now         func() time.Time
-	Logger      hclog.Logger
+	// Logger is asked for the logger at each use: Vault sets the
+	// backend's logger after the notifier is made.
+	Logger func() hclog.Logger
 }
 
 func (o Options) withDefaults() Options {
@@ -144,7 +146,7 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	if o.Logger == nil {
-		o.Logger = hclog.NewNullLogger()
+		o.Logger = func() hclog.Logger { return nil }
 	}
 	return o
 }
@@ -154,7 +156,7 @@ type Notifier struct {
 	opts Options
 	// endpoints loads the configured endpoints (the backend reads its
 	// seal-wrapped entries); cached until Invalidate.
-	load func(ctx context.Context) ([]Endpoint, error)
+	load func(ctx context.Context, s Storage) ([]Endpoint, error)
 
 	mu        sync.Mutex
 	store     Storage // set while this node sends (Start..Stop)
@@ -170,7 +172,7 @@ type Notifier struct {
 const maxRefusalsKept = 32
 
 // New makes a Notifier; it sends nothing until Start.
-func New(load func(ctx context.Context) ([]Endpoint, error), opts Options) *Notifier {
+func New(load func(ctx context.Context, s Storage) ([]Endpoint, error), opts Options) *Notifier {
 	return &Notifier{opts: opts.withDefaults(), load: load}
 }
 
@@ -186,7 +188,7 @@ func (n *Notifier) Start(ctx context.Context, s Storage) error {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.workers = map[string]*worker{}
 	n.endpoints = nil
-	eps, err := n.endpointsLocked(ctx)
+	eps, err := n.endpointsLocked(ctx, s)
 	if err != nil {
 		n.cancel()
 		return err
@@ -204,7 +206,7 @@ func (n *Notifier) Start(ctx context.Context, s Storage) error {
 		if _, ok := eps[name]; !ok {
 			// The endpoint was deleted while this node did not send.
 			if err := deleteOutbox(ctx, s, name); err != nil {
-				n.opts.Logger.Warn("could not delete the outbox of a deleted notification endpoint", "endpoint", name, "error", err)
+				n.log().Warn("could not delete the outbox of a deleted notification endpoint", "endpoint", name, "error", err)
 			}
 		}
 	}
@@ -273,11 +275,11 @@ func (n *Notifier) Forget(ctx context.Context, s Storage, name string) error {
 	return s.Delete(ctx, StatusPrefix+name)
 }
 
-func (n *Notifier) endpointsLocked(ctx context.Context) (map[string]*Endpoint, error) {
+func (n *Notifier) endpointsLocked(ctx context.Context, s Storage) (map[string]*Endpoint, error) {
 	if n.endpoints != nil {
 		return n.endpoints, nil
 	}
-	list, err := n.load(ctx)
+	list, err := n.load(ctx, s)
 	if err != nil {
 		return nil, fmt.Errorf("reading the notification endpoints: %w", err)
 	}
@@ -290,10 +292,10 @@ func (n *Notifier) endpointsLocked(ctx context.Context) (map[string]*Endpoint, e
 }
 
 // endpoint is the current configuration of name, nil once deleted.
-func (n *Notifier) endpoint(ctx context.Context, name string) (*Endpoint, error) {
+func (n *Notifier) endpoint(ctx context.Context, s Storage, name string) (*Endpoint, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	eps, err := n.endpointsLocked(ctx)
+	eps, err := n.endpointsLocked(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +307,7 @@ func (n *Notifier) endpoint(ctx context.Context, name string) (*Endpoint, error)
 // already told is not told again.
 func (n *Notifier) Handle(ctx context.Context, e events.Event) {
 	if err := n.handle(ctx, e); err != nil {
-		n.opts.Logger.Error("a notification was not queued", "event", e.ID, "type", string(e.Kind), "error", err)
+		n.log().Error("a notification was not queued", "event", e.ID, "type", string(e.Kind), "error", err)
 	}
 }
 
@@ -320,7 +322,7 @@ func (n *Notifier) handle(ctx context.Context, e events.Event) error {
 	if s == nil {
 		return nil // not the sender
 	}
-	eps, err := n.endpointsLocked(ctx)
+	eps, err := n.endpointsLocked(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -374,7 +376,7 @@ func (n *Notifier) Sync(ctx context.Context) error {
 	if n.store == nil {
 		return nil
 	}
-	eps, err := n.endpointsLocked(ctx)
+	eps, err := n.endpointsLocked(ctx, n.store)
 	if err != nil {
 		return err
 	}
@@ -389,6 +391,13 @@ func (n *Notifier) Sync(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (n *Notifier) log() hclog.Logger {
+	if l := n.opts.Logger(); l != nil {
+		return l.Named("notify")
+	}
+	return hclog.NewNullLogger()
 }
 
 func (n *Notifier) run(w *worker) {

@@ -144,8 +144,8 @@ func (e *endpointServer) waitFor(t *testing.T, n int) []delivery {
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-func fixedEndpoints(eps ...Endpoint) func(context.Context) ([]Endpoint, error) {
-	return func(context.Context) ([]Endpoint, error) { return eps, nil }
+func fixedEndpoints(eps ...Endpoint) func(context.Context, Storage) ([]Endpoint, error) {
+	return func(context.Context, Storage) ([]Endpoint, error) { return eps, nil }
 }
 
 func startNotifier(t *testing.T, s Storage, opts Options, eps ...Endpoint) *Notifier {

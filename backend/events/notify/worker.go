@@ -89,7 +89,7 @@ func (w *worker) enqueue(ctx context.Context, msg *message) error {
 	}
 	w.mu.Unlock()
 	for _, id := range drop {
-		w.n.opts.Logger.Warn("notification outbox full: dropped the oldest", "endpoint", w.name, "event", id)
+		w.n.log().Warn("notification outbox full: dropped the oldest", "endpoint", w.name, "event", id)
 		if err := w.store.Delete(ctx, w.key(id)); err != nil {
 			return fmt.Errorf("dropping the oldest notification of a full outbox: %w", err)
 		}
@@ -117,7 +117,7 @@ func (w *worker) loop() {
 			if w.ctx.Err() != nil {
 				return
 			}
-			w.n.opts.Logger.Error("reading the notification outbox", "endpoint", w.name, "error", err)
+			w.n.log().Error("reading the notification outbox", "endpoint", w.name, "error", err)
 			if !w.sleep(w.n.opts.FirstRetry) {
 				return
 			}
@@ -207,9 +207,9 @@ type result struct {
 
 // attempt sends msg once and records what came of it.
 func (w *worker) attempt(msg *message) {
-	ep, err := w.n.endpoint(w.ctx, w.name)
+	ep, err := w.n.endpoint(w.ctx, w.store, w.name)
 	if err != nil {
-		w.n.opts.Logger.Error("reading a notification endpoint", "endpoint", w.name, "error", err)
+		w.n.log().Error("reading a notification endpoint", "endpoint", w.name, "error", err)
 		w.sleep(w.n.opts.FirstRetry)
 		return
 	}
@@ -241,7 +241,7 @@ func (w *worker) attempt(msg *message) {
 		w.mu.Unlock()
 		done = true
 	case !res.retry:
-		w.n.opts.Logger.Warn("notification refused by the endpoint; not retried", "endpoint", w.name, "event", msg.ID, "error", res.err)
+		w.n.log().Warn("notification refused by the endpoint; not retried", "endpoint", w.name, "event", msg.ID, "error", res.err)
 		w.mu.Lock()
 		w.st.Failed++
 		w.mu.Unlock()
@@ -253,7 +253,7 @@ func (w *worker) attempt(msg *message) {
 		}
 		next := now.Add(wait)
 		if next.Sub(msg.FirstAt) > w.n.opts.MaxAge {
-			w.n.opts.Logger.Warn("notification dropped: not delivered within the retry window", "endpoint", w.name, "event", msg.ID, "attempts", msg.Attempts, "error", res.err)
+			w.n.log().Warn("notification dropped: not delivered within the retry window", "endpoint", w.name, "event", msg.ID, "attempts", msg.Attempts, "error", res.err)
 			w.mu.Lock()
 			w.st.Dropped++
 			w.mu.Unlock()
@@ -270,12 +270,12 @@ func (w *worker) attempt(msg *message) {
 		raw, _ := json.Marshal(msg)
 		if err := w.store.Put(w.ctx, w.key(msg.ID), raw); err != nil {
 			// Kept in memory; a restart retries it sooner, which is allowed.
-			w.n.opts.Logger.Warn("could not record a notification's next attempt", "endpoint", w.name, "error", err)
+			w.n.log().Warn("could not record a notification's next attempt", "endpoint", w.name, "error", err)
 		}
 	}
 	if done {
 		if err := w.store.Delete(w.ctx, w.key(msg.ID)); err != nil {
-			w.n.opts.Logger.Warn("could not remove a finished notification from the outbox; it may be sent again", "endpoint", w.name, "error", err)
+			w.n.log().Warn("could not remove a finished notification from the outbox; it may be sent again", "endpoint", w.name, "error", err)
 		}
 		w.mu.Lock()
 		if len(w.pending) > 0 && w.pending[0] == msg.ID {
@@ -393,7 +393,7 @@ func (w *worker) flushStatus(ctx context.Context) {
 	w.mu.Unlock()
 	raw, _ := json.Marshal(st)
 	if err := w.store.Put(ctx, StatusPrefix+w.name, raw); err != nil {
-		w.n.opts.Logger.Warn("could not store a notification endpoint's status", "endpoint", w.name, "error", err)
+		w.n.log().Warn("could not store a notification endpoint's status", "endpoint", w.name, "error", err)
 	}
 }
 
