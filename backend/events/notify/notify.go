@@ -20,6 +20,7 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -158,8 +159,12 @@ type Notifier struct {
 	// seal-wrapped entries); cached until Invalidate.
 	load func(ctx context.Context, s Storage) ([]Endpoint, error)
 
-	mu        sync.Mutex
-	store     Storage // set while this node sends (Start..Stop)
+	mu    sync.Mutex
+	store Storage // set while this node sends (Start..Stop)
+	// stopped is the storage of the last Stop: events the bus still hands
+	// over while the plugin shuts down (a run's end) are written to the
+	// outbox for the next sender, not dropped.
+	stopped   Storage
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -177,8 +182,9 @@ func New(load func(ctx context.Context, s Storage) ([]Endpoint, error), opts Opt
 }
 
 // Start makes this node the sender: the outboxes a previous instance (or
-// another node) left are loaded and delivered. Events handled before Start
-// and after Stop are not notified: only the node that may write sends.
+// another node) left are loaded and delivered. Events handled before the
+// first Start are not notified (they are published where the sender is);
+// those handled after Stop are written to the outbox for the next sender.
 func (n *Notifier) Start(ctx context.Context, s Storage) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -186,7 +192,7 @@ func (n *Notifier) Start(ctx context.Context, s Storage) error {
 		return nil
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.workers = map[string]*worker{}
+	n.workers, n.stopped = map[string]*worker{}, nil
 	n.endpoints = nil
 	eps, err := n.endpointsLocked(ctx, s)
 	if err != nil {
@@ -234,7 +240,7 @@ func (n *Notifier) Stop(ctx context.Context) {
 		n.mu.Unlock()
 		return
 	}
-	n.store = nil
+	n.stopped, n.store = n.store, nil
 	n.cancel()
 	workers := n.workers
 	n.workers = nil
@@ -320,7 +326,10 @@ func (n *Notifier) handle(ctx context.Context, e events.Event) error {
 	defer n.mu.Unlock()
 	s := n.store
 	if s == nil {
-		return nil // not the sender
+		if n.stopped == nil {
+			return nil // never the sender: events are published where it sends
+		}
+		s = n.stopped
 	}
 	eps, err := n.endpointsLocked(ctx, s)
 	if err != nil {
@@ -351,6 +360,20 @@ func (n *Notifier) handle(ctx context.Context, e events.Event) error {
 	sort.Strings(targets)
 	var errs []error
 	for _, name := range targets {
+		msg := &message{ID: e.ID, Type: typ, Body: body, FirstAt: n.opts.Now().UTC()}
+		if n.store == nil {
+			// Stopped: the next sender's Start finds it.
+			// The bus may be closing (its context cancelled): the write
+			// is what keeps the event.
+			raw, err := json.Marshal(msg)
+			if err == nil {
+				err = s.Put(context.WithoutCancel(ctx), OutboxPrefix+name+"/"+msg.ID, raw)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("endpoint %s: writing the notification to the outbox: %w", name, err))
+			}
+			continue
+		}
 		w := n.workers[name]
 		if w == nil {
 			if w, err = n.newWorker(ctx, s, name); err != nil {
@@ -360,7 +383,6 @@ func (n *Notifier) handle(ctx context.Context, e events.Event) error {
 			n.workers[name] = w
 			n.run(w)
 		}
-		msg := &message{ID: e.ID, Type: typ, Body: body, FirstAt: n.opts.Now().UTC()}
 		if err := w.enqueue(ctx, msg); err != nil {
 			errs = append(errs, fmt.Errorf("endpoint %s: %w", name, err))
 		}
