@@ -373,3 +373,66 @@ func TestE2ENotificationsCarryNoSecret(t *testing.T) {
 	}
 	assertNoSecrets(t, f.tg, sent.String())
 }
+
+// TestE2ENotificationsHA: on a 3-node Raft cluster, an endpoint configured
+// through a standby gets the active node's notifications, and one pending
+// when the active node steps down is delivered by the next one under the
+// same id.
+func TestE2ENotificationsHA(t *testing.T) {
+	docker := dockertest.Runner(t)
+	image := dockertest.Image(t, docker)
+	var nodeEnv [][]string
+	for range 3 {
+		nodeEnv = append(nodeEnv, []string{cacheDirEnv + "=" + t.TempDir()})
+	}
+	cluster := vaulttest.NewCluster(t, &vaulttest.ClusterOptions{NodeEnv: nodeEnv})
+	base := haWatchSetup(t, cluster, docker, image)
+	rec := newNotifyReceiver(t)
+
+	standby := cluster.Standbys(t)[0]
+	created, err := standby.Client.Logical().Write(vaulttest.MountPath+"/configure/notification/relay", map[string]any{"url": rec.srv.URL})
+	if err != nil || created == nil {
+		t.Fatalf("creating the endpoint through standby %s: %v", standby.ID, err)
+	}
+	rec.mu.Lock()
+	rec.secret, _ = created.Data["generated_secret"].(string)
+	rec.down = true
+	rec.mu.Unlock()
+
+	leader := cluster.Leader(t)
+	e := base.on(t, leader)
+	c := e.commit("notified across a step-down\n", "echo step-down", 0, 1)
+	id, _ := e.pollAndWait(c, watch.RunSucceeded)
+	first := rec.waitFor("run.started refused with 503", func(q notifyRequest) bool {
+		return q.typ == "run.started" && q.data["run"] == id && q.code == http.StatusServiceUnavailable
+	})
+	old := cluster.StepDown(t)
+	next := cluster.Leader(t)
+	t.Logf("step-down: %s was active, %s is now", old.ID, next.ID)
+	rec.mu.Lock()
+	rec.down = false
+	rec.mu.Unlock()
+	got := rec.waitFor("run.started after the step-down", delivered("run.started", "run", id))
+	if got.id != first.id || string(got.body) != string(first.body) {
+		t.Errorf("after the step-down: id %s, the pending one was %s", got.id, first.id)
+	}
+	rec.waitFor("run.finished after the step-down", delivered("run.finished", "run", id))
+	// The delivery shows through any node (status is forwarded).
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st, _ := base.on(t, cluster.Standbys(t)[0]).status()["notifications"].(map[string]any)
+		relay, _ := st["relay"].(map[string]any)
+		if fmt.Sprint(relay["pending"]) == "0" && fmt.Sprint(relay["last_http_code"]) == "200" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status through a standby: %v", relay)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, q := range rec.requests() {
+		if !q.verified {
+			t.Errorf("a request the receiver could not verify: %s", q.id)
+		}
+	}
+}
