@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -103,8 +104,9 @@ func newEndpoint(t *testing.T, answer func(n int) (int, http.Header)) *endpointS
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		e.mu.Lock()
-		code, h := e.answer(len(e.got))
-		e.got = append(e.got, delivery{header: r.Header.Clone(), body: body, code: code})
+		e.got = append(e.got, delivery{header: r.Header.Clone(), body: body})
+		code, h := e.answer(len(e.got) - 1)
+		e.got[len(e.got)-1].code = code
 		e.mu.Unlock()
 		for k, v := range h {
 			w.Header()[k] = v
@@ -593,6 +595,34 @@ func TestRedactURL(t *testing.T) {
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestStaleTimestampIsRefused: the receivers of these tests verify with the
+// library's tolerance check, so a notification signed more than 5 minutes
+// ago (a replay, or a sender with a wrong clock) is refused, not accepted.
+func TestStaleTimestampIsRefused(t *testing.T) {
+	wh, _ := standardwebhooks.NewWebhook(testSecret)
+	ep := newEndpoint(t, func(int) (int, http.Header) { return 0, nil })
+	ep.answer = func(n int) (int, http.Header) {
+		d := ep.got[n]
+		if err := wh.Verify(d.body, d.header); err != nil {
+			return http.StatusUnauthorized, nil
+		}
+		return http.StatusOK, nil
+	}
+	for _, tc := range []struct {
+		skew time.Duration
+		want int
+	}{{0, http.StatusOK}, {-6 * time.Minute, http.StatusUnauthorized}, {6 * time.Minute, http.StatusUnauthorized}} {
+		s := newMem()
+		n := startNotifier(t, s, Options{Now: func() time.Time { return time.Now().Add(tc.skew) }},
+			Endpoint{Name: "x", URL: ep.URL, Types: DefaultTypes, Secret: testSecret})
+		n.Handle(context.Background(), runFinished(fmt.Sprintf("evt_skew%d", int(tc.skew.Minutes()))))
+		st := waitStatus(t, n, s, "x", func(st Status) bool { return st.LastAttempts == 1 })
+		if st.LastHTTPCode != tc.want {
+			t.Errorf("signed %s off: the receiver answered %d, want %d", tc.skew, st.LastHTTPCode, tc.want)
 		}
 	}
 }
