@@ -162,7 +162,7 @@ func TestE2ENotifications(t *testing.T) {
 		if fin.data["outcome"] != watch.RunSucceeded || fin.data["commit"] != good {
 			t.Errorf("run.finished data = %v", fin.data)
 		}
-		if started.data["commit"] != good || fmt.Sprint(started.data["signers"]) == "[]" {
+		if signers, _ := started.data["signers"].([]any); started.data["commit"] != good || len(signers) != 2 {
 			t.Errorf("run.started data = %v", started.data)
 		}
 	})
