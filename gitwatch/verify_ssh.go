@@ -75,6 +75,9 @@ func ParseSSHKey(text string) (SSHKeyInfo, error) {
 // refuses what could never count here.
 func parseTrustedSSH(text string) (sshsig.AllowedSigner, error) {
 	text = strings.TrimSpace(text)
+	if strings.HasPrefix(text, "-----BEGIN PGP") {
+		return sshsig.AllowedSigner{}, errors.New("this is a PGP key, not an SSH key: configure it as a PGP public key")
+	}
 	fields := strings.Fields(text)
 	if len(fields) == 0 || strings.Contains(text, "PRIVATE KEY") || looksLikeSSHKeyType(fields[0]) {
 		k, err := sshsig.ParsePublicKey(text)
@@ -88,7 +91,7 @@ func parseTrustedSSH(text string) (sshsig.AllowedSigner, error) {
 	}
 	a, err := sshsig.ParseAllowedSigner(text)
 	if err != nil {
-		return sshsig.AllowedSigner{}, fmt.Errorf("SSH key is neither a public key line (\"ssh-ed25519 AAAA... comment\") nor an allowed_signers line (\"alice@example.com ssh-ed25519 AAAA...\"): %w", err)
+		return sshsig.AllowedSigner{}, fmt.Errorf("SSH key read as an allowed_signers line (\"alice@example.com [options] ssh-ed25519 AAAA...\"; a bare key line starts with its type): %w", err)
 	}
 	if a.CertAuthority {
 		return sshsig.AllowedSigner{}, errors.New("cert-authority lines are not supported: certificates do not count here, trust each signer's own key")
