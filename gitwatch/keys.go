@@ -1,6 +1,7 @@
 // Package gitwatch keeps a local mirror of one remote Git branch, answers
-// ancestry questions about it and counts the trusted PGP signatures on a
-// commit (the commit's own signature and trdl-style git-notes signatures).
+// ancestry questions about it and counts the trusted PGP and SSH signatures
+// on a commit (the commit's own signature and trdl-style git-notes
+// signatures; SSH ones are read by package sshsig).
 //
 // It has no Vault dependency: callers pass plain values and a context.
 package gitwatch

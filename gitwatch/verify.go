@@ -32,8 +32,9 @@ type TrustedKey struct {
 	// SSH, set instead of Armored, is an SSH public key line or an
 	// allowed_signers line, as validated by ParseSSHKey.
 	SSH string `json:",omitempty"`
-	// Revoked marks an SSH key whose signatures count zero wherever it
-	// is trusted; SSH may then be its "SHA256:..." fingerprint alone.
+	// Revoked marks a key whose signatures count zero wherever it is
+	// trusted (under any name); it makes nothing trusted. For an SSH key,
+	// SSH may then be its "SHA256:..." fingerprint alone.
 	Revoked bool `json:",omitempty"`
 }
 
@@ -141,7 +142,7 @@ type trustedSet struct {
 	signers       map[string]*trustedSigner // by primary fingerprint
 	byFingerprint map[string][]*trustedSigner
 	byKeyID       map[uint64][]*trustedSigner
-	revokedSSH    map[string]bool // SSH fingerprints
+	revoked       map[string]bool // fingerprints of TrustedKey.Revoked keys
 }
 
 // loadTrusted parses and groups trusted keys by primary fingerprint, so that
@@ -166,6 +167,10 @@ func loadTrusted(keys []TrustedKey) (*trustedSet, []string) {
 			continue
 		}
 		fp := fingerprint(e)
+		if k.Revoked {
+			set.revoke(fp)
+			continue
+		}
 		ts := set.signers[fp]
 		if ts == nil {
 			ts = &trustedSigner{fingerprint: fp}
@@ -254,6 +259,11 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 			return
 		}
 		checked[ts] = true
+		if set.revoked[ts.fingerprint] {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: the key is revoked",
+				source, ts.fingerprint, strings.Join(ts.names, ", ")))
+			return
+		}
 		q.checks++
 		if ok, reason := verify(); ok {
 			found[ts.fingerprint] = source
@@ -274,12 +284,12 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 			switch {
 			case err != nil:
 				q.Ignored = append(q.Ignored, fmt.Sprintf("%s SSH signature does not count: %v", b.source, err))
-			case ts == nil && set.revokedSSH[strings.TrimPrefix(who, "SSH key ")]:
+			case ts == nil && set.revoked[strings.TrimPrefix(who, "SSH key ")]:
 				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by %s does not count: the key is revoked", b.source, who))
 			case ts == nil:
 				unknown = addUntrusted(unknown, b.source, who)
 			default:
-				consider(ts, b.source, func() (bool, string) { return ts.verifySSH(set, sig, b.payload, b.signTime) })
+				consider(ts, b.source, func() (bool, string) { return ts.verifySSH(sig, b.payload, b.signTime) })
 			}
 			continue
 		}

@@ -115,7 +115,7 @@ var sshFingerprint = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 func (s *trustedSet) addSSH(k TrustedKey) error {
 	text := strings.TrimSpace(k.SSH)
 	if k.Revoked && sshFingerprint.MatchString(text) {
-		s.revokeSSH(text)
+		s.revoke(text)
 		return nil
 	}
 	a, err := parseTrustedSSH(text)
@@ -124,7 +124,7 @@ func (s *trustedSet) addSSH(k TrustedKey) error {
 	}
 	fp := sshsig.Fingerprint(a.Key)
 	if k.Revoked {
-		s.revokeSSH(fp)
+		s.revoke(fp)
 		return nil
 	}
 	ts := s.signers[fp]
@@ -137,11 +137,12 @@ func (s *trustedSet) addSSH(k TrustedKey) error {
 	return nil
 }
 
-func (s *trustedSet) revokeSSH(fp string) {
-	if s.revokedSSH == nil {
-		s.revokedSSH = make(map[string]bool)
+// revoke marks a key revoked by fingerprint (PGP primary or SSH SHA256).
+func (s *trustedSet) revoke(fp string) {
+	if s.revoked == nil {
+		s.revoked = make(map[string]bool)
 	}
-	s.revokedSSH[fp] = true
+	s.revoked[fp] = true
 }
 
 // sshSigner finds, without cryptography (a parse and a hash of the
@@ -164,10 +165,7 @@ func (s *trustedSet) sshSigner(blob []byte) (*trustedSigner, *sshsig.Signature, 
 // verifySSH checks an SSH signature naming this trusted key. The options
 // of every stored copy are looked at first (no cryptography); the
 // signature itself is verified once, whatever the number of copies.
-func (ts *trustedSigner) verifySSH(s *trustedSet, sig *sshsig.Signature, payload []byte, signTime time.Time) (bool, string) {
-	if s.revokedSSH[ts.fingerprint] {
-		return false, "the key is revoked"
-	}
+func (ts *trustedSigner) verifySSH(sig *sshsig.Signature, payload []byte, signTime time.Time) (bool, string) {
 	var optErr error
 	allowed := false
 	for _, a := range ts.ssh.copies {
