@@ -364,3 +364,29 @@ func TestMirrorCountsSSHSignatures(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSSHNotes measures a commit's count with one trusted SSH note
+// signature, alone and behind a flood of note lines by an untrusted key
+// (each costs a parse and a SHA-256 of the key, no verification).
+func BenchmarkSSHNotes(b *testing.B) {
+	alice, mallory := sshsigtest.NewKey(b, "ed25519", 0), sshsigtest.NewKey(b, "ed25519", 0)
+	commit := strings.Repeat("12", 20)
+	good, _ := sshsig.Unarmor(alice.Sign(b, "git", []byte(commit)))
+	bad, _ := sshsig.Unarmor(mallory.Sign(b, "git", []byte(commit)))
+	trusted := []TrustedKey{{Name: "alice", SSH: alice.Public}}
+	set, problems := loadTrusted(trusted)
+	for _, flood := range []int{0, maxSignaturesPerCommit - 1} {
+		blobs := []signedBlob{}
+		for range flood {
+			blobs = append(blobs, signedBlob{source: SourceNotes, payload: []byte(commit), sig: bad, signTime: time.Now()})
+		}
+		blobs = append(blobs, signedBlob{source: SourceNotes, payload: []byte(commit), sig: good, signTime: time.Now()})
+		b.Run(fmt.Sprintf("untrusted=%d", flood), func(b *testing.B) {
+			for b.Loop() {
+				if q := countLoaded(commit, set, problems, 1, blobs, time.Now()); !q.OK {
+					b.Fatalf("not OK: %q", q.Ignored)
+				}
+			}
+		})
+	}
+}
