@@ -243,6 +243,7 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	checked := make(map[*trustedSigner]bool)  // verified once on this commit, whatever the outcome
 	skipped := make(map[*trustedSigner]*skip) // packets not checked
 	var unknown []untrustedPackets            // by source, in order of appearance
+	var damaged sshDamage                     // unreadable SSH signatures
 	// consider verifies one signature naming ts, unless ts was checked on
 	// this commit already.
 	consider := func(ts *trustedSigner, source string, verify func() (bool, string)) {
@@ -280,14 +281,14 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 				break
 			}
 			seen++
-			ts, sig, who, err := set.sshSigner(b.sig)
+			ts, sig, fp, err := set.sshSigner(b.sig)
 			switch {
 			case err != nil:
-				q.Ignored = append(q.Ignored, fmt.Sprintf("%s SSH signature does not count: %v", b.source, err))
-			case ts == nil && set.revoked[strings.TrimPrefix(who, "SSH key ")]:
-				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by %s does not count: the key is revoked", b.source, who))
+				damaged.add(b.source, err)
+			case ts == nil && set.revoked[fp]:
+				unknown = addUntrusted(unknown, b.source, "revoked SSH key "+fp)
 			case ts == nil:
-				unknown = addUntrusted(unknown, b.source, who)
+				unknown = addUntrusted(unknown, b.source, "SSH key "+fp)
 			default:
 				consider(ts, b.source, func() (bool, string) { return ts.verifySSH(sig, b.payload, b.signTime) })
 			}
@@ -320,6 +321,7 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	for _, u := range unknown {
 		q.Ignored = append(q.Ignored, u.String())
 	}
+	q.Ignored = append(q.Ignored, damaged.lines()...)
 	q.Ignored = append(q.Ignored, skippedLines(skipped, found)...)
 
 	for fp, source := range found {

@@ -146,8 +146,8 @@ func (s *trustedSet) revoke(fp string) {
 }
 
 // sshSigner finds, without cryptography (a parse and a hash of the
-// embedded public key), the trusted signer an SSH signature names. It
-// returns nil and who signed when that is nobody trusted, and the parse
+// embedded public key), the trusted signer an SSH signature names, nil
+// when it is nobody trusted, with the fingerprint of the key it names; an
 // error when the signature cannot be read.
 func (s *trustedSet) sshSigner(blob []byte) (*trustedSigner, *sshsig.Signature, string, error) {
 	sig, err := sshsig.Parse(blob)
@@ -157,9 +157,43 @@ func (s *trustedSet) sshSigner(blob []byte) (*trustedSigner, *sshsig.Signature, 
 	fp := sshsig.Fingerprint(sig.PublicKey)
 	ts := s.signers[fp]
 	if ts == nil || ts.ssh == nil {
-		return nil, sig, "SSH key " + fp, nil
+		return nil, sig, fp, nil
 	}
-	return ts, sig, "", nil
+	return ts, sig, fp, nil
+}
+
+// sshDamage sums up unreadable SSH signatures per source: one line each,
+// whatever their number, naming the first reason.
+type sshDamage []struct {
+	source string
+	n      int
+	first  error
+}
+
+func (d *sshDamage) add(source string, err error) {
+	for i := range *d {
+		if (*d)[i].source == source {
+			(*d)[i].n++
+			return
+		}
+	}
+	*d = append(*d, struct {
+		source string
+		n      int
+		first  error
+	}{source, 1, err})
+}
+
+func (d sshDamage) lines() []string {
+	var out []string
+	for _, e := range d {
+		if e.n == 1 {
+			out = append(out, fmt.Sprintf("%s SSH signature does not count: %v", e.source, e.first))
+			continue
+		}
+		out = append(out, fmt.Sprintf("%d %s SSH signatures do not count: they cannot be read (the first: %v)", e.n, e.source, e.first))
+	}
+	return out
 }
 
 // verifySSH checks an SSH signature naming this trusted key. The options

@@ -236,11 +236,13 @@ func TestSSHNoteSignatures(t *testing.T) {
 			trusted: []TrustedKey{{Name: "alice", SSH: alice.Public}, {Name: "carol", Armored: carol.PublicArmored(t)}, {Name: "carol-gone", Armored: carol.PublicArmored(t), Revoked: true}},
 			blobs: []signedBlob{note(sshNoteSig(t, alice, "git", commit)),
 				{source: SourceNotes, payload: []byte(commit), sig: carol.SignDetached(t, []byte(commit), time.Time{})}}},
-		{name: "revoked and untrusted", verified: 0, checks: 0, ignored: "the key is revoked",
+		{name: "revoked and untrusted", verified: 0, checks: 0, ignored: "by revoked SSH key SHA256:",
 			trusted: []TrustedKey{{Name: "gone", SSH: alice.Public, Revoked: true}},
 			blobs:   []signedBlob{note(sshNoteSig(t, alice, "git", commit))}},
-		{name: "damaged SSH signature", verified: 0, checks: 0, ignored: "SSH signature does not count",
+		{name: "damaged SSH signature", verified: 0, checks: 0, ignored: "notes SSH signature does not count: SSH signature is truncated",
 			blobs: []signedBlob{note(sshNoteSig(t, alice, "git", commit)[:40])}},
+		{name: "damaged SSH signatures summed up", verified: 0, checks: 0, ignored: "3 notes SSH signatures do not count: they cannot be read",
+			blobs: []signedBlob{note(sshNoteSig(t, alice, "git", commit)[:40]), note(sshNoteSig(t, alice, "git", commit)[:30]), note([]byte("SSHSIG"))}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
