@@ -71,27 +71,38 @@ func ParseSSHKey(text string) (SSHKeyInfo, error) {
 	return info, nil
 }
 
-// parseTrustedSSH reads a bare key line or an allowed_signers line and
-// refuses what could never count here.
+// parseTrustedSSH reads a trusted SSH key in one of three forms: a bare
+// key line ("ssh-ed25519 AAAA... comment"), a key line with allowed_signers
+// options before it ("namespaces=\"git\",valid-before=\"20270101\"
+// ssh-ed25519 AAAA..."), or a whole allowed_signers line with its
+// principals first ("alice@example.com [options] ssh-ed25519 AAAA...").
+// It refuses what could never count here.
 func parseTrustedSSH(text string) (sshsig.AllowedSigner, error) {
 	text = strings.TrimSpace(text)
 	if strings.HasPrefix(text, "-----BEGIN PGP") {
 		return sshsig.AllowedSigner{}, errors.New("this is a PGP key, not an SSH key: configure it as a PGP public key")
 	}
+	if strings.ContainsAny(text, "\r\n") && !strings.Contains(text, "PRIVATE KEY") {
+		return sshsig.AllowedSigner{}, errors.New("SSH key must be one line: give one key per entry")
+	}
 	fields := strings.Fields(text)
-	if len(fields) == 0 || strings.Contains(text, "PRIVATE KEY") || looksLikeSSHKeyType(fields[0]) {
-		k, err := sshsig.ParsePublicKey(text)
-		if err != nil {
+	var a sshsig.AllowedSigner
+	var err error
+	switch {
+	case len(fields) == 0 || strings.Contains(text, "PRIVATE KEY") || looksLikeSSHKeyType(fields[0]):
+		var k ssh.PublicKey
+		if k, err = sshsig.ParsePublicKey(text); err != nil {
 			return sshsig.AllowedSigner{}, err
 		}
 		return sshsig.AllowedSigner{Key: k, Comment: strings.Join(fields[2:], " ")}, nil
-	}
-	if strings.ContainsAny(text, "\r\n") {
-		return sshsig.AllowedSigner{}, errors.New("SSH key must be one line: give one key per entry")
-	}
-	a, err := sshsig.ParseAllowedSigner(text)
-	if err != nil {
-		return sshsig.AllowedSigner{}, fmt.Errorf("SSH key read as an allowed_signers line (\"alice@example.com [options] ssh-ed25519 AAAA...\"; a bare key line starts with its type): %w", err)
+	case looksLikeOptions(fields[0]):
+		if a, err = sshsig.ParseKeyWithOptions(text); err != nil {
+			return sshsig.AllowedSigner{}, fmt.Errorf(`SSH key read as options before a key (namespaces="git" ssh-ed25519 AAAA...): %w`, err)
+		}
+	default:
+		if a, err = sshsig.ParseAllowedSigner(text); err != nil {
+			return sshsig.AllowedSigner{}, fmt.Errorf(`SSH key read as an allowed_signers line (alice@example.com [options] ssh-ed25519 AAAA...; a bare key line starts with its type): %w`, err)
+		}
 	}
 	if a.CertAuthority {
 		return sshsig.AllowedSigner{}, errors.New("cert-authority lines are not supported: certificates do not count here, trust each signer's own key")
@@ -100,6 +111,14 @@ func parseTrustedSSH(text string) (sshsig.AllowedSigner, error) {
 		return sshsig.AllowedSigner{}, fmt.Errorf("the namespaces option %q does not allow namespace %q: this key's commit and note signatures would never count", strings.Join(a.Namespaces, ","), sshNamespace)
 	}
 	return a, nil
+}
+
+// looksLikeOptions tells an options field from principals: every option
+// is "cert-authority" or name="value".
+func looksLikeOptions(w string) bool {
+	l := strings.ToLower(w)
+	return strings.HasPrefix(l, "cert-authority") || strings.HasPrefix(l, "namespaces=") ||
+		strings.HasPrefix(l, "valid-after=") || strings.HasPrefix(l, "valid-before=")
 }
 
 func looksLikeSSHKeyType(w string) bool {

@@ -24,7 +24,8 @@ func gitIn(t *testing.T, dir string, env []string, stdin []byte, args ...string)
 	t.Helper()
 	cmd := exec.Command("git", args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir, "GIT_AUTHOR_NAME=A", "GIT_AUTHOR_EMAIL=a@example.com",
+	// TZ: allowed_signers times without Z are UTC here, local for ssh-keygen.
+	cmd.Env = append(os.Environ(), "TZ=UTC", "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir, "GIT_AUTHOR_NAME=A", "GIT_AUTHOR_EMAIL=a@example.com",
 		"GIT_COMMITTER_NAME=A", "GIT_COMMITTER_EMAIL=a@example.com")
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdin = bytes.NewReader(stdin)
@@ -81,10 +82,13 @@ func TestCrossCheckGitVerifyCommit(t *testing.T) {
 		bits     int
 		options  string // allowed_signers options on the trusted line
 		otherKey bool   // the trusted line holds another key
-		revoke   string // "key": revoked by key line; "fingerprint": by fingerprint (git gets the key)
-		tamper   bool   // the commit message changes, the signature stays
-		stricter string
-		want     bool
+		// bareOptions: trusted as "options key" (no principals), git gets
+		// the same options on an allowed_signers line.
+		bareOptions string
+		revoke      string // "key": revoked by key line; "fingerprint": by fingerprint (git gets the key)
+		tamper      bool   // the commit message changes, the signature stays
+		stricter    string
+		want        bool
 	}{
 		{name: "ed25519", typ: "ed25519", want: true},
 		{name: "ecdsa p256", typ: "ecdsa", bits: 256, want: true},
@@ -103,6 +107,8 @@ func TestCrossCheckGitVerifyCommit(t *testing.T) {
 		{name: "valid-after before the commit", typ: "ed25519", options: `valid-after="20260501Z"`, want: true},
 		{name: "namespaces exclude git", typ: "ed25519", options: `namespaces="file"`},
 		{name: "namespaces include git", typ: "ed25519", options: `namespaces="file,git"`, want: true},
+		{name: "options before a bare key", typ: "ed25519", bareOptions: `valid-before="20260501"`},
+		{name: "options before a bare key, in time", typ: "ed25519", bareOptions: `namespaces="git",valid-after="20260501"`, want: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -133,6 +139,13 @@ func TestCrossCheckGitVerifyCommit(t *testing.T) {
 			}
 			args := []string{"-c", "gpg.ssh.allowedSignersFile=" + allowedFile}
 			trusted := []TrustedKey{{Name: "alice", SSH: line}}
+			if tc.bareOptions != "" {
+				line = "alice@example.com " + tc.bareOptions + " " + lineKey
+				if err := os.WriteFile(allowedFile, []byte(line+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				trusted = []TrustedKey{{Name: "alice", SSH: tc.bareOptions + " " + lineKey}}
+			}
 			if tc.revoke != "" {
 				revokedFile := filepath.Join(dir, "revoked")
 				if err := os.WriteFile(revokedFile, []byte(k.Public+"\n"), 0o600); err != nil {
@@ -171,7 +184,7 @@ func TestCrossCheckGitVerifyCommit(t *testing.T) {
 			if q.OK {
 				s := q.Signers[0]
 				if s.Kind != KindSSH || !strings.HasPrefix(s.Fingerprint, "SHA256:") || s.Sources[0] != SourceCommit ||
-					!strings.Contains(strings.Join(s.UserIDs, ","), "alice@example.com") {
+					(tc.bareOptions == "" && !strings.Contains(strings.Join(s.UserIDs, ","), "alice@example.com")) {
 					t.Errorf("Signer = %+v, want an ssh signer by SHA256 fingerprint with its principal", s)
 				}
 			}
@@ -302,6 +315,10 @@ func TestParseSSHKey(t *testing.T) {
 		{name: "bare key", text: k.Public, check: func(i SSHKeyInfo) bool {
 			return i.Fingerprint == fp && i.Type == "ssh-ed25519" && i.Comment == "ed25519-0@test" && i.Principals == nil
 		}},
+		{name: "options before a key", text: `namespaces="git",valid-after="20260101" ` + k.Public, check: func(i SSHKeyInfo) bool {
+			return i.Fingerprint == fp && i.Principals == nil && i.ValidAfter != nil && i.ValidAfter.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) && i.Comment == "ed25519-0@test"
+		}},
+		{name: "bad options before a key", text: `valid-after="2026" ` + k.Public, wantErr: "options before a key"},
 		{name: "allowed signers line", text: `alice@example.com,alice namespaces="git",valid-before="20300101Z" ` + k.Public, check: func(i SSHKeyInfo) bool {
 			return i.Fingerprint == fp && len(i.Principals) == 2 && i.ValidBefore != nil && i.ValidBefore.Year() == 2030 && i.ValidAfter == nil
 		}},

@@ -16,9 +16,11 @@ import (
 //	principals [options] keytype base64-key [comment]
 //
 // Options honored: namespaces="pattern,...", valid-after="time",
-// valid-before="time" (YYYYMMDD[HHMM[SS]], UTC with a trailing Z or UTC,
-// else local time, as ssh-keygen reads them) and cert-authority, which is
-// parsed but refused by Check: certificates are not supported.
+// valid-before="time" (YYYYMMDD[HHMM[SS]], optionally ending in Z or UTC)
+// and cert-authority, which is parsed but refused by Check: certificates
+// are not supported. Times are always read as UTC: ssh-keygen reads a time
+// without Z in the local time zone, which would make the verdict depend on
+// the machine's settings (two Vault nodes could disagree); write the Z.
 type AllowedSigner struct {
 	// Principals are the identity patterns of the line ("*" and "?"
 	// wildcards, "!" negation), as ssh-keygen matches `-I`.
@@ -70,7 +72,23 @@ func ParseAllowedSigner(line string) (AllowedSigner, error) {
 	if principals == "" {
 		return AllowedSigner{}, errors.New("no principals: the line is \"principals [options] keytype base64-key\"")
 	}
-	a := AllowedSigner{Principals: strings.Split(principals, ",")}
+	return parseOptionsAndKey(AllowedSigner{Principals: strings.Split(principals, ",")}, rest)
+}
+
+// ParseKeyWithOptions parses an authorized_keys-style line with the
+// options of an allowed_signers line and no principals: "[options]
+// keytype base64-key [comment]". Principals of the result are nil.
+func ParseKeyWithOptions(line string) (AllowedSigner, error) {
+	line = strings.Trim(line, " \t\r\n")
+	if strings.ContainsAny(line, "\r\n") {
+		return AllowedSigner{}, errors.New("SSH public key must be one line: give one key per entry")
+	}
+	return parseOptionsAndKey(AllowedSigner{}, line)
+}
+
+// parseOptionsAndKey reads "[options] keytype base64-key [comment]" into a.
+func parseOptionsAndKey(a AllowedSigner, rest string) (AllowedSigner, error) {
+	var err error
 	word, _ := cutSpace(rest)
 	if !looksLikeKeyType(word) {
 		opts, after, err := splitOptions(rest)
@@ -216,16 +234,15 @@ func dequote(s string) (val, rest string, err error) {
 	return "", "", errors.New("missing end quote")
 }
 
-// parseAbsoluteTime reads YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS, in UTC
-// when followed by "Z" or "UTC", else in local time (as ssh-keygen does).
+// parseAbsoluteTime reads YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS,
+// optionally followed by "Z" or "UTC", always in UTC (see AllowedSigner).
 func parseAbsoluteTime(s string) (time.Time, error) {
-	loc := time.Local
 	upper := strings.ToUpper(s)
 	switch {
 	case len(s) > 1 && strings.HasSuffix(upper, "Z"):
-		s, loc = s[:len(s)-1], time.UTC
+		s = s[:len(s)-1]
 	case len(s) > 3 && strings.HasSuffix(upper, "UTC"):
-		s, loc = s[:len(s)-3], time.UTC
+		s = s[:len(s)-3]
 	}
 	var layout string
 	switch len(s) {
@@ -238,7 +255,7 @@ func parseAbsoluteTime(s string) (time.Time, error) {
 	default:
 		return time.Time{}, errors.New("bad length")
 	}
-	return time.ParseInLocation(layout, s, loc)
+	return time.Parse(layout, s)
 }
 
 // MatchesPrincipal reports whether principal matches the line's principal

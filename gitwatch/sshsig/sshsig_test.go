@@ -204,7 +204,7 @@ func TestParseAllowedSigners(t *testing.T) {
 			want: AllowedSigner{Principals: []string{"alice smith", "bob"}, Comment: "ED25519 test key"}},
 		{name: "options", line: `alice namespaces="git,file",valid-after="20260101",valid-before="20270102030405Z" ` + ed,
 			want: AllowedSigner{Principals: []string{"alice"}, Namespaces: []string{"git", "file"},
-				ValidAfter:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.Local),
+				ValidAfter:  utc("20260101000000"),
 				ValidBefore: utc("20270102030405"), Comment: "ED25519 test key"}},
 		{name: "option case", line: `alice NAMESPACES="git",Valid-Before="202701020304UTC" ` + ed,
 			want: AllowedSigner{Principals: []string{"alice"}, Namespaces: []string{"git"}, ValidBefore: utc("20270102030400"), Comment: "ED25519 test key"}},

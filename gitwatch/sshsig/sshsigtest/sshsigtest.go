@@ -118,6 +118,9 @@ func Verify(t testing.TB, allowedSigners, principal, namespace string, sig, mess
 		args = append(args, "-r", write("revoked", revoked))
 	}
 	cmd := exec.Command("ssh-keygen", args...)
+	// sshsig reads allowed_signers times without Z as UTC, ssh-keygen in
+	// the local zone: compare them where the two are the same.
+	cmd.Env = append(os.Environ(), "TZ=UTC")
 	cmd.Stdin = bytes.NewReader(message)
 	out, err := cmd.CombinedOutput()
 	if _, isExit := err.(*exec.ExitError); err != nil && !isExit {
