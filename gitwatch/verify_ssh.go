@@ -33,19 +33,21 @@ type SSHKeyInfo struct {
 	Type string
 	// Comment is what follows the key on its line.
 	Comment string
-	// Principals, Namespaces, ValidAfter and ValidBefore come from an
-	// allowed_signers line; nil for a bare key line.
+	// Principals come from an allowed_signers line; Namespaces,
+	// ValidAfter and ValidBefore from its options; nil when absent.
 	Principals  []string
 	Namespaces  []string
 	ValidAfter  *time.Time
 	ValidBefore *time.Time
 }
 
-// ParseSSHKey validates a trusted SSH key: either a public key line as in a
-// .pub file ("ssh-ed25519 AAAA... comment") or one line of git's
-// allowed_signers file ("alice@example.com namespaces=\"git\" ssh-ed25519
-// AAAA..."), whose namespaces and valid-after/valid-before options then
-// apply (checked against the commit's committer time, as git does).
+// ParseSSHKey validates a trusted SSH key (TrustedKey.SSH): a public key
+// line as in a .pub file ("ssh-ed25519 AAAA... comment"), optionally
+// preceded by allowed_signers options ("namespaces=\"git\",valid-before=
+// \"20270101Z\" ssh-ed25519 AAAA...") or by a whole allowed_signers
+// line's principals and options. The namespaces and valid-after/
+// valid-before options then apply (checked against the commit's committer
+// time, as git does; times in UTC).
 // Key types: ssh-ed25519, ecdsa-sha2-nistp256/384/521, ssh-rsa of at least
 // 2048 bits, sk-ssh-ed25519@openssh.com, sk-ecdsa-sha2-nistp256@openssh.com.
 func ParseSSHKey(text string) (SSHKeyInfo, error) {
