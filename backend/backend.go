@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/forge"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -64,6 +65,10 @@ type backend struct {
 	// statuses, notifications and metrics (events_backend.go).
 	events *events.Bus
 
+	// statuses sets commit statuses on the forge, a subscriber of events
+	// with its own delivery loop (commit_status.go).
+	statuses *forge.Deliverer
+
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
 	format formatGate
@@ -97,6 +102,8 @@ func newBackend() *backend {
 	// Registered first, so it runs last: the watch's final events are
 	// published before the subscribers stop.
 	b.onClean = append(b.onClean, b.closeEvents)
+	// Next, so it stops after the worker: a run's last status may still go.
+	b.setupCommitStatus()
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
 	// their own clock after newBackend.
@@ -114,6 +121,7 @@ func (b *backend) paths() []*framework.Path {
 		pathTrustedPGPPublicKey(b),
 		pathConfigureVaultAccess(b),
 		pathDockerEngine(b),
+		pathCommitStatus(b),
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathReceiver(b),

@@ -68,6 +68,10 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	commitStatus, err := b.commitStatusStatus(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	busy, _ := b.watch.Snapshot()
 	worker := "idle"
 	if busy {
@@ -92,6 +96,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"engine":                        engine,
 		"next_poll_at":                  formatTime(b.watch.NextPollAt()),
 		"receivers":                     receivers,
+		"commit_status":                 commitStatus,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
@@ -214,6 +219,13 @@ Reads what the watch last saw and did:
                           its id, name and version, or why it cannot be used
                           (e.g. it refused the client certificate); no run
                           starts while it cannot
+  commit_status           the commit statuses sent to the forge
+                          (configure/commit_status): whether configured and
+                          enabled, counts delivered, failed and queued, and
+                          the last delivery (at, commit, state, context,
+                          result, http_code, error, attempts,
+                          next_attempt_at while retrying); counts start
+                          anew when a node becomes active
   version                 the plugin version serving this mount
   storage_format          the format of this mount's storage (README
                           "Upgrades"); an older version that cannot read it

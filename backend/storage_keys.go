@@ -21,6 +21,7 @@ const (
 	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
+	storageKeyCommitStatus    = "config/commit_status"
 	storagePrefixReceiver     = "config/receiver/"
 
 	// The receivers' last deliveries.
@@ -51,6 +52,7 @@ var storageKeys = append([]storageKey{
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
+	{storageKeyCommitStatus, true}, // the forge token
 	// Digests of the receivers' ids and tokens: 256 random bits each, so a
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},

@@ -83,7 +83,9 @@ type Options struct {
 	// HTTPClient).
 	NewClient  func(Provider) (Client, error)
 	HTTPClient *http.Client
-	Logger     hclog.Logger
+	// Logger is read at each use: Vault sets the backend's logger after
+	// the deliverer is made.
+	Logger func() hclog.Logger
 	Now        func() time.Time
 
 	// MinBackoff (default 5 s) doubles per failed attempt up to MaxBackoff
@@ -132,8 +134,15 @@ func NewDeliverer(opt Options) *Deliverer {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.Logger == nil {
-		opt.Logger = hclog.NewNullLogger()
+	if logger := opt.Logger; logger == nil {
+		opt.Logger = hclog.NewNullLogger
+	} else {
+		opt.Logger = func() hclog.Logger {
+			if l := logger(); l != nil {
+				return l
+			}
+			return hclog.NewNullLogger()
+		}
 	}
 	if opt.MinBackoff <= 0 {
 		opt.MinBackoff = 5 * time.Second
@@ -219,7 +228,7 @@ func (d *Deliverer) Handle(ctx context.Context, e events.Event) {
 	}
 	set, err := d.opt.Settings(ctx)
 	if err != nil {
-		d.opt.Logger.Warn("commit status: cannot read configure/commit_status", "error", err)
+		d.opt.Logger().Warn("commit status: cannot read configure/commit_status", "error", err)
 		return
 	}
 	if set == nil {
@@ -232,7 +241,7 @@ func (d *Deliverer) Handle(ctx context.Context, e events.Event) {
 	mount := e.Mount
 	if mount == "" && d.opt.Mount != nil {
 		if mount, err = d.opt.Mount(ctx); err != nil {
-			d.opt.Logger.Warn("commit status: cannot read the mount id", "error", err)
+			d.opt.Logger().Warn("commit status: cannot read the mount id", "error", err)
 			return
 		}
 	}
@@ -415,7 +424,7 @@ func (d *Deliverer) attempt(ctx context.Context, it *item) {
 	}
 	d.queue[it.key] = it
 	d.recordLocked(it, ResultRetrying, fe)
-	d.opt.Logger.Debug("commit status: will retry", "commit", it.status.Commit, "state", it.status.State, "attempts", it.attempts, "error", fe.Error(), "wait", wait)
+	d.opt.Logger().Debug("commit status: will retry", "commit", it.status.Commit, "state", it.status.State, "attempts", it.attempts, "error", fe.Error(), "wait", wait)
 }
 
 // backoff is MinBackoff·2^(n-1), at most MaxBackoff, of which a random
@@ -451,7 +460,7 @@ func (d *Deliverer) finish(it *item, result string, err error) {
 	if err != nil {
 		args = append(args, "error", err.Error())
 	}
-	d.opt.Logger.Log(lvl, "commit status", args...)
+	d.opt.Logger().Log(lvl, "commit status", args...)
 }
 
 func (d *Deliverer) recordLocked(it *item, result string, err error) {
