@@ -45,8 +45,8 @@ const (
 	ResultAlreadySet = "already_set" // GitLab: the status already had that state
 	ResultRetrying   = "retrying"
 	ResultGaveUp     = "gave_up"
-	ResultRefused    = "refused"  // the forge refused it for good (401, 404, 422...)
-	ResultDropped    = "dropped"  // statuses were switched off with it queued
+	ResultRefused    = "refused" // the forge refused it for good (401, 404, 422...)
+	ResultDropped    = "dropped" // statuses were switched off with it queued
 )
 
 // Outcome is what became of one delivery attempt.
@@ -86,7 +86,7 @@ type Options struct {
 	// Logger is read at each use: Vault sets the backend's logger after
 	// the deliverer is made.
 	Logger func() hclog.Logger
-	Now        func() time.Time
+	Now    func() time.Time
 
 	// MinBackoff (default 5 s) doubles per failed attempt up to MaxBackoff
 	// (5 min), with jitter; a status is given up GiveUpAfter (1 h) after it
