@@ -69,7 +69,12 @@ type Server struct {
 	bodies     []string
 	requests   int
 	limits     []Limit
+	// always: every request is limited, cycling through these, until
+	// StopLimiting.
+	always     []Limit
+	alwaysN    int
 	retryAfter int
+	limitedN   int
 	states     map[string]string // GitLab: sha + name -> state
 	nextID     int64
 
@@ -85,12 +90,19 @@ func newServer(t testing.TB, kind, token, repo string, h func(*Server, http.Resp
 		s.mu.Lock()
 		s.requests++
 		s.bodies = append(s.bodies, string(body))
-		limited := len(s.limits) > 0
+		limited := len(s.limits) > 0 || len(s.always) > 0
 		var lim Limit
-		if limited {
+		switch {
+		case len(s.limits) > 0:
 			lim, s.limits = s.limits[0], s.limits[1:]
+		case len(s.always) > 0:
+			lim = s.always[s.alwaysN%len(s.always)]
+			s.alwaysN++
 		}
 		ra := s.retryAfter
+		if limited {
+			s.limitedN++
+		}
 		s.mu.Unlock()
 		if limited {
 			s.rateLimit(w, lim, ra)
@@ -115,6 +127,29 @@ func (s *Server) RateLimitNext(seconds int, limits ...Limit) {
 	defer s.mu.Unlock()
 	s.limits = append(s.limits, limits...)
 	s.retryAfter = seconds
+}
+
+// RateLimitAll answers every request with these limits in turn, each
+// asking to come back after seconds, until StopLimiting.
+func (s *Server) RateLimitAll(seconds int, limits ...Limit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.always = append([]Limit(nil), limits...)
+	s.retryAfter = seconds
+}
+
+// StopLimiting ends RateLimitAll and any limits still queued.
+func (s *Server) StopLimiting() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.always, s.limits = nil, nil
+}
+
+// Limited counts the requests answered with a rate limit.
+func (s *Server) Limited() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limitedN
 }
 
 // Accepted lists the statuses created, in order.
