@@ -4,8 +4,12 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/forge/forgetest"
 )
 
 const forgeToken = "ghp_ForgeTokenForTests0123456789abcdefXY"
@@ -97,4 +101,62 @@ func TestCommitStatusBadInput(t *testing.T) {
 	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://git.example.com/a/b/c.git"}), "configure")
 	resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "github", "token": "x"})
 	mustBadRequest(t, resp, err, "set repository")
+}
+
+// TestCommitStatusDeliveredFromEvents: on an initialized backend (the
+// active node), events published on the bus become statuses on the forge,
+// and status shows the last delivery; a deleted configuration sends
+// nothing more.
+func TestCommitStatusDeliveredFromEvents(t *testing.T) {
+	b, s := newTestBackend(t, nil, nil)
+	ctx := context.Background()
+	if err := b.Initialize(ctx, &logical.InitializationRequest{Storage: s}); err != nil {
+		t.Fatal(err)
+	}
+	gh := forgetest.NewGitHub(t, forgeToken, "acme/deploy")
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/commit_status", map[string]any{
+		"provider": "github", "api_url": gh.APIURL(), "token": forgeToken, "repository": "acme/deploy"}), "write")
+	mountID, err := b.mount.get(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.events.Publish(events.Event{Kind: events.RunStarted, Mount: mountID, Commit: commitA, Run: "r1", Branch: "main"})
+	b.events.Publish(events.Event{Kind: events.PollFinished, Mount: mountID, Commit: commitA})
+	// The run ends after its pending went out (queued together, only the
+	// newest state would be sent).
+	deadline := time.Now().Add(time.Minute)
+	for len(gh.Accepted()) < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no pending status within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.events.Publish(events.Event{Kind: events.RunFinished, Outcome: events.RunSucceeded, Mount: mountID, Commit: commitA, Run: "r1"})
+	for len(gh.Accepted()) < 2 || !delivered(configReq(t, b, s, logical.ReadOperation, "status", nil), commitA) {
+		if time.Now().After(deadline) {
+			t.Fatalf("accepted %+v", gh.Accepted())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := gh.Accepted()
+	if got[0].State != "pending" || got[1].State != "success" || got[1].Context != "flant_gitops/"+mountID[:8] {
+		t.Fatalf("accepted %+v", got)
+	}
+
+	mustOK(t, configReq(t, b, s, logical.DeleteOperation, "configure/commit_status", nil), "delete")
+	b.events.Publish(events.Event{Kind: events.RunStarted, Mount: mountID, Commit: commitB, Run: "r2"})
+	b.events.Publish(events.Event{Kind: events.RunStarted, Mount: mountID, Commit: commitA, Run: "r3"})
+	cs := configReq(t, b, s, logical.ReadOperation, "status", nil).Data["commit_status"].(map[string]any)
+	if cs["configured"] != false || cs["delivering"] != true {
+		t.Fatalf("commit_status after delete: %v", cs)
+	}
+	if n := len(gh.Accepted()); n != 2 {
+		t.Fatalf("%d statuses after delete, want still 2", n)
+	}
+}
+
+func delivered(resp *logical.Response, commit string) bool {
+	cs, _ := resp.Data["commit_status"].(map[string]any)
+	last, _ := cs["last"].(map[string]any)
+	return last["commit"] == commit && last["result"] == "delivered" && last["state"] == "success"
 }

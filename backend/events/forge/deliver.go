@@ -226,6 +226,9 @@ func (d *Deliverer) Handle(ctx context.Context, e events.Event) {
 	if !running {
 		return // not the active node, or stopping
 	}
+	if _, _, ok := Describe(GitHub, e); !ok {
+		return // polls, patches, webhooks: no storage read for them
+	}
 	set, err := d.opt.Settings(ctx)
 	if err != nil {
 		d.opt.Logger().Warn("commit status: cannot read configure/commit_status", "error", err)
