@@ -169,7 +169,7 @@ func TestE2ECommitStatus(t *testing.T) {
 		}
 	})
 
-	t.Run("gitea: pending, success, repository from git_repo_url", func(t *testing.T) {
+	t.Run("gitea: pending, success under a context template; an underivable repository is asked for", func(t *testing.T) {
 		gt := forgetest.NewGitea(t, e2eGiteaToken, "acme/ops")
 		// git_repo_url is http://host/ops.git: one segment is no owner/repo,
 		// so the write asks for repository.
