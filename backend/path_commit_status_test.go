@@ -160,3 +160,38 @@ func delivered(resp *logical.Response, commit string) bool {
 	last, _ := cs["last"].(map[string]any)
 	return last["commit"] == commit && last["result"] == "delivered" && last["state"] == "success"
 }
+
+// TestCommitStatusTokenNeverReachesANewHost: a write that points the
+// statuses at another API without the token is refused, and the next status
+// still goes, with the token, only to the address it was written for.
+func TestCommitStatusTokenNeverReachesANewHost(t *testing.T) {
+	b, s := newTestBackend(t, nil, nil)
+	ctx := context.Background()
+	if err := b.Initialize(ctx, &logical.InitializationRequest{Storage: s}); err != nil {
+		t.Fatal(err)
+	}
+	good := forgetest.NewGitHub(t, forgeToken, "acme/deploy")
+	evil := forgetest.NewGitHub(t, "the-attackers-own", "acme/deploy")
+	evil.AllowViolations = true
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/commit_status", map[string]any{
+		"provider": "github", "api_url": good.APIURL(), "token": forgeToken, "repository": "acme/deploy"}), "write")
+	for _, w := range []map[string]any{
+		{"api_url": evil.APIURL()},
+		{"provider": "gitea", "api_url": evil.APIURL()},
+		{"api_url": evil.APIURL(), "repository": "acme/other", "enabled": true},
+	} {
+		resp, err := rawConfigReq(b, s, logical.UpdateOperation, "configure/commit_status", w)
+		mustBadRequest(t, resp, err, "api_url", "token")
+	}
+	b.events.Publish(events.Event{Kind: events.RunStarted, Commit: commitC, Run: "r1"})
+	deadline := time.Now().Add(time.Minute)
+	for len(good.Accepted()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no status reached the configured forge")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := evil.Requests(); n != 0 {
+		t.Fatalf("the other host received %d request(s)", n)
+	}
+}
