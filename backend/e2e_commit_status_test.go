@@ -107,7 +107,7 @@ func TestE2ECommitStatus(t *testing.T) {
 		e.pollUntilOutcome(watch.OutcomeRefused)
 		got := waitStatuses(t, e, gh, under, lastState("failure"))
 		d := got[0].Description
-		if !strings.HasPrefix(d, "refused: signed by ") || !strings.Contains(d, "missing: 1 more verified signature") || got[0].TargetURL != "" {
+		if !strings.HasPrefix(d, "refused: missing 1 more verified signature") || !strings.Contains(d, "(1 of 2); signed by ") || got[0].TargetURL != "" {
 			t.Errorf("refusal status %+v", got[0])
 		}
 		// Every poll refuses it again; the forge hears it once.

@@ -279,7 +279,7 @@ Vault token:
   run failed             failure (GitLab: failed) with the reason
   run canceled           error (GitLab: canceled)
   run interrupted        stays pending: the commit runs again at once
-  signatures refused it  failure "refused: signed by ...; missing: ..."
+  signatures refused it  failure "refused: missing ...; signed by ..."
                          (sent once per commit and wording, not per poll)
 
   vault write flant_gitops/configure/commit_status provider=github token=ghp_XXXX

@@ -177,14 +177,20 @@ func Describe(p Provider, e events.Event, secrets ...string) (State, string, boo
 		}
 	case events.CommitRefused:
 		state = Failure
+		// What is missing first: it is what the pusher must act on, and
+		// it survives the cut to GitHub's 140 characters.
 		var parts []string
 		if len(e.Missing) > 0 {
+			parts = append(parts, "missing "+Scrub(strings.Join(e.Missing, "; "), secrets...))
 			if len(e.Signers) > 0 {
-				parts = append(parts, "signed by "+Scrub(strings.Join(e.Signers, ", "), secrets...))
+				labels := make([]string, len(e.Signers))
+				for i, l := range e.Signers {
+					labels[i] = shortFingerprint.ReplaceAllString(l, "$1")
+				}
+				parts = append(parts, "signed by "+Scrub(strings.Join(labels, ", "), secrets...))
 			} else {
 				parts = append(parts, "no trusted signature")
 			}
-			parts = append(parts, "missing: "+Scrub(strings.Join(e.Missing, "; "), secrets...))
 		} else if e.Reason != "" {
 			parts = append(parts, Scrub(e.Reason, secrets...))
 		}
@@ -218,6 +224,10 @@ var (
 )
 
 const redacted = "[redacted]"
+
+// shortFingerprint keeps a signer's long key id (the last 16 hex digits of
+// a fingerprint): enough to tell keys apart, short enough for a status.
+var shortFingerprint = regexp.MustCompile(`\b[0-9A-Fa-f]{24}([0-9A-Fa-f]{16})\b`)
 
 // Scrub removes what looks like a credential from s, and every non-empty
 // string in secrets.

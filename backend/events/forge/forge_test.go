@@ -164,8 +164,12 @@ func TestDescribe(t *testing.T) {
 		{"canceled", forge.GitHub, events.Event{Kind: events.RunFinished, Commit: sha, Run: run, Outcome: events.RunCanceled}, forge.Canceled, "canceled: run " + run, false},
 		{"interrupted stays pending", forge.GitHub, events.Event{Kind: events.RunFinished, Commit: sha, Run: run, Outcome: events.RunInterrupted}, forge.Pending, "interrupted: run " + run, false},
 		{"refused", forge.Gitea, events.Event{Kind: events.CommitRefused, Commit: sha, Signers: []string{"alice"}, Missing: []string{"1 more verified signature(s) of trusted signers (1 of 2)"}}, forge.Failure,
-			"refused: signed by alice; missing: 1 more verified signature(s) of trusted signers (1 of 2)", false},
-		{"refused unsigned", forge.GitHub, events.Event{Kind: events.CommitRefused, Commit: sha, Missing: []string{"2 more"}}, forge.Failure, "refused: no trusted signature; missing: 2 more", false},
+			"refused: missing 1 more verified signature(s) of trusted signers (1 of 2); signed by alice", false},
+		{"refused, long ids shortened", forge.GitHub, events.Event{Kind: events.CommitRefused, Commit: sha,
+			Signers: []string{"alice 0123456789ABCDEF0123456789ABCDEF01234567", "bob,robert FEDCBA9876543210FEDCBA9876543210FEDCBA98"},
+			Missing: []string{"1 more verified signature(s) of trusted signers (2 of 3)"}}, forge.Failure,
+			"refused: missing 1 more verified signature(s) of trusted signers (2 of 3); signed by alice 89ABCDEF01234567, bob,robert 76543210FEDCBA98", false},
+		{"refused unsigned", forge.GitHub, events.Event{Kind: events.CommitRefused, Commit: sha, Missing: []string{"2 more"}}, forge.Failure, "refused: missing 2 more; no trusted signature", false},
 		{"refused by ancestry", forge.GitHub, events.Event{Kind: events.CommitRefused, Commit: sha, Reason: "HEAD is not a descendant of the last successful commit"}, forge.Failure, "refused: HEAD is not a descendant", false},
 		{"poll", forge.GitHub, events.Event{Kind: events.PollFinished, Commit: sha}, "", "", true},
 		{"patch", forge.GitHub, events.Event{Kind: events.PatchFinished, Commit: sha}, "", "", true},
@@ -320,7 +324,7 @@ func TestDelivererDedupesRefusals(t *testing.T) {
 	other.Missing = []string{"2 more"} // a trusted key was revoked: new words
 	d.Handle(context.Background(), other)
 	second := <-rec.sent
-	if second.Description != "refused: no trusted signature; missing: 2 more" {
+	if second.Description != "refused: missing 2 more; no trusted signature" {
 		t.Fatalf("second status %q", second.Description)
 	}
 	snap := d.Snapshot()
