@@ -438,3 +438,35 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func TestDelivererHonoursRetryAfter(t *testing.T) {
+	cases := []struct {
+		name       string
+		retryAfter time.Duration
+		result     string
+	}{
+		{"waits as told", 10 * time.Minute, forge.ResultRetrying},
+		{"past the bound: given up at once", 2 * time.Hour, forge.ResultGaveUp},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{sent: make(chan forge.Status, 1), errs: []error{&forge.Error{Code: 429, Temporary: true, RetryAfter: tc.retryAfter}}}
+			d := newTestDeliverer(t, rec, settings)
+			d.Handle(context.Background(), events.Event{Kind: events.RunStarted, Commit: sha, Run: "r1", Mount: "m"})
+			var last *forge.Outcome
+			waitFor(t, func() bool { last = d.Snapshot().Last; return last != nil })
+			if last.Result != tc.result || last.HTTPCode != 429 || last.Attempts != 1 {
+				t.Fatalf("last = %+v", last)
+			}
+			if tc.result == forge.ResultRetrying {
+				// The forge's word wins over the 1 ms backoff; jitter adds under a second.
+				if wait := last.NextAttemptAt.Sub(last.At); wait < tc.retryAfter-100*time.Millisecond || wait > tc.retryAfter+time.Second {
+					t.Fatalf("next attempt %s after the answer, want %s (+ <1s jitter)", wait, tc.retryAfter)
+				}
+				if s := d.Snapshot(); s.Queued != 1 {
+					t.Fatalf("queued %d while waiting", s.Queued)
+				}
+			}
+		})
+	}
+}
