@@ -216,8 +216,8 @@ func attempt(n int) string {
 // are not a plain hex id (commit SHAs and key fingerprints stay readable).
 var (
 	knownToken = regexp.MustCompile(`(?i)\b(?:hv[sbr]\.[A-Za-z0-9_\-]{8,}|[sb]\.[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{8,}|github_pat_[A-Za-z0-9_]{8,}|gl[a-z]{1,6}-[A-Za-z0-9_\-]{8,}|xox[abprs]-[A-Za-z0-9\-]{8,}|eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.?[A-Za-z0-9_\-]*)`)
-	bearer     = regexp.MustCompile(`(?i)\b(bearer|token|basic)\s+[A-Za-z0-9_\-\.=+/]{8,}`)
-	secretKV   = regexp.MustCompile(`(?i)\b([a-z_]*(?:token|secret|password|passwd|key))\s*[=:]\s*\S+`)
+	bearer     = regexp.MustCompile(`(?i)\b(bearer|token|basic)\s+([A-Za-z0-9_\-\.=+/]{8,})`)
+	secretKV   = regexp.MustCompile(`(?i)\b([a-z_]*(?:token|secret|password|passwd|key))\s*[=:]\s*(\S+)`)
 	userinfo   = regexp.MustCompile(`(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@]+@`)
 	longWord   = regexp.MustCompile(`[A-Za-z0-9_\-+=.]{32,}`)
 	hexOnly    = regexp.MustCompile(`^[0-9a-fA-F]+$`)
@@ -229,6 +229,13 @@ const redacted = "[redacted]"
 // a fingerprint): enough to tell keys apart, short enough for a status.
 var shortFingerprint = regexp.MustCompile(`\b[0-9A-Fa-f]{24}([0-9A-Fa-f]{16})\b`)
 
+// generated tells a value that looks machine-made (a digit, or upper and
+// lower case mixed) from a word of a sentence.
+func generated(v string) bool {
+	return strings.ContainsAny(v, "0123456789") ||
+		strings.ContainsFunc(v, unicode.IsUpper) && strings.ContainsFunc(v, unicode.IsLower)
+}
+
 // Scrub removes what looks like a credential from s, and every non-empty
 // string in secrets.
 func Scrub(s string, secrets ...string) string {
@@ -239,8 +246,24 @@ func Scrub(s string, secrets ...string) string {
 	}
 	s = userinfo.ReplaceAllString(s, "${1}")
 	s = knownToken.ReplaceAllString(s, redacted)
-	s = bearer.ReplaceAllString(s, "${1} "+redacted)
-	s = secretKV.ReplaceAllString(s, "${1}="+redacted)
+	// "token expired" or "trusted_pgp_public_key: the key ..." are
+	// sentences; only a value that looks generated is taken for a secret.
+	s = bearer.ReplaceAllStringFunc(s, func(m string) string {
+		sub := bearer.FindStringSubmatch(m)
+		if !generated(sub[2]) {
+			return m
+		}
+		return sub[1] + " " + redacted
+	})
+	s = secretKV.ReplaceAllStringFunc(s, func(m string) string {
+		sub := secretKV.FindStringSubmatch(m)
+		name := strings.ToLower(sub[1])
+		always := strings.Contains(name, "pass") || strings.Contains(name, "secret")
+		if !always && !generated(sub[2]) && !strings.Contains(sub[0], "=") {
+			return m // "…_key: the key is revoked"
+		}
+		return sub[1] + "=" + redacted
+	})
 	s = longWord.ReplaceAllStringFunc(s, func(w string) string {
 		core := strings.Trim(w, ".-_=+")
 		if hexOnly.MatchString(core) || !strings.ContainsAny(core, "0123456789") || !strings.ContainsFunc(core, unicode.IsLetter) {

@@ -206,6 +206,9 @@ func TestScrub(t *testing.T) {
 		{"commit " + sha + " is not a descendant of 89abcdef0123456789abcdef0123456789abcdef", "[redacted]", sha},
 		{"configure required_number_of_verified_signatures_on_commit", "[redacted]", "required_number_of_verified_signatures_on_commit"},
 		{"line one\nline two\ttab", "\n", "line one line two tab"},
+		{"password: correcthorse is wrong", "correcthorse", "password"},
+		{"the token expired; write trusted_pgp_public_key: the key is revoked", "[redacted]", "token expired; write trusted_pgp_public_key: the key is revoked"},
+		{"token configured for another host", "[redacted]", "token configured for another host"},
 	}
 	for _, tc := range cases {
 		out := forge.Scrub(tc.in)
