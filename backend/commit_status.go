@@ -49,6 +49,7 @@ func (b *backend) setupCommitStatus() {
 			}
 			return b.mount.get(ctx, s)
 		},
+		Outbox: statusOutbox{store},
 		Logger: func() hclog.Logger {
 			if l := b.Backend.Logger(); l != nil {
 				return l.Named("commit_status")
@@ -134,4 +135,31 @@ func (b *backend) commitStatusStatus(ctx context.Context, s logical.Storage) (ma
 		out["last"] = last
 	}
 	return out, nil
+}
+
+// statusOutbox keeps the waiting statuses in the mount's storage, so a
+// restart or a new active node sends them.
+type statusOutbox struct{ store *statusStorage }
+
+func (o statusOutbox) Load(ctx context.Context) ([]forge.Waiting, error) {
+	s := o.store.get()
+	if s == nil {
+		return nil, nil
+	}
+	kept, err := getEntry[[]forge.Waiting](ctx, s, storageKeyCommitStatusOutbox)
+	if err != nil || kept == nil {
+		return nil, err
+	}
+	return *kept, nil
+}
+
+func (o statusOutbox) Save(ctx context.Context, queue []forge.Waiting) error {
+	s := o.store.get()
+	if s == nil {
+		return nil
+	}
+	if len(queue) == 0 {
+		return deleteEntry(ctx, s, storageKeyCommitStatusOutbox)
+	}
+	return putEntry(ctx, s, storageKeyCommitStatusOutbox, queue)
 }

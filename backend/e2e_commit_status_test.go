@@ -158,6 +158,24 @@ func TestE2ECommitStatus(t *testing.T) {
 		})
 	})
 
+	t.Run("a status still waiting when the plugin restarts is sent by the next one", func(t *testing.T) {
+		gh.RateLimitAll(1, forgetest.TooMany)
+		c := e.commit("restart\n", "echo restart", 0, 2)
+		e.pollAndWait(c, watch.RunSucceeded)
+		csWait(t, func() bool {
+			last, _ := e.status()["commit_status"].(map[string]any)["last"].(map[string]any)
+			return last["result"] == "retrying" && last["commit"] == c && last["state"] == "success"
+		})
+		e.vault.ReloadPlugin(t)
+		gh.StopLimiting()
+		got := waitStatuses(t, e, gh, c, lastState("success"))
+		if got[len(got)-1].Context != wantContext {
+			t.Errorf("status after the restart %+v", got)
+		}
+		// Sent, the outbox empties.
+		csWait(t, func() bool { return fmt.Sprint(e.status()["commit_status"].(map[string]any)["queued"]) == "0" })
+	})
+
 	t.Run("gitlab: running, failed with the reason", func(t *testing.T) {
 		gl := forgetest.NewGitLab(t, e2eGitLabToken, "platform/ops")
 		e.write("configure/commit_status", map[string]any{"provider": "gitlab", "api_url": gl.URL, "token": e2eGitLabToken, "repository": "platform/ops"})

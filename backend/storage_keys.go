@@ -24,6 +24,9 @@ const (
 	storageKeyCommitStatus    = "config/commit_status"
 	storagePrefixReceiver     = "config/receiver/"
 
+	// The commit statuses waiting to be sent (commit_status.go).
+	storageKeyCommitStatusOutbox = "commit_status/outbox"
+
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
 
@@ -57,6 +60,7 @@ var storageKeys = append([]storageKey{
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},
 	{storagePrefixReceiverDelivery, false},
+	{storageKeyCommitStatusOutbox, false}, // statuses: commit, state, context, description, link
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},      // the plugin's private signing key
 	{storagePrefixRepository, true},   // each repository's password or SSH key

@@ -73,6 +73,20 @@ type Snapshot struct {
 	Last      *Outcome
 }
 
+// Waiting is a status waiting to be sent, as an Outbox keeps it.
+type Waiting struct {
+	Status   Status    `json:"status"`
+	QueuedAt time.Time `json:"queued_at"`
+}
+
+// Outbox keeps the waiting statuses across restarts and leader changes:
+// Save is given the whole queue after each change (never after Stop), Load
+// hands it to the next Start.
+type Outbox interface {
+	Load(ctx context.Context) ([]Waiting, error)
+	Save(ctx context.Context, queue []Waiting) error
+}
+
 // Options tune a Deliverer; zero values take the defaults.
 type Options struct {
 	// Settings reads the configuration; (nil, nil) means statuses are off.
@@ -95,19 +109,24 @@ type Options struct {
 	// MaxQueued bounds the commits waiting (default 256); past it the
 	// oldest is dropped.
 	MaxQueued int
+	// Outbox keeps the queue across restarts; nil keeps it in memory only.
+	Outbox Outbox
 }
 
 // Deliverer turns events into commit statuses and sends them from its own
 // loop. Handle (the bus handler) only maps and queues; Start runs the loop.
-// The queue keeps the newest status per commit and context, in memory: a
-// restart loses what was queued, never more (the next run or refusal of a
-// commit sets its status again).
+// The queue keeps the newest status per commit and context, and with an
+// Outbox survives a restart or a change of the active node.
 type Deliverer struct {
 	opt Options
 
 	mu      sync.Mutex
 	running bool
 	queue   map[string]*item // by commit + context
+	// inflight is the item being sent, kept in the outbox until its fate
+	// is known.
+	inflight *item
+	saveMu   sync.Mutex
 	// seen remembers the last status queued per commit and context, so a
 	// refusal published on every poll is sent once.
 	seen      map[string]Status
@@ -176,7 +195,7 @@ func (d *Deliverer) Start() {
 }
 
 // Stop ends the loop (an attempt in flight is cancelled) and waits for it
-// until ctx ends. Queued statuses are dropped.
+// until ctx ends. Queued statuses stay in the outbox for the next Start.
 func (d *Deliverer) Stop(ctx context.Context) {
 	d.mu.Lock()
 	if !d.running {
@@ -185,7 +204,7 @@ func (d *Deliverer) Stop(ctx context.Context) {
 	}
 	d.running = false
 	cancel, done := d.cancel, d.done
-	d.queue = map[string]*item{}
+	d.queue, d.inflight = map[string]*item{}, nil
 	d.mu.Unlock()
 	cancel()
 	select {
@@ -260,17 +279,24 @@ func (d *Deliverer) Handle(ctx context.Context, e events.Event) {
 		Description: desc,
 		TargetURL:   TargetURL(set.TargetURLTemplate, v),
 	}
-	d.enqueue(st)
+	if d.enqueue(st) {
+		d.save()
+	}
 }
 
-func (d *Deliverer) enqueue(st Status) {
+// enqueue queues st unless it repeats the last status of its commit; it
+// reports whether the queue changed.
+func (d *Deliverer) enqueue(st Status) bool {
 	key := st.Commit + "\x00" + st.Context
 	now := d.opt.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.running {
+		return false
+	}
 	if prev, ok := d.seen[key]; ok && prev == st {
 		d.snap.Skipped++
-		return
+		return false
 	}
 	if _, ok := d.seen[key]; !ok {
 		d.seenOrder = append(d.seenOrder, key)
@@ -294,6 +320,65 @@ func (d *Deliverer) enqueue(st Status) {
 	select {
 	case d.wake <- struct{}{}:
 	default:
+	}
+	return true
+}
+
+// save hands the queue (with the status in flight) to the outbox. Saves
+// are serialised and each takes its snapshot under the lock, so a later
+// state is never overwritten by an earlier one.
+func (d *Deliverer) save() {
+	if d.opt.Outbox == nil {
+		return
+	}
+	d.saveMu.Lock()
+	defer d.saveMu.Unlock()
+	d.mu.Lock()
+	if !d.running {
+		d.mu.Unlock()
+		return // stopping: the outbox keeps what the next instance needs
+	}
+	var out []Waiting
+	for _, it := range d.queue {
+		out = append(out, Waiting{Status: it.status, QueuedAt: it.queuedAt})
+	}
+	if it := d.inflight; it != nil {
+		if _, newer := d.queue[it.key]; !newer {
+			out = append(out, Waiting{Status: it.status, QueuedAt: it.queuedAt})
+		}
+	}
+	d.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].QueuedAt.Before(out[j].QueuedAt) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.opt.Outbox.Save(ctx, out); err != nil {
+		d.opt.Logger().Warn("commit status: cannot keep the waiting statuses in storage; a restart now would lose them", "error", err)
+	}
+}
+
+// load queues what the outbox kept from the previous instance; a status
+// queued since (newer) wins.
+func (d *Deliverer) load(ctx context.Context) {
+	if d.opt.Outbox == nil {
+		return
+	}
+	kept, err := d.opt.Outbox.Load(ctx)
+	if err != nil {
+		d.opt.Logger().Warn("commit status: cannot read the statuses left waiting", "error", err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range kept {
+		key := p.Status.Commit + "\x00" + p.Status.Context
+		if _, newer := d.queue[key]; newer || p.Status.Commit == "" {
+			continue
+		}
+		if _, ok := d.seen[key]; !ok {
+			d.seenOrder = append(d.seenOrder, key)
+		}
+		d.seen[key] = p.Status
+		d.queue[key] = &item{key: key, status: p.Status, queuedAt: p.QueuedAt, next: d.opt.Now()}
 	}
 }
 
@@ -330,17 +415,26 @@ func (d *Deliverer) due() (*item, time.Duration) {
 		return nil, wait
 	}
 	delete(d.queue, first.key)
+	d.inflight = first
 	return first, 0
 }
 
 func (d *Deliverer) loop(ctx context.Context, done chan struct{}) {
 	defer close(done)
+	d.load(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		it, wait := d.due()
 		if it != nil {
 			d.attempt(ctx, it)
+			if ctx.Err() != nil {
+				return
+			}
+			d.mu.Lock()
+			d.inflight = nil
+			d.mu.Unlock()
+			d.save()
 			continue
 		}
 		if wait < 0 {

@@ -330,8 +330,9 @@ func TestDelivererDedupesRefusals(t *testing.T) {
 	if second.Description != "refused: missing 2 more; no trusted signature" {
 		t.Fatalf("second status %q", second.Description)
 	}
+	waitFor(t, func() bool { return d.Snapshot().Delivered == 2 })
 	snap := d.Snapshot()
-	if snap.Skipped != 5 || snap.Delivered != 2 || len(rec.got) != 2 {
+	if snap.Skipped != 5 || len(rec.got) != 2 {
 		t.Fatalf("snapshot %+v, sent %d", snap, len(rec.got))
 	}
 	if snap.Last == nil || snap.Last.Result != forge.ResultDelivered || snap.Last.Context != "flant_gitops/01234567" {
@@ -351,6 +352,7 @@ func TestDelivererRetriesTemporaryAndGivesUpOnFinal(t *testing.T) {
 	if got.State != forge.Pending {
 		t.Fatalf("state %s", got.State)
 	}
+	waitFor(t, func() bool { return d.Snapshot().Delivered == 1 })
 	snap := d.Snapshot()
 	if snap.Last.Attempts != 4 || snap.Last.Result != forge.ResultDelivered {
 		t.Fatalf("last = %+v, want delivered on the 4th attempt", snap.Last)
@@ -471,5 +473,67 @@ func TestDelivererHonoursRetryAfter(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// memOutbox is an Outbox in memory.
+type memOutbox struct {
+	mu    sync.Mutex
+	kept  []forge.Waiting
+	saves int
+}
+
+func (o *memOutbox) Load(context.Context) ([]forge.Waiting, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]forge.Waiting(nil), o.kept...), nil
+}
+
+func (o *memOutbox) Save(_ context.Context, q []forge.Waiting) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.kept, o.saves = append([]forge.Waiting(nil), q...), o.saves+1
+	return nil
+}
+
+func (o *memOutbox) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.kept)
+}
+
+func TestDelivererOutboxOutlivesARestart(t *testing.T) {
+	box := &memOutbox{}
+	down := &recorder{sent: make(chan forge.Status, 1), errs: []error{&forge.Error{Code: 503, Temporary: true, RetryAfter: 10 * time.Minute}}}
+	first := forge.NewDeliverer(forge.Options{
+		Settings:  func(context.Context) (*forge.Settings, error) { return settings, nil },
+		NewClient: func(forge.Provider) (forge.Client, error) { return down, nil },
+		Outbox:    box,
+	})
+	first.Start()
+	first.Handle(context.Background(), events.Event{Kind: events.RunFinished, Outcome: events.RunSucceeded, Commit: sha, Run: "r1", Mount: "m"})
+	waitFor(t, func() bool { l := first.Snapshot().Last; return l != nil && l.Result == forge.ResultRetrying })
+	first.Stop(context.Background())
+	if box.len() != 1 {
+		t.Fatalf("outbox after stop holds %d, want the waiting success", box.len())
+	}
+
+	up := &recorder{sent: make(chan forge.Status, 1)}
+	second := forge.NewDeliverer(forge.Options{
+		Settings:  func(context.Context) (*forge.Settings, error) { return settings, nil },
+		NewClient: func(forge.Provider) (forge.Client, error) { return up, nil },
+		Outbox:    box,
+	})
+	second.Start()
+	defer second.Stop(context.Background())
+	got := <-up.sent
+	if got.Commit != sha || got.State != forge.Success {
+		t.Fatalf("the next instance sent %+v", got)
+	}
+	waitFor(t, func() bool { return box.len() == 0 })
+	// The restored status counts as seen: the same event again is a repeat.
+	second.Handle(context.Background(), events.Event{Kind: events.RunFinished, Outcome: events.RunSucceeded, Commit: sha, Run: "r1", Mount: "m"})
+	if s := second.Snapshot(); s.Skipped != 1 {
+		t.Fatalf("snapshot %+v, want the repeat skipped", s)
 	}
 }
