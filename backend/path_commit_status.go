@@ -299,9 +299,9 @@ changed context leaves the old one on every commit.
 Statuses are sent in the background from the active node, never delaying a
 run: a forge that is down or rate-limits (GitHub's secondary limits, 429) is
 retried with backoff, honouring Retry-After, for up to an hour; only the
-newest status of a commit waits. A restart of the plugin loses what was
-still waiting. flant_gitops/status shows the last delivery under
-commit_status.
+newest status of a commit waits. What waits is kept in storage, so a
+restart or a new active node sends it. flant_gitops/status shows the last
+delivery under commit_status.
 
 A description is built only from the run id, its outcome and reason, and
 the signers and missing signatures; it never holds a log line, and anything
