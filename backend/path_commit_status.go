@@ -184,11 +184,8 @@ func (b *backend) storeCommitStatus(ctx context.Context, req *logical.Request, d
 			continue
 		}
 		given[f.name] = true
-		v := raw.(string)
-		if f.name != "token" {
-			v = strings.TrimSpace(v)
-		}
-		*f.dst = v
+		// A token read from a file (token=@file) ends in a newline.
+		*f.dst = strings.TrimSpace(raw.(string))
 	}
 	if v, ok := d.GetOk("enabled"); ok {
 		e.Enabled = v.(bool)
@@ -210,7 +207,7 @@ func (b *backend) storeCommitStatus(ctx context.Context, req *logical.Request, d
 	if err := forge.CheckAPIURL(p, e.APIURL); err != nil {
 		return invalidf("%v", err)
 	}
-	if strings.TrimSpace(e.Token) == "" {
+	if e.Token == "" {
 		if given["token"] {
 			return invalidf("token is empty: give an access token that may set commit statuses; to stop sending statuses delete %sconfigure/commit_status or write enabled=false", req.MountPoint)
 		}

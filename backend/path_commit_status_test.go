@@ -22,7 +22,7 @@ func TestCommitStatusWriteReadDelete(t *testing.T) {
 	if resp := configReq(t, b, s, logical.ReadOperation, "configure/commit_status", nil); resp != nil {
 		t.Fatalf("read before any write: %v", resp.Data)
 	}
-	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "github", "token": forgeToken}), "write")
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "github", "token": forgeToken + "\n"}), "write")
 	read := configReq(t, b, s, logical.ReadOperation, "configure/commit_status", nil)
 	mountID, err := b.mount.get(context.Background(), s)
 	if err != nil {
