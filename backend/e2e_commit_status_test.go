@@ -236,13 +236,16 @@ func csWait(t *testing.T, cond func() bool) {
 	}
 }
 
-// TestE2ECommitStatusCarriesNoToken: runs whose command prints its
+// TestE2ECommitStatusCarriesNoToken: on a repository whose URL names it
+// (acme/deploy, no repository configured), runs whose command prints its
 // response-wrapped token (and a log line of its own) succeed and fail, and
 // every status payload the forge received is walked: none holds a token or
 // secret_id the target Vault handed out, nor the command's log line.
 func TestE2ECommitStatusCarriesNoToken(t *testing.T) {
 	f := newTargetFixture(t, "10m")
 	e := newWatchE2E(t)
+	// owner/repo in the URL: the statuses' repository is taken from it.
+	e.repo = e.gitSrv.NewRepo(t, "acme/deploy")
 	base := e.repo.Commit(t, map[string]string{"hello.txt": "base\n", "step.sh": "echo base\n"}, gittest.Message("base"))
 	e.write("configure_vault_access", f.accessFields("10m"))
 	e.write("configure/vault_request/app", map[string]any{"path": "secret/data/app"})
@@ -256,8 +259,11 @@ func TestE2ECommitStatusCarriesNoToken(t *testing.T) {
 		"run_timeout":                                      "120s",
 		"network_mode":                                     "none",
 	})
-	gh := forgetest.NewGitHub(t, e2eGitHubToken, "acme/ops")
-	e.write("configure/commit_status", map[string]any{"provider": "github", "api_url": gh.APIURL(), "token": e2eGitHubToken, "repository": "acme/ops"})
+	gh := forgetest.NewGitHub(t, e2eGitHubToken, "acme/deploy")
+	e.write("configure/commit_status", map[string]any{"provider": "github", "api_url": gh.APIURL(), "token": e2eGitHubToken})
+	if got := e.read("configure/commit_status")["effective_repository"]; got != "acme/deploy" {
+		t.Fatalf("effective_repository = %v, want acme/deploy from %s", got, e.repo.URL())
+	}
 
 	var logs strings.Builder
 	for _, tc := range []struct {
