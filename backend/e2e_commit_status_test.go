@@ -182,7 +182,7 @@ func TestE2ECommitStatus(t *testing.T) {
 		bad := e.commit("bad\n", "echo failing; exit 3", 0, 2)
 		e.pollAndWait(bad, watch.RunFailed)
 		got := waitStatuses(t, e, gl, bad, lastState("failed"))
-		if fmt.Sprint(states(got)) != "[running failed]" || !strings.Contains(got[1].Description, "code 3") || got[1].Context != wantContext || got[1].Auth != "Private-Token: <token>" {
+		if fmt.Sprint(states(got)) != "[running failed]" || !strings.Contains(got[1].Description, "code 3") || got[1].Context != wantContext || got[1].Auth != "Private-Token: <token>" || got[1].Ref != "main" {
 			t.Errorf("gitlab statuses %+v", got)
 		}
 	})

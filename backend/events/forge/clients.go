@@ -117,6 +117,9 @@ func (c gitlabClient) SetStatus(ctx context.Context, t Target, s Status) error {
 	if s.TargetURL != "" {
 		opt.TargetURL = gitlab.Ptr(s.TargetURL)
 	}
+	if s.Ref != "" {
+		opt.Ref = gitlab.Ptr(s.Ref)
+	}
 	_, resp, err := gl.Commits.SetCommitStatus(strings.Trim(t.Repository, "/"), s.Commit, opt, gitlab.WithContext(ctx))
 	if err == nil {
 		return nil

@@ -278,6 +278,7 @@ func (d *Deliverer) Handle(ctx context.Context, e events.Event) {
 		Context:     Cut(Context(set.ContextTemplate, v), LimitsOf(set.Provider).Context),
 		Description: desc,
 		TargetURL:   TargetURL(set.TargetURLTemplate, v),
+		Ref:         e.Branch,
 	}
 	if d.enqueue(st) {
 		d.save()

@@ -101,6 +101,9 @@ type Status struct {
 	Context     string `json:"context"`
 	Description string `json:"description"`
 	TargetURL   string `json:"target_url,omitempty"`
+	// Ref is the watched branch; GitLab files the status under it (the
+	// others have no such field).
+	Ref string `json:"ref,omitempty"`
 }
 
 // Target is where statuses go: the forge's API and the repository (GitHub

@@ -46,7 +46,7 @@ func TestClientAgainstEachForge(t *testing.T) {
 			target := forge.Target{Provider: f.name, APIURL: f.apiURL(srv), Repository: f.repo, Token: token}
 			ctx := context.Background()
 			for _, st := range []forge.State{forge.Pending, forge.Failure, forge.Success, forge.Canceled} {
-				err := c.SetStatus(ctx, target, forge.Status{Commit: sha, State: st, Context: "flant_gitops/abcd1234", Description: "d " + string(st), TargetURL: "https://dash.example.com/runs/r1"})
+				err := c.SetStatus(ctx, target, forge.Status{Commit: sha, State: st, Context: "flant_gitops/abcd1234", Description: "d " + string(st), TargetURL: "https://dash.example.com/runs/r1", Ref: "main"})
 				if err != nil {
 					t.Fatalf("%s: %v", st, err)
 				}
@@ -57,7 +57,11 @@ func TestClientAgainstEachForge(t *testing.T) {
 				t.Fatalf("accepted %d statuses, want %d: %+v", len(got), len(want), got)
 			}
 			for i, g := range got {
-				if g.State != want[i] || g.SHA != sha || g.Context != "flant_gitops/abcd1234" || g.TargetURL != "https://dash.example.com/runs/r1" || g.Repository != f.repo {
+				wantRef := ""
+				if f.name == forge.GitLab {
+					wantRef = "main"
+				}
+				if g.State != want[i] || g.SHA != sha || g.Context != "flant_gitops/abcd1234" || g.TargetURL != "https://dash.example.com/runs/r1" || g.Repository != f.repo || g.Ref != wantRef {
 					t.Errorf("status %d = %+v, want state %s", i, g, want[i])
 				}
 			}

@@ -36,6 +36,7 @@ type Status struct {
 	Context     string
 	Description string
 	TargetURL   string
+	Ref         string // GitLab's ref
 	Auth        string // the authentication header's form, token replaced by <token>
 }
 

@@ -107,11 +107,14 @@ func (s *Server) gitlab(w http.ResponseWriter, r *http.Request, body []byte) {
 	// A finished status and a new state: GitLab makes a new one.
 	s.states[key] = state
 	s.mu.Unlock()
-	st := Status{Repository: project, SHA: sha, State: state, Context: name, Description: str(m, "description"), TargetURL: str(m, "target_url"), Auth: authForm(r.Header, s.token)}
+	if tooLong(str(m, "ref"), 255) {
+		s.violate("ref is longer than 255 characters")
+	}
+	st := Status{Repository: project, SHA: sha, State: state, Context: name, Description: str(m, "description"), TargetURL: str(m, "target_url"), Ref: str(m, "ref"), Auth: authForm(r.Header, s.token)}
 	id := s.accept(st)
 	now := time.Now().UTC().Format(time.RFC3339)
 	writeJSON(w, http.StatusCreated, map[string]any{
-		"id": id, "sha": sha, "ref": nil, "status": state, "name": name,
+		"id": id, "sha": sha, "ref": nullable(st.Ref), "status": state, "name": name,
 		"target_url": nullable(st.TargetURL), "description": nullable(st.Description),
 		"created_at": now, "started_at": nil, "finished_at": nil, "allow_failure": false, "coverage": nil, "pipeline_id": 1,
 		"author": map[string]any{"id": 1, "username": "flant-gitops-bot", "name": "bot", "state": "active"},
