@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/forge"
 	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
@@ -68,6 +69,9 @@ type backend struct {
 	// notify sends signed notifications of the bus's events
 	// (path_notification.go, backend/events/notify).
 	notify *notify.Notifier
+	// statuses sets commit statuses on the forge, a subscriber of events
+	// with its own delivery loop (commit_status.go).
+	statuses *forge.Deliverer
 
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
@@ -105,6 +109,8 @@ func newBackend() *backend {
 	// Before the watch, so it stops after it: the watch's last events are
 	// queued while this node still sends.
 	b.setupNotify()
+	// Next, so it stops after the worker: a run's last status may still go.
+	b.setupCommitStatus()
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
 	// their own clock after newBackend.
@@ -122,6 +128,7 @@ func (b *backend) paths() []*framework.Path {
 		pathTrustedPGPPublicKey(b),
 		pathConfigureVaultAccess(b),
 		pathDockerEngine(b),
+		pathCommitStatus(b),
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathReceiver(b),

@@ -368,6 +368,9 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.UpdateOperation, "configure/docker_engine", engineFields(engine)},
 			{logical.UpdateOperation, "configure/docker_engine", map[string]any{"tls_server_name": "localhost", "client_key": string(engine.ClientKeyPEM)}},
 			{logical.ReadOperation, "configure/docker_engine", nil},
+			{logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "github", "token": "ghp_0123456789abcdef", "repository": "acme/deploy"}},
+			{logical.UpdateOperation, "configure/commit_status", map[string]any{"target_url_template": "https://dash.example.com/runs/{{run}}"}},
+			{logical.ReadOperation, "configure/commit_status", nil},
 			{logical.UpdateOperation, "configure/git_credential", map[string]any{"username": "oauth2", "password": "glpat-very-secret"}},
 			{logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": commit}},
 			{logical.ReadOperation, "configure/last_successful_commit", nil},
@@ -401,6 +404,7 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.DeleteOperation, "configure/git_credential", nil},
 			{logical.DeleteOperation, "configure_vault_access", nil},
 			{logical.DeleteOperation, "configure/docker_engine", nil},
+			{logical.DeleteOperation, "configure/commit_status", nil},
 			{logical.DeleteOperation, "configure", nil},
 		}
 		for _, st := range steps {

@@ -69,6 +69,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		return nil, err
 	}
 	notifications, err := b.notificationsStatus(ctx, s)
+	commitStatus, err := b.commitStatusStatus(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +98,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"next_poll_at":                  formatTime(b.watch.NextPollAt()),
 		"receivers":                     receivers,
 		"notifications":                 notifications,
+		"commit_status":                 commitStatus,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
@@ -219,6 +221,13 @@ Reads what the watch last saw and did:
                           its id, name and version, or why it cannot be used
                           (e.g. it refused the client certificate); no run
                           starts while it cannot
+  commit_status           the commit statuses sent to the forge
+                          (configure/commit_status): whether configured and
+                          enabled, counts delivered, failed and queued, and
+                          the last delivery (at, commit, state, context,
+                          result, http_code, error, attempts,
+                          next_attempt_at while retrying); counts start
+                          anew when a node becomes active
   version                 the plugin version serving this mount
   notifications           each notification endpoint's delivery: its last
                           attempt (when, event id and type, HTTP code or

@@ -104,6 +104,20 @@ func dockerEngineResponseFields() map[string]*framework.FieldSchema {
 	}
 }
 
+func commitStatusResponseFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"provider":             respString("github, gitlab or gitea."),
+		"api_url":              respString("Address of the forge's API; the token is sent only there."),
+		"token_set":            respBool("Whether a token is stored. The token itself is never returned."),
+		"repository":           respString("The repository as configured; empty when taken from git_repo_url."),
+		"effective_repository": respString("The repository the statuses go to (owner/repo or the GitLab project path); empty when it cannot be told."),
+		"context_template":     respString("The context template as configured; empty for the default."),
+		"context":              respString("The context this mount's statuses carry now."),
+		"target_url_template":  respString("The link template; empty for none."),
+		"enabled":              respBool("Whether statuses are sent."),
+	}
+}
+
 func lastSuccessfulResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"commit": respString("SHA of the last successful commit."),
@@ -253,6 +267,8 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"mount_id": respOptString("Id of this mount; run containers carry it as label flant_gitops.mount."),
 		"engine": {Type: framework.TypeMap, Required: true,
 			Description: `The Docker engine the runs go to, checked now: {"host" ("local" or the address of configure/docker_engine), "reachable", and when reachable "id", "name", "version" of the engine, else "error" saying why it cannot be used}.`},
+		"commit_status": {Type: framework.TypeMap, Required: true,
+			Description: `The commit statuses sent to the forge since this node became active: {"configured", "enabled", "provider", "delivering" (the delivery loop runs here), "queued", "delivered", "failed", "repeats_skipped", "dropped_events", "last": {"at", "commit", "state", "context", "result" (delivered, already_set, retrying, refused, gave_up, dropped), "http_code", "error", "attempts", "next_attempt_at"} or null}.`},
 		"signatures": {Type: framework.TypeMap,
 			Description: `Signature check of the last polled commit: {"commit", "required", "verified", "missing", "signers", and when it is not trusted "untrusted_commit", "untrusted_reason"}.`},
 		"retry": {Type: framework.TypeMap,

@@ -22,9 +22,13 @@ const (
 	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
+	storageKeyCommitStatus    = "config/commit_status"
 	storagePrefixReceiver     = "config/receiver/"
 	// One notification endpoint each: URL, events, signing secrets.
 	storagePrefixNotification = "config/notification/"
+
+	// The commit statuses waiting to be sent (commit_status.go).
+	storageKeyCommitStatusOutbox = "commit_status/outbox"
 
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
@@ -54,11 +58,13 @@ var storageKeys = append([]storageKey{
 	{storagePrefixTrustedKey, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
+	{storageKeyCommitStatus, true}, // the forge token
 	// Digests of the receivers' ids and tokens: 256 random bits each, so a
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},
 	{storagePrefixReceiverDelivery, false},
-	{storagePrefixNotification, true}, // the signing secrets
+	{storagePrefixNotification, true},     // the signing secrets
+	{storageKeyCommitStatusOutbox, false}, // statuses: commit, state, context, description, link
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},      // the plugin's private signing key
 	{storagePrefixRepository, true},   // each repository's password or SSH key
