@@ -27,6 +27,13 @@ type TrustedKey struct {
 	Name string
 	// Armored is the armored public key, as validated by ParseKey.
 	Armored string
+	// Signer is the trusted person or role holding the key
+	// (configure/signer/NAME): all keys of one signer count once together.
+	// Empty: the key is a signer of its own, named Name.
+	Signer string
+	// Revoked says the operator withdrew the key (a signer's revoked_keys):
+	// its signatures are recognised and count zero.
+	Revoked bool
 }
 
 // Signature sources reported in Signer.Sources.
@@ -35,17 +42,26 @@ const (
 	SourceNotes  = "notes"  // a line in refs/notes/signatures
 )
 
-// Signer is one trusted person who signed, identified by primary key.
+// Signer is one trusted signer (person or role) who signed: the unit a
+// quorum counts, whatever number of their keys signed.
 type Signer struct {
-	// Fingerprint of the primary key, upper-case hex.
+	// Name of the signer: the configure/signer name, or for a key trusted
+	// on its own, its name.
+	Name string
+	// Fingerprint of the key that verified (the first of Keys), upper-case
+	// hex.
 	Fingerprint string
+	// Keys are every key of the signer with a signature that verified,
+	// each with where it was found (first the commit's own, then by
+	// fingerprint).
+	Keys []SignerKey
 	// UserIDs of the key, sorted.
 	UserIDs []string
-	// Names under which the key is trusted, sorted.
+	// Names under which the keys are trusted, sorted.
 	Names []string
-	// Sources holds where the signature that counted was found
+	// Sources holds where the signatures that counted were found
 	// (SourceCommit or SourceNotes). Each key is checked once per commit,
-	// the commit's own signature first, so it names one source.
+	// the commit's own signature first.
 	Sources []string
 }
 
@@ -66,6 +82,11 @@ type Quorum struct {
 	Ignored []string
 
 	// Set by Accept only.
+	//
+	// Rules are the path rules the change touches, each with its outcome;
+	// OK needs every one of them. Changes says what change decided them.
+	Rules   []RuleOutcome
+	Changes Changes
 	//
 	// Anchored: the commit is one of Rule.Accepted.
 	Anchored bool
@@ -116,6 +137,11 @@ type trustedSigner struct {
 	fingerprint string
 	names       []string
 	entities    []*openpgp.Entity
+	// unit is the signer the key counts for and name how it is shown
+	// (people.go); holders are the signers that hold the key.
+	unit, name string
+	holders    []string
+	revoked    bool
 }
 
 // trustedSet is the trusted keys of one check, parsed once, with every
@@ -150,12 +176,13 @@ func loadTrusted(keys []TrustedKey) (*trustedSet, []string) {
 		}
 		ts.names = append(ts.names, k.Name)
 		ts.entities = append(ts.entities, e)
+		ts.holdBy(k)
 		set.index(ts, e.PrimaryKey)
 		for _, sk := range e.Subkeys {
 			set.index(ts, sk.PublicKey)
 		}
 	}
-	return set, problems
+	return set, append(problems, set.assignUnits()...)
 }
 
 func (s *trustedSet) index(ts *trustedSigner, pk *packet.PublicKey) {
@@ -207,8 +234,8 @@ func countQuorum(commit string, trusted []TrustedKey, required int, blobs []sign
 func countLoaded(commit string, set *trustedSet, problems []string, required int, blobs []signedBlob, now time.Time) Quorum {
 	q := Quorum{Commit: commit, Required: required}
 	q.Ignored = append(q.Ignored, problems...)
-	if required > len(set.signers) {
-		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(set.signers)))
+	if n := set.units(); required > n {
+		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted signers are configured", required, n))
 	}
 
 	found := make(map[string]string)          // fingerprint -> source of the signature that counted
@@ -263,23 +290,7 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	}
 	q.Ignored = append(q.Ignored, skippedLines(skipped, found)...)
 
-	for fp, source := range found {
-		ts := set.signers[fp]
-		s := Signer{Fingerprint: fp, Names: append([]string(nil), ts.names...), Sources: []string{source}}
-		uids := make(map[string]bool)
-		for _, e := range ts.entities {
-			for name := range e.Identities {
-				uids[name] = true
-			}
-		}
-		for u := range uids {
-			s.UserIDs = append(s.UserIDs, u)
-		}
-		sort.Strings(s.UserIDs)
-		sort.Strings(s.Names)
-		q.Signers = append(q.Signers, s)
-	}
-	sort.Slice(q.Signers, func(i, j int) bool { return q.Signers[i].Fingerprint < q.Signers[j].Fingerprint })
+	q.Signers = set.signersOf(found)
 	q.Verified = len(q.Signers)
 	q.OK = q.Verified >= required
 	if !q.OK {
@@ -358,6 +369,9 @@ func (u untrustedPackets) String() string {
 // the packet must not count; a copy that does not hold the issuer gives
 // neither.
 func (ts *trustedSigner) verify(payload, sigPacket []byte, allowText bool, now time.Time) (bool, string) {
+	if ts.revoked {
+		return false, "the operator revoked this key (revoked_keys of its signer)"
+	}
 	for _, e := range ts.entities {
 		// A revocation is final: if any stored copy carries it, the person's
 		// key is revoked whatever the other copies say.
