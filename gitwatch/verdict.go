@@ -74,7 +74,7 @@ func (r RuleOutcome) appliesTo(ch Changes) string {
 		}
 		return s
 	case ch.Problem != "":
-		return "every change (" + ch.Problem + ")"
+		return "every file (" + ch.Problem + ")"
 	}
-	return fmt.Sprintf("every change: more than %d files changed, past what a check lists", ch.Files)
+	return fmt.Sprintf("every file (more than %d files changed, more than a check lists)", ch.Files)
 }
