@@ -104,6 +104,8 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigure(b),
 		pathGitCredential(b),
 		pathTrustedPGPPublicKey(b),
+		pathSigner(b),
+		pathSignatureRule(b),
 		pathConfigureVaultAccess(b),
 		pathDockerEngine(b),
 		pathVaultRequest(b),

@@ -22,6 +22,9 @@ const (
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
 	storagePrefixReceiver     = "config/receiver/"
+	storagePrefixSigner       = "config/signer/"
+	// storagePrefixSignatureRule keeps the path rules (configure/signature_rule).
+	storagePrefixSignatureRule = "config/signature_rule/"
 
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
@@ -49,6 +52,8 @@ var storageKeys = append([]storageKey{
 	{storageKeyGitCredential, true}, // password or SSH key
 	{storageKeyVaultAccess, true},   // secret_id
 	{storagePrefixTrustedKey, false},
+	{storagePrefixSigner, false}, // public keys only
+	{storagePrefixSignatureRule, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
 	// Digests of the receivers' ids and tokens: 256 random bits each, so a

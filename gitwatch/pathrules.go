@@ -421,3 +421,9 @@ func (d *differ) entry(a *object.Tree, o *object.TreeEntry, b *object.Tree, e *o
 	}
 	return nil
 }
+
+// IsMissingCommit reports whether err says a commit (or an object it
+// needs) is not in the mirror: a fetch may bring it.
+func IsMissingCommit(err error) bool {
+	return errors.Is(err, plumbing.ErrObjectNotFound)
+}

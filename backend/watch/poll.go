@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/flant/flant_gitops/container"
@@ -124,11 +123,7 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		}
 	}
 
-	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys,
-		Target: gitwatch.Target{URL: ws.RepoURL, Branch: ws.Branch}}
-	if last.Commit != "" {
-		rule.Accepted = []string{last.Commit}
-	}
+	rule := rule(ws, last.Commit)
 	verdict := refusalKey(head, rule, fr.Signatures)
 	// An operator's poll checks afresh; the periodic ones reuse a refusal.
 	if v := w.rememberedRefusal(verdict, now, force || trigger == triggerPoll); v != nil {
@@ -142,23 +137,13 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if err != nil {
 		return OutcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
 	}
-	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers),
-		UntrustedCommit: q.Untrusted, UntrustedReason: q.UntrustedReason}
+	qi := newCheck(q)
 	if err := w.updateState(ctx, s, func(st *State) { st.Quorum = qi }); err != nil {
 		return OutcomeError, err.Error()
 	}
 	if !q.OK {
-		signed := "nobody trusted"
-		if len(qi.Signers) > 0 {
-			signed = strings.Join(qi.Signers, "; ")
-		}
-		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
-		if q.Untrusted != "" {
-			msg += "; " + q.UntrustedChainText(head)
-		}
-		if len(q.Ignored) > 0 {
-			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
-		}
+		// The same words as the signatures read path (Quorum.Verdict).
+		msg := "refused: " + qi.Text
 		w.rememberRefusal(verdict, now, qi, msg)
 		return OutcomeRefused, msg
 	}
@@ -168,7 +153,7 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if st.sameChange(head, content) {
 		attempt = st.Failures + 1
 	}
-	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi.Signers)
+	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi)
 	if err != nil {
 		return OutcomeError, err.Error()
 	}
@@ -200,7 +185,7 @@ const triggerWebhook = "webhook"
 type refusedVerdict struct {
 	key string
 	at  time.Time
-	qi  *quorumInfo
+	qi  *Check
 	msg string
 }
 
@@ -227,7 +212,7 @@ func (w *Worker) rememberedRefusal(key string, now time.Time, fresh bool) *refus
 }
 
 // rememberRefusal keeps the verdict of a refused HEAD (key "" forgets).
-func (w *Worker) rememberRefusal(key string, now time.Time, qi *quorumInfo, msg string) {
+func (w *Worker) rememberRefusal(key string, now time.Time, qi *Check, msg string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if key == "" {
@@ -246,13 +231,14 @@ func (r *Run) Describe() string {
 }
 
 // newRun writes the run record, queued, before anything else happens for it.
-func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, attempt int, trigger string, signers []string) (*Run, error) {
+func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, attempt int, trigger string, check *Check) (*Run, error) {
 	now := w.deps.Now()
 	id, err := newRunID(now)
 	if err != nil {
 		return nil, err
 	}
-	r := &Run{ID: id, Commit: commit, Content: content, Status: RunQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	r := &Run{ID: id, Commit: commit, Content: content, Status: RunQueued, Attempt: attempt, Trigger: trigger, Signers: check.Signers,
+		SignedBy: check.SignedBy, Rules: check.Rules, CreatedAt: now}
 	if err := putRun(ctx, s, r); err != nil {
 		return nil, err
 	}
