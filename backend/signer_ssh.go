@@ -89,6 +89,9 @@ func parseSignerSSHKey(line string) (signerSSHKey, error) {
 		case "cert-authority":
 			return signerSSHKey{}, fmt.Errorf("cert-authority keys (SSH certificates) are not supported: give the signer's own public key")
 		default:
+			if strings.Contains(name, "@") {
+				return signerSSHKey{}, fmt.Errorf("%q looks like the principals field of an allowed_signers line: give the key without the principals field", name)
+			}
 			return signerSSHKey{}, fmt.Errorf("option %q is not one a signer's key takes: only valid-after, valid-before and namespaces are", name)
 		}
 	}
