@@ -23,9 +23,9 @@ type signatureRuleEntry struct {
 
 // Bounds on what rules may hold, so a check's cost stays small.
 const (
-	maxSignatureRules   = 64
-	maxPathsPerRule     = 64
-	maxSignersPerRule   = 256
+	maxSignatureRules  = 64
+	maxPathsPerRule    = 64
+	maxSignersPerRule  = 256
 	maxRequiredSigners = 64
 )
 
@@ -292,7 +292,6 @@ func (b *backend) pathSignatureRuleDelete(ctx context.Context, req *logical.Requ
 	defer b.configMu.Unlock()
 	return nil, deleteEntry(ctx, req.Storage, storagePrefixSignatureRule+name)
 }
-
 
 const pathSignatureRuleListHelpSyn = `List the signature rules.`
 

@@ -198,15 +198,15 @@ func pollResponseFields() map[string]*framework.FieldSchema {
 // answer it, and as status embeds it.
 func runResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"id":           respString("Run id."),
-		"commit":       respString("The commit run."),
-		"status":       respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
-		"reason":       respString("Why it ended as it did; empty while running or on success."),
-		"attempt":      respInt("Attempt number for this commit (1 for the first run)."),
-		"signers":      respStrings("The trusted signers who counted, each with the keys that verified: \"alice (pgp key FINGERPRINT in commit)\" (null when no signature was required)."),
+		"id":      respString("Run id."),
+		"commit":  respString("The commit run."),
+		"status":  respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
+		"reason":  respString("Why it ended as it did; empty while running or on success."),
+		"attempt": respInt("Attempt number for this commit (1 for the first run)."),
+		"signers": respStrings("The trusted signers who counted, each with the keys that verified: \"alice (pgp key FINGERPRINT in commit)\" (null when no signature was required)."),
 		"signed_by": {Type: framework.TypeSlice, Description: "The signers who counted: name and keys (fingerprint, kind, source), as signatures/COMMIT shows them; " +
 			"absent on runs recorded before signers were kept."},
-		"rules": {Type: framework.TypeSlice, Description: "The signature rules the run's change touched, as signatures/COMMIT shows them; absent when none applied."},
+		"rules":        {Type: framework.TypeSlice, Description: "The signature rules the run's change touched, as signatures/COMMIT shows them; absent when none applied."},
 		"trigger":      respString("What started the run (a poll, a retry, ...)."),
 		"created_at":   respString("When the run was created (RFC 3339)."),
 		"exit_code":    {Type: framework.TypeInt, Description: "Exit code of the commands, once they ended."},
