@@ -68,8 +68,8 @@ func TestE2ESignersAndPathRules(t *testing.T) {
 	t.Run("a change outside prod/** needs the mount's quorum only", func(t *testing.T) {
 		c := git.Commit(t, map[string]string{"staging/app.yaml": "replicas: 3\n"}, gittest.SignGPG(gpg, carol))
 		_, run := e.pollAndWait(c, watch.RunSucceeded)
-		if run["rules"] != nil {
-			t.Errorf("a staging change applied rules: %v", run["rules"])
+		if rules, _ := run["rules"].([]any); len(rules) != 0 || !strings.Contains(fmt.Sprint(run["signers"]), "carol (pgp key "+carol) {
+			t.Errorf("a staging change signed by carol: rules %v, signers %v", run["rules"], run["signers"])
 		}
 	})
 
