@@ -148,7 +148,7 @@ func signerResponse(e *signerEntry, now time.Time) map[string]any {
 	for _, k := range e.PGPKeys {
 		data := trustedKeyResponse(k, now)
 		delete(data, "name")
-		data["kind"] = gitwatch.KeyPGP
+		data["kind"] = gitwatch.KindPGP
 		if slices.Contains(e.RevokedKeys, k.Fingerprint) {
 			data["usable"], data["problem"] = false, "listed in revoked_keys"
 		}
@@ -165,16 +165,13 @@ func signerResponse(e *signerEntry, now time.Time) map[string]any {
 		if slices.Contains(e.RevokedKeys, k.Fingerprint) {
 			problem = "listed in revoked_keys"
 		}
-		if problem == "" && !sshSignaturesVerified {
-			problem = "SSH signatures are not verified by this version of the plugin yet: the key is kept and shown but counts zero"
-		}
 		if problem == "" {
 			usable = true
 		} else {
 			problems = append(problems, fmt.Sprintf("SSH key %s: %s", k.Fingerprint, problem))
 		}
 		ssh = append(ssh, map[string]any{
-			"kind":         gitwatch.KeySSH,
+			"kind":         gitwatch.KindSSH,
 			"type":         k.Type,
 			"fingerprint":  k.Fingerprint,
 			"comment":      k.Comment,
@@ -202,10 +199,6 @@ func signerResponse(e *signerEntry, now time.Time) map[string]any {
 		"problems":        problems,
 	}
 }
-
-// sshSignaturesVerified: whether the watch counts SSH signatures (SSH
-// keys are kept either way).
-const sshSignaturesVerified = false
 
 // rawStrings reads a list field given either as a list or as one string.
 // One string is split by split (armored blocks, lines), never on commas:
@@ -304,6 +297,10 @@ func (b *backend) pathSignerWrite(ctx context.Context, req *logical.Request, d *
 		e.SSHKeys = nil
 		for i, line := range lines {
 			k, err := parseSignerSSHKey(line)
+			if err == nil {
+				// What the watch will read, read the watch's way.
+				_, err = gitwatch.ParseSSHKey(k.PublicKey)
+			}
 			if err != nil {
 				return respondErr(invalidf("ssh_public_keys item %d: %v", i+1, err))
 			}
@@ -419,8 +416,10 @@ func signerWarnings(ctx context.Context, s logical.Storage, e *signerEntry, now 
 			out = append(out, fmt.Sprintf("PGP key %s counts zero: %s", k.Fingerprint, p))
 		}
 	}
-	if len(e.SSHKeys) > 0 && !sshSignaturesVerified {
-		out = append(out, "SSH signatures are not verified by this version of the plugin yet: the SSH keys are kept but count zero")
+	for _, k := range e.SSHKeys {
+		if p := k.problemAt(now); p != "" {
+			out = append(out, fmt.Sprintf("SSH key %s counts zero: %s", k.Fingerprint, p))
+		}
 	}
 	return out, nil
 }
@@ -460,7 +459,8 @@ func (b *backend) pathSignerDelete(ctx context.Context, req *logical.Request, d 
 
 // trustedForRule gathers every trusted key for a check: each
 // configure/trusted_pgp_public_key (a signer of its own) and each
-// signer's PGP keys, with the revocations of every signer applied.
+// signer's PGP and SSH keys, and the revocations of every signer (a
+// revoked key counts zero wherever it is trusted).
 func trustedForRule(ctx context.Context, s logical.Storage) ([]gitwatch.TrustedKey, []*trustedKeyEntry, error) {
 	keys, err := listTrustedKeys(ctx, s)
 	if err != nil {
@@ -477,14 +477,38 @@ func trustedForRule(ctx context.Context, s logical.Storage) ([]gitwatch.TrustedK
 		}
 	}
 	var out []gitwatch.TrustedKey
+	// A PGP revocation names the key by its armored text (its fingerprint
+	// is read from it), once.
+	revokedPGP := make(map[string]bool)
+	revokePGP := func(fp, armored string) {
+		if revoked[fp] && !revokedPGP[fp] {
+			revokedPGP[fp] = true
+			out = append(out, gitwatch.TrustedKey{Name: "revoked " + fp, Armored: armored, Revoked: true})
+		}
+	}
 	for _, k := range keys {
-		out = append(out, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey, Revoked: revoked[k.Fingerprint]})
+		out = append(out, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
+		revokePGP(k.Fingerprint, k.PublicKey)
 	}
 	for _, e := range signers {
 		for _, k := range e.PGPKeys {
-			out = append(out, gitwatch.TrustedKey{Name: e.Name + "/" + shortFingerprint(k.Fingerprint), Armored: k.PublicKey,
-				Signer: e.Name, Revoked: revoked[k.Fingerprint]})
+			out = append(out, gitwatch.TrustedKey{Name: e.Name + "/" + shortFingerprint(k.Fingerprint), Armored: k.PublicKey, Signer: e.Name})
+			revokePGP(k.Fingerprint, k.PublicKey)
 		}
+		for _, k := range e.SSHKeys {
+			out = append(out, gitwatch.TrustedKey{Name: e.Name + "/" + k.Fingerprint, SSH: k.PublicKey, Signer: e.Name})
+		}
+	}
+	// In a fixed order: the rule's digest keys a remembered refusal.
+	var sshRevoked []string
+	for fp := range revoked {
+		if strings.HasPrefix(fp, "SHA256:") {
+			sshRevoked = append(sshRevoked, fp)
+		}
+	}
+	sort.Strings(sshRevoked)
+	for _, fp := range sshRevoked {
+		out = append(out, gitwatch.TrustedKey{Name: "revoked " + fp, SSH: fp, Revoked: true})
 	}
 	return out, keys, nil
 }
@@ -514,6 +538,11 @@ func usableSigners(keys []*trustedKeyEntry, signers []*signerEntry, now time.Tim
 		for _, k := range e.PGPKeys {
 			held[k.Fingerprint] = true
 			if k.usableAt(now) && !revoked[k.Fingerprint] {
+				units[e.Name] = true
+			}
+		}
+		for _, k := range e.SSHKeys {
+			if k.problemAt(now) == "" && !revoked[k.Fingerprint] {
 				units[e.Name] = true
 			}
 		}

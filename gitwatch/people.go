@@ -16,27 +16,19 @@ import (
 
 // SignerKey is one key of a signer whose signature verified.
 type SignerKey struct {
-	// Fingerprint of the key: upper-case hex for PGP (primary key).
+	// Fingerprint of the key: upper-case hex for PGP (primary key),
+	// "SHA256:..." for SSH.
 	Fingerprint string
-	// Kind is KeyPGP (or, with SSH signatures, KeySSH).
+	// Kind is KindPGP or KindSSH.
 	Kind string
 	// Source is where the signature was found: SourceCommit or SourceNotes.
 	Source string
 }
 
-// Key kinds in SignerKey.Kind.
-const (
-	KeyPGP = "pgp"
-	KeySSH = "ssh"
-)
-
 // holdBy records what the configuration says about one copy of the key.
 func (ts *trustedSigner) holdBy(k TrustedKey) {
 	if k.Signer != "" && !slices.Contains(ts.holders, k.Signer) {
 		ts.holders = append(ts.holders, k.Signer)
-	}
-	if k.Revoked {
-		ts.revoked = true
 	}
 }
 
@@ -87,11 +79,11 @@ func (s *trustedSet) sortedSigners() []*trustedSigner {
 }
 
 // units is how many distinct signers could sign: those with a key that is
-// not revoked by the operator.
+// not revoked.
 func (s *trustedSet) units() int {
 	seen := make(map[string]bool)
-	for _, ts := range s.signers {
-		if !ts.revoked {
+	for fp, ts := range s.signers {
+		if !s.revoked[fp] {
 			seen[ts.unit] = true
 		}
 	}
@@ -103,7 +95,7 @@ func (s *trustedSet) units() int {
 func (s *trustedSet) signerNames(plugin map[string]bool) []string {
 	var out []string
 	for fp, ts := range s.signers {
-		if !ts.revoked && !plugin[fp] && !slices.Contains(out, ts.name) {
+		if !s.revoked[fp] && !plugin[fp] && !slices.Contains(out, ts.name) {
 			out = append(out, ts.name)
 		}
 	}
@@ -124,17 +116,21 @@ func (s *trustedSet) signersOf(found map[string]string) []Signer {
 			byUnit[ts.unit] = sg
 			order = append(order, ts.unit)
 		}
-		sg.Keys = append(sg.Keys, SignerKey{Fingerprint: fp, Kind: KeyPGP, Source: found[fp]})
+		sg.Keys = append(sg.Keys, SignerKey{Fingerprint: fp, Kind: ts.kind(), Source: found[fp]})
 		for _, n := range ts.names {
 			if !slices.Contains(sg.Names, n) {
 				sg.Names = append(sg.Names, n)
 			}
 		}
+		uids := ts.sshIdentities()
 		for _, e := range ts.entities {
 			for uid := range e.Identities {
-				if !slices.Contains(sg.UserIDs, uid) {
-					sg.UserIDs = append(sg.UserIDs, uid)
-				}
+				uids = append(uids, uid)
+			}
+		}
+		for _, uid := range uids {
+			if !slices.Contains(sg.UserIDs, uid) {
+				sg.UserIDs = append(sg.UserIDs, uid)
 			}
 		}
 	}
@@ -145,7 +141,7 @@ func (s *trustedSet) signersOf(found map[string]string) []Signer {
 		sort.SliceStable(sg.Keys, func(i, j int) bool {
 			return sg.Keys[i].Source == SourceCommit && sg.Keys[j].Source != SourceCommit
 		})
-		sg.Fingerprint = sg.Keys[0].Fingerprint
+		sg.Fingerprint, sg.Kind = sg.Keys[0].Fingerprint, sg.Keys[0].Kind
 		for _, k := range sg.Keys {
 			if !slices.Contains(sg.Sources, k.Source) {
 				sg.Sources = append(sg.Sources, k.Source)

@@ -7,14 +7,29 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
+	"github.com/flant/flant_gitops/gitwatch/sshsig/sshsigtest"
 )
+
+// aliceSSHKey parses a test key's public line.
+func aliceSSHKey(t *testing.T, k *sshsigtest.Key) ssh.PublicKey {
+	t.Helper()
+	pk, err := sshsig.ParsePublicKey(k.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
 
 // A quorum counts signers (people), not keys.
 func TestAcceptCountsPeople(t *testing.T) {
 	aliceLaptop, aliceToken := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Alice")
 	bob, carol := pgptest.NewKey(t, "Bob"), pgptest.NewKey(t, "Carol")
+	aliceSSH := sshsigtest.NewKey(t, "ed25519", 0)
 	key := func(name string, k *pgptest.Key, signer string) TrustedKey {
 		return TrustedKey{Name: name, Armored: k.PublicArmored(t), Signer: signer}
 	}
@@ -68,10 +83,31 @@ func TestAcceptCountsPeople(t *testing.T) {
 				g.repo.NoteSignature(t, head, carol)
 				return head
 			}, want{ok: true, verified: 2, names: []string{"bob", "carol"}, keys: 1}},
-		{"a revoked key of a person counts zero, the other key still counts",
-			[]TrustedKey{{Name: "alice-laptop", Armored: aliceLaptop.PublicArmored(t), Signer: "alice", Revoked: true}, alice[1], key("bob", bob, "")}, 1,
+		{"a revoked key of a person counts zero",
+			append(slices.Clone(alice), TrustedKey{Name: "revoked", Armored: aliceLaptop.PublicArmored(t), Revoked: true}, key("bob", bob, "")), 1,
 			func(g *chainGraph) string { return g.commit(aliceLaptop) },
-			want{verified: 0, ignored: "the operator revoked this key"}},
+			want{verified: 0, ignored: "the key is revoked"}},
+		{"a person's PGP and SSH keys count once together",
+			append(slices.Clone(alice), TrustedKey{Name: "alice-ssh", SSH: aliceSSH.Public, Signer: "alice"}, key("bob", bob, "")), 2,
+			func(g *chainGraph) string {
+				head := g.commit(aliceLaptop)
+				g.repo.NoteSignatureSSH(t, head, aliceSSH)
+				return head
+			}, want{verified: 1, names: []string{"alice"}, keys: 2}},
+		{"an SSH key of a person and another person's PGP key count twice",
+			[]TrustedKey{{Name: "alice-ssh", SSH: aliceSSH.Public, Signer: "alice"}, key("bob", bob, "")}, 2,
+			func(g *chainGraph) string {
+				head := g.commit(bob)
+				g.repo.NoteSignatureSSH(t, head, aliceSSH)
+				return head
+			}, want{ok: true, verified: 2, names: []string{"alice", "bob"}, keys: 1}},
+		{"a person's revoked SSH key counts zero",
+			[]TrustedKey{{Name: "alice-ssh", SSH: aliceSSH.Public, Signer: "alice"}, {Name: "revoked", SSH: sshsig.Fingerprint(aliceSSHKey(t, aliceSSH)), Revoked: true}}, 1,
+			func(g *chainGraph) string {
+				head := g.commit(nil)
+				g.repo.NoteSignatureSSH(t, head, aliceSSH)
+				return head
+			}, want{verified: 0, ignored: "revoked"}},
 		{"a key held by two signers counts for one of them, once",
 			[]TrustedKey{key("b1", bob, "bob"), key("b2", bob, "robert")}, 2,
 			func(g *chainGraph) string { return g.commit(bob) },
@@ -100,7 +136,7 @@ func TestAcceptCountsPeople(t *testing.T) {
 				if len(s.Keys) != tt.want.keys || s.Fingerprint != s.Keys[0].Fingerprint {
 					t.Errorf("first signer's keys = %+v (fingerprint %s), want %d", s.Keys, s.Fingerprint, tt.want.keys)
 				}
-				if !strings.Contains(s.Label(), s.Name+" (pgp key "+s.Fingerprint) {
+				if !strings.Contains(s.Label(), s.Name+" ("+s.Kind+" key "+s.Fingerprint) {
 					t.Errorf("label %q does not name the signer and the key that verified", s.Label())
 				}
 			}

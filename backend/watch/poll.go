@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -37,14 +39,40 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	// Detached: a run interrupted by a stopping plugin is still reported.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
+	var refused *Check
+	head := ""
 	err := w.updateState(fctx, s, func(st *State) {
 		st.LastPollAt = now
 		st.LastPollOutcome = outcome
 		st.LastPollResult = result
+		head, refused = st.HeadCommit, st.Quorum
 	})
 	if err != nil {
 		w.log().Error("could not record the poll result", "error", err)
 	}
+	w.publish(events.Event{Kind: events.PollFinished, Time: now, Outcome: outcome, Reason: result, Trigger: trigger, Commit: head})
+	if outcome == OutcomeRefused {
+		w.publish(refusalEvent(head, result, refused))
+	}
+}
+
+// refusalEvent describes a refused HEAD; qi is the signature count of the
+// poll when the signatures refused it (nil when ancestry did).
+func refusalEvent(head, reason string, qi *Check) events.Event {
+	e := events.Event{Kind: events.CommitRefused, Commit: head, Outcome: OutcomeRefused, Reason: reason}
+	if qi != nil && qi.Commit == head {
+		e.Signers = append([]string(nil), qi.Signers...)
+		if qi.Missing > 0 {
+			e.Missing = append(e.Missing, fmt.Sprintf("%d more verified signature(s) of trusted signers (%d of %d)", qi.Missing, qi.Verified, qi.Required))
+		}
+		for _, r := range qi.Rules {
+			if !r.OK {
+				e.Missing = append(e.Missing, fmt.Sprintf("%d more signer(s) for rule %q (%s); could sign: %s",
+					r.Missing, r.Name, strings.Join(r.Paths, ", "), strings.Join(r.CouldSign, ", ")))
+			}
+		}
+	}
+	return e
 }
 
 // poll returns the outcome word and the sentence `status` shows.
@@ -64,6 +92,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if err != nil {
 		return OutcomeError, err.Error()
 	}
+	w.mu.Lock()
+	w.target = gitwatch.Target{URL: ws.RepoURL, Branch: ws.Branch}
+	w.mu.Unlock()
 	fr, err := m.Fetch(ctx)
 	if err != nil {
 		return OutcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
@@ -290,6 +321,8 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 		_ = logw.Close(context.WithoutCancel(ctx))
 		return container.Result{}, err
 	}
+	w.publish(events.Event{Kind: events.RunStarted, Time: now, Commit: run.Commit, Run: run.ID, Attempt: run.Attempt,
+		Trigger: run.Trigger, Signers: append([]string(nil), run.Signers...)})
 	spec := container.Spec{
 		Image:       ws.Image,
 		Commands:    ws.Commands,
@@ -350,6 +383,12 @@ func (w *Worker) finish(runCtx context.Context, s Storage, run *Run, period time
 		w.log().Error("could not record the end of a run", "run", run.ID, "status", run.Status, "error", err)
 	}
 	w.recordRunOutcome(ctx, s, run, period, now)
+	began := run.StartedAt
+	if began.IsZero() {
+		began = run.CreatedAt
+	}
+	w.publish(events.Event{Kind: events.RunFinished, Time: now, Commit: run.Commit, Run: run.ID, Attempt: run.Attempt,
+		Trigger: run.Trigger, Outcome: run.Status, Reason: run.Reason, Duration: now.Sub(began)})
 	if err := pruneRuns(ctx, s, runsRetained); err != nil {
 		w.log().Warn("could not prune old runs", "error", err)
 	}
