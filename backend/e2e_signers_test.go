@@ -10,6 +10,7 @@ import (
 	"github.com/flant/flant_gitops/container/dockertest"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
+	"github.com/flant/flant_gitops/gitwatch/sshsig/sshsigtest"
 )
 
 // TestE2ESignersAndPathRules: the quorum counts people, and a signature
@@ -22,7 +23,9 @@ func TestE2ESignersAndPathRules(t *testing.T) {
 	gpg := pgptest.NewGPG(t)
 	aliceLaptop, aliceToken := gpg.GenKey(t, "Alice"), gpg.GenKey(t, "AliceToken")
 	bob, carol := gpg.GenKey(t, "Bob"), gpg.GenKey(t, "Carol")
-	e.write("configure/signer/alice", map[string]any{"pgp_public_keys": []any{gpg.ExportPublic(t, aliceLaptop), gpg.ExportPublic(t, aliceToken)}})
+	aliceSSH := sshsigtest.NewKey(t, "ed25519", 0) // made by ssh-keygen
+	e.write("configure/signer/alice", map[string]any{"pgp_public_keys": []any{gpg.ExportPublic(t, aliceLaptop), gpg.ExportPublic(t, aliceToken)},
+		"ssh_public_keys": []any{aliceSSH.Public}})
 	e.write("configure/signer/bob", map[string]any{"pgp_public_keys": []any{gpg.ExportPublic(t, bob)}})
 	e.write("configure/signer/carol", map[string]any{"pgp_public_keys": []any{gpg.ExportPublic(t, carol)}})
 	if a := e.read("configure/signer/alice"); fmt.Sprint(a["pgp_public_keys"]) == "" || !strings.Contains(fmt.Sprint(a["pgp_public_keys"]), aliceToken) {
@@ -46,11 +49,13 @@ func TestE2ESignersAndPathRules(t *testing.T) {
 	t.Run("one person's two keys count once", func(t *testing.T) {
 		c := git.Commit(t, map[string]string{"staging/app.yaml": "replicas: 2\n"}, gittest.SignGPG(gpg, aliceLaptop))
 		git.NoteSignatureGPG(t, c, gpg, aliceToken)
+		git.NoteSignatureSSH(t, c, aliceSSH) // her SSH key too: still one person
 		st := e.pollUntilOutcome(watch.OutcomeRefused)
 		sig, _ := st["signatures"].(map[string]any)
 		res := fmt.Sprint(st["last_poll_result"])
 		if fmt.Sprint(sig["verified"]) != "1" || !strings.Contains(res, "has 1 of 2 required verified signatures") ||
-			!strings.Contains(res, "alice (pgp key "+aliceLaptop+" in commit, pgp key "+aliceToken+" in notes)") {
+			!strings.Contains(res, "alice (pgp key "+aliceLaptop+" in commit, ") || !strings.Contains(res, "pgp key "+aliceToken+" in notes") ||
+			!strings.Contains(res, "ssh key SHA256:") {
 			t.Errorf("alice signing twice: result %q, signatures %v", res, sig)
 		}
 		git.NoteSignatureGPG(t, c, gpg, bob)

@@ -123,8 +123,24 @@ func TestSignerWriteReadListDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ws.Keys) != 2 || ws.Keys[0].Signer != "alice" || ws.Keys[1].Signer != "alice" || ws.Keys[0].Revoked || !ws.Keys[1].Revoked {
-		t.Errorf("watch keys = %+v", ws.Keys)
+	var pgpKeys, sshKeys2, revoked int
+	for _, k := range ws.Keys {
+		switch {
+		case k.Revoked:
+			revoked++
+			if !strings.Contains(k.Armored, "PUBLIC KEY") {
+				t.Errorf("the revocation does not carry the key: %+v", k)
+			}
+		case k.SSH != "" && k.Signer == "alice":
+			sshKeys2++
+		case k.Armored != "" && k.Signer == "alice":
+			pgpKeys++
+		default:
+			t.Errorf("unexpected watch key %+v", k)
+		}
+	}
+	if pgpKeys != 2 || sshKeys2 != 1 || revoked != 1 {
+		t.Errorf("watch keys: %d PGP, %d SSH, %d revoked; want 2, 1, 1: %+v", pgpKeys, sshKeys2, revoked, ws.Keys)
 	}
 }
 
