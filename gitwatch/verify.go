@@ -79,8 +79,8 @@ type Signer struct {
 type Quorum struct {
 	Commit   string
 	Required int
-	// Verified is the number of distinct trusted primary keys with at least
-	// one valid signature.
+	// Verified is the number of distinct trusted signers (people: all the
+	// keys of one count once) with at least one valid signature.
 	Verified int
 	Signers  []Signer
 	// Missing is how many more signers are needed (0 when OK).
