@@ -126,6 +126,8 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigure(b),
 		pathGitCredential(b),
 		pathTrustedPGPPublicKey(b),
+		pathSigner(b),
+		pathSignatureRule(b),
 		pathConfigureVaultAccess(b),
 		pathDockerEngine(b),
 		pathCommitStatus(b),

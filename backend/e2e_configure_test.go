@@ -325,7 +325,7 @@ func TestValidationThroughRealVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sec == nil || len(sec.Warnings) == 0 || !strings.Contains(sec.Warnings[0], "is 2 but only 0 usable trusted PGP key") {
+	if sec == nil || len(sec.Warnings) == 0 || !strings.Contains(sec.Warnings[0], "is 2 but only 0 usable trusted signer") {
 		t.Errorf("want a quorum warning, got %+v", sec)
 	}
 }

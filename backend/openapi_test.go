@@ -347,7 +347,8 @@ func TestResponseSchemas(t *testing.T) {
 		srv := gittest.NewServer(t)
 		remote := srv.NewRepo(t, "infra")
 		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "spec:\n  values:\n    image:\n      tag: 1.2.4\n"}, gittest.Message("initial"))
-		alice := pgptest.NewKey(t, "Alice")
+		alice, bob := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Bob")
+		bobSSH := sshPublicKeyLine(t)
 		engine := dockertest.NewTLSProxy(t)
 		commit := strings.Repeat("a", 40)
 		setTag := func(tag string) []any {
@@ -388,6 +389,14 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.UpdateOperation, "configure/trusted_pgp_public_key/alice", map[string]any{"public_key": alice.PublicArmored(t)}},
 			{logical.ReadOperation, "configure/trusted_pgp_public_key/alice", nil},
 			{logical.ListOperation, "configure/trusted_pgp_public_key/", nil},
+			{logical.UpdateOperation, "configure/signer/bob", map[string]any{"pgp_public_keys": []any{bob.PublicArmored(t)}, "ssh_public_keys": []any{bobSSH}}},
+			{logical.UpdateOperation, "configure/signer/bob", map[string]any{"revoked_keys": []any{strings.Repeat("AB", 20)}}},
+			{logical.ReadOperation, "configure/signer/bob", nil},
+			{logical.ListOperation, "configure/signer/", nil},
+			{logical.UpdateOperation, "configure/signature_rule/prod", map[string]any{"paths": "prod/**", "required_signers": 1, "signers": "bob"}},
+			{logical.UpdateOperation, "configure/signature_rule/prod", map[string]any{"required_signers": 1}},
+			{logical.ReadOperation, "configure/signature_rule/prod", nil},
+			{logical.ListOperation, "configure/signature_rule/", nil},
 			{logical.UpdateOperation, "configure/vault_request/db", map[string]any{"path": "secret/data/app"}},
 			{logical.UpdateOperation, "configure/vault_request/db", map[string]any{"method": "post"}},
 			{logical.ReadOperation, "configure/vault_request/db", nil},
@@ -398,6 +407,8 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.ReadOperation, "status", nil},
 			{logical.DeleteOperation, "configure/vault_request/db", nil},
 			{logical.DeleteOperation, "configure/trusted_pgp_public_key/alice", nil},
+			{logical.DeleteOperation, "configure/signature_rule/prod", nil},
+			{logical.DeleteOperation, "configure/signer/bob", nil},
 			{logical.DeleteOperation, "configure/repository/infra", nil},
 			{logical.DeleteOperation, "configure/policy", nil},
 			{logical.DeleteOperation, "configure/last_successful_commit", nil},
@@ -512,6 +523,13 @@ func TestResponseSchemas(t *testing.T) {
 			t.Errorf("status while fenced: %v", status.Data)
 		}
 		cov.validate(t, b, s, logical.ReadOperation, "runs/"+leftID, nil, "")
+
+		// A rule the change touches, and the signatures of HEAD.
+		configReq(t, b, s, logical.UpdateOperation, "configure/signature_rule/all", map[string]any{"paths": "**", "required_signers": 1})
+		sig := cov.validate(t, b, s, logical.ReadOperation, "signatures/"+repo.Head(t), nil, "")
+		if rules, _ := sig.Data["rules"].([]map[string]any); len(rules) != 1 || sig.Data["ok"] != false {
+			t.Errorf("signatures of HEAD: %v", sig.Data)
+		}
 	})
 
 	var missing []string

@@ -105,18 +105,7 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		data["mount_id"] = string(mountID.Value)
 	}
 	if st.Quorum != nil {
-		sig := map[string]any{
-			"commit":   st.Quorum.Commit,
-			"required": st.Quorum.Required,
-			"verified": st.Quorum.Verified,
-			"missing":  st.Quorum.Missing,
-			"signers":  st.Quorum.Signers,
-		}
-		if st.Quorum.UntrustedCommit != "" {
-			sig["untrusted_commit"] = st.Quorum.UntrustedCommit
-			sig["untrusted_reason"] = st.Quorum.UntrustedReason
-		}
-		data["signatures"] = sig
+		data["signatures"] = checkData(st.Quorum)
 	}
 	if st.FailedCommit != "" {
 		retry := map[string]any{
@@ -167,6 +156,15 @@ func trustedKeyProblems(ctx context.Context, s logical.Storage, now time.Time) (
 			out = append(out, fmt.Sprintf("%s (%s): %s", k.Name, k.Fingerprint, p))
 		}
 	}
+	signers, err := listSigners(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range signers {
+		for _, p := range signerResponse(e, now)["problems"].([]string) {
+			out = append(out, fmt.Sprintf("signer %s: %s", e.Name, p))
+		}
+	}
 	return out, nil
 }
 
@@ -193,7 +191,11 @@ Reads what the watch last saw and did:
                           recovering: a run left by the previous active node
                           cannot be checked (its engine does not answer), so
                           nothing starts until it can
-  signatures              the last signature check of HEAD; when the plugin's
+  signatures              the last signature check of HEAD, as
+                          signatures/COMMIT answers it: the signers who
+                          counted with the keys that verified, each
+                          signature rule the change touches with what it
+                          misses and who could still sign; when the plugin's
                           own signature did not count, untrusted_commit names
                           the commit below it that no trusted person signed
   retry                   a failing commit: failures in a row and when it is

@@ -212,12 +212,15 @@ func pollResponseFields() map[string]*framework.FieldSchema {
 // answer it, and as status embeds it.
 func runResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"id":           respString("Run id."),
-		"commit":       respString("The commit run."),
-		"status":       respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
-		"reason":       respString("Why it ended as it did; empty while running or on success."),
-		"attempt":      respInt("Attempt number for this commit (1 for the first run)."),
-		"signers":      respStrings("The trusted keys that signed the commit, each \"<key names> <fingerprint>\" (null when no signature was required)."),
+		"id":      respString("Run id."),
+		"commit":  respString("The commit run."),
+		"status":  respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
+		"reason":  respString("Why it ended as it did; empty while running or on success."),
+		"attempt": respInt("Attempt number for this commit (1 for the first run)."),
+		"signers": respStrings("The trusted signers who counted, each with the keys that verified: \"alice (pgp key FINGERPRINT in commit)\" (null when no signature was required)."),
+		"signed_by": {Type: framework.TypeSlice, Description: "The signers who counted: name and keys (fingerprint, kind, source), as signatures/COMMIT shows them; " +
+			"absent on runs recorded before signers were kept."},
+		"rules":        {Type: framework.TypeSlice, Description: "The signature rules the run's change touched, as signatures/COMMIT shows them; absent when none applied."},
 		"trigger":      respString("What started the run (a poll, a retry, ...)."),
 		"created_at":   respString("When the run was created (RFC 3339)."),
 		"exit_code":    {Type: framework.TypeInt, Description: "Exit code of the commands, once they ended."},
@@ -270,7 +273,8 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"commit_status": {Type: framework.TypeMap, Required: true,
 			Description: `The commit statuses sent to the forge since this node became active: {"configured", "enabled", "provider", "delivering" (the delivery loop runs here), "queued", "delivered", "failed", "repeats_skipped", "dropped_events", "last": {"at", "commit", "state", "context", "result" (delivered, already_set, retrying, refused, gave_up, dropped), "http_code", "error", "attempts", "next_attempt_at"} or null}.`},
 		"signatures": {Type: framework.TypeMap,
-			Description: `Signature check of the last polled commit: {"commit", "required", "verified", "missing", "signers", and when it is not trusted "untrusted_commit", "untrusted_reason"}.`},
+			Description: `Signature check of the last polled commit, the same fields as signatures/COMMIT: {"commit", "ok", "verdict", "required", "verified", "missing", "signers", ` +
+				`"signed_by", "rules" (each rule the change touches, with "missing" and "could_sign"), "not_counted", "untrusted_commit", "untrusted_reason", "changed_since", "changed_files", "changed_capped"}.`},
 		"retry": {Type: framework.TypeMap,
 			Description: `Failed commit waiting for a retry: {"commit", "consecutive_failures", "held_after_cancel", "next_attempt_at" (absent when held)}.`},
 		"fenced": {Type: framework.TypeMap,

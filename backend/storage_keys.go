@@ -29,6 +29,9 @@ const (
 
 	// The commit statuses waiting to be sent (commit_status.go).
 	storageKeyCommitStatusOutbox = "commit_status/outbox"
+	storagePrefixSigner          = "config/signer/"
+	// storagePrefixSignatureRule keeps the path rules (configure/signature_rule).
+	storagePrefixSignatureRule = "config/signature_rule/"
 
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
@@ -56,6 +59,8 @@ var storageKeys = append([]storageKey{
 	{storageKeyGitCredential, true}, // password or SSH key
 	{storageKeyVaultAccess, true},   // secret_id
 	{storagePrefixTrustedKey, false},
+	{storagePrefixSigner, false}, // public keys only
+	{storagePrefixSignatureRule, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
 	{storageKeyCommitStatus, true}, // the forge token
