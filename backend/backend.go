@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/metrics"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -64,6 +65,10 @@ type backend struct {
 	// statuses, notifications and metrics (events_backend.go).
 	events *events.Bus
 
+	// metrics counts the events for the metrics path (metrics_backend.go,
+	// path_metrics.go); its registry is this mount's own.
+	metrics *metrics.Metrics
+
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
 	format formatGate
@@ -81,6 +86,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 func newBackend() *backend {
 	b := &backend{events: events.NewBus()}
 	b.patch = newPatchState(b)
+	b.setupMetrics()
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
 		BackendType:    logical.TypeLogical,
@@ -117,6 +123,7 @@ func (b *backend) paths() []*framework.Path {
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathReceiver(b),
+		pathMetrics(b),
 		pathsPatch(b.patch),
 	)
 }
