@@ -8,21 +8,17 @@ import (
 	"github.com/flant/flant_gitops/patch"
 )
 
-// metricsQueue is the metrics subscriber's queue: counting is fast, so a
-// short queue only fills when the process is starved.
+// metricsQueue is the metrics subscriber's queue: counting takes
+// microseconds, so it fills only when the process is starved.
 const metricsQueue = events.DefaultQueue
-
-// DeliveryFailures is what the commit-status and notification subscribers
-// are handed to count a failed delivery attempt:
-// DeliveryFailed(metrics.DeliveryCommitStatus) or
-// DeliveryFailed(metrics.DeliveryNotification). It never blocks.
-type DeliveryFailures interface {
-	DeliveryFailed(kind string)
-}
 
 // setupMetrics makes the mount's metrics (its own registry) and subscribes
 // them to the bus. Values that are state rather than events (dropped
-// events, queued patches) are read when Prometheus scrapes.
+// events, queued patches) are read when Prometheus scrapes. The
+// commit-status and notification subscribers count their failed delivery
+// attempts with b.metrics.DeliveryFailed(metrics.DeliveryCommitStatus or
+// metrics.DeliveryNotification): hand them b.metrics behind a one-method
+// interface of their own.
 func (b *backend) setupMetrics() {
 	b.metrics = metrics.New(metrics.Sources{
 		Version:    Version,
@@ -32,10 +28,6 @@ func (b *backend) setupMetrics() {
 	})
 	b.events.Subscribe("metrics", metricsQueue, b.metrics.Handle)
 }
-
-// deliveryFailures is the counter the commit-status and notification
-// subscribers are handed.
-func (b *backend) deliveryFailures() DeliveryFailures { return b.metrics }
 
 // queued sums the patch queues of the mount's branches.
 func (ps *patchState) queued() (requests int, bytes int64) {
