@@ -25,6 +25,15 @@ func (b *backend) setupMetrics() {
 		Dropped:    b.events.Dropped,
 		Queued:     b.events.Queued,
 		PatchQueue: b.patch.queued,
+		// The closure: tests install a worker of their own after
+		// newBackend.
+		RunInProgress: func() bool {
+			if b.watch == nil {
+				return false
+			}
+			_, run := b.watch.Snapshot()
+			return run != ""
+		},
 	})
 	b.events.Subscribe("metrics", metricsQueue, b.metrics.Handle)
 }

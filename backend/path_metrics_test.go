@@ -14,6 +14,8 @@ import (
 
 	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/backend/events/metrics"
+	"github.com/flant/flant_gitops/backend/watch"
+	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/internal/waittest"
 )
@@ -108,6 +110,41 @@ func TestMetricsPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMetricsRunInProgress: the gauge follows the worker's run, from its
+// start to its end.
+func TestMetricsRunInProgress(t *testing.T) {
+	b, s := newTestBackend(t, nil, nil)
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "ops")
+	repo.Commit(t, map[string]string{"deploy.sh": "echo deploy\n"})
+	configReq(t, b, s, logical.UpdateOperation, "configure", map[string]any{
+		"git_repo_url": repo.URL(), "docker_image": "sha256:" + strings.Repeat("1", 64), "commands": []string{"sh /git/deploy.sh"},
+		"required_number_of_verified_signatures_on_commit": 0,
+	})
+	configReq(t, b, s, logical.UpdateOperation, "configure/git_credential", map[string]any{"username": srv.Username(), "password": srv.Password()})
+	if v := value(readMetrics(t, b, s), "flant_gitops_run_in_progress", nil); v != 0 {
+		t.Fatalf("run_in_progress = %g before any run", v)
+	}
+	// The mount's own worker on real git, with a runner whose container
+	// runs until canceled.
+	runner := &blockingRunner{started: make(chan container.Spec, 1)}
+	deps := b.watchDeps()
+	deps.NewRunner = func(context.Context) (container.Runner, error) { return runner, nil }
+	b.watch = watch.New(b.Backend.Logger, deps)
+	b.watch.Start(watchStorage{s})
+	defer b.watch.Stop(context.Background())
+	spec := <-runner.started
+	if v := value(readMetrics(t, b, s), "flant_gitops_run_in_progress", nil); v != 1 {
+		t.Fatalf("run_in_progress = %g while the run's container runs", v)
+	}
+	configReq(t, b, s, logical.UpdateOperation, "runs/"+spec.Labels[watch.LabelRun]+"/cancel", nil)
+	waittest.Until(t, func() bool {
+		mfs := readMetrics(t, b, s)
+		return value(mfs, "flant_gitops_run_in_progress", nil) == 0 &&
+			value(mfs, "flant_gitops_runs_total", map[string]string{"outcome": "canceled"}) == 1
+	})
 }
 
 // TestMetricsOfPatches: a patch that lands counts under its target, with

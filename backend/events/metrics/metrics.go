@@ -70,6 +70,10 @@ type Sources struct {
 	// PatchQueue is how many patch requests wait for their branch, and the
 	// bytes the requests of every branch hold, summed over the mount.
 	PatchQueue func() (requests int, bytes int64)
+	// RunInProgress says whether the watch has a run now: asked of the
+	// worker rather than counted from events, so a run a new active node
+	// re-attached to after a handover counts too.
+	RunInProgress func() bool
 }
 
 // Metrics is one mount's metrics. Handle is its events.Handler.
@@ -81,7 +85,6 @@ type Metrics struct {
 	refused            *prometheus.CounterVec
 	runs               *prometheus.CounterVec
 	runDuration        prometheus.Histogram
-	runInProgress      prometheus.Gauge
 	runStarted         prometheus.Gauge
 	patchRequests      *prometheus.CounterVec
 	patchDuration      prometheus.Histogram
@@ -114,8 +117,6 @@ func New(src Sources) *Metrics {
 		Help: "Finished runs by outcome (succeeded, failed, canceled, interrupted)."}, []string{"outcome"})
 	m.runDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "run_duration_seconds",
 		Help: "How long finished runs ran.", Buckets: runBuckets})
-	m.runInProgress = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "run_in_progress",
-		Help: "1 while a run's container runs, else 0."})
 	m.runStarted = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "run_started_timestamp_seconds",
 		Help: "Unix time the last run started; 0 before the first since the plugin started."})
 	m.patchRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "patch_requests_total",
@@ -151,7 +152,7 @@ func New(src Sources) *Metrics {
 		Help: "Always 1; the plugin's version is its label.", ConstLabels: prometheus.Labels{"version": src.Version}})
 	buildInfo.Set(1)
 
-	m.reg.MustRegister(m.polls, m.lastSuccessfulPoll, m.refused, m.runs, m.runDuration, m.runInProgress, m.runStarted,
+	m.reg.MustRegister(m.polls, m.lastSuccessfulPoll, m.refused, m.runs, m.runDuration, m.runStarted,
 		m.patchRequests, m.patchDuration, m.groupSize, m.pushDuration, m.webhooks, m.deliveryFailures, buildInfo,
 		&scrapeTime{src: src})
 	return m
@@ -169,10 +170,8 @@ func (m *Metrics) Handle(_ context.Context, e events.Event) {
 	case events.CommitRefused:
 		m.refused.WithLabelValues(oneOf(e.Cause, refusalCauses)).Inc()
 	case events.RunStarted:
-		m.runInProgress.Set(1)
 		m.runStarted.Set(unix(e.Time))
 	case events.RunFinished:
-		m.runInProgress.Set(0)
 		m.runs.WithLabelValues(oneOf(e.Outcome, runOutcomes)).Inc()
 		m.runDuration.Observe(e.Duration.Seconds())
 	case events.PatchFinished:
@@ -256,8 +255,8 @@ func unix(t time.Time) float64 {
 	return float64(t.UnixNano()) / 1e9
 }
 
-// scrapeTime collects the values read from the bus and the patch queues
-// when Prometheus scrapes.
+// scrapeTime collects the values read from the bus, the patch queues and
+// the worker when Prometheus scrapes.
 type scrapeTime struct{ src Sources }
 
 var (
@@ -269,6 +268,8 @@ var (
 		"Patch requests waiting for their branch, not counting the groups being pushed.", nil, nil)
 	queueBytesDesc = prometheus.NewDesc("flant_gitops_patch_queue_bytes",
 		"Bytes the patch requests of the mount's branches hold, waiting or being pushed.", nil, nil)
+	inProgressDesc = prometheus.NewDesc("flant_gitops_run_in_progress",
+		"1 while the watch has a run (from its Vault requests to its container's end), else 0.", nil, nil)
 )
 
 func (c *scrapeTime) Describe(ch chan<- *prometheus.Desc) {
@@ -276,6 +277,7 @@ func (c *scrapeTime) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queuedDesc
 	ch <- queueDepthDesc
 	ch <- queueBytesDesc
+	ch <- inProgressDesc
 }
 
 func (c *scrapeTime) Collect(ch chan<- prometheus.Metric) {
@@ -293,5 +295,12 @@ func (c *scrapeTime) Collect(ch chan<- prometheus.Metric) {
 		n, b := c.src.PatchQueue()
 		ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(n))
 		ch <- prometheus.MustNewConstMetric(queueBytesDesc, prometheus.GaugeValue, float64(b))
+	}
+	if c.src.RunInProgress != nil {
+		v := 0.0
+		if c.src.RunInProgress() {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(inProgressDesc, prometheus.GaugeValue, v)
 	}
 }

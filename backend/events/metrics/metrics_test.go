@@ -47,12 +47,12 @@ flant_gitops_commits_refused_total{reason="signatures"} 2
 `,
 		},
 		{
-			name: "a run in progress, then finished",
+			name: "the last run's start",
 			events: []events.Event{
 				{Kind: events.RunStarted, Run: "r1", Time: at},
 			},
-			metric: "flant_gitops_run_in_progress",
-			want:   "flant_gitops_run_in_progress 1\n",
+			metric: "flant_gitops_run_started_timestamp_seconds",
+			want:   fmt.Sprintf("flant_gitops_run_started_timestamp_seconds %d\n", at.Unix()),
 		},
 		{
 			name: "runs by outcome and their duration",
@@ -163,16 +163,19 @@ func TestHistograms(t *testing.T) {
 
 func TestScrapeTimeValuesAndDeliveryFailures(t *testing.T) {
 	dropped := map[string]uint64{"metrics": 0, "notifications": 7}
+	running := false
 	m := New(Sources{
-		Version:    "v1.2.3",
-		Dropped:    func() map[string]uint64 { return dropped },
-		Queued:     func() map[string]int { return map[string]int{"metrics": 0, "notifications": 3} },
-		PatchQueue: func() (int, int64) { return 5, 4096 },
+		Version:       "v1.2.3",
+		Dropped:       func() map[string]uint64 { return dropped },
+		Queued:        func() map[string]int { return map[string]int{"metrics": 0, "notifications": 3} },
+		PatchQueue:    func() (int, int64) { return 5, 4096 },
+		RunInProgress: func() bool { return running },
 	})
 	m.DeliveryFailed(DeliveryNotification)
 	m.DeliveryFailed(DeliveryNotification)
 	m.DeliveryFailed("carrier pigeon")
 	dropped["notifications"] = 9 // read at scrape time, not at New
+	running = true
 
 	for _, c := range []struct{ metric, want string }{
 		{"flant_gitops_events_dropped_total", `flant_gitops_events_dropped_total{subscriber="metrics"} 0
@@ -183,6 +186,7 @@ flant_gitops_events_queued{subscriber="notifications"} 3
 `},
 		{"flant_gitops_patch_queue_depth", "flant_gitops_patch_queue_depth 5\n"},
 		{"flant_gitops_patch_queue_bytes", "flant_gitops_patch_queue_bytes 4096\n"},
+		{"flant_gitops_run_in_progress", "flant_gitops_run_in_progress 1\n"},
 		{"flant_gitops_build_info", `flant_gitops_build_info{version="v1.2.3"} 1` + "\n"},
 		{"flant_gitops_delivery_failures_total", `flant_gitops_delivery_failures_total{kind="commit_status"} 0
 flant_gitops_delivery_failures_total{kind="notification"} 2
