@@ -19,6 +19,7 @@ import (
 
 	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/backend/events/forge"
+	"github.com/flant/flant_gitops/backend/events/metrics"
 	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
@@ -72,6 +73,9 @@ type backend struct {
 	// statuses sets commit statuses on the forge, a subscriber of events
 	// with its own delivery loop (commit_status.go).
 	statuses *forge.Deliverer
+	// metrics counts the events for the metrics path (metrics_backend.go,
+	// path_metrics.go); its registry is this mount's own.
+	metrics *metrics.Metrics
 
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
@@ -90,6 +94,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 func newBackend() *backend {
 	b := &backend{events: events.NewBus()}
 	b.patch = newPatchState(b)
+	b.setupMetrics()
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
 		BackendType:    logical.TypeLogical,
@@ -135,6 +140,7 @@ func (b *backend) paths() []*framework.Path {
 		pathWatch(b),
 		pathReceiver(b),
 		pathNotification(b),
+		pathMetrics(b),
 		pathsPatch(b.patch),
 	)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events/forge"
+	"github.com/flant/flant_gitops/backend/events/metrics"
 )
 
 // statusStorage is the mount's storage as Initialize handed it, for the
@@ -35,6 +36,7 @@ func (ss *statusStorage) set(s logical.Storage) {
 func (b *backend) setupCommitStatus() {
 	store := &statusStorage{}
 	b.statuses = forge.NewDeliverer(forge.Options{
+		FailedAttempt: func() { b.metrics.DeliveryFailed(metrics.DeliveryCommitStatus) },
 		Settings: func(ctx context.Context) (*forge.Settings, error) {
 			s := store.get()
 			if s == nil {

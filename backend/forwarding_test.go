@@ -74,6 +74,7 @@ func TestForwarding(t *testing.T) {
 		{"configure/signing_key$", logical.ReadOperation, true, "generates and stores the key on first use"},
 		{"configure/signing_key/rotate$", logical.UpdateOperation, true, ""},
 		{"status/?$", logical.ReadOperation, true, "reports the worker of the active node (busy or idle)"},
+		{"metrics/?$", logical.ReadOperation, true, "the counts live in the memory of the active node, where the watch runs and patches are pushed"},
 		{"configure/trusted_pgp_public_key/?$", logical.ListOperation, false, "replicated storage"},
 		{"configure/trusted_pgp_public_key/(?P<name>.+)", logical.ReadOperation, false, "replicated storage"},
 		{"configure/trusted_pgp_public_key/(?P<name>.+)", logical.CreateOperation, true, ""},

@@ -143,6 +143,9 @@ func responseSchemaOf(p *framework.Path, op logical.Operation) (ok *framework.Re
 	}
 	rs := h.Properties().Responses
 	if r := rs[http.StatusOK]; len(r) > 0 {
+		if isRaw(&r[0]) {
+			return &r[0], false, nil
+		}
 		if len(r[0].Fields) == 0 {
 			return nil, false, fmt.Errorf("%s %s: the 200 response declares no fields", p.Pattern, op)
 		}
@@ -172,6 +175,9 @@ func checkResponse(p *framework.Path, op logical.Operation, resp *logical.Respon
 	if resp == nil || len(resp.Data) == 0 {
 		return fmt.Errorf("%s %s declares a 200 with fields but answered no data", p.Pattern, op)
 	}
+	if isRaw(want) {
+		return checkRawResponse(p, op, want, resp)
+	}
 	raw, err := json.Marshal(resp.Data)
 	if err != nil {
 		return err
@@ -190,6 +196,42 @@ func checkResponse(p *framework.Path, op logical.Operation, resp *logical.Respon
 		}
 	}
 	return nil
+}
+
+// isRaw: the answer is a raw body of another media type (Vault writes it as
+// is), not JSON data.
+func isRaw(r *framework.Response) bool {
+	return r.MediaType != "" && r.MediaType != "application/json"
+}
+
+// checkRawResponse validates a raw answer: exactly the status, content type
+// (of the declared media type) and a body, as Vault's raw-response writer
+// wants them.
+func checkRawResponse(p *framework.Path, op logical.Operation, want *framework.Response, resp *logical.Response) error {
+	for k := range resp.Data {
+		switch k {
+		case logical.HTTPContentType, logical.HTTPStatusCode, logical.HTTPRawBody:
+		default:
+			return fmt.Errorf("%s %s declares a raw %s answer but answered field %q", p.Pattern, op, want.MediaType, k)
+		}
+	}
+	if ct, _ := resp.Data[logical.HTTPContentType].(string); !strings.HasPrefix(ct, want.MediaType) {
+		return fmt.Errorf("%s %s: content type %q, want %s", p.Pattern, op, ct, want.MediaType)
+	}
+	if code, _ := resp.Data[logical.HTTPStatusCode].(int); code != http.StatusOK {
+		return fmt.Errorf("%s %s: raw status %v, want 200", p.Pattern, op, resp.Data[logical.HTTPStatusCode])
+	}
+	switch body := resp.Data[logical.HTTPRawBody].(type) {
+	case []byte:
+		if len(body) > 0 {
+			return nil
+		}
+	case string:
+		if body != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %s: raw answer without a body", p.Pattern, op)
 }
 
 func jsonKindFits(ft framework.FieldType, v any) error {
@@ -451,6 +493,7 @@ func TestResponseSchemas(t *testing.T) {
 			Headers: d.VaultHeaders(), Storage: s, MountPoint: "flant_gitops/", Unauthenticated: true,
 		})
 		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.ReadOperation, "metrics", nil, "")
 		cov.validate(t, b, s, logical.DeleteOperation, "configure/receiver/github", nil, "")
 	})
 

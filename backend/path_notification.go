@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/events/metrics"
 	"github.com/flant/flant_gitops/backend/events/notify"
 )
 
@@ -42,6 +43,9 @@ func (b *backend) setupNotify() {
 	b.notify = notify.New(b.loadNotificationEndpoints, notify.Options{
 		UserAgent: "flant_gitops/" + Version,
 		Logger:    b.Backend.Logger,
+		FailedAttempt: func() {
+			b.metrics.DeliveryFailed(metrics.DeliveryNotification)
+		},
 	})
 	b.events.Subscribe("notifications", 0, b.notify.Handle)
 	b.onInit = append(b.onInit, b.initNotify)

@@ -31,6 +31,9 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	}
 
 	w.sweepOrphans(ctx)
+	w.mu.Lock()
+	w.refusedBy = events.RefusedSignatures
+	w.mu.Unlock()
 	outcome, result := w.poll(ctx, s, trigger, force)
 	if ctx.Err() != nil && outcome != OutcomeRan {
 		return // the plugin is stopping; the next instance polls again
@@ -52,7 +55,11 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	}
 	w.publish(events.Event{Kind: events.PollFinished, Time: now, Outcome: outcome, Reason: result, Trigger: trigger, Commit: head})
 	if outcome == OutcomeRefused {
-		w.publish(refusalEvent(head, result, refused))
+		e := refusalEvent(head, result, refused)
+		w.mu.Lock()
+		e.Cause = w.refusedBy
+		w.mu.Unlock()
+		w.publish(e)
 	}
 }
 
@@ -147,6 +154,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 			if err != nil {
 				why = fmt.Sprintf("cannot be checked as an ancestor (%v) of", err)
 			}
+			w.mu.Lock()
+			w.refusedBy = events.RefusedAncestry
+			w.mu.Unlock()
 			return OutcomeRefused, fmt.Sprintf("refused: the last successful commit %s %s HEAD %s: the branch was force-pushed or rewritten. "+
 				"Nothing runs until an operator checks the branch and sets the commit to continue from with "+
 				"`vault write flant_gitops/configure/last_successful_commit commit=<sha>` (the commit after which runs resume; HEAD itself to skip it), "+

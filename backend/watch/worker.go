@@ -150,6 +150,9 @@ type Worker struct {
 	// lastFetchedHead is the HEAD the latest fetch saw; a push notification
 	// naming it needs no new fetch.
 	lastFetchedHead string
+	// refusedBy is which check refused HEAD in the poll in progress
+	// (events.Refused*), for its CommitRefused event.
+	refusedBy string
 	// Push notifications (Notify) fold into one poll per pollMinInterval.
 	lastNotifyPoll time.Time
 	notifyTimer    *time.Timer

@@ -111,6 +111,9 @@ type Options struct {
 	MaxQueued int
 	// Outbox keeps the queue across restarts; nil keeps it in memory only.
 	Outbox Outbox
+	// FailedAttempt, when set, hears every attempt the forge did not take
+	// (retried or not), for the metrics. It must not block.
+	FailedAttempt func()
 }
 
 // Deliverer turns events into commit statuses and sends them from its own
@@ -498,6 +501,9 @@ func (d *Deliverer) attempt(ctx context.Context, it *item) {
 	var fe *Error
 	if !errors.As(err, &fe) {
 		fe = &Error{Message: err.Error()}
+	}
+	if d.opt.FailedAttempt != nil {
+		d.opt.FailedAttempt()
 	}
 	now := d.opt.Now()
 	if !fe.Temporary {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -305,12 +306,20 @@ func (r *recorder) SetStatus(_ context.Context, _ forge.Target, s forge.Status) 
 }
 
 func newTestDeliverer(t *testing.T, c forge.Client, set *forge.Settings) *forge.Deliverer {
-	d := forge.NewDeliverer(forge.Options{
+	return newCountingDeliverer(t, c, set, nil)
+}
+
+func newCountingDeliverer(t *testing.T, c forge.Client, set *forge.Settings, failed *atomic.Int64) *forge.Deliverer {
+	opt := forge.Options{
 		Settings:   func(context.Context) (*forge.Settings, error) { return set, nil },
 		NewClient:  func(forge.Provider) (forge.Client, error) { return c, nil },
 		MinBackoff: time.Millisecond,
 		MaxBackoff: 4 * time.Millisecond,
-	})
+	}
+	if failed != nil {
+		opt.FailedAttempt = func() { failed.Add(1) }
+	}
+	d := forge.NewDeliverer(opt)
 	d.Start()
 	t.Cleanup(func() { d.Stop(context.Background()) })
 	return d
@@ -350,7 +359,8 @@ func TestDelivererRetriesTemporaryAndGivesUpOnFinal(t *testing.T) {
 		&forge.Error{Code: 403, Temporary: true, RetryAfter: time.Millisecond, Message: "secondary rate limit"},
 		&forge.Error{Message: "network down", Temporary: true},
 	}}
-	d := newTestDeliverer(t, rec, settings)
+	var failed atomic.Int64
+	d := newCountingDeliverer(t, rec, settings, &failed)
 	d.Handle(context.Background(), events.Event{Kind: events.RunStarted, Commit: sha, Run: "r1", Mount: "m"})
 	got := <-rec.sent
 	if got.State != forge.Pending {
@@ -370,6 +380,9 @@ func TestDelivererRetriesTemporaryAndGivesUpOnFinal(t *testing.T) {
 	last := d.Snapshot().Last
 	if last.Result != forge.ResultRefused || last.HTTPCode != 401 || last.Attempts != 1 {
 		t.Fatalf("last = %+v, want refused 401 after one attempt", last)
+	}
+	if n := failed.Load(); n != 4 {
+		t.Fatalf("%d failed attempts reported for the metrics, want 4 (three retried, one refused)", n)
 	}
 }
 

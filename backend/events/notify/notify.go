@@ -116,6 +116,9 @@ type Options struct {
 	// Logger is asked for the logger at each use: Vault sets the
 	// backend's logger after the notifier is made.
 	Logger func() hclog.Logger
+	// FailedAttempt, when set, hears every attempt the endpoint did not
+	// take (retried or not), for the metrics. It must not block.
+	FailedAttempt func()
 }
 
 func (o Options) withDefaults() Options {

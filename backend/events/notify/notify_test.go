@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,7 +255,8 @@ func TestRetriedDeliveryKeepsItsID(t *testing.T) {
 		return http.StatusNoContent, nil
 	})
 	s := newMem()
-	n := startNotifier(t, s, Options{}, Endpoint{Name: "chat", URL: ep.URL, Types: DefaultTypes, Secret: testSecret})
+	var failed atomic.Int64
+	n := startNotifier(t, s, Options{FailedAttempt: func() { failed.Add(1) }}, Endpoint{Name: "chat", URL: ep.URL, Types: DefaultTypes, Secret: testSecret})
 	n.Handle(context.Background(), runFinished("evt_a"))
 	got := ep.waitFor(t, 2)
 	for _, d := range got {
@@ -287,6 +289,9 @@ func TestRetriedDeliveryKeepsItsID(t *testing.T) {
 	}
 	if len(s.outbox("chat")) != 0 {
 		t.Errorf("outbox still holds %v", s.outbox("chat"))
+	}
+	if n := failed.Load(); n != 1 {
+		t.Errorf("%d failed attempts reported for the metrics, want the one 503", n)
 	}
 }
 

@@ -232,6 +232,9 @@ func (w *worker) attempt(msg *message) {
 	w.dirty = true
 	w.mu.Unlock()
 
+	if res.err != nil && w.n.opts.FailedAttempt != nil {
+		w.n.opts.FailedAttempt()
+	}
 	done := false
 	switch {
 	case res.err == nil:
