@@ -1,13 +1,14 @@
 package backend
 
 import (
-	"crypto/rsa"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // signerSSHKey is one SSH public key of a signer, with the allowed_signers
@@ -25,14 +26,6 @@ type signerSSHKey struct {
 	ValidBefore string `json:"valid_before,omitempty"`
 	// Namespaces is the namespaces option; empty: any.
 	Namespaces string `json:"namespaces,omitempty"`
-}
-
-// sshKeyTypes are the key types a signer may hold: those git and
-// ssh-keygen -Y sign with, DSA left out.
-var sshKeyTypes = []string{
-	ssh.KeyAlgoED25519, ssh.KeyAlgoSKED25519,
-	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521, ssh.KeyAlgoSKECDSA256,
-	ssh.KeyAlgoRSA,
 }
 
 // parseSignerSSHKey validates one SSH public key line: authorized_keys
@@ -56,14 +49,10 @@ func parseSignerSSHKey(line string) (signerSSHKey, error) {
 	if len(strings.TrimSpace(string(rest))) > 0 {
 		return signerSSHKey{}, fmt.Errorf("more than one key on the line: give each key as its own ssh_public_keys item")
 	}
-	k := signerSSHKey{Type: pk.Type(), Fingerprint: ssh.FingerprintSHA256(pk), Comment: comment}
-	if _, ok := pk.(*ssh.Certificate); ok || !slices.Contains(sshKeyTypes, pk.Type()) {
-		return signerSSHKey{}, fmt.Errorf("key type %s cannot be a signer's key: use ssh-ed25519, ecdsa-sha2-nistp256/384/521, their sk- (security key) forms, or RSA of 2048 bits or more", pk.Type())
-	}
-	if ck, ok := pk.(ssh.CryptoPublicKey); ok {
-		if r, ok := ck.CryptoPublicKey().(*rsa.PublicKey); ok && r.N.BitLen() < 2048 {
-			return signerSSHKey{}, fmt.Errorf("the RSA key has %d bits, weaker than the 2048 bits required: make a new key (`ssh-keygen -t ed25519`) and trust that one", r.N.BitLen())
-		}
+	k := signerSSHKey{Type: pk.Type(), Fingerprint: sshsig.Fingerprint(pk), Comment: comment}
+	// The same types and sizes the watch counts (gitwatch/sshsig).
+	if err := sshsig.CheckKey(pk); err != nil {
+		return signerSSHKey{}, err
 	}
 	for _, o := range options {
 		name, value, hasValue := strings.Cut(o, "=")
@@ -113,15 +102,11 @@ func parseSignerSSHKey(line string) (signerSSHKey, error) {
 // FORMAT": YYYYMMDD[HHMM[SS]], local time unless it ends in Z; this plugin
 // reads it as UTC either way, and says so); nil when it is not one.
 func parseSSHTime(v string) *time.Time {
-	v = strings.TrimSuffix(v, "Z")
-	for _, layout := range []string{"20060102", "200601021504", "20060102150405"} {
-		if len(v) == len(layout) {
-			if t, err := time.Parse(layout, v); err == nil {
-				return &t
-			}
-		}
+	t, err := sshsig.ParseTime(v)
+	if err != nil {
+		return nil
 	}
-	return nil
+	return &t
 }
 
 // problemAt says why the key does not count at time now, "" when it may.

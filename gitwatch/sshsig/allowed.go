@@ -183,7 +183,7 @@ func (a *AllowedSigner) parseOptions(opts string) error {
 			case "namespaces":
 				a.Namespaces = strings.Split(val, ",")
 			case "valid-after", "valid-before":
-				t, err := parseAbsoluteTime(val)
+				t, err := ParseTime(val)
 				if err != nil || t.Unix() == 0 {
 					return fmt.Errorf("invalid %q time %q: want YYYYMMDD[HHMM[SS]][Z]", name, val)
 				}
@@ -234,9 +234,10 @@ func dequote(s string) (val, rest string, err error) {
 	return "", "", errors.New("missing end quote")
 }
 
-// parseAbsoluteTime reads YYYYMMDD, YYYYMMDDHHMM or YYYYMMDDHHMMSS,
-// optionally followed by "Z" or "UTC", always in UTC (see AllowedSigner).
-func parseAbsoluteTime(s string) (time.Time, error) {
+// ParseTime reads an allowed_signers time: YYYYMMDD, YYYYMMDDHHMM or
+// YYYYMMDDHHMMSS, optionally followed by "Z" or "UTC", always in UTC (see
+// AllowedSigner).
+func ParseTime(s string) (time.Time, error) {
 	upper := strings.ToUpper(s)
 	switch {
 	case len(s) > 1 && strings.HasSuffix(upper, "Z"):

@@ -50,15 +50,15 @@ func parseKeyLine(line string) (ssh.PublicKey, string, error) {
 	if k.Type() != typ {
 		return nil, "", fmt.Errorf("SSH public key line says type %q but the key data is %q", typ, k.Type())
 	}
-	if err := checkKey(k); err != nil {
+	if err := CheckKey(k); err != nil {
 		return nil, "", err
 	}
 	return k, strings.TrimSpace(comment), nil
 }
 
-// checkKey refuses key types that cannot vouch here: certificates, DSA,
+// CheckKey refuses key types that cannot vouch here: certificates, DSA,
 // unknown types and RSA under MinRSABits.
-func checkKey(k ssh.PublicKey) error {
+func CheckKey(k ssh.PublicKey) error {
 	switch t := k.Type(); t {
 	case ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
 		ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256:

@@ -138,7 +138,7 @@ func Verify(sig *Signature, message []byte, namespace string, pub ssh.PublicKey)
 	if !bytes.Equal(sig.PublicKey.Marshal(), pub.Marshal()) {
 		return fmt.Errorf("the signature is by key %s, not by %s", Fingerprint(sig.PublicKey), Fingerprint(pub))
 	}
-	if err := checkKey(pub); err != nil {
+	if err := CheckKey(pub); err != nil {
 		return err
 	}
 	if sig.Namespace != namespace {
