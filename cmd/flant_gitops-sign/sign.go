@@ -317,9 +317,10 @@ func pushSignatureRefs(ctx context.Context, g *gitCmd, remote string, refs signa
 
 // raceReasons are the refusals of a push that another push overtook: a
 // lease that no longer holds (checked by git, or by the server under its
-// ref lock), and the atomic push's other ref.
+// ref lock: an atomic transaction then fails as a whole), and the atomic
+// push's other ref. A hook's refusal says "hook declined" and is final.
 var raceReasons = []string{"stale info", "fetch first", "non-fast-forward", "atomic push failed",
-	"cannot lock ref", "failed to update ref", "incorrect old value", "failed to lock"}
+	"atomic transaction failed", "cannot lock ref", "failed to update ref", "incorrect old value", "failed to lock"}
 
 // updateLocalNotes moves the local notes ref to what was pushed when that
 // loses nothing local, so `git log --notes=signatures` shows it.
