@@ -287,6 +287,7 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 		}
 	}
 	sort.Strings(could)
+	sort.Strings(who)
 	printf(w, "verified: %d of %d required", q.Verified, q.Required)
 	if len(who) > 0 {
 		printf(w, " (%s)", strings.Join(who, ", "))
