@@ -30,10 +30,10 @@ A signature over a commit id vouches for that commit's whole tree.
 
 show lists the commit's own signature and its note signatures, the trusted
 signer each belongs to, and how many more are needed. The trust comes from:
-  VAULT_ADDR set (with VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE): the
-    plugin mounted at --mount, which answers with its own configuration;
-  else --trusted DIR: a directory of exported public keys, NAME.asc
-    (gpg --armor --export) per trusted signer, with --required N.
+  --trusted DIR: a directory of exported public keys, NAME.asc
+    (gpg --armor --export) per trusted signer, with --required N;
+  else, with VAULT_ADDR set (and VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE):
+    the plugin mounted at --mount, which answers with its own configuration.
 show exits 0 whatever the count; with --check it exits 3 while signatures
 are missing.
 

@@ -192,3 +192,5 @@ func remoteNote(t testing.TB, repo *gittest.Repo, commit string) string {
 	}
 	return string(out)
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o644) }

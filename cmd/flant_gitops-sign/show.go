@@ -122,16 +122,16 @@ func show(ctx context.Context, g *gitCmd, inv *invocation, getenv func(string) s
 	}
 	var tr *trust
 	switch {
+	case inv.trusted != "":
+		if tr, err = trustFromDir(inv.trusted, inv.required); err != nil {
+			return false, err
+		}
 	case getenv("VAULT_ADDR") != "":
 		c, err := newVaultClient(getenv, inv.mount)
 		if err != nil {
 			return false, err
 		}
 		if tr, err = trustFromVault(ctx, c); err != nil {
-			return false, err
-		}
-	case inv.trusted != "":
-		if tr, err = trustFromDir(inv.trusted, inv.required); err != nil {
 			return false, err
 		}
 	default:
