@@ -98,7 +98,7 @@ func (e *e2eVault) run(commit string) (map[string]any, string) {
 			if err != nil || s == nil {
 				e.t.Fatalf("read run %s: %v", id, err)
 			}
-			if st := fmt.Sprint(s.Data["status"]); st == "running" || st == "pending" {
+			if st := fmt.Sprint(s.Data["status"]); st == "running" || st == "queued" {
 				continue
 			}
 			lg, err := e.v.Client.Logical().Read(vaulttest.MountPath + "/runs/" + id + "/log")

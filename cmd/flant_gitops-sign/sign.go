@@ -310,7 +310,18 @@ func pushSignatureRefs(ctx context.Context, g *gitCmd, remote string, refs signa
 		return strings.Join(reasons, "; "), nil
 	}
 	if len(reasons) > 0 {
-		return "", fmt.Errorf("push the signature refs to %s: refused: %s", remote, redact(strings.Join(reasons, "; ")))
+		// What the server's rule said comes on the sideband, "remote: ...".
+		var said []string
+		for line := range strings.SplitSeq(ge.stderr, "\n") {
+			if m, ok := strings.CutPrefix(line, "remote: "); ok && strings.TrimSpace(m) != "" {
+				said = append(said, strings.TrimSpace(m))
+			}
+		}
+		msg := strings.Join(reasons, "; ")
+		if len(said) > 0 {
+			msg += "; the server said: " + strings.Join(said, " ")
+		}
+		return "", fmt.Errorf("push the signature refs to %s: refused: %s", remote, redact(msg))
 	}
 	return "", fmt.Errorf("push the signature refs to %s: %w", remote, err)
 }

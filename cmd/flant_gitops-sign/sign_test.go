@@ -384,3 +384,25 @@ exec gpg "$@"
 		t.Fatalf("the merge lost the note on %s: %q", base, lines)
 	}
 }
+
+// TestSignReportsAServerRefusal: a server rule that refuses the notes push
+// is final (no retry) and its words reach the signer.
+func TestSignReportsAServerRefusal(t *testing.T) {
+	srv := gittest.NewServer(t)
+	repo := srv.NewRepo(t, "ops")
+	commit := repo.Commit(t, map[string]string{"deploy.txt": "v1\n"})
+	repo.PreReceive(t, `if grep -q refs/notes/ "$UPDATES"; then echo "notes are read-only here" >&2; exit 1; fi`)
+	alice := newClone(t, srv, repo, "Alice")
+	alice.withGPG("Alice")
+	r := alice.tool("sign", "--retries", "5", commit)
+	if r.code != exitFailed || !strings.Contains(r.stderr, "refused") || !strings.Contains(r.stderr, "hook declined") ||
+		!strings.Contains(r.stderr, "the server said: notes are read-only here") {
+		t.Fatalf("a hook's refusal should fail at once, naming it: %s", r)
+	}
+	if strings.Contains(r.stderr, "pushing again") {
+		t.Fatalf("a hook's refusal was retried: %s", r)
+	}
+	if repo.Rev(t, "refs/notes/signatures") != "" || repo.Rev(t, "refs/tags/latest-signature") != "" {
+		t.Fatal("nothing may land when the push is refused")
+	}
+}

@@ -129,3 +129,39 @@ func (c *vaultClient) read(ctx context.Context, method, path string, out any) er
 	}
 	return nil
 }
+
+// pluginCheck is the answer of <mount>/signatures/COMMIT: the watch's own
+// check of a commit, in the words status uses.
+type pluginCheck struct {
+	Commit     string   `json:"commit"`
+	OK         bool     `json:"ok"`
+	Verdict    string   `json:"verdict"`
+	Required   int      `json:"required"`
+	Verified   int      `json:"verified"`
+	Missing    int      `json:"missing"`
+	Signers    []string `json:"signers"`
+	NotCounted []string `json:"not_counted"`
+	Rules      []struct {
+		Name      string   `json:"name"`
+		OK        bool     `json:"ok"`
+		Missing   int      `json:"missing"`
+		CouldSign []string `json:"could_sign"`
+	} `json:"rules"`
+}
+
+// errNoCheckPath is a plugin without signatures/COMMIT (an older version).
+var errNoCheckPath = errors.New("the plugin has no signatures/ path")
+
+// check asks the plugin to check commit.
+func (c *vaultClient) check(ctx context.Context, commit string) (*pluginCheck, error) {
+	var pc pluginCheck
+	err := c.read(ctx, http.MethodGet, "signatures/"+commit, &pc)
+	var ve *vaultError
+	if errors.As(err, &ve) && ve.status == http.StatusNotFound && strings.Contains(strings.Join(ve.msgs, " "), "unsupported path") {
+		return nil, errNoCheckPath
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pc, nil
+}
