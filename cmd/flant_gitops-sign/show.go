@@ -193,9 +193,14 @@ func quorum(ctx context.Context, g *gitCmd, id, notes string, tr *trust) (gitwat
 		return gitwatch.Quorum{}, err
 	}
 	defer os.RemoveAll(tmp)
-	objects, err := g.run(ctx, nil, "rev-parse", "--path-format=absolute", "--git-path", "objects")
+	objects, err := g.run(ctx, nil, "rev-parse", "--git-path", "objects")
 	if err != nil {
 		return gitwatch.Quorum{}, err
+	}
+	if !filepath.IsAbs(objects) { // relative to the repository's directory
+		if objects, err = filepath.Abs(filepath.Join(g.dir, objects)); err != nil {
+			return gitwatch.Quorum{}, err
+		}
 	}
 	src := filepath.Join(tmp, "src.git")
 	scratch := &gitCmd{dir: src}

@@ -77,7 +77,7 @@ func (s *session) fetchSignatureRefs(ctx context.Context, remote string) (signat
 	if len(specs) == 0 {
 		return refs, nil
 	}
-	args := append([]string{"fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", remote}, specs...)
+	args := append([]string{"fetch", "--quiet", "--no-tags", "--", remote}, specs...)
 	if _, err := s.g.run(ctx, nil, args...); err != nil {
 		return refs, fmt.Errorf("fetch the signature refs of %s: %w", remote, err)
 	}
@@ -256,7 +256,7 @@ func signedIn(s signer, sigs []noteSig, msg []byte) bool {
 // would vouch for something the watcher never sees, and a push of the
 // branch later could carry another commit.
 func onRemote(ctx context.Context, g *gitCmd, remote, id string) error {
-	if _, err := g.run(ctx, nil, "fetch", "--quiet", "--no-write-fetch-head", "--", remote); err != nil {
+	if _, err := g.run(ctx, nil, "fetch", "--quiet", "--", remote); err != nil {
 		return fmt.Errorf("fetch %s to check that the commit is there: %w", remote, err)
 	}
 	out, err := g.run(ctx, nil, "for-each-ref", "--contains", id, "--format=%(refname)", "refs/remotes/"+remote+"/")
