@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -59,6 +60,10 @@ type backend struct {
 	// hooks keeps the webhook receivers' last deliveries (path_receiver.go).
 	hooks hookState
 
+	// events carries what the watch and patch halves do to the commit
+	// statuses, notifications and metrics (events_backend.go).
+	events *events.Bus
+
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
 	format formatGate
@@ -74,7 +79,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 func newBackend() *backend {
-	b := &backend{}
+	b := &backend{events: events.NewBus()}
 	b.patch = newPatchState(b)
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
@@ -89,6 +94,9 @@ func newBackend() *backend {
 		Clean:          b.clean,
 		Invalidate:     b.invalidate,
 	}
+	// Registered first, so it runs last: the watch's final events are
+	// published before the subscribers stop.
+	b.onClean = append(b.onClean, b.closeEvents)
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
 	// their own clock after newBackend.

@@ -72,7 +72,7 @@ func pathPatch(ps *patchState) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    ps.pathPatchWrite,
+				Callback:                    ps.b.publishPatch(ps.pathPatchWrite),
 				Responses:                   okWith(patchResponseFields()),
 				Summary:                     "Apply edits to a repository in one signed commit and push it.",
 				ForwardPerformanceStandby:   true,

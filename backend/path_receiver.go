@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/backend/receiver"
 )
 
@@ -549,6 +550,11 @@ func (b *backend) pathHookDeliver(ctx context.Context, req *logical.Request, d *
 			rec.Outcome = "ignored: " + msg
 		}
 		b.hooks.record(ctx, req.Storage, e.Name, rec)
+		outcome := "accepted"
+		if !accepted {
+			outcome = "ignored"
+		}
+		b.events.Publish(events.Event{Kind: events.WebhookDelivery, Time: rec.At, Target: e.Name, Outcome: outcome, Reason: rec.Outcome, Trigger: string(e.Provider)})
 		if code != http.StatusOK {
 			return nil, logical.CodedError(code, msg)
 		}

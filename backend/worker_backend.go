@@ -42,6 +42,7 @@ func (b *backend) stopWatch(ctx context.Context) {
 // mirror cache, git, the Docker engine and the vault requests.
 func (b *backend) watchDeps() watch.Deps {
 	return watch.Deps{
+		Events: b.events,
 		// Each poll (and the recovery of an unfinished run) reads
 		// configure/docker_engine first: a changed engine is switched to,
 		// and one that cannot be used stops the poll before a run is

@@ -1,6 +1,7 @@
 // Package gitwatch keeps a local mirror of one remote Git branch, answers
-// ancestry questions about it and counts the trusted PGP signatures on a
-// commit (the commit's own signature and trdl-style git-notes signatures).
+// ancestry questions about it and counts the trusted PGP and SSH signatures
+// on a commit (the commit's own signature and trdl-style git-notes
+// signatures; SSH ones are read by package sshsig).
 //
 // It has no Vault dependency: callers pass plain values and a context.
 package gitwatch
@@ -18,6 +19,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // KeyInfo describes a validated public key, for display and for storage
@@ -66,6 +69,9 @@ func parseEntity(armored string) (*openpgp.Entity, error) {
 	text := strings.TrimSpace(armored)
 	if text == "" {
 		return nil, errors.New("PGP public key is empty: paste the output of `gpg --armor --export KEYID`")
+	}
+	if first, _, _ := strings.Cut(text, " "); looksLikeSSHKeyType(first) || sshsig.IsSSHSIG([]byte(text)) {
+		return nil, errors.New("this is an SSH key, not a PGP key: trust it as an SSH key (ssh_public_keys of configure/signer/NAME)")
 	}
 	if strings.Contains(text, privateKeyBlock) {
 		return nil, errors.New("this is a PGP PRIVATE key; give the public key only (`gpg --armor --export KEYID`), and treat the private key as leaked if it was sent anywhere")

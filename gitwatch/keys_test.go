@@ -24,6 +24,11 @@ func TestParseKey(t *testing.T) {
 		check   func(t *testing.T, info KeyInfo)
 	}{
 		{
+			name:    "ssh key",
+			armored: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGwa4kl0e6pN3pdTgcFRpCtfZGjw5YlEUT7VzntHDP0V alice@laptop",
+			wantErr: "SSH key, not a PGP key",
+		},
+		{
 			name:    "public key",
 			armored: aliceArmored,
 			check: func(t *testing.T, info KeyInfo) {

@@ -520,12 +520,16 @@ func (m *Mirror) signatureBlobs(h plumbing.Hash) ([]signedBlob, []string, error)
 
 	var blobs []signedBlob
 	var ignored []string
+	signTime := committerTime(raw)
+	if signTime.IsZero() {
+		signTime = time.Now()
+	}
 	if payload, armored, ok := splitCommitSignature(raw); ok {
-		sig, err := dearmorSignature(armored)
+		sig, err := dearmorCommitSignature(armored)
 		if err != nil {
 			ignored = append(ignored, "commit signature does not count: "+err.Error())
 		} else {
-			blobs = append(blobs, signedBlob{source: SourceCommit, payload: payload, sig: sig})
+			blobs = append(blobs, signedBlob{source: SourceCommit, payload: payload, sig: sig, signTime: signTime})
 		}
 	}
 
@@ -556,7 +560,7 @@ func (m *Mirror) signatureBlobs(h plumbing.Hash) ([]signedBlob, []string, error)
 			ignored = append(ignored, fmt.Sprintf("%s note for %s: %d malformed line(s) skipped", ref, h, malformed))
 		}
 		for _, s := range sigs {
-			blobs = append(blobs, signedBlob{source: SourceNotes, payload: payload, sig: s})
+			blobs = append(blobs, signedBlob{source: SourceNotes, payload: payload, sig: s, signTime: signTime})
 		}
 	}
 	return blobs, ignored, nil

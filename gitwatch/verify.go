@@ -19,6 +19,8 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	pgperrors "github.com/ProtonMail/go-crypto/openpgp/errors"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
+
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // TrustedKey is one configured trusted public key.
@@ -27,6 +29,13 @@ type TrustedKey struct {
 	Name string
 	// Armored is the armored public key, as validated by ParseKey.
 	Armored string
+	// SSH, set instead of Armored, is an SSH public key line or an
+	// allowed_signers line, as validated by ParseSSHKey.
+	SSH string `json:",omitempty"`
+	// Revoked marks a key whose signatures count zero wherever it is
+	// trusted (under any name); it makes nothing trusted. For an SSH key,
+	// SSH may then be its "SHA256:..." fingerprint alone.
+	Revoked bool `json:",omitempty"`
 }
 
 // Signature sources reported in Signer.Sources.
@@ -37,9 +46,13 @@ const (
 
 // Signer is one trusted person who signed, identified by primary key.
 type Signer struct {
-	// Fingerprint of the primary key, upper-case hex.
+	// Kind is KindPGP or KindSSH.
+	Kind string
+	// Fingerprint of the primary key, upper-case hex; for an SSH key,
+	// "SHA256:..." as ssh-keygen prints it.
 	Fingerprint string
-	// UserIDs of the key, sorted.
+	// UserIDs of the key, sorted; for an SSH key, the principals of its
+	// allowed_signers line and its comment.
 	UserIDs []string
 	// Names under which the key is trusted, sorted.
 	Names []string
@@ -109,6 +122,9 @@ type signedBlob struct {
 	source  string
 	payload []byte
 	sig     []byte
+	// signTime is the commit's committer time: what an SSH key's
+	// valid-after/valid-before options are checked against, as git does.
+	signTime time.Time
 }
 
 // trustedSigner is the set of trusted keys sharing one primary fingerprint.
@@ -116,6 +132,7 @@ type trustedSigner struct {
 	fingerprint string
 	names       []string
 	entities    []*openpgp.Entity
+	ssh         *sshTrust // an SSH key instead of entities
 }
 
 // trustedSet is the trusted keys of one check, parsed once, with every
@@ -125,6 +142,7 @@ type trustedSet struct {
 	signers       map[string]*trustedSigner // by primary fingerprint
 	byFingerprint map[string][]*trustedSigner
 	byKeyID       map[uint64][]*trustedSigner
+	revoked       map[string]bool // fingerprints of TrustedKey.Revoked keys
 }
 
 // loadTrusted parses and groups trusted keys by primary fingerprint, so that
@@ -137,12 +155,22 @@ func loadTrusted(keys []TrustedKey) (*trustedSet, []string) {
 	}
 	var problems []string
 	for _, k := range keys {
+		if k.SSH != "" {
+			if err := set.addSSH(k); err != nil {
+				problems = append(problems, fmt.Sprintf("trusted SSH key %q is unusable: %v", k.Name, err))
+			}
+			continue
+		}
 		e, err := parseEntity(k.Armored)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("trusted key %q is unusable: %v", k.Name, err))
 			continue
 		}
 		fp := fingerprint(e)
+		if k.Revoked {
+			set.revoke(fp)
+			continue
+		}
 		ts := set.signers[fp]
 		if ts == nil {
 			ts = &trustedSigner{fingerprint: fp}
@@ -215,41 +243,73 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	checked := make(map[*trustedSigner]bool)  // verified once on this commit, whatever the outcome
 	skipped := make(map[*trustedSigner]*skip) // packets not checked
 	var unknown []untrustedPackets            // by source, in order of appearance
+	var damaged sshDamage                     // unreadable SSH signatures
+	// consider verifies one signature naming ts, unless ts was checked on
+	// this commit already.
+	consider := func(ts *trustedSigner, source string, verify func() (bool, string)) {
+		if checked[ts] {
+			sk := skipped[ts]
+			if sk == nil {
+				sk = &skip{}
+				skipped[ts] = sk
+			}
+			sk.n++
+			if !slices.Contains(sk.sources, source) {
+				sk.sources = append(sk.sources, source)
+			}
+			return
+		}
+		checked[ts] = true
+		if set.revoked[ts.fingerprint] {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: the key is revoked",
+				source, ts.fingerprint, strings.Join(ts.names, ", ")))
+			return
+		}
+		q.checks++
+		if ok, reason := verify(); ok {
+			found[ts.fingerprint] = source
+		} else {
+			q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
+				source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
+		}
+	}
 	seen := 0
 	for _, b := range blobs {
+		if sshsig.IsSSHSIG(b.sig) {
+			if seen >= maxSignaturesPerCommit {
+				q.Ignored = append(q.Ignored, fmt.Sprintf("more than %d signatures on the commit; the rest were not checked", maxSignaturesPerCommit))
+				break
+			}
+			seen++
+			ts, sig, fp, err := set.sshSigner(b.sig)
+			switch {
+			case err != nil:
+				damaged.add(b.source, err)
+			case ts == nil && set.revoked[fp]:
+				unknown = addUntrusted(unknown, b.source, "revoked SSH key "+fp)
+			case ts == nil:
+				unknown = addUntrusted(unknown, b.source, "SSH key "+fp)
+			default:
+				consider(ts, b.source, func() (bool, string) { return ts.verifySSH(sig, b.payload, b.signTime) })
+			}
+			continue
+		}
 		n, more := signaturePackets(b.sig, maxSignaturesPerCommit-seen, func(pkt sigPacket) {
 			named := set.named(pkt)
 			if len(named) == 0 {
-				unknown = addUntrusted(unknown, b.source, pkt)
+				unknown = addUntrusted(unknown, b.source, issuerOf(pkt))
 				return
 			}
 			for _, ts := range named {
-				if checked[ts] {
-					sk := skipped[ts]
-					if sk == nil {
-						sk = &skip{}
-						skipped[ts] = sk
+				consider(ts, b.source, func() (bool, string) {
+					ok, reason := ts.verify(b.payload, pkt.raw, b.source == SourceNotes, now)
+					if !ok && reason == "" {
+						// Named by the packet, refused by the library without a
+						// reason of its own: the issuer's key cannot sign.
+						reason = "it names this key as its issuer, but the key has no signing key with that ID"
 					}
-					sk.n++
-					if !slices.Contains(sk.sources, b.source) {
-						sk.sources = append(sk.sources, b.source)
-					}
-					continue
-				}
-				checked[ts] = true
-				q.checks++
-				ok, reason := ts.verify(b.payload, pkt.raw, b.source == SourceNotes, now)
-				if ok {
-					found[ts.fingerprint] = b.source
-					continue
-				}
-				if reason == "" {
-					// Named by the packet, refused by the library without a
-					// reason of its own: the issuer's key cannot sign.
-					reason = "it names this key as its issuer, but the key has no signing key with that ID"
-				}
-				q.Ignored = append(q.Ignored, fmt.Sprintf("%s signature by trusted key %s (%s) does not count: %s",
-					b.source, ts.fingerprint, strings.Join(ts.names, ", "), reason))
+					return ok, reason
+				})
 			}
 		})
 		seen += n
@@ -261,12 +321,16 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	for _, u := range unknown {
 		q.Ignored = append(q.Ignored, u.String())
 	}
+	q.Ignored = append(q.Ignored, damaged.lines()...)
 	q.Ignored = append(q.Ignored, skippedLines(skipped, found)...)
 
 	for fp, source := range found {
 		ts := set.signers[fp]
-		s := Signer{Fingerprint: fp, Names: append([]string(nil), ts.names...), Sources: []string{source}}
+		s := Signer{Kind: ts.kind(), Fingerprint: fp, Names: append([]string(nil), ts.names...), Sources: []string{source}}
 		uids := make(map[string]bool)
+		for _, id := range ts.sshIdentities() {
+			uids[id] = true
+		}
 		for _, e := range ts.entities {
 			for name := range e.Identities {
 				uids[name] = true
@@ -327,7 +391,7 @@ type untrustedPackets struct {
 // maxNamedIssuers bounds how many unknown issuers one line names.
 const maxNamedIssuers = 3
 
-func addUntrusted(list []untrustedPackets, source string, pkt sigPacket) []untrustedPackets {
+func addUntrusted(list []untrustedPackets, source string, who string) []untrustedPackets {
 	i := slices.IndexFunc(list, func(u untrustedPackets) bool { return u.source == source })
 	if i < 0 {
 		list = append(list, untrustedPackets{source: source})
@@ -335,7 +399,7 @@ func addUntrusted(list []untrustedPackets, source string, pkt sigPacket) []untru
 	}
 	u := &list[i]
 	u.n++
-	if who := issuerOf(pkt); len(u.issuers) < maxNamedIssuers && !slices.Contains(u.issuers, who) {
+	if len(u.issuers) < maxNamedIssuers && !slices.Contains(u.issuers, who) {
 		u.issuers = append(u.issuers, who)
 	}
 	return list

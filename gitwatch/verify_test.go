@@ -382,8 +382,8 @@ func TestTextModeSignatures(t *testing.T) {
 		verified int
 		ignored  string
 	}{
-		{name: "text-mode commit signature refused", blob: signedBlob{SourceCommit, rawCommit, textSig(rawCommit)}, ignored: "text-mode"},
-		{name: "text-mode note signature accepted", blob: signedBlob{SourceNotes, []byte(commitID), textSig([]byte(commitID))}, verified: 1},
+		{name: "text-mode commit signature refused", blob: signedBlob{source: SourceCommit, payload: rawCommit, sig: textSig(rawCommit)}, ignored: "text-mode"},
+		{name: "text-mode note signature accepted", blob: signedBlob{source: SourceNotes, payload: []byte(commitID), sig: textSig([]byte(commitID))}, verified: 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -38,14 +39,34 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	// Detached: a run interrupted by a stopping plugin is still reported.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
+	var refused *quorumInfo
+	head := ""
 	err := w.updateState(fctx, s, func(st *State) {
 		st.LastPollAt = now
 		st.LastPollOutcome = outcome
 		st.LastPollResult = result
+		head, refused = st.HeadCommit, st.Quorum
 	})
 	if err != nil {
 		w.log().Error("could not record the poll result", "error", err)
 	}
+	w.publish(events.Event{Kind: events.PollFinished, Time: now, Outcome: outcome, Reason: result, Trigger: trigger, Commit: head})
+	if outcome == OutcomeRefused {
+		w.publish(refusalEvent(head, result, refused))
+	}
+}
+
+// refusalEvent describes a refused HEAD; qi is the signature count of the
+// poll when the signatures refused it (nil when ancestry did).
+func refusalEvent(head, reason string, qi *quorumInfo) events.Event {
+	e := events.Event{Kind: events.CommitRefused, Commit: head, Outcome: OutcomeRefused, Reason: reason}
+	if qi != nil && qi.Commit == head {
+		e.Signers = append([]string(nil), qi.Signers...)
+		if qi.Missing > 0 {
+			e.Missing = append(e.Missing, fmt.Sprintf("%d more verified signature(s) of trusted signers (%d of %d)", qi.Missing, qi.Verified, qi.Required))
+		}
+	}
+	return e
 }
 
 // poll returns the outcome word and the sentence `status` shows.
@@ -65,6 +86,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if err != nil {
 		return OutcomeError, err.Error()
 	}
+	w.mu.Lock()
+	w.target = gitwatch.Target{URL: ws.RepoURL, Branch: ws.Branch}
+	w.mu.Unlock()
 	fr, err := m.Fetch(ctx)
 	if err != nil {
 		return OutcomeError, fmt.Sprintf("fetching branch %s of %s: %v", ws.Branch, ws.RepoURL, err)
@@ -304,6 +328,8 @@ func (w *Worker) startAndFollow(ctx context.Context, s Storage, run *Run, ws *Se
 		_ = logw.Close(context.WithoutCancel(ctx))
 		return container.Result{}, err
 	}
+	w.publish(events.Event{Kind: events.RunStarted, Time: now, Commit: run.Commit, Run: run.ID, Attempt: run.Attempt,
+		Trigger: run.Trigger, Signers: append([]string(nil), run.Signers...)})
 	spec := container.Spec{
 		Image:       ws.Image,
 		Commands:    ws.Commands,
@@ -364,6 +390,12 @@ func (w *Worker) finish(runCtx context.Context, s Storage, run *Run, period time
 		w.log().Error("could not record the end of a run", "run", run.ID, "status", run.Status, "error", err)
 	}
 	w.recordRunOutcome(ctx, s, run, period, now)
+	began := run.StartedAt
+	if began.IsZero() {
+		began = run.CreatedAt
+	}
+	w.publish(events.Event{Kind: events.RunFinished, Time: now, Commit: run.Commit, Run: run.ID, Attempt: run.Attempt,
+		Trigger: run.Trigger, Outcome: run.Status, Reason: run.Reason, Duration: now.Sub(began)})
 	if err := pruneRuns(ctx, s, runsRetained); err != nil {
 		w.log().Warn("could not prune old runs", "error", err)
 	}

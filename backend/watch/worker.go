@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/container"
 	"github.com/flant/flant_gitops/gitwatch"
 )
@@ -98,6 +99,9 @@ type Deps struct {
 	VaultRequests func(ctx context.Context, s Storage) (map[string]string, map[string][]byte, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Events hears what the watch decides (polls, refusals, runs); nil
+	// means nobody listens. Publish must not block.
+	Events events.Publisher
 }
 
 // activeRun is the run the worker is executing.
@@ -153,6 +157,9 @@ type Worker struct {
 	mirrorKey    string
 	runner       container.Runner
 	refused      *refusedVerdict // see poll.go
+	// target is the repository and branch of the latest poll's settings,
+	// which events name.
+	target gitwatch.Target
 }
 
 // New makes the worker of one mount; nothing runs before Start. It takes
@@ -169,6 +176,20 @@ func New(logger func() hclog.Logger, deps Deps) *Worker {
 		pollMinInterval: pollMinInterval,
 		wake:            make(chan struct{}, 1),
 	}
+}
+
+// publish sends e to the subscribers with the mount and target filled in.
+func (w *Worker) publish(e events.Event) {
+	if w.deps.Events == nil {
+		return
+	}
+	w.mu.Lock()
+	e.Mount, e.Repository, e.Branch = w.mountID, w.target.URL, w.target.Branch
+	w.mu.Unlock()
+	if e.Time.IsZero() {
+		e.Time = w.deps.Now()
+	}
+	w.deps.Events.Publish(e)
 }
 
 func (w *Worker) log() hclog.Logger {

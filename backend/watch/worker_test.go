@@ -204,6 +204,7 @@ type harness struct {
 	vaultErr error
 	mountID  string
 	cacheDir string
+	events   recordedEvents
 	w        *Worker
 }
 
@@ -248,7 +249,8 @@ func (h *harness) newWorker() *Worker {
 		VaultRequests: func(ctx context.Context, s Storage) (map[string]string, map[string][]byte, error) {
 			return map[string]string{"VAULT_ADDR": "https://vault.example"}, nil, h.vaultErr
 		},
-		Now: h.clock.now,
+		Now:    h.clock.now,
+		Events: &h.events,
 	})
 	w.logLimits.flushInterval = 10 * time.Millisecond
 	w.pollMinInterval = 0

@@ -61,6 +61,7 @@ type commitConfig struct {
 	key        *pgptest.Key
 	signedAt   time.Time
 	goGitKey   *pgptest.Key
+	sshKey     string // private key path for gpg.format=ssh
 }
 
 // Message sets the commit message (default "change N files").
@@ -155,6 +156,9 @@ func (r *Repo) Commit(t testing.TB, files map[string]string, opts ...CommitOptio
 	switch {
 	case c.goGitKey != nil:
 		r.commitGoGit(t, work, c.message, c.goGitKey)
+	case c.sshKey != "":
+		runGit(t, work, nil, "-c", "gpg.format=ssh", "-c", "user.signingkey="+c.sshKey,
+			"commit", "--quiet", "--allow-empty", "-S", "-m", c.message)
 	case c.gpg != nil:
 		runGitEnv(t, work, []string{"GNUPGHOME=" + c.gpg.Home}, nil,
 			"-c", "gpg.program=gpg", "-c", "user.signingkey="+c.gpgKey,
