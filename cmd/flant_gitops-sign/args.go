@@ -30,8 +30,9 @@ A signature over a commit id vouches for that commit's whole tree.
 
 show lists the commit's own signature and its note signatures, the trusted
 signer each belongs to, and how many more are needed. The trust comes from:
-  --trusted DIR: a directory of exported public keys, NAME.asc
-    (gpg --armor --export) per trusted signer, with --required N;
+  --trusted DIR: a directory of public keys, one per trusted signer:
+    NAME.asc (gpg --armor --export) or NAME.pub (an SSH public key line,
+    or an allowed_signers line), with --required N;
   else, with VAULT_ADDR set (and VAULT_TOKEN, VAULT_CACERT, VAULT_NAMESPACE):
     the plugin mounted at --mount, which answers with its own configuration.
 show exits 0 whatever the count; with --check it exits 3 while signatures
@@ -88,7 +89,7 @@ func parseArgs(name string, args []string, stdout, stderr io.Writer) (*invocatio
 	ssh := fs.Bool("ssh", false, "sign: sign with ssh-keygen (the default when gpg.format=ssh)")
 	fs.StringVar(&inv.key, "key", "", "sign: the key (gpg key id or fingerprint; SSH key file or key::LITERAL); default user.signingkey")
 	fs.IntVar(&inv.retries, "retries", 10, "sign: pushes tried when other signers push at the same moment")
-	fs.StringVar(&inv.trusted, "trusted", "", "show without Vault: directory of trusted public keys, NAME.asc each")
+	fs.StringVar(&inv.trusted, "trusted", "", "show without Vault: directory of trusted public keys, NAME.asc or NAME.pub each")
 	fs.IntVar(&inv.required, "required", 1, "show with --trusted: signers the commit needs")
 	fs.BoolVar(&inv.noFetch, "no-fetch", false, "show: use the notes already fetched instead of fetching the remote's")
 	fs.StringVar(&inv.mount, "mount", "flant_gitops", "show with VAULT_ADDR: the plugin's mount path")

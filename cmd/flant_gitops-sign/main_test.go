@@ -95,7 +95,7 @@ func TestParseSignatureLines(t *testing.T) {
 	if got[0].issuer() != k.Fingerprint() {
 		t.Fatalf("issuer %q, want %q", got[0].issuer(), k.Fingerprint())
 	}
-	if got[3].err == nil || !strings.Contains(got[3].err.Error(), "malformed SSH signature") {
+	if got[3].err == nil || !strings.Contains(got[3].err.Error(), "SSH signature is truncated") {
 		t.Fatalf("a broken SSHSIG blob should say so: %v", got[3].err)
 	}
 	if e, err := pgpSignedBy(openpgp.EntityList{k.Entity}, got[2].raw, []byte(id)); err != nil || e != k.Entity {

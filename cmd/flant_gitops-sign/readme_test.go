@@ -178,4 +178,26 @@ func TestE2EReadmeSigning(t *testing.T) {
 	if out := dan.mustSign(commit); !strings.Contains(out, "SSH key SHA256:") {
 		t.Fatalf("the README's SSH setup should sign with ssh-keygen:\n%s", out)
 	}
+	// Without Vault: --trusted with alice.asc, bob.asc and Dan's .pub.
+	keys := filepath.Join(dan.home, "keys")
+	if err := os.Mkdir(keys, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	danPub, err := os.ReadFile(filepath.Join(dan.home, ".ssh", "id_ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobAsc, err := os.ReadFile(filepath.Join(bob.home, "bob.asc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"alice.asc": []byte(alice.gpg.ExportPublic(t, aliceFP)), "bob.asc": bobAsc, "dan.pub": danPub} {
+		if err := os.WriteFile(filepath.Join(keys, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := dan.tool("show", "--trusted", keys, "--required", "3", "--check", commit)
+	if r.code != exitOK || !strings.Contains(r.stdout, "verified: 3 of 3 required (alice, bob, dan)") {
+		t.Fatalf("show --trusted with an SSH key: %s", r)
+	}
 }

@@ -13,8 +13,10 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/flant/flant_gitops/gitwatch"
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // trust is what decides whether a commit may run: the trusted keys and the
@@ -45,21 +47,29 @@ func trustFromDir(dir string, required int) (*trust, error) {
 		if strings.HasPrefix(name, ".") || e.IsDir() {
 			continue
 		}
-		base, ok := strings.CutSuffix(name, ".asc")
-		if !ok {
-			return nil, usagef("--trusted %s: %s is not NAME.asc (an armored public key: gpg --armor --export KEY > NAME.asc)", dir, name)
-		}
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			return nil, usagef("--trusted: %v", err)
 		}
-		if _, err := gitwatch.ParseKey(string(data)); err != nil {
+		if base, ok := strings.CutSuffix(name, ".asc"); ok {
+			if _, err := gitwatch.ParseKey(string(data)); err != nil {
+				return nil, usagef("--trusted %s: %s: %v", dir, name, err)
+			}
+			t.keys = append(t.keys, gitwatch.TrustedKey{Name: base, Armored: string(data)})
+			continue
+		}
+		base, ok := strings.CutSuffix(name, ".pub")
+		if !ok {
+			return nil, usagef("--trusted %s: %s is neither NAME.asc (gpg --armor --export KEY > NAME.asc) nor NAME.pub (an SSH public key line)", dir, name)
+		}
+		line := strings.TrimSpace(string(data))
+		if _, err := gitwatch.ParseSSHKey(line); err != nil {
 			return nil, usagef("--trusted %s: %s: %v", dir, name, err)
 		}
-		t.keys = append(t.keys, gitwatch.TrustedKey{Name: base, Armored: string(data)})
+		t.keys = append(t.keys, gitwatch.TrustedKey{Name: base, SSH: line})
 	}
 	if len(t.keys) == 0 {
-		return nil, usagef("--trusted %s holds no NAME.asc key", dir)
+		return nil, usagef("--trusted %s holds no NAME.asc or NAME.pub key", dir)
 	}
 	return t, nil
 }
@@ -238,7 +248,20 @@ func quorum(ctx context.Context, g *gitCmd, id, notes string, tr *trust) (gitwat
 func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig, payload []byte, notes []noteSig) {
 	var keyring openpgp.EntityList
 	names := map[*openpgp.Entity]string{}
+	type sshKey struct {
+		name string
+		key  ssh.PublicKey
+	}
+	var sshKeys []sshKey
 	for _, k := range tr.keys {
+		if k.SSH != "" {
+			if a, err := sshsig.ParseKeyWithOptions(k.SSH); err == nil {
+				sshKeys = append(sshKeys, sshKey{k.Name, a.Key})
+			} else if a, err := sshsig.ParseAllowedSigner(k.SSH); err == nil {
+				sshKeys = append(sshKeys, sshKey{k.Name, a.Key})
+			}
+			continue
+		}
 		el, err := openpgp.ReadArmoredKeyRing(strings.NewReader(k.Armored))
 		if err != nil {
 			continue
@@ -256,7 +279,12 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 			}
 			return fmt.Sprintf("OpenPGP %s: not a trusted key", s.issuer())
 		case kindSSH:
-			return fmt.Sprintf("SSH %s %s: not a trusted key", s.ssh.pub.Type(), s.issuer())
+			for _, k := range sshKeys {
+				if sshsig.Verify(s.ssh, msg, sshNamespace, k.key) == nil {
+					return fmt.Sprintf("SSH %s %s: trusted signer %s", s.ssh.PublicKey.Type(), s.issuer(), k.name)
+				}
+			}
+			return fmt.Sprintf("SSH %s %s: not a trusted key", s.ssh.PublicKey.Type(), s.issuer())
 		}
 		return fmt.Sprintf("not a signature (%v)", s.err)
 	}
@@ -320,6 +348,13 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 
 // keyFingerprint is a trusted key's primary fingerprint ("" when unreadable).
 func keyFingerprint(k gitwatch.TrustedKey) string {
+	if k.SSH != "" {
+		info, err := gitwatch.ParseSSHKey(k.SSH)
+		if err != nil {
+			return ""
+		}
+		return info.Fingerprint
+	}
 	info, err := gitwatch.ParseKey(k.Armored)
 	if err != nil {
 		return ""

@@ -35,6 +35,13 @@ func TestShowFromTrustedKeys(t *testing.T) {
 	if err := os.Mkdir(trusted, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	carolPub, err := os.ReadFile(carolKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(trusted, "carol.pub"), carolPub, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for name, c := range map[string]struct {
 		c  *clone
 		fp string
@@ -50,19 +57,19 @@ func TestShowFromTrustedKeys(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"one signer missing", []string{"show", "--trusted", trusted, "--required", "3", "--check", commit}, exitMissing, []string{
+		{"one signer missing", []string{"show", "--trusted", trusted, "--required", "4", "--check", commit}, exitMissing, []string{
 			"commit " + commit,
 			"  commit  OpenPGP " + aliceFP + ": trusted signer alice",
 			"  note    OpenPGP " + bobFP + ": trusted signer bob",
 			"  note    SSH ssh-ed25519 SHA256:",
-			": not a trusted key",
-			"verified: 2 of 3 required (alice, bob)",
+			": trusted signer carol",
+			"verified: 3 of 4 required (alice, bob, carol)",
 			"missing: 1 more trusted signer(s); who could still sign: dave",
 		}},
-		{"enough", []string{"show", "--trusted", trusted, "--required", "2", "--check", commit}, exitOK, []string{
-			"verified: 2 of 2 required", "ok: enough trusted signers",
+		{"enough", []string{"show", "--trusted", trusted, "--required", "3", "--check", commit}, exitOK, []string{
+			"verified: 3 of 3 required", "ok: enough trusted signers",
 		}},
-		{"without --check the count is no failure", []string{"show", "--trusted", trusted, "--required", "3"}, exitOK, []string{
+		{"without --check the count is no failure", []string{"show", "--trusted", trusted, "--required", "4"}, exitOK, []string{
 			"missing: 1 more trusted signer(s)",
 		}},
 		{"from the notes fetched before", []string{"show", "--no-fetch", "--trusted", trusted, "--required", "2", commit}, exitOK, []string{
@@ -92,7 +99,7 @@ func TestShowFromTrustedKeys(t *testing.T) {
 		want string
 	}{
 		{"no trust given", []string{"show"}, "show needs to know whom to trust"},
-		{"a file that is not a key", []string{"show", "--trusted", alice.dir}, "is not NAME.asc"},
+		{"a file that is not a key", []string{"show", "--trusted", alice.dir}, "is neither NAME.asc"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if r := alice.tool(tt.args...); r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {

@@ -157,6 +157,11 @@ func TestSignWithSSH(t *testing.T) {
 				t.Fatalf("the new line is not a base64 SSHSIG blob: %v", err)
 			}
 			sshVerify(t, c, raw, pub, commit)
+			// And the watcher counts it for the trusted key.
+			q := watcherCount(t, srv, repo, commit, 1, gitwatch.TrustedKey{Name: "signer", SSH: strings.TrimSpace(string(pub))})
+			if !q.OK || q.Verified != 1 || q.Signers[0].Kind != gitwatch.KindSSH || !slices.Equal(q.Signers[0].Sources, []string{gitwatch.SourceNotes}) {
+				t.Fatalf("the watcher should count the SSH note signature: %+v", q)
+			}
 			// Again: idempotent.
 			if out := c.mustSign(tt.setup(c, key)...); !strings.Contains(out, "already signed") {
 				t.Fatalf("a second sign with the same key should say already signed:\n%s", out)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // signer makes the signer's detached signatures and recognizes them.
@@ -223,30 +225,31 @@ func (s *sshSigner) sign(ctx context.Context, msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	sig, err := parseSSHSig(raw)
+	sig, err := sshsig.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("ssh-keygen made %v", err)
+		return nil, fmt.Errorf("ssh-keygen made something else than a signature: %w", err)
 	}
-	if err := sig.verify(msg); err != nil {
-		return nil, fmt.Errorf("ssh-keygen made a signature that does not verify: %w", err)
+	if s.pub != nil && !bytes.Equal(s.pub.Marshal(), sig.PublicKey.Marshal()) {
+		return nil, fmt.Errorf("ssh-keygen signed with %s, not with the key of %s (%s)", sshsig.Fingerprint(sig.PublicKey), s.keyFile, sshsig.Fingerprint(s.pub))
 	}
-	if s.pub != nil && !bytes.Equal(s.pub.Marshal(), sig.pub.Marshal()) {
-		return nil, fmt.Errorf("ssh-keygen signed with %s, not with the key of %s (%s)", ssh.FingerprintSHA256(sig.pub), s.keyFile, ssh.FingerprintSHA256(s.pub))
+	// What the watcher will check: the id, namespace git, this key.
+	if err := sshsig.Verify(sig, msg, sshNamespace, sig.PublicKey); err != nil {
+		return nil, fmt.Errorf("ssh-keygen made a signature the watcher would not count: %w", err)
 	}
-	s.pub = sig.pub
+	s.pub = sig.PublicKey
 	return raw, nil
 }
 
 func (s *sshSigner) made(sig noteSig, msg []byte) bool {
-	if sig.kind != kindSSH || s.pub == nil || !bytes.Equal(s.pub.Marshal(), sig.ssh.pub.Marshal()) {
+	if sig.kind != kindSSH || s.pub == nil {
 		return false
 	}
-	return sig.ssh.verify(msg) == nil
+	return sshsig.Verify(sig.ssh, msg, sshNamespace, s.pub) == nil
 }
 
 func (s *sshSigner) String() string {
 	if s.pub == nil {
 		return "SSH key " + s.keyFile
 	}
-	return "SSH key " + ssh.FingerprintSHA256(s.pub)
+	return "SSH key " + sshsig.Fingerprint(s.pub)
 }

@@ -2,18 +2,16 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	"golang.org/x/crypto/ssh"
+
+	"github.com/flant/flant_gitops/gitwatch/sshsig"
 )
 
 // Kinds of note signatures.
@@ -22,11 +20,6 @@ const (
 	kindSSH     = "ssh"
 	kindUnknown = "unknown"
 )
-
-// sshsigMagic starts an SSH signature blob (OpenSSH PROTOCOL.sshsig); an
-// OpenPGP packet cannot start with it, which is how a note line's kind is
-// told.
-const sshsigMagic = "SSHSIG"
 
 // sshNamespace is the namespace git signs with, and so the one a note
 // signature must carry.
@@ -39,7 +32,7 @@ type noteSig struct {
 	// OpenPGP: the issuer named in the packet (fingerprint when it has one).
 	pgp *packet.Signature
 	// SSH: the parsed blob.
-	ssh *sshsig
+	ssh *sshsig.Signature
 	// err says why the line is not a signature (kind is kindUnknown).
 	err error
 }
@@ -69,8 +62,8 @@ func parseSignatureLines(note string) []noteSig {
 // parseSignature tells an SSH signature blob from an OpenPGP one.
 func parseSignature(raw []byte) noteSig {
 	s := noteSig{raw: raw, kind: kindUnknown}
-	if bytes.HasPrefix(raw, []byte(sshsigMagic)) {
-		sig, err := parseSSHSig(raw)
+	if sshsig.IsSSHSIG(raw) {
+		sig, err := sshsig.Parse(raw)
 		if err != nil {
 			s.err = err
 			return s
@@ -105,94 +98,13 @@ func (s noteSig) issuer() string {
 		}
 		return "an unnamed OpenPGP key"
 	case kindSSH:
-		return ssh.FingerprintSHA256(s.ssh.pub)
+		return sshsig.Fingerprint(s.ssh.PublicKey)
 	}
 	return "?"
 }
 
-// sshsig is an SSH signature blob as `ssh-keygen -Y sign` makes it (the
-// body of its armor).
-type sshsig struct {
-	pub       ssh.PublicKey
-	namespace string
-	hashAlg   string
-	sig       *ssh.Signature
-}
-
-// sshsigWire is the blob after its magic (PROTOCOL.sshsig).
-type sshsigWire struct {
-	Version   uint32
-	PublicKey []byte
-	Namespace string
-	Reserved  string
-	HashAlg   string
-	Signature []byte
-}
-
-// sshsigSigned is what the blob's signature is made over, after the magic.
-type sshsigSigned struct {
-	Namespace string
-	Reserved  string
-	HashAlg   string
-	Hash      []byte
-}
-
-func parseSSHSig(raw []byte) (*sshsig, error) {
-	var w sshsigWire
-	if err := ssh.Unmarshal(raw[len(sshsigMagic):], &w); err != nil {
-		return nil, fmt.Errorf("a malformed SSH signature: %w", err)
-	}
-	if w.Version != 1 {
-		return nil, fmt.Errorf("an SSH signature of version %d (only 1 exists)", w.Version)
-	}
-	pub, err := ssh.ParsePublicKey(w.PublicKey)
-	if err != nil {
-		return nil, fmt.Errorf("an SSH signature with an unreadable public key: %w", err)
-	}
-	sig := new(ssh.Signature)
-	if err := ssh.Unmarshal(w.Signature, sig); err != nil {
-		return nil, fmt.Errorf("an SSH signature with a malformed signature: %w", err)
-	}
-	return &sshsig{pub: pub, namespace: w.Namespace, hashAlg: w.HashAlg, sig: sig}, nil
-}
-
-// verify checks s over msg in the git namespace.
-func (s *sshsig) verify(msg []byte) error {
-	if s.namespace != sshNamespace {
-		return fmt.Errorf("made for namespace %q, not %q", s.namespace, sshNamespace)
-	}
-	var h []byte
-	switch s.hashAlg {
-	case "sha256":
-		sum := sha256.Sum256(msg)
-		h = sum[:]
-	case "sha512":
-		sum := sha512.Sum512(msg)
-		h = sum[:]
-	default:
-		return fmt.Errorf("hash %q is not sha256 or sha512", s.hashAlg)
-	}
-	if s.sig.Format == ssh.KeyAlgoRSA {
-		return errors.New("an RSA signature with SHA-1 (ssh-rsa), which ssh-keygen no longer accepts")
-	}
-	signed := append([]byte(sshsigMagic), ssh.Marshal(sshsigSigned{Namespace: s.namespace, HashAlg: s.hashAlg, Hash: h})...)
-	return s.pub.Verify(signed, s.sig)
-}
-
 // dearmorSSH turns `ssh-keygen -Y sign` output into the binary blob.
-func dearmorSSH(armored []byte) ([]byte, error) {
-	const begin, end = "-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----"
-	text := strings.TrimSpace(string(armored))
-	if !strings.HasPrefix(text, begin) || !strings.HasSuffix(text, end) {
-		return nil, fmt.Errorf("ssh-keygen printed no SSH SIGNATURE block")
-	}
-	body := strings.Join(strings.Fields(text[len(begin):len(text)-len(end)]), "")
-	raw, err := base64.StdEncoding.DecodeString(body)
-	if err != nil {
-		return nil, fmt.Errorf("the SSH signature's armor is not base64: %w", err)
-	}
-	return raw, nil
-}
+func dearmorSSH(armored []byte) ([]byte, error) { return sshsig.Unarmor(armored) }
 
 // dearmorPGP turns an armored OpenPGP signature (a commit's gpgsig) into
 // its packets.
