@@ -18,6 +18,9 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/flant/flant_gitops/backend/events"
+	"github.com/flant/flant_gitops/backend/events/forge"
+	"github.com/flant/flant_gitops/backend/events/metrics"
+	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -64,6 +67,16 @@ type backend struct {
 	// statuses, notifications and metrics (events_backend.go).
 	events *events.Bus
 
+	// notify sends signed notifications of the bus's events
+	// (path_notification.go, backend/events/notify).
+	notify *notify.Notifier
+	// statuses sets commit statuses on the forge, a subscriber of events
+	// with its own delivery loop (commit_status.go).
+	statuses *forge.Deliverer
+	// metrics counts the events for the metrics path (metrics_backend.go,
+	// path_metrics.go); its registry is this mount's own.
+	metrics *metrics.Metrics
+
 	// format is the storage format found at Initialize, and the refusal
 	// of every request when a newer version wrote it (storage_format.go).
 	format formatGate
@@ -81,6 +94,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 func newBackend() *backend {
 	b := &backend{events: events.NewBus()}
 	b.patch = newPatchState(b)
+	b.setupMetrics()
 	b.Backend = &framework.Backend{
 		Help:           strings.TrimSpace(backendHelp),
 		BackendType:    logical.TypeLogical,
@@ -97,6 +111,11 @@ func newBackend() *backend {
 	// Registered first, so it runs last: the watch's final events are
 	// published before the subscribers stop.
 	b.onClean = append(b.onClean, b.closeEvents)
+	// Before the watch, so it stops after it: the watch's last events are
+	// queued while this node still sends.
+	b.setupNotify()
+	// Next, so it stops after the worker: a run's last status may still go.
+	b.setupCommitStatus()
 	b.approle = b.newApproleClient(nil)
 	// The closure, not the method value: tests install a client with
 	// their own clock after newBackend.
@@ -112,11 +131,16 @@ func (b *backend) paths() []*framework.Path {
 		pathConfigure(b),
 		pathGitCredential(b),
 		pathTrustedPGPPublicKey(b),
+		pathSigner(b),
+		pathSignatureRule(b),
 		pathConfigureVaultAccess(b),
 		pathDockerEngine(b),
+		pathCommitStatus(b),
 		pathVaultRequest(b),
 		pathWatch(b),
 		pathReceiver(b),
+		pathNotification(b),
+		pathMetrics(b),
 		pathsPatch(b.patch),
 	)
 }
@@ -141,6 +165,9 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 func (b *backend) invalidate(_ context.Context, key string) {
 	if invalidatesHooks(key) {
 		b.hooks.invalidate()
+	}
+	if strings.HasPrefix(key, storagePrefixNotification) {
+		b.notify.Invalidate()
 	}
 }
 

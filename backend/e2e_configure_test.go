@@ -217,6 +217,8 @@ func TestPathHelpDescribesEveryField(t *testing.T) {
 		{"configure/trusted_pgp_public_key/alice", "A PGP public key whose signatures count", []string{"name", "public_key"}},
 		{"configure_vault_access", "AppRole access to the Vault", []string{
 			"vault_addr", "vault_tls_server_name", "vault_cacert", "approle_mount_point", "role_name", "role_id", "secret_id", "secret_id_ttl"}},
+		{"configure/commit_status", "Commit statuses on the forge", []string{
+			"provider", "api_url", "token", "repository", "context_template", "target_url_template", "enabled"}},
 		{"configure/vault_request/", "List the vault requests", nil},
 		{"configure/vault_request/db", "A Vault request made, wrapped", []string{"name", "path", "method", "options", "wrap_ttl"}},
 	}
@@ -323,7 +325,7 @@ func TestValidationThroughRealVault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sec == nil || len(sec.Warnings) == 0 || !strings.Contains(sec.Warnings[0], "is 2 but only 0 usable trusted PGP key") {
+	if sec == nil || len(sec.Warnings) == 0 || !strings.Contains(sec.Warnings[0], "is 2 but only 0 usable trusted signer") {
 		t.Errorf("want a quorum warning, got %+v", sec)
 	}
 }

@@ -29,6 +29,13 @@ func (b *backend) publishPatch(h framework.OperationFunc) framework.OperationFun
 		resp, err := h(ctx, req, d)
 		e := events.Event{Kind: events.PatchFinished, Target: d.Get("repository").(string), Duration: time.Since(start)}
 		e.Outcome, e.Reason = patchOutcome(resp, err)
+		if !patchTargetKnown(e.Outcome) {
+			// The name is the caller's text until a configured target
+			// answers to it: counting it would let callers grow metrics.
+			if repo, gerr := getRepository(ctx, req.Storage, e.Target); gerr != nil || repo == nil {
+				e.Target = ""
+			}
+		}
 		if e.Outcome == events.PatchLanded {
 			e.Commit, _ = resp.Data["commit"].(string)
 			e.Branch, _ = resp.Data["branch"].(string)
@@ -63,6 +70,15 @@ func patchOutcome(resp *logical.Response, err error) (string, string) {
 		return events.PatchNoop, ""
 	}
 	return events.PatchLanded, ""
+}
+
+// patchTargetKnown: these outcomes come only from a configured target.
+func patchTargetKnown(outcome string) bool {
+	switch outcome {
+	case events.PatchLanded, events.PatchNoop, events.PatchDryRun, events.PatchConflict, events.PatchRefused:
+		return true
+	}
+	return false
 }
 
 func outcomeOfCode(code int) string {

@@ -143,6 +143,9 @@ func responseSchemaOf(p *framework.Path, op logical.Operation) (ok *framework.Re
 	}
 	rs := h.Properties().Responses
 	if r := rs[http.StatusOK]; len(r) > 0 {
+		if isRaw(&r[0]) {
+			return &r[0], false, nil
+		}
 		if len(r[0].Fields) == 0 {
 			return nil, false, fmt.Errorf("%s %s: the 200 response declares no fields", p.Pattern, op)
 		}
@@ -172,6 +175,9 @@ func checkResponse(p *framework.Path, op logical.Operation, resp *logical.Respon
 	if resp == nil || len(resp.Data) == 0 {
 		return fmt.Errorf("%s %s declares a 200 with fields but answered no data", p.Pattern, op)
 	}
+	if isRaw(want) {
+		return checkRawResponse(p, op, want, resp)
+	}
 	raw, err := json.Marshal(resp.Data)
 	if err != nil {
 		return err
@@ -190,6 +196,42 @@ func checkResponse(p *framework.Path, op logical.Operation, resp *logical.Respon
 		}
 	}
 	return nil
+}
+
+// isRaw: the answer is a raw body of another media type (Vault writes it as
+// is), not JSON data.
+func isRaw(r *framework.Response) bool {
+	return r.MediaType != "" && r.MediaType != "application/json"
+}
+
+// checkRawResponse validates a raw answer: exactly the status, content type
+// (of the declared media type) and a body, as Vault's raw-response writer
+// wants them.
+func checkRawResponse(p *framework.Path, op logical.Operation, want *framework.Response, resp *logical.Response) error {
+	for k := range resp.Data {
+		switch k {
+		case logical.HTTPContentType, logical.HTTPStatusCode, logical.HTTPRawBody:
+		default:
+			return fmt.Errorf("%s %s declares a raw %s answer but answered field %q", p.Pattern, op, want.MediaType, k)
+		}
+	}
+	if ct, _ := resp.Data[logical.HTTPContentType].(string); !strings.HasPrefix(ct, want.MediaType) {
+		return fmt.Errorf("%s %s: content type %q, want %s", p.Pattern, op, ct, want.MediaType)
+	}
+	if code, _ := resp.Data[logical.HTTPStatusCode].(int); code != http.StatusOK {
+		return fmt.Errorf("%s %s: raw status %v, want 200", p.Pattern, op, resp.Data[logical.HTTPStatusCode])
+	}
+	switch body := resp.Data[logical.HTTPRawBody].(type) {
+	case []byte:
+		if len(body) > 0 {
+			return nil
+		}
+	case string:
+		if body != "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %s: raw answer without a body", p.Pattern, op)
 }
 
 func jsonKindFits(ft framework.FieldType, v any) error {
@@ -347,7 +389,8 @@ func TestResponseSchemas(t *testing.T) {
 		srv := gittest.NewServer(t)
 		remote := srv.NewRepo(t, "infra")
 		remote.Commit(t, map[string]string{"my-group/my-project/release.yml": "spec:\n  values:\n    image:\n      tag: 1.2.4\n"}, gittest.Message("initial"))
-		alice := pgptest.NewKey(t, "Alice")
+		alice, bob := pgptest.NewKey(t, "Alice"), pgptest.NewKey(t, "Bob")
+		bobSSH := sshPublicKeyLine(t)
 		engine := dockertest.NewTLSProxy(t)
 		commit := strings.Repeat("a", 40)
 		setTag := func(tag string) []any {
@@ -368,6 +411,9 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.UpdateOperation, "configure/docker_engine", engineFields(engine)},
 			{logical.UpdateOperation, "configure/docker_engine", map[string]any{"tls_server_name": "localhost", "client_key": string(engine.ClientKeyPEM)}},
 			{logical.ReadOperation, "configure/docker_engine", nil},
+			{logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "github", "token": "ghp_0123456789abcdef", "repository": "acme/deploy"}},
+			{logical.UpdateOperation, "configure/commit_status", map[string]any{"target_url_template": "https://dash.example.com/runs/{{run}}"}},
+			{logical.ReadOperation, "configure/commit_status", nil},
 			{logical.UpdateOperation, "configure/git_credential", map[string]any{"username": "oauth2", "password": "glpat-very-secret"}},
 			{logical.UpdateOperation, "configure/last_successful_commit", map[string]any{"commit": commit}},
 			{logical.ReadOperation, "configure/last_successful_commit", nil},
@@ -385,6 +431,14 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.UpdateOperation, "configure/trusted_pgp_public_key/alice", map[string]any{"public_key": alice.PublicArmored(t)}},
 			{logical.ReadOperation, "configure/trusted_pgp_public_key/alice", nil},
 			{logical.ListOperation, "configure/trusted_pgp_public_key/", nil},
+			{logical.UpdateOperation, "configure/signer/bob", map[string]any{"pgp_public_keys": []any{bob.PublicArmored(t)}, "ssh_public_keys": []any{bobSSH}}},
+			{logical.UpdateOperation, "configure/signer/bob", map[string]any{"revoked_keys": []any{strings.Repeat("AB", 20)}}},
+			{logical.ReadOperation, "configure/signer/bob", nil},
+			{logical.ListOperation, "configure/signer/", nil},
+			{logical.UpdateOperation, "configure/signature_rule/prod", map[string]any{"paths": "prod/**", "required_signers": 1, "signers": "bob"}},
+			{logical.UpdateOperation, "configure/signature_rule/prod", map[string]any{"required_signers": 1}},
+			{logical.ReadOperation, "configure/signature_rule/prod", nil},
+			{logical.ListOperation, "configure/signature_rule/", nil},
 			{logical.UpdateOperation, "configure/vault_request/db", map[string]any{"path": "secret/data/app"}},
 			{logical.UpdateOperation, "configure/vault_request/db", map[string]any{"method": "post"}},
 			{logical.ReadOperation, "configure/vault_request/db", nil},
@@ -395,12 +449,15 @@ func TestResponseSchemas(t *testing.T) {
 			{logical.ReadOperation, "status", nil},
 			{logical.DeleteOperation, "configure/vault_request/db", nil},
 			{logical.DeleteOperation, "configure/trusted_pgp_public_key/alice", nil},
+			{logical.DeleteOperation, "configure/signature_rule/prod", nil},
+			{logical.DeleteOperation, "configure/signer/bob", nil},
 			{logical.DeleteOperation, "configure/repository/infra", nil},
 			{logical.DeleteOperation, "configure/policy", nil},
 			{logical.DeleteOperation, "configure/last_successful_commit", nil},
 			{logical.DeleteOperation, "configure/git_credential", nil},
 			{logical.DeleteOperation, "configure_vault_access", nil},
 			{logical.DeleteOperation, "configure/docker_engine", nil},
+			{logical.DeleteOperation, "configure/commit_status", nil},
 			{logical.DeleteOperation, "configure", nil},
 		}
 		for _, st := range steps {
@@ -436,7 +493,19 @@ func TestResponseSchemas(t *testing.T) {
 			Headers: d.VaultHeaders(), Storage: s, MountPoint: "flant_gitops/", Unauthenticated: true,
 		})
 		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.ReadOperation, "metrics", nil, "")
 		cov.validate(t, b, s, logical.DeleteOperation, "configure/receiver/github", nil, "")
+	})
+
+	t.Run("notification endpoints", func(t *testing.T) {
+		b, s := newTestBackend(t, nil, nil)
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat", map[string]any{"url": "https://relay.example.com/hook"}, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat", map[string]any{"events": "run.finished,commit.refused"}, "")
+		cov.validate(t, b, s, logical.ReadOperation, "configure/notification/chat", nil, "")
+		cov.validate(t, b, s, logical.ListOperation, "configure/notification/", nil, "")
+		cov.validate(t, b, s, logical.UpdateOperation, "configure/notification/chat/rotate", map[string]any{"overlap": "1h"}, "")
+		cov.validate(t, b, s, logical.ReadOperation, "status", nil, "")
+		cov.validate(t, b, s, logical.DeleteOperation, "configure/notification/chat", nil, "")
 	})
 
 	t.Run("watch: status, runs, log, poll, cancel", func(t *testing.T) {
@@ -497,6 +566,13 @@ func TestResponseSchemas(t *testing.T) {
 			t.Errorf("status while fenced: %v", status.Data)
 		}
 		cov.validate(t, b, s, logical.ReadOperation, "runs/"+leftID, nil, "")
+
+		// A rule the change touches, and the signatures of HEAD.
+		configReq(t, b, s, logical.UpdateOperation, "configure/signature_rule/all", map[string]any{"paths": "**", "required_signers": 1})
+		sig := cov.validate(t, b, s, logical.ReadOperation, "signatures/"+repo.Head(t), nil, "")
+		if rules, _ := sig.Data["rules"].([]map[string]any); len(rules) != 1 || sig.Data["ok"] != false {
+			t.Errorf("signatures of HEAD: %v", sig.Data)
+		}
 	})
 
 	var missing []string

@@ -139,7 +139,7 @@ func (ps *patchState) openRepo(ctx context.Context, s logical.Storage, repo *rep
 	if err != nil {
 		return nil, err
 	}
-	r.Pool, r.Group = ps.pool, ps.group
+	r.Pool, r.Group, r.OnPush = ps.pool, ps.group, ps.onPush(repo)
 	slot.repo, slot.opened = r, opened
 	return r, nil
 }

@@ -36,7 +36,7 @@ func (e *untrustedTipError) Error() string {
 // this repository and branch, and the watch's last successful commit as an
 // anchor when the repository is the watched branch.
 func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, repo *repositoryEntry) (func(context.Context, string, *gitwatch.Mirror) error, error) {
-	keys, err := listTrustedKeys(ctx, s)
+	trusted, keys, err := trustedForRule(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -45,10 +45,7 @@ func (ps *patchState) trustedTipCheck(ctx context.Context, s logical.Storage, re
 		return nil, err
 	}
 	target := gitwatch.Target{URL: repo.URL, Branch: repo.Branch}
-	rule := gitwatch.Rule{Required: 1, Target: target}
-	for _, k := range keys {
-		rule.Trusted = append(rule.Trusted, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
-	}
+	rule := gitwatch.Rule{Trusted: trusted, Required: 1, Target: target}
 	if rule.PluginKeys, err = pluginKeyFingerprints(ctx, s, keys); err != nil {
 		return nil, err
 	}

@@ -174,7 +174,7 @@ func TestConfigureQuorumWarning(t *testing.T) {
 	data["required_number_of_verified_signatures_on_commit"] = 2
 	resp := configReq(t, b, s, logical.UpdateOperation, "configure", data)
 	mustOK(t, resp, "write")
-	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "only 0 usable trusted PGP key") {
+	if resp == nil || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "only 0 usable trusted signer") {
 		t.Fatalf("want a warning that the quorum of 2 cannot be met, got %#v", resp)
 	}
 	msg, err := quorumProblem(t.Context(), s)

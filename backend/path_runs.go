@@ -194,6 +194,12 @@ func runData(r *watch.Run) map[string]any {
 		"trigger":    r.Trigger,
 		"created_at": r.CreatedAt.Format(time.RFC3339Nano),
 	}
+	if len(r.SignedBy) > 0 || len(r.Rules) > 0 {
+		// The signers that counted with the keys that verified, and the
+		// signature rules that applied, as signatures/COMMIT shows them.
+		c := checkData(&watch.Check{SignedBy: r.SignedBy, Rules: r.Rules})
+		d["signed_by"], d["rules"] = c["signed_by"], c["rules"]
+	}
 	if r.ExitCode != nil {
 		d["exit_code"] = *r.ExitCode
 	}

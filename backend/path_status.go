@@ -68,6 +68,11 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil {
 		return nil, err
 	}
+	notifications, err := b.notificationsStatus(ctx, s)
+	commitStatus, err := b.commitStatusStatus(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	busy, _ := b.watch.Snapshot()
 	worker := "idle"
 	if busy {
@@ -92,24 +97,15 @@ func (b *backend) pathStatusRead(ctx context.Context, req *logical.Request, _ *f
 		"engine":                        engine,
 		"next_poll_at":                  formatTime(b.watch.NextPollAt()),
 		"receivers":                     receivers,
+		"notifications":                 notifications,
+		"commit_status":                 commitStatus,
 	}
 	if mountID != nil {
 		// Containers carry it: docker ps --filter label=flant_gitops.mount=<id>
 		data["mount_id"] = string(mountID.Value)
 	}
 	if st.Quorum != nil {
-		sig := map[string]any{
-			"commit":   st.Quorum.Commit,
-			"required": st.Quorum.Required,
-			"verified": st.Quorum.Verified,
-			"missing":  st.Quorum.Missing,
-			"signers":  st.Quorum.Signers,
-		}
-		if st.Quorum.UntrustedCommit != "" {
-			sig["untrusted_commit"] = st.Quorum.UntrustedCommit
-			sig["untrusted_reason"] = st.Quorum.UntrustedReason
-		}
-		data["signatures"] = sig
+		data["signatures"] = checkData(st.Quorum)
 	}
 	if st.FailedCommit != "" {
 		retry := map[string]any{
@@ -160,6 +156,15 @@ func trustedKeyProblems(ctx context.Context, s logical.Storage, now time.Time) (
 			out = append(out, fmt.Sprintf("%s (%s): %s", k.Name, k.Fingerprint, p))
 		}
 	}
+	signers, err := listSigners(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range signers {
+		for _, p := range signerResponse(e, now)["problems"].([]string) {
+			out = append(out, fmt.Sprintf("signer %s: %s", e.Name, p))
+		}
+	}
 	return out, nil
 }
 
@@ -186,7 +191,11 @@ Reads what the watch last saw and did:
                           recovering: a run left by the previous active node
                           cannot be checked (its engine does not answer), so
                           nothing starts until it can
-  signatures              the last signature check of HEAD; when the plugin's
+  signatures              the last signature check of HEAD, as
+                          signatures/COMMIT answers it: the signers who
+                          counted with the keys that verified, each
+                          signature rule the change touches with what it
+                          misses and who could still sign; when the plugin's
                           own signature did not count, untrusted_commit names
                           the commit below it that no trusted person signed
   retry                   a failing commit: failures in a row and when it is
@@ -214,7 +223,19 @@ Reads what the watch last saw and did:
                           its id, name and version, or why it cannot be used
                           (e.g. it refused the client certificate); no run
                           starts while it cannot
+  commit_status           the commit statuses sent to the forge
+                          (configure/commit_status): whether configured and
+                          enabled, counts delivered, failed and queued, and
+                          the last delivery (at, commit, state, context,
+                          result, http_code, error, attempts,
+                          next_attempt_at while retrying); counts start
+                          anew when a node becomes active
   version                 the plugin version serving this mount
+  notifications           each notification endpoint's delivery: its last
+                          attempt (when, event id and type, HTTP code or
+                          error, attempts), delivered, failed (refused by
+                          the endpoint), dropped (outbox full or 24h of
+                          retries) and pending counts
   storage_format          the format of this mount's storage (README
                           "Upgrades"); an older version that cannot read it
                           refuses every request naming the version that

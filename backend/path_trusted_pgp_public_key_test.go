@@ -107,10 +107,10 @@ func TestQuorumCountsOnlyUsableKeys(t *testing.T) {
 	}{
 		{1, ""},
 		{2, ""},
-		{3, "is 3 but only 2 usable trusted PGP key(s) are configured (3 more expired, revoked or too weak"},
+		{3, "is 3 but only 2 usable trusted signer(s) are configured (3 more with only expired, revoked or too weak"},
 	}
 	for _, tc := range cases {
-		got := quorumMessage(tc.required, keys, now)
+		got := quorumMessage(tc.required, keys, nil, now)
 		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 			t.Errorf("quorumMessage(%d) = %q, want %q", tc.required, got, tc.want)
 		}

@@ -104,6 +104,20 @@ func dockerEngineResponseFields() map[string]*framework.FieldSchema {
 	}
 }
 
+func commitStatusResponseFields() map[string]*framework.FieldSchema {
+	return map[string]*framework.FieldSchema{
+		"provider":             respString("github, gitlab or gitea."),
+		"api_url":              respString("Address of the forge's API; the token is sent only there."),
+		"token_set":            respBool("Whether a token is stored. The token itself is never returned."),
+		"repository":           respString("The repository as configured; empty when taken from git_repo_url."),
+		"effective_repository": respString("The repository the statuses go to (owner/repo or the GitLab project path); empty when it cannot be told."),
+		"context_template":     respString("The context template as configured; empty for the default."),
+		"context":              respString("The context this mount's statuses carry now."),
+		"target_url_template":  respString("The link template; empty for none."),
+		"enabled":              respBool("Whether statuses are sent."),
+	}
+}
+
 func lastSuccessfulResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
 		"commit": respString("SHA of the last successful commit."),
@@ -198,12 +212,15 @@ func pollResponseFields() map[string]*framework.FieldSchema {
 // answer it, and as status embeds it.
 func runResponseFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"id":           respString("Run id."),
-		"commit":       respString("The commit run."),
-		"status":       respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
-		"reason":       respString("Why it ended as it did; empty while running or on success."),
-		"attempt":      respInt("Attempt number for this commit (1 for the first run)."),
-		"signers":      respStrings("The trusted keys that signed the commit, each \"<key names> <fingerprint>\" (null when no signature was required)."),
+		"id":      respString("Run id."),
+		"commit":  respString("The commit run."),
+		"status":  respString("`queued`, `running`, `succeeded`, `failed`, `canceled` or `interrupted`."),
+		"reason":  respString("Why it ended as it did; empty while running or on success."),
+		"attempt": respInt("Attempt number for this commit (1 for the first run)."),
+		"signers": respStrings("The trusted signers who counted, each with the keys that verified: \"alice (pgp key FINGERPRINT in commit)\" (null when no signature was required)."),
+		"signed_by": {Type: framework.TypeSlice, Description: "The signers who counted: name and keys (fingerprint, kind, source), as signatures/COMMIT shows them; " +
+			"absent on runs recorded before signers were kept."},
+		"rules":        {Type: framework.TypeSlice, Description: "The signature rules the run's change touched, as signatures/COMMIT shows them; absent when none applied."},
 		"trigger":      respString("What started the run (a poll, a retry, ...)."),
 		"created_at":   respString("When the run was created (RFC 3339)."),
 		"exit_code":    {Type: framework.TypeInt, Description: "Exit code of the commands, once they ended."},
@@ -248,11 +265,16 @@ func statusResponseFields() map[string]*framework.FieldSchema {
 		"next_poll_at":         respOptString("When the next periodic poll is due (RFC 3339): each mount has a fixed place within git_poll_period, so the mounts of one Vault do not all fetch at once; empty until the first poll of this active node."),
 		"receivers": {Type: framework.TypeMap, Required: true,
 			Description: `Each webhook receiver's last delivery: {"<name>": {"last_delivery": {"at", "provider", "event", "delivery_id", "accepted", "outcome"} or null}}, so a broken hook can be told from a quiet repository.`},
+		"notifications": {Type: framework.TypeMap, Required: true,
+			Description: `Each notification endpoint's delivery: {"<name>": {"last_attempt_at", "last_event_id", "last_type", "last_http_code", "last_error", "last_attempts", "last_delivered_at", "delivered", "failed", "dropped", "pending"}}.`},
 		"mount_id": respOptString("Id of this mount; run containers carry it as label flant_gitops.mount."),
 		"engine": {Type: framework.TypeMap, Required: true,
 			Description: `The Docker engine the runs go to, checked now: {"host" ("local" or the address of configure/docker_engine), "reachable", and when reachable "id", "name", "version" of the engine, else "error" saying why it cannot be used}.`},
+		"commit_status": {Type: framework.TypeMap, Required: true,
+			Description: `The commit statuses sent to the forge since this node became active: {"configured", "enabled", "provider", "delivering" (the delivery loop runs here), "queued", "delivered", "failed", "repeats_skipped", "dropped_events", "last": {"at", "commit", "state", "context", "result" (delivered, already_set, retrying, refused, gave_up, dropped), "http_code", "error", "attempts", "next_attempt_at"} or null}.`},
 		"signatures": {Type: framework.TypeMap,
-			Description: `Signature check of the last polled commit: {"commit", "required", "verified", "missing", "signers", and when it is not trusted "untrusted_commit", "untrusted_reason"}.`},
+			Description: `Signature check of the last polled commit, the same fields as signatures/COMMIT: {"commit", "ok", "verdict", "required", "verified", "missing", "signers", ` +
+				`"signed_by", "rules" (each rule the change touches, with "missing" and "could_sign"), "not_counted", "untrusted_commit", "untrusted_reason", "changed_since", "changed_files", "changed_capped"}.`},
 		"retry": {Type: framework.TypeMap,
 			Description: `Failed commit waiting for a retry: {"commit", "consecutive_failures", "held_after_cancel", "next_attempt_at" (absent when held)}.`},
 		"fenced": {Type: framework.TypeMap,

@@ -213,7 +213,7 @@ func listVaultRequests(ctx context.Context, s logical.Storage) ([]*vaultRequestE
 }
 
 // quorumProblem explains why no commit can currently be accepted because
-// the quorum asks for more signatures than there are usable trusted keys.
+// the quorum asks for more signers than there are usable trusted signers.
 // It returns "" when the quorum is reachable or nothing is configured.
 func quorumProblem(ctx context.Context, s logical.Storage) (string, error) {
 	cfg, err := getConfig(ctx, s)
@@ -224,24 +224,26 @@ func quorumProblem(ctx context.Context, s logical.Storage) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return quorumMessage(cfg.RequiredSignatures, keys, time.Now()), nil
+	signers, err := listSigners(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return quorumMessage(cfg.RequiredSignatures, keys, signers, time.Now()), nil
 }
 
-func quorumMessage(required int, keys []*trustedKeyEntry, now time.Time) string {
-	usable := 0
-	for _, k := range keys {
-		if k.usableAt(now) {
-			usable++
-		}
-	}
+// quorumMessage counts signers, not keys: a configure/signer with several
+// keys is one, each trusted_pgp_public_key of its own another.
+func quorumMessage(required int, keys []*trustedKeyEntry, signers []*signerEntry, now time.Time) string {
+	usable, unusableN := usableSigners(keys, signers, now)
 	if required <= usable {
 		return ""
 	}
 	unusable := ""
-	if n := len(keys) - usable; n > 0 {
-		unusable = fmt.Sprintf(" (%d more expired, revoked or too weak; see trusted_key_problems in flant_gitops/status)", n)
+	if unusableN > 0 {
+		unusable = fmt.Sprintf(" (%d more with only expired, revoked or too weak keys; see trusted_key_problems in flant_gitops/status)", unusableN)
 	}
-	return fmt.Sprintf("required_number_of_verified_signatures_on_commit is %d but only %d usable trusted PGP key(s) are configured%s, so no commit can be accepted: "+
-		"add keys with `vault write flant_gitops/configure/trusted_pgp_public_key/NAME public_key=@key.asc` or lower the quorum with `vault write flant_gitops/configure required_number_of_verified_signatures_on_commit=%d`",
+	return fmt.Sprintf("required_number_of_verified_signatures_on_commit is %d but only %d usable trusted signer(s) are configured%s, so no commit can be accepted: "+
+		"add signers with `vault write flant_gitops/configure/signer/NAME pgp_public_keys=@key.asc` (or keys with `vault write flant_gitops/configure/trusted_pgp_public_key/NAME public_key=@key.asc`) "+
+		"or lower the quorum with `vault write flant_gitops/configure required_number_of_verified_signatures_on_commit=%d`",
 		required, usable, unusable, usable)
 }

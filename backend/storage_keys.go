@@ -2,6 +2,7 @@ package backend
 
 import (
 	"github.com/flant/flant_gitops/backend/approle"
+	"github.com/flant/flant_gitops/backend/events/notify"
 	"github.com/flant/flant_gitops/backend/watch"
 )
 
@@ -21,7 +22,16 @@ const (
 	storagePrefixTrustedKey   = "config/trusted_pgp_public_key/"
 	storagePrefixVaultRequest = "config/vault_request/"
 	storageKeyDockerEngine    = "config/docker_engine"
+	storageKeyCommitStatus    = "config/commit_status"
 	storagePrefixReceiver     = "config/receiver/"
+	// One notification endpoint each: URL, events, signing secrets.
+	storagePrefixNotification = "config/notification/"
+
+	// The commit statuses waiting to be sent (commit_status.go).
+	storageKeyCommitStatusOutbox = "commit_status/outbox"
+	storagePrefixSigner          = "config/signer/"
+	// storagePrefixSignatureRule keeps the path rules (configure/signature_rule).
+	storagePrefixSignatureRule = "config/signature_rule/"
 
 	// The receivers' last deliveries.
 	storagePrefixReceiverDelivery = "receiver_delivery/"
@@ -49,17 +59,32 @@ var storageKeys = append([]storageKey{
 	{storageKeyGitCredential, true}, // password or SSH key
 	{storageKeyVaultAccess, true},   // secret_id
 	{storagePrefixTrustedKey, false},
+	{storagePrefixSigner, false}, // public keys only
+	{storagePrefixSignatureRule, false},
 	{storagePrefixVaultRequest, false},
 	{storageKeyDockerEngine, true}, // the client key of the engine's mutual TLS
+	{storageKeyCommitStatus, true}, // the forge token
 	// Digests of the receivers' ids and tokens: 256 random bits each, so a
 	// digest gives nothing to replay; wrapped all the same.
 	{storagePrefixReceiver, true},
 	{storagePrefixReceiverDelivery, false},
+	{storagePrefixNotification, true},     // the signing secrets
+	{storageKeyCommitStatusOutbox, false}, // statuses: commit, state, context, description, link
 	{storageKeyPolicy, false},
 	{storageKeySigningKey, true},      // the plugin's private signing key
 	{storagePrefixRepository, true},   // each repository's password or SSH key
 	{storagePrefixIdempotency, false}, // commit SHAs, paths and digests only
-}, append(watchKeys(), approleKeys()...)...)
+}, append(append(watchKeys(), approleKeys()...), notifyKeys()...)...)
+
+// notifyKeys are the notifier's: pending notification bodies (allow-listed
+// event fields), delivery counters and the refusals told; none a secret.
+func notifyKeys() []storageKey {
+	var out []storageKey
+	for _, k := range notify.StorageKeys() {
+		out = append(out, storageKey{k, false})
+	}
+	return out
+}
 
 // watchKeys are the worker's: state, runs and run logs (container output;
 // commands must not print secrets), none a secret.

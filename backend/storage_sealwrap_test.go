@@ -68,6 +68,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 		{"configured secret_id", f.secretID},
 		{"plugin signing key", "PGP PRIVATE KEY BLOCK"},
 		{"Docker engine client key", strings.Split(string(engine.ClientKeyPEM), "\n")[1]},
+		{"forge token of commit statuses", "glpat-status-" + randomHex(t)},
 	}
 	p.request(t, logical.UpdateOperation, "configure", map[string]any{"git_repo_url": "https://git.example.com/r.git", "docker_image": testImage, "commands": "true"})
 	p.request(t, logical.UpdateOperation, "configure/git_credential", map[string]any{"ssh_private_key": sshKey, "known_hosts": knownHosts})
@@ -76,6 +77,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 	p.request(t, logical.UpdateOperation, "configure_vault_access", f.accessFields("90s"))
 	p.request(t, logical.UpdateOperation, "configure/docker_engine", engineFields(engine))
 	p.request(t, logical.UpdateOperation, "configure/vault_request/app", map[string]any{"path": "secret/data/app"})
+	p.request(t, logical.UpdateOperation, "configure/commit_status", map[string]any{"provider": "gitlab", "api_url": "https://gitlab.example.com", "token": secrets[6].value, "repository": "infra/r"})
 	if _, _, err := p.b.prepareVaultRequests(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +118,7 @@ func TestEverySecretInStorageIsSealWrapped(t *testing.T) {
 			}
 		}
 	}
-	for _, sec := range secrets[:6] {
+	for _, sec := range secrets[:7] {
 		if !found[sec.what] {
 			t.Errorf("no storage entry held the %s: the check proves nothing for it", sec.what)
 		}

@@ -86,6 +86,7 @@ func pathWatch(b *backend) []*framework.Path {
 		pathRuns(b),
 		pathPoll(b),
 		pathLastSuccessfulCommit(b),
+		pathSignatures(b),
 	)
 }
 
@@ -161,7 +162,7 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watch.Settings,
 	if err != nil {
 		return nil, err
 	}
-	keys, err := listTrustedKeys(ctx, s)
+	trusted, keys, err := trustedForRule(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -187,10 +188,11 @@ func loadWatchSettings(ctx context.Context, s logical.Storage) (*watch.Settings,
 		}
 		ws.Auth = cred.auth()
 	}
-	for _, k := range keys {
-		ws.Keys = append(ws.Keys, gitwatch.TrustedKey{Name: k.Name, Armored: k.PublicKey})
-	}
+	ws.Keys = trusted
 	if ws.PluginKeys, err = pluginKeyFingerprints(ctx, s, keys); err != nil {
+		return nil, err
+	}
+	if ws.PathRules, err = pathRules(ctx, s); err != nil {
 		return nil, err
 	}
 	return ws, nil

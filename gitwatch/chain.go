@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -49,6 +48,16 @@ type Rule struct {
 	// compared in canonical form (CanonicalRepoURL). Without one, no plugin
 	// signature counts.
 	Target Target
+	// PathRules ask more signers for some paths (pathrules.go); the quorum
+	// above holds as well, whatever rules apply.
+	PathRules []PathRule
+	// Since is the commit the change is measured from for PathRules (the
+	// last successful commit); empty: every file of the commit counts as
+	// changed.
+	Since string
+	// MaxChangedFiles bounds the changed files considered
+	// (DefaultMaxChangedFiles when zero); past it every path rule applies.
+	MaxChangedFiles int
 }
 
 // commitEval is what one commit's signatures say under a Rule.
@@ -84,30 +93,19 @@ func targetCheck(e commitEval, want Target, wantErr error) string {
 	return ""
 }
 
-// Accept counts the signatures on commit under rule. The answer is a
-// Quorum as verify gives it, with plugin keys counted only on top of an
-// accepted parent; when they did not count, Untrusted names the commit that
-// broke the chain and UntrustedReason says why.
-func (m *Mirror) Accept(ctx context.Context, commit string, rule Rule) (Quorum, error) {
-	h, err := parseCommitID(commit)
-	if err != nil {
-		return Quorum{}, err
-	}
-	if rule.Required < 0 {
-		return Quorum{}, fmt.Errorf("required number of signatures must not be negative, got %d", rule.Required)
-	}
-	now := time.Now()
-	plugin := make(map[string]bool, len(rule.PluginKeys))
-	for _, fp := range rule.PluginKeys {
-		plugin[strings.ToUpper(fp)] = true
-	}
+// acceptQuorum counts the signatures on commit h under rule's quorum
+// (Accept adds the path rules). The answer is a Quorum as verify gives it,
+// with plugin keys counted only on top of an accepted parent; when they did
+// not count, Untrusted names the commit that broke the chain and
+// UntrustedReason says why.
+func (m *Mirror) acceptQuorum(ctx context.Context, h plumbing.Hash, rule Rule, signers *trustedSet, problems []string, plugin map[string]bool, now time.Time) (Quorum, error) {
+	commit := h.String()
 	accepted := make(map[plumbing.Hash]bool, len(rule.Accepted))
 	for _, c := range rule.Accepted {
 		if a, err := parseCommitID(c); err == nil {
 			accepted[a] = true
 		}
 	}
-	signers, problems := loadTrusted(rule.Trusted)
 	target, targetErr := rule.Target.Canonical()
 	if rule.Target == (Target{}) {
 		targetErr = errors.New("the check names no target")

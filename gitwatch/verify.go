@@ -32,6 +32,10 @@ type TrustedKey struct {
 	// SSH, set instead of Armored, is an SSH public key line or an
 	// allowed_signers line, as validated by ParseSSHKey.
 	SSH string `json:",omitempty"`
+	// Signer is the trusted person or role holding the key
+	// (configure/signer/NAME): all keys of one signer count once together.
+	// Empty: the key is a signer of its own, named Name.
+	Signer string `json:",omitempty"`
 	// Revoked marks a key whose signatures count zero wherever it is
 	// trusted (under any name); it makes nothing trusted. For an SSH key,
 	// SSH may then be its "SHA256:..." fingerprint alone.
@@ -44,21 +48,30 @@ const (
 	SourceNotes  = "notes"  // a line in refs/notes/signatures
 )
 
-// Signer is one trusted person who signed, identified by primary key.
+// Signer is one trusted signer (person or role) who signed: the unit a
+// quorum counts, whatever number of their keys signed.
 type Signer struct {
-	// Kind is KindPGP or KindSSH.
+	// Name of the signer: the configure/signer name, or for a key trusted
+	// on its own, its name.
+	Name string
+	// Kind is KindPGP or KindSSH: the kind of the key that verified.
 	Kind string
-	// Fingerprint of the primary key, upper-case hex; for an SSH key,
-	// "SHA256:..." as ssh-keygen prints it.
+	// Fingerprint of the key that verified (the first of Keys): upper-case
+	// hex for PGP (primary key), "SHA256:..." for SSH as ssh-keygen
+	// prints it.
 	Fingerprint string
-	// UserIDs of the key, sorted; for an SSH key, the principals of its
+	// Keys are every key of the signer with a signature that verified,
+	// each with where it was found (first the commit's own, then by
+	// fingerprint).
+	Keys []SignerKey
+	// UserIDs of the keys, sorted; for an SSH key, the principals of its
 	// allowed_signers line and its comment.
 	UserIDs []string
-	// Names under which the key is trusted, sorted.
+	// Names under which the keys are trusted, sorted.
 	Names []string
-	// Sources holds where the signature that counted was found
+	// Sources holds where the signatures that counted were found
 	// (SourceCommit or SourceNotes). Each key is checked once per commit,
-	// the commit's own signature first, so it names one source.
+	// the commit's own signature first.
 	Sources []string
 }
 
@@ -66,8 +79,8 @@ type Signer struct {
 type Quorum struct {
 	Commit   string
 	Required int
-	// Verified is the number of distinct trusted primary keys with at least
-	// one valid signature.
+	// Verified is the number of distinct trusted signers (people: all the
+	// keys of one count once) with at least one valid signature.
 	Verified int
 	Signers  []Signer
 	// Missing is how many more signers are needed (0 when OK).
@@ -79,6 +92,11 @@ type Quorum struct {
 	Ignored []string
 
 	// Set by Accept only.
+	//
+	// Rules are the path rules the change touches, each with its outcome;
+	// OK needs every one of them. Changes says what change decided them.
+	Rules   []RuleOutcome
+	Changes Changes
 	//
 	// Anchored: the commit is one of Rule.Accepted.
 	Anchored bool
@@ -133,6 +151,10 @@ type trustedSigner struct {
 	names       []string
 	entities    []*openpgp.Entity
 	ssh         *sshTrust // an SSH key instead of entities
+	// unit is the signer the key counts for and name how it is shown
+	// (people.go); holders are the signers that hold the key.
+	unit, name string
+	holders    []string
 }
 
 // trustedSet is the trusted keys of one check, parsed once, with every
@@ -178,12 +200,13 @@ func loadTrusted(keys []TrustedKey) (*trustedSet, []string) {
 		}
 		ts.names = append(ts.names, k.Name)
 		ts.entities = append(ts.entities, e)
+		ts.holdBy(k)
 		set.index(ts, e.PrimaryKey)
 		for _, sk := range e.Subkeys {
 			set.index(ts, sk.PublicKey)
 		}
 	}
-	return set, problems
+	return set, append(problems, set.assignUnits()...)
 }
 
 func (s *trustedSet) index(ts *trustedSigner, pk *packet.PublicKey) {
@@ -235,8 +258,8 @@ func countQuorum(commit string, trusted []TrustedKey, required int, blobs []sign
 func countLoaded(commit string, set *trustedSet, problems []string, required int, blobs []signedBlob, now time.Time) Quorum {
 	q := Quorum{Commit: commit, Required: required}
 	q.Ignored = append(q.Ignored, problems...)
-	if required > len(set.signers) {
-		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted keys are configured", required, len(set.signers)))
+	if n := set.units(); required > n {
+		q.Ignored = append(q.Ignored, fmt.Sprintf("%d signatures are required but only %d distinct trusted signers are configured", required, n))
 	}
 
 	found := make(map[string]string)          // fingerprint -> source of the signature that counted
@@ -324,26 +347,7 @@ func countLoaded(commit string, set *trustedSet, problems []string, required int
 	q.Ignored = append(q.Ignored, damaged.lines()...)
 	q.Ignored = append(q.Ignored, skippedLines(skipped, found)...)
 
-	for fp, source := range found {
-		ts := set.signers[fp]
-		s := Signer{Kind: ts.kind(), Fingerprint: fp, Names: append([]string(nil), ts.names...), Sources: []string{source}}
-		uids := make(map[string]bool)
-		for _, id := range ts.sshIdentities() {
-			uids[id] = true
-		}
-		for _, e := range ts.entities {
-			for name := range e.Identities {
-				uids[name] = true
-			}
-		}
-		for u := range uids {
-			s.UserIDs = append(s.UserIDs, u)
-		}
-		sort.Strings(s.UserIDs)
-		sort.Strings(s.Names)
-		q.Signers = append(q.Signers, s)
-	}
-	sort.Slice(q.Signers, func(i, j int) bool { return q.Signers[i].Fingerprint < q.Signers[j].Fingerprint })
+	q.Signers = set.signersOf(found)
 	q.Verified = len(q.Signers)
 	q.OK = q.Verified >= required
 	if !q.OK {

@@ -155,6 +155,7 @@ func (s *trustedSet) addSSH(k TrustedKey) error {
 	}
 	ts.names = append(ts.names, k.Name)
 	ts.ssh.copies = append(ts.ssh.copies, a)
+	ts.holdBy(k)
 	return nil
 }
 

@@ -60,6 +60,11 @@ type Repo struct {
 	// sharing it hold. Set it before the first Patch.
 	Budget *Budget
 
+	// OnPush, when set, hears of each push of a group that the server
+	// accepted. It runs on the branch's worker: it must return at once.
+	// Set it before the first Patch.
+	OnPush func(GroupPush)
+
 	mu    sync.Mutex
 	queue []*pending
 	// heldBytes and heldBy count the bytes of the requests waiting or in

@@ -483,6 +483,28 @@ func (r *Repo) retryAfter(lim GroupLimits) time.Duration {
 	return d.Round(time.Second)
 }
 
+// GroupPush describes one accepted push of a group (Repo.OnPush).
+type GroupPush struct {
+	Branch string
+	// Commit is the new tip; Commits how many requests' commits the push
+	// carried (no-op members carry none).
+	Commits  int
+	Commit   string
+	Duration time.Duration // the push alone, not the fetch and apply before it
+}
+
+// Queued is how many requests wait for the branch (not counting the group
+// in flight) and how many bytes the branch's requests hold, waiting or in
+// flight.
+func (r *Repo) Queued() (requests int, bytes int64) {
+	r.mu.Lock()
+	requests = len(r.queue)
+	r.mu.Unlock()
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	return requests, r.heldBytes
+}
+
 // Close refuses new requests and waits until the worker has finished the
 // ones it holds, so that the mirror may be reopened or removed.
 func (r *Repo) Close(ctx context.Context) error {
@@ -806,8 +828,12 @@ func (r *Repo) attemptGroup(ctx context.Context, live []*pending, attempt int) (
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultPushTimeout)
 	defer cancel()
+	start := time.Now()
 	if err := r.push(pctx, tip, head, overlay, written); err != nil {
 		return waiting, err
+	}
+	if r.OnPush != nil {
+		r.OnPush(GroupPush{Branch: r.remote.Branch, Commit: head.String(), Commits: len(committed), Duration: time.Since(start)})
 	}
 	for _, p := range waiting {
 		finish(p, p.res, nil)

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,11 +132,21 @@ func TestGroupCommitChainsQueuedRequests(t *testing.T) {
 	first.CheckBase = g.check
 	before := f.remote.Head(t)
 	f.srv.ResetStats()
+	var pushMu sync.Mutex
+	var pushes []GroupPush
+	f.repo.OnPush = func(p GroupPush) {
+		pushMu.Lock()
+		defer pushMu.Unlock()
+		pushes = append(pushes, p)
+	}
 	firstDone := submit(t, ctx, f.repo, first, 0)
 	<-g.started
 	var rest []<-chan outcome
 	for i := 1; i <= n; i++ {
 		rest = append(rest, submit(t, ctx, f.repo, f.requestN(i, createFile(fmt.Sprintf("apps/%d.yaml", i), fmt.Sprintf("v: %d\n", i))), i))
+	}
+	if q, held := f.repo.Queued(); q != n || held <= 0 {
+		t.Fatalf("Queued() = %d requests, %d bytes while %d wait behind the first", q, held, n)
 	}
 	close(g.release)
 
@@ -163,6 +174,17 @@ func TestGroupCommitChainsQueuedRequests(t *testing.T) {
 	}
 	if st := f.srv.Stats(); st.ReceivePacks != 2 {
 		t.Fatalf("%d pushes for %d requests queued behind one, want 2", st.ReceivePacks, n)
+	}
+	// OnPush heard both pushes, each with the commits it carried.
+	pushMu.Lock()
+	heard := append([]GroupPush(nil), pushes...)
+	pushMu.Unlock()
+	if len(heard) != 2 || heard[0].Commits != 1 || heard[0].Commit != commits[0] || heard[1].Commits != n || heard[1].Commit != parent ||
+		heard[1].Branch != "main" || heard[1].Duration <= 0 {
+		t.Fatalf("OnPush heard %+v, want the first alone, then %d commits ending at %s", heard, n, parent)
+	}
+	if q, held := f.repo.Queued(); q != 0 || held != 0 {
+		t.Fatalf("Queued() = %d requests, %d bytes once every request was answered", q, held)
 	}
 	if out, err := gitIn(t, f.remote.Dir, nil, "fsck", "--strict"); err != nil {
 		t.Fatalf("git fsck: %v\n%s", err, out)

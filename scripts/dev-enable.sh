@@ -199,6 +199,56 @@ JSON
 	required_number_of_verified_signatures_on_commit=1 \
 	docker_image="$IMAGE" commands="sh /git/deploy.sh" run_timeout=5m memory_limit=64m cpu_limit=0.5 >/dev/null
 
+# --- Prometheus on request (PROMETHEUS=1 make enable) ---------------------
+# Debian's prometheus scraping flant_gitops/metrics as the README's "Metrics"
+# says: a token of the metrics policy only, sent as a bearer token.
+PROM_MSG=""
+if [ "${PROMETHEUS:-}" = 1 ]; then
+	PROM_PORT=${PROMETHEUS_PORT:-9090}
+	[ -x /usr/bin/prometheus ] || die "PROMETHEUS=1 needs Debian's prometheus package: apt-get install prometheus"
+	command -v curl >/dev/null || die "PROMETHEUS=1 needs curl to wait for Prometheus"
+	"$VAULT" policy write flant-gitops-metrics - >/dev/null <<'HCL'
+path "flant_gitops/metrics" {
+  capabilities = ["read"]
+}
+HCL
+	# A fresh token each time: the dev Vault forgets its tokens when it
+	# restarts, and Prometheus reads the file again at every scrape.
+	(umask 077 && "$VAULT" token create -policy=flant-gitops-metrics -no-default-policy -ttl=768h -field=token >"$DEV/prometheus-token")
+	cat >"$DEV/prometheus.yml" <<YAML
+global:
+  scrape_interval: 15s
+scrape_configs:
+  - job_name: flant_gitops
+    metrics_path: /v1/flant_gitops/metrics
+    params:
+      format: [prometheus]
+    authorization:
+      credentials_file: $DEV/prometheus-token
+    static_configs:
+      - targets: ["127.0.0.1:$VAULT_PORT"]
+YAML
+	if alive "$DEV/prometheus.pid"; then
+		say "Prometheus already running (pid $(cat "$DEV/prometheus.pid")); reloading its configuration"
+		kill -HUP "$(cat "$DEV/prometheus.pid")"
+	else
+		say "starting Prometheus at http://127.0.0.1:$PROM_PORT (log: .dev/prometheus.log)"
+		setsid /usr/bin/prometheus --config.file="$DEV/prometheus.yml" --storage.tsdb.path="$DEV/prometheus" \
+			--web.listen-address="127.0.0.1:$PROM_PORT" >>"$DEV/prometheus.log" 2>&1 </dev/null &
+		echo $! >"$DEV/prometheus.pid"
+	fi
+	for _ in $(seq 1 150); do
+		curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null && break
+		alive "$DEV/prometheus.pid" || die "Prometheus exited; see .dev/prometheus.log"
+		sleep 0.2
+	done
+	curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null || die "Prometheus did not become ready; see .dev/prometheus.log"
+	PROM_MSG="
+Prometheus scrapes flant_gitops/metrics every 15s: http://127.0.0.1:$PROM_PORT/graph?g0.expr=flant_gitops_runs_total
+  curl -s -H \"Authorization: Bearer \$(cat .dev/prometheus-token)\" $VAULT_ADDR/v1/flant_gitops/metrics
+"
+fi
+
 cat <<MSG
 
 flant_gitops is enabled at $VAULT_ADDR (root token: root).
@@ -214,6 +264,7 @@ flant_gitops is enabled at $VAULT_ADDR (root token: root).
 The watched repository is $GIT_URL (work tree: .dev/work, signing key in
 .dev/gnupg: GNUPGHOME=$GNUPGHOME git -C .dev/work commit -S ...; then
 git -C .dev/work push ../git/deploy.git main). Stop everything with: make stop
+$PROM_MSG
 MSG
 
 # --- watch loop (issue 4, scripts/dev-watch.sh): poll now, wait for the run of

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make stop: stops what `make enable` started (dev Vault with its plugin
-# processes, the dev git server, the gpg agent of .dev/gnupg) and checks
-# that nothing is left. Data of the in-memory dev Vault is gone after it.
+# processes, the dev git server, the gpg agent of .dev/gnupg, Prometheus when
+# PROMETHEUS=1 started it) and checks that nothing is left. Data of the
+# in-memory dev Vault is gone after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=$PWD/.dev
@@ -31,6 +32,7 @@ stop_group() {
 	rm -f "$pidfile"
 }
 
+stop_group prometheus
 stop_group vault
 stop_group devgit
 # Containers of the dev mounts (labelled by scripts/dev-enable.sh's mount ids)

@@ -60,6 +60,12 @@ const (
 	RunInterrupted = "interrupted"
 )
 
+// Causes of a CommitRefused.
+const (
+	RefusedSignatures = "signatures" // too few trusted signers, or an untrusted base
+	RefusedAncestry   = "ancestry"   // HEAD does not descend from the last successful commit
+)
+
 // Patch outcomes.
 const (
 	PatchLanded   = "landed"
@@ -94,6 +100,9 @@ type Event struct {
 
 	Outcome string `json:"outcome,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Cause is which check refused a CommitRefused: one of the Refused*
+	// values, a small fixed set to count by (Reason is the sentence).
+	Cause string `json:"cause,omitempty"`
 	// Signers are the trusted signers that counted; Missing says what is
 	// still needed, one sentence per unmet rule.
 	Signers []string `json:"signers,omitempty"`

@@ -74,7 +74,7 @@ func TestPollPublishesWhatHappened(t *testing.T) {
 			want:  []string{"poll.finished:refused", "commit.refused:refused"},
 			check: func(t *testing.T, h *harness) {
 				e := h.events.of(events.CommitRefused)
-				if e.Commit != commitB || len(e.Missing) != 1 || !strings.Contains(e.Missing[0], "2 more") || !strings.Contains(e.Reason, "1 of 3") {
+				if e.Commit != commitB || len(e.Missing) != 1 || !strings.Contains(e.Missing[0], "2 more") || !strings.Contains(e.Reason, "1 of 3") || e.Cause != events.RefusedSignatures {
 					t.Errorf("refusal event = %+v, want commit %s, 2 more signatures missing", e, commitB)
 				}
 			},
@@ -84,7 +84,7 @@ func TestPollPublishesWhatHappened(t *testing.T) {
 			setup: func(h *harness) { h.mirror.notAncest[commitA] = true },
 			want:  []string{"poll.finished:refused", "commit.refused:refused"},
 			check: func(t *testing.T, h *harness) {
-				if e := h.events.of(events.CommitRefused); len(e.Missing) != 0 || !strings.Contains(e.Reason, "not an ancestor") {
+				if e := h.events.of(events.CommitRefused); len(e.Missing) != 0 || !strings.Contains(e.Reason, "not an ancestor") || e.Cause != events.RefusedAncestry {
 					t.Errorf("refusal event = %+v, want the ancestry reason and nothing missing", e)
 				}
 			},

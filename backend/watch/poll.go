@@ -31,6 +31,9 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	}
 
 	w.sweepOrphans(ctx)
+	w.mu.Lock()
+	w.refusedBy = events.RefusedSignatures
+	w.mu.Unlock()
 	outcome, result := w.poll(ctx, s, trigger, force)
 	if ctx.Err() != nil && outcome != OutcomeRan {
 		return // the plugin is stopping; the next instance polls again
@@ -39,7 +42,7 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	// Detached: a run interrupted by a stopping plugin is still reported.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
-	var refused *quorumInfo
+	var refused *Check
 	head := ""
 	err := w.updateState(fctx, s, func(st *State) {
 		st.LastPollAt = now
@@ -52,18 +55,28 @@ func (w *Worker) pollOnce(ctx context.Context, s Storage) {
 	}
 	w.publish(events.Event{Kind: events.PollFinished, Time: now, Outcome: outcome, Reason: result, Trigger: trigger, Commit: head})
 	if outcome == OutcomeRefused {
-		w.publish(refusalEvent(head, result, refused))
+		e := refusalEvent(head, result, refused)
+		w.mu.Lock()
+		e.Cause = w.refusedBy
+		w.mu.Unlock()
+		w.publish(e)
 	}
 }
 
 // refusalEvent describes a refused HEAD; qi is the signature count of the
 // poll when the signatures refused it (nil when ancestry did).
-func refusalEvent(head, reason string, qi *quorumInfo) events.Event {
+func refusalEvent(head, reason string, qi *Check) events.Event {
 	e := events.Event{Kind: events.CommitRefused, Commit: head, Outcome: OutcomeRefused, Reason: reason}
 	if qi != nil && qi.Commit == head {
 		e.Signers = append([]string(nil), qi.Signers...)
 		if qi.Missing > 0 {
 			e.Missing = append(e.Missing, fmt.Sprintf("%d more verified signature(s) of trusted signers (%d of %d)", qi.Missing, qi.Verified, qi.Required))
+		}
+		for _, r := range qi.Rules {
+			if !r.OK {
+				e.Missing = append(e.Missing, fmt.Sprintf("%d more signer(s) for rule %q (%s); could sign: %s",
+					r.Missing, r.Name, strings.Join(r.Paths, ", "), strings.Join(r.CouldSign, ", ")))
+			}
 		}
 	}
 	return e
@@ -141,6 +154,9 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 			if err != nil {
 				why = fmt.Sprintf("cannot be checked as an ancestor (%v) of", err)
 			}
+			w.mu.Lock()
+			w.refusedBy = events.RefusedAncestry
+			w.mu.Unlock()
 			return OutcomeRefused, fmt.Sprintf("refused: the last successful commit %s %s HEAD %s: the branch was force-pushed or rewritten. "+
 				"Nothing runs until an operator checks the branch and sets the commit to continue from with "+
 				"`vault write flant_gitops/configure/last_successful_commit commit=<sha>` (the commit after which runs resume; HEAD itself to skip it), "+
@@ -148,11 +164,7 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 		}
 	}
 
-	rule := gitwatch.Rule{Trusted: ws.Keys, Required: ws.Required, PluginKeys: ws.PluginKeys,
-		Target: gitwatch.Target{URL: ws.RepoURL, Branch: ws.Branch}}
-	if last.Commit != "" {
-		rule.Accepted = []string{last.Commit}
-	}
+	rule := rule(ws, last.Commit)
 	verdict := refusalKey(head, rule, fr.Signatures)
 	// An operator's poll checks afresh; the periodic ones reuse a refusal.
 	if v := w.rememberedRefusal(verdict, now, force || trigger == triggerPoll); v != nil {
@@ -166,23 +178,13 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if err != nil {
 		return OutcomeError, fmt.Sprintf("verifying the signatures of %s: %v", head, err)
 	}
-	qi := &quorumInfo{Commit: head, Required: q.Required, Verified: q.Verified, Missing: q.Missing, Signers: signerLabels(q.Signers),
-		UntrustedCommit: q.Untrusted, UntrustedReason: q.UntrustedReason}
+	qi := newCheck(q)
 	if err := w.updateState(ctx, s, func(st *State) { st.Quorum = qi }); err != nil {
 		return OutcomeError, err.Error()
 	}
 	if !q.OK {
-		signed := "nobody trusted"
-		if len(qi.Signers) > 0 {
-			signed = strings.Join(qi.Signers, "; ")
-		}
-		msg := fmt.Sprintf("refused: commit %s has %d of %d required verified signatures, %d more needed (signed by: %s)", head, q.Verified, q.Required, q.Missing, signed)
-		if q.Untrusted != "" {
-			msg += "; " + q.UntrustedChainText(head)
-		}
-		if len(q.Ignored) > 0 {
-			msg += "; not counted: " + strings.Join(q.Ignored, "; ")
-		}
+		// The same words as the signatures read path (Quorum.Verdict).
+		msg := "refused: " + qi.Text
 		w.rememberRefusal(verdict, now, qi, msg)
 		return OutcomeRefused, msg
 	}
@@ -192,7 +194,7 @@ func (w *Worker) poll(ctx context.Context, s Storage, trigger string, force bool
 	if st.sameChange(head, content) {
 		attempt = st.Failures + 1
 	}
-	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi.Signers)
+	run, err := w.newRun(ctx, s, head, content, attempt, trigger, qi)
 	if err != nil {
 		return OutcomeError, err.Error()
 	}
@@ -224,7 +226,7 @@ const triggerWebhook = "webhook"
 type refusedVerdict struct {
 	key string
 	at  time.Time
-	qi  *quorumInfo
+	qi  *Check
 	msg string
 }
 
@@ -251,7 +253,7 @@ func (w *Worker) rememberedRefusal(key string, now time.Time, fresh bool) *refus
 }
 
 // rememberRefusal keeps the verdict of a refused HEAD (key "" forgets).
-func (w *Worker) rememberRefusal(key string, now time.Time, qi *quorumInfo, msg string) {
+func (w *Worker) rememberRefusal(key string, now time.Time, qi *Check, msg string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if key == "" {
@@ -270,13 +272,14 @@ func (r *Run) Describe() string {
 }
 
 // newRun writes the run record, queued, before anything else happens for it.
-func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, attempt int, trigger string, signers []string) (*Run, error) {
+func (w *Worker) newRun(ctx context.Context, s Storage, commit, content string, attempt int, trigger string, check *Check) (*Run, error) {
 	now := w.deps.Now()
 	id, err := newRunID(now)
 	if err != nil {
 		return nil, err
 	}
-	r := &Run{ID: id, Commit: commit, Content: content, Status: RunQueued, Attempt: attempt, Trigger: trigger, Signers: signers, CreatedAt: now}
+	r := &Run{ID: id, Commit: commit, Content: content, Status: RunQueued, Attempt: attempt, Trigger: trigger, Signers: check.Signers,
+		SignedBy: check.SignedBy, Rules: check.Rules, CreatedAt: now}
 	if err := putRun(ctx, s, r); err != nil {
 		return nil, err
 	}

@@ -28,18 +28,22 @@ const runsRetained = 50
 
 // Run is one attempt to run the commands for one commit.
 type Run struct {
-	ID          string    `json:"id"`
-	Commit      string    `json:"commit"`
-	Status      string    `json:"status"`
-	Reason      string    `json:"reason,omitempty"`
-	ExitCode    *int      `json:"exit_code,omitempty"`
-	Attempt     int       `json:"attempt"`
-	Signers     []string  `json:"signers,omitempty"`
-	ContainerID string    `json:"container_id,omitempty"`
-	Trigger     string    `json:"trigger,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	ID       string `json:"id"`
+	Commit   string `json:"commit"`
+	Status   string `json:"status"`
+	Reason   string `json:"reason,omitempty"`
+	ExitCode *int   `json:"exit_code,omitempty"`
+	Attempt  int    `json:"attempt"`
+	// Signers labels each signer who counted with the keys that verified;
+	// SignedBy says the same as data, Rules the path rules that applied.
+	Signers     []string    `json:"signers,omitempty"`
+	SignedBy    []SignedBy  `json:"signed_by,omitempty"`
+	Rules       []RuleCheck `json:"rules,omitempty"`
+	ContainerID string      `json:"container_id,omitempty"`
+	Trigger     string      `json:"trigger,omitempty"`
+	CreatedAt   time.Time   `json:"created_at"`
+	StartedAt   time.Time   `json:"started_at,omitzero"`
+	FinishedAt  time.Time   `json:"finished_at,omitzero"`
 	// Deadline is when the run's timeout expires; a re-attached run keeps it.
 	Deadline time.Time `json:"deadline,omitzero"`
 	// Content is the commit's ContentID (what its signatures cover), which

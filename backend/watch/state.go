@@ -45,28 +45,70 @@ type Fence struct {
 	Message string    `json:"message"`
 }
 
-// quorumInfo is the last signature check of HEAD, for `status`.
-type quorumInfo struct {
-	Commit   string   `json:"commit"`
-	Required int      `json:"required"`
-	Verified int      `json:"verified"`
-	Missing  int      `json:"missing"`
-	Signers  []string `json:"signers,omitempty"`
+// Check is a signature check of one commit, as status (the last check of
+// HEAD), the run record and the signatures read path show it: built from
+// a gitwatch.Quorum by newCheck, its Text by Quorum.Verdict.
+type Check struct {
+	Commit   string `json:"commit"`
+	OK       bool   `json:"ok,omitempty"`
+	Required int    `json:"required"`
+	Verified int    `json:"verified"`
+	Missing  int    `json:"missing"`
+	// Signers labels each signer who counted with the keys that verified.
+	Signers  []string   `json:"signers,omitempty"`
+	SignedBy []SignedBy `json:"signed_by,omitempty"`
+	// Rules are the path rules the change touches, met or not.
+	Rules []RuleCheck `json:"rules,omitempty"`
+	// Changes: what change decided the rules.
+	ChangedSince  string `json:"changed_since,omitempty"`
+	ChangedFiles  int    `json:"changed_files,omitempty"`
+	ChangedCapped bool   `json:"changed_capped,omitempty"`
 	// UntrustedCommit kept the plugin's signature from counting: the first
 	// commit below HEAD's run of plugin commits that is not accepted.
-	UntrustedCommit string `json:"untrusted_commit,omitempty"`
-	UntrustedReason string `json:"untrusted_reason,omitempty"`
+	UntrustedCommit string   `json:"untrusted_commit,omitempty"`
+	UntrustedReason string   `json:"untrusted_reason,omitempty"`
+	NotCounted      []string `json:"not_counted,omitempty"`
+	// Text is the verdict in words (gitwatch.Quorum.Verdict).
+	Text string `json:"text,omitempty"`
+}
+
+// SignedBy is one signer who counted and the keys of theirs that verified.
+type SignedBy struct {
+	Name string      `json:"name"`
+	Keys []SignerKey `json:"keys"`
+}
+
+// SignerKey is a key whose signature verified, and where it was found.
+type SignerKey struct {
+	Fingerprint string `json:"fingerprint"`
+	Kind        string `json:"kind"`
+	Source      string `json:"source"`
+}
+
+// RuleCheck is how one path rule the change touches fared.
+type RuleCheck struct {
+	Name            string   `json:"name"`
+	Paths           []string `json:"paths"`
+	RequiredSigners int      `json:"required_signers"`
+	Signers         []string `json:"signers,omitempty"`
+	Matched         []string `json:"matched,omitempty"`
+	MatchedCount    int      `json:"matched_count"`
+	BeyondCap       bool     `json:"beyond_cap,omitempty"`
+	Signed          []string `json:"signed,omitempty"`
+	Missing         int      `json:"missing"`
+	CouldSign       []string `json:"could_sign,omitempty"`
+	OK              bool     `json:"ok"`
 }
 
 // State is the worker's memory across polls and restarts.
 type State struct {
-	HeadCommit      string      `json:"head_commit,omitempty"`
-	LastPollAt      time.Time   `json:"last_poll_at,omitzero"`
-	LastPollResult  string      `json:"last_poll_result,omitempty"`
-	LastPollOutcome string      `json:"last_poll_outcome,omitempty"`
-	Quorum          *quorumInfo `json:"quorum,omitempty"`
-	CurrentRunID    string      `json:"current_run_id,omitempty"`
-	LastRunID       string      `json:"last_run_id,omitempty"`
+	HeadCommit      string    `json:"head_commit,omitempty"`
+	LastPollAt      time.Time `json:"last_poll_at,omitzero"`
+	LastPollResult  string    `json:"last_poll_result,omitempty"`
+	LastPollOutcome string    `json:"last_poll_outcome,omitempty"`
+	Quorum          *Check    `json:"quorum,omitempty"`
+	CurrentRunID    string    `json:"current_run_id,omitempty"`
+	LastRunID       string    `json:"last_run_id,omitempty"`
 	// FailedCommit is the commit whose runs keep failing; Failures counts
 	// them in a row and drives the backoff until NextAttemptAt.
 	FailedCommit  string    `json:"failed_commit,omitempty"`

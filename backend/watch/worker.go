@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,6 +66,8 @@ type Settings struct {
 	// PluginKeys are the fingerprints of the plugin's own signing keys,
 	// which count only on top of an accepted commit.
 	PluginKeys []string
+	// PathRules ask more signers for some paths (configure/signature_rule).
+	PathRules []gitwatch.PathRule
 }
 
 // Mirror is the part of *gitwatch.Mirror the worker uses.
@@ -124,6 +125,8 @@ type Worker struct {
 	// stateMu serialises read-modify-write of watch/state between the worker
 	// and the path handlers.
 	stateMu sync.Mutex
+	// mirrorMu serialises opening the mirror (mirrorFor).
+	mirrorMu sync.Mutex
 
 	mu      sync.Mutex
 	mountID string // from storage: labels and cache folder survive restarts
@@ -147,6 +150,9 @@ type Worker struct {
 	// lastFetchedHead is the HEAD the latest fetch saw; a push notification
 	// naming it needs no new fetch.
 	lastFetchedHead string
+	// refusedBy is which check refused HEAD in the poll in progress
+	// (events.Refused*), for its CommitRefused event.
+	refusedBy string
 	// Push notifications (Notify) fold into one poll per pollMinInterval.
 	lastNotifyPoll time.Time
 	notifyTimer    *time.Timer
@@ -494,6 +500,10 @@ func (w *Worker) updateState(ctx context.Context, s Storage, f func(st *State)) 
 // credentials stay the same; the cache folder depends on repository and
 // branch only, so a rotated password does not cost a full clone.
 func (w *Worker) mirrorFor(ctx context.Context, ws *Settings) (Mirror, error) {
+	// The poll and the signatures read path (CheckCommit) may both open
+	// it: one opens, the other reuses.
+	w.mirrorMu.Lock()
+	defer w.mirrorMu.Unlock()
 	key := w.deps.MirrorFingerprint(ws)
 	w.mu.Lock()
 	m, mk, mountID := w.mirror, w.mirrorKey, w.mountID
@@ -556,19 +566,6 @@ func (w *Worker) createLabels(r *Run) map[string]string {
 	l := w.labels(r.ID)
 	l[LabelCommit] = r.Commit
 	return l
-}
-
-// signerLabels names each signer by its trusted names and fingerprint.
-func signerLabels(signers []gitwatch.Signer) []string {
-	out := make([]string, 0, len(signers))
-	for _, s := range signers {
-		name := strings.Join(s.Names, ",")
-		if name == "" && len(s.UserIDs) > 0 {
-			name = s.UserIDs[0]
-		}
-		out = append(out, strings.TrimSpace(name+" "+s.Fingerprint))
-	}
-	return out
 }
 
 // SetLastSuccessful records the operator's last successful commit (an empty

@@ -323,7 +323,7 @@ func TestPollOutcomes(t *testing.T) {
 		{
 			name:        "under-signed commit starts no container",
 			setup:       func(h *harness) { h.settings.Required, h.mirror.verified = 3, 1 },
-			wantOutcome: OutcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 FPR0"}, wantLast: commitA,
+			wantOutcome: OutcomeRefused, wantResult: []string{"1 of 3", "2 more needed", "key0 (key FPR0)"}, wantLast: commitA,
 		},
 		{
 			name:        "a plugin commit on an untrusted one is refused naming that commit",
