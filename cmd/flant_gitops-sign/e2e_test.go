@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,14 +18,18 @@ import (
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
-// signerPolicy is what a signer's Vault token needs for `show` (README
-// "Signing"): the watch's configuration and its trusted public keys, read
-// only.
+// signerPolicy is what a signer's Vault token needs (README "Signing"):
+// the plugin's check of a commit, and waking the poll without retry.
 const signerPolicy = `
-path "flant_gitops/configure" { capabilities = ["read"] }
-path "flant_gitops/configure/trusted_pgp_public_key" { capabilities = ["list"] }
-path "flant_gitops/configure/trusted_pgp_public_key/*" { capabilities = ["read"] }
-path "flant_gitops/configure/last_successful_commit" { capabilities = ["read"] }
+path "flant_gitops/signatures/*" {
+  capabilities = ["read"]
+}
+path "flant_gitops/poll" {
+  capabilities = ["update"]
+  denied_parameters = {
+    "retry" = []
+  }
+}
 `
 
 // e2eVault is a real Vault with the built plugin watching a real git
@@ -175,22 +181,25 @@ func TestE2ESecondSignerThroughVault(t *testing.T) {
 	}
 	for _, w := range []string{
 		"trust: the plugin at " + v.Addr + "/v1/flant_gitops",
-		"  commit  OpenPGP " + aliceFP + ": trusted signer alice",
+		"signatures on the remote:\n  commit  OpenPGP " + aliceFP + "\n",
+		"counted by the plugin:\n  alice (pgp key " + aliceFP + " in commit)\n",
 		"verified: 1 of 2 required (alice)",
-		"missing: 1 more trusted signer(s); who could still sign: bob, carol",
+		"missing: 1 more trusted signer(s)",
+		"verdict: commit " + commit + " has 1 of 2 required verified signatures, 1 more needed",
 	} {
 		if !strings.Contains(r.stdout, w) {
 			t.Errorf("show lacks %q:\n%s", w, r.stdout)
 		}
 	}
 
-	// Bob signs with the tool; show agrees, and the next poll runs it.
+	// Bob signs with the tool. The plugin judges with the notes of its last
+	// poll: show lists Bob's note and says so, until the next poll.
 	bob.git("fetch", "--quiet")
 	bob.mustSign(commit)
 	r = alice.tool("show", "--check", commit)
-	if r.code != exitOK || !strings.Contains(r.stdout, "verified: 2 of 2 required (alice, bob)") ||
-		!strings.Contains(r.stdout, "  note    OpenPGP "+bobFP+": trusted signer bob") {
-		t.Fatalf("show after bob signed: %s", r)
+	if r.code != exitMissing || !strings.Contains(r.stdout, "  note    OpenPGP "+bobFP+"\n") ||
+		!strings.Contains(r.stdout, "counts once it polls again") {
+		t.Fatalf("show right after bob signed: %s", r)
 	}
 	if st := e.poll(); st["last_poll_outcome"] != "ran" {
 		t.Fatalf("two signatures should run the commit: %v", st)
@@ -198,6 +207,27 @@ func TestE2ESecondSignerThroughVault(t *testing.T) {
 	run, log := e.run(commit)
 	if run["status"] != "succeeded" || !strings.Contains(log, "release 1") {
 		t.Fatalf("the run of %s: %v\n%s", commit, run, log)
+	}
+	r = alice.tool("show", "--check", commit)
+	if r.code != exitOK || !strings.Contains(r.stdout, "ok: the plugin accepts this commit") {
+		t.Fatalf("show after the run: %s", r)
+	}
+	// The signer's token wakes the poll but may not retry a run.
+	for _, tt := range []struct {
+		args []string
+		code int
+	}{{[]string{"write", "-f", "flant_gitops/poll"}, 0}, {[]string{"write", "flant_gitops/poll", "retry=true"}, 2}} {
+		cmd := exec.Command(v.VaultBinary, tt.args...)
+		cmd.Env = append(os.Environ(), signerEnv...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			code = exitErr.ExitCode()
+		}
+		if code != tt.code && !(tt.code == 0 && strings.Contains(string(out), "429")) {
+			t.Errorf("vault %s with the signer's token: exit %d, want %d\n%s", strings.Join(tt.args, " "), code, tt.code, out)
+		}
 	}
 	signers, _ := json.Marshal(run["signers"])
 	if !strings.Contains(string(signers), bobFP) || !strings.Contains(string(signers), aliceFP) {

@@ -35,43 +35,75 @@ type trust struct {
 // accepted history.
 const pluginIdentity = "flant_gitops <flant_gitops@localhost>"
 
-// trustFromDir reads NAME.asc files (gpg --armor --export) from dir.
+// trustFromDir reads the trusted keys in dir: NAME.asc (gpg --armor
+// --export) and NAME.pub (an SSH key line) are signers of their own; a
+// subdirectory NAME/ holds the keys of one signer NAME (a person with
+// several keys counts once).
 func trustFromDir(dir string, required int) (*trust, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, usagef("--trusted: %v", err)
-	}
 	t := &trust{source: "the keys in " + dir, required: required}
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || e.IsDir() {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return nil, usagef("--trusted: %v", err)
-		}
-		if base, ok := strings.CutSuffix(name, ".asc"); ok {
-			if _, err := gitwatch.ParseKey(string(data)); err != nil {
-				return nil, usagef("--trusted %s: %s: %v", dir, name, err)
-			}
-			t.keys = append(t.keys, gitwatch.TrustedKey{Name: base, Armored: string(data)})
-			continue
-		}
-		base, ok := strings.CutSuffix(name, ".pub")
-		if !ok {
-			return nil, usagef("--trusted %s: %s is neither NAME.asc (gpg --armor --export KEY > NAME.asc) nor NAME.pub (an SSH public key line)", dir, name)
-		}
-		line := strings.TrimSpace(string(data))
-		if _, err := gitwatch.ParseSSHKey(line); err != nil {
-			return nil, usagef("--trusted %s: %s: %v", dir, name, err)
-		}
-		t.keys = append(t.keys, gitwatch.TrustedKey{Name: base, SSH: line})
+	if err := readKeyDir(t, dir, ""); err != nil {
+		return nil, err
 	}
 	if len(t.keys) == 0 {
 		return nil, usagef("--trusted %s holds no NAME.asc or NAME.pub key", dir)
 	}
 	return t, nil
+}
+
+// readKeyDir adds the keys of dir to t, as keys of signer (or each a
+// signer of its own when signer is "").
+func readKeyDir(t *trust, dir, signer string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return usagef("--trusted: %v", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		path := filepath.Join(dir, name)
+		switch {
+		case strings.HasPrefix(name, "."):
+			continue
+		case e.IsDir() && signer == "":
+			if err := readKeyDir(t, path, name); err != nil {
+				return err
+			}
+			continue
+		case e.IsDir():
+			return usagef("--trusted: %s: a signer's directory holds key files, not directories", path)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return usagef("--trusted: %v", err)
+		}
+		key := gitwatch.TrustedKey{Signer: signer}
+		if base, ok := strings.CutSuffix(name, ".asc"); ok {
+			if _, err := gitwatch.ParseKey(string(data)); err != nil {
+				return usagef("--trusted: %s: %v", path, err)
+			}
+			key.Name, key.Armored = base, string(data)
+		} else if base, ok := strings.CutSuffix(name, ".pub"); ok {
+			line := strings.TrimSpace(string(data))
+			if _, err := gitwatch.ParseSSHKey(line); err != nil {
+				return usagef("--trusted: %s: %v", path, err)
+			}
+			key.Name, key.SSH = base, line
+		} else {
+			return usagef("--trusted: %s is neither NAME.asc (gpg --armor --export KEY > NAME.asc) nor NAME.pub (an SSH public key line)", path)
+		}
+		if signer != "" {
+			key.Name = signer + "/" + key.Name
+		}
+		t.keys = append(t.keys, key)
+	}
+	return nil
+}
+
+// signerName is who a trusted key counts for.
+func signerName(k gitwatch.TrustedKey) string {
+	if k.Signer != "" {
+		return k.Signer
+	}
+	return k.Name
 }
 
 // trustFromVault reads the watch's configuration the plugin shows to a
@@ -131,21 +163,18 @@ func show(ctx context.Context, g *gitCmd, inv *invocation, getenv func(string) s
 		return false, err
 	}
 	var tr *trust
+	var vc *vaultClient
 	switch {
 	case inv.trusted != "":
 		if tr, err = trustFromDir(inv.trusted, inv.required); err != nil {
 			return false, err
 		}
 	case getenv("VAULT_ADDR") != "":
-		c, err := newVaultClient(getenv, inv.mount)
-		if err != nil {
-			return false, err
-		}
-		if tr, err = trustFromVault(ctx, c); err != nil {
+		if vc, err = newVaultClient(getenv, inv.mount); err != nil {
 			return false, err
 		}
 	default:
-		return false, usagef("show needs to know whom to trust: set VAULT_ADDR and VAULT_TOKEN (the plugin answers), or give --trusted DIR of NAME.asc public keys and --required N")
+		return false, usagef("show needs to know whom to trust: set VAULT_ADDR and VAULT_TOKEN (the plugin answers), or give --trusted DIR of NAME.asc or NAME.pub public keys and --required N")
 	}
 
 	sess := newSession(g)
@@ -167,16 +196,104 @@ func show(ctx context.Context, g *gitCmd, inv *invocation, getenv func(string) s
 	if err != nil {
 		return false, err
 	}
-	q, err := quorum(ctx, g, id, notes, tr)
-	if err != nil {
-		return false, err
-	}
 	own, payload, err := commitSignature(ctx, g, id)
 	if err != nil {
 		return false, err
 	}
-	printShow(stdout, id, tr, q, own, payload, parseSignatureLines(note))
+	sigs := parseSignatureLines(note)
+	if vc != nil {
+		pc, err := vc.check(ctx, id)
+		if err == nil {
+			printPluginCheck(stdout, id, vc, pc, own, payload, sigs)
+			return pc.OK, nil
+		}
+		if !errors.Is(err, errNoCheckPath) {
+			return false, err
+		}
+		// A plugin older than signatures/: count here with its trust.
+		if tr, err = trustFromVault(ctx, vc); err != nil {
+			return false, err
+		}
+	}
+	q, err := quorum(ctx, g, id, notes, tr)
+	if err != nil {
+		return false, err
+	}
+	printShow(stdout, id, tr, q, own, payload, sigs)
 	return q.OK, nil
+}
+
+// printPluginCheck writes the plugin's answer: the signatures on the remote
+// as this clone sees them, then the plugin's judgement in its own words.
+func printPluginCheck(w io.Writer, id string, c *vaultClient, pc *pluginCheck, own noteSig, payload []byte, notes []noteSig) {
+	printf(w, "commit %s\n", id)
+	printf(w, "trust: the plugin at %s/v1/%s\n", c.addr, c.mount)
+	printf(w, "signatures on the remote:\n")
+	describe := func(s noteSig) string {
+		switch s.kind {
+		case kindOpenPGP:
+			return "OpenPGP " + s.issuer()
+		case kindSSH:
+			return "SSH " + s.ssh.PublicKey.Type() + " " + s.issuer()
+		}
+		return fmt.Sprintf("not a signature (%v)", s.err)
+	}
+	n := 0
+	if payload != nil {
+		printf(w, "  commit  %s\n", describe(own))
+		n++
+	}
+	for _, s := range notes {
+		printf(w, "  note    %s\n", describe(s))
+		n++
+	}
+	if n == 0 {
+		printf(w, "  none\n")
+	}
+	printf(w, "counted by the plugin:\n")
+	for _, s := range pc.Signers {
+		printf(w, "  %s\n", s)
+	}
+	if len(pc.Signers) == 0 {
+		printf(w, "  nobody\n")
+	}
+	var names []string
+	for _, s := range pc.SignedBy {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	printf(w, "verified: %d of %d required", pc.Verified, pc.Required)
+	if len(names) > 0 {
+		printf(w, " (%s)", strings.Join(names, ", "))
+	}
+	printf(w, "\n")
+	for _, r := range pc.Rules {
+		if r.OK {
+			printf(w, "rule %s: met\n", r.Name)
+			continue
+		}
+		could := "nobody else can sign for it"
+		if len(r.CouldSign) > 0 {
+			could = "who could still sign: " + strings.Join(r.CouldSign, ", ")
+		}
+		printf(w, "rule %s: %d more signer(s) needed; %s\n", r.Name, r.Missing, could)
+	}
+	switch {
+	case pc.OK:
+		printf(w, "ok: the plugin accepts this commit\n")
+	case pc.Missing > 0:
+		printf(w, "missing: %d more trusted signer(s)\n", pc.Missing)
+	default:
+		printf(w, "missing: what the rules above still need\n")
+	}
+	for _, line := range pc.NotCounted {
+		printf(w, "not counted: %s\n", line)
+	}
+	printf(w, "verdict: %s\n", pc.Verdict)
+	if !pc.OK {
+		// The plugin answers from the notes it fetched at its last poll.
+		printf(w, "note: a signature pushed since the plugin's last poll counts once it polls again (vault write -f %s/poll, or at the next git_poll_period)\n", c.mount)
+	}
 }
 
 // localSignatureRefs are the signature refs as last fetched into this
@@ -256,9 +373,9 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 	for _, k := range tr.keys {
 		if k.SSH != "" {
 			if a, err := sshsig.ParseKeyWithOptions(k.SSH); err == nil {
-				sshKeys = append(sshKeys, sshKey{k.Name, a.Key})
+				sshKeys = append(sshKeys, sshKey{signerName(k), a.Key})
 			} else if a, err := sshsig.ParseAllowedSigner(k.SSH); err == nil {
-				sshKeys = append(sshKeys, sshKey{k.Name, a.Key})
+				sshKeys = append(sshKeys, sshKey{signerName(k), a.Key})
 			}
 			continue
 		}
@@ -268,7 +385,7 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 		}
 		for _, e := range el {
 			keyring = append(keyring, e)
-			names[e] = k.Name
+			names[e] = signerName(k)
 		}
 	}
 	describe := func(s noteSig, msg []byte) string {
@@ -308,15 +425,13 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 	signed := map[string]bool{}
 	var who []string
 	for _, s := range q.Signers {
-		for _, name := range s.Names {
-			signed[name] = true
-		}
-		who = append(who, strings.Join(s.Names, "/"))
+		signed[s.Name] = true
+		who = append(who, s.Name)
 	}
 	var could []string
 	for _, k := range tr.keys {
-		if !signed[k.Name] && !slices.Contains(tr.pluginKeys, keyFingerprint(k)) {
-			could = append(could, k.Name)
+		if name := signerName(k); !signed[name] && !slices.Contains(could, name) && !slices.Contains(tr.pluginKeys, keyFingerprint(k)) {
+			could = append(could, name)
 		}
 	}
 	sort.Strings(could)
@@ -338,12 +453,7 @@ func printShow(w io.Writer, id string, tr *trust, q gitwatch.Quorum, own noteSig
 		}
 		printf(w, "\n")
 	}
-	if text := q.UntrustedChainText(id); text != "" {
-		printf(w, "note: %s\n", text)
-	}
-	for _, line := range q.Ignored {
-		printf(w, "note: %s\n", line)
-	}
+	printf(w, "verdict: %s\n", q.Verdict())
 }
 
 // keyFingerprint is a trusted key's primary fingerprint ("" when unreadable).

@@ -45,10 +45,22 @@ func TestShowFromTrustedKeys(t *testing.T) {
 	for name, c := range map[string]struct {
 		c  *clone
 		fp string
-	}{"alice": {alice, aliceFP}, "bob": {bob, bobFP}, "dave": {dave, daveFP}} {
-		if err := os.WriteFile(filepath.Join(trusted, name+".asc"), []byte(c.c.gpg.ExportPublic(t, c.fp)), 0o644); err != nil {
+	}{"alice.asc": {alice, aliceFP}, "bob.asc": {bob, bobFP}, "dave/laptop.asc": {dave, daveFP}} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(trusted, name)), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(trusted, name), []byte(c.c.gpg.ExportPublic(t, c.fp)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Dave is one signer with two keys: a gpg key and an SSH key.
+	daveSSH := dave.withSSH("dave")
+	davePub, err := os.ReadFile(daveSSH + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(trusted, "dave", "token.pub"), davePub, 0o644); err != nil {
+		t.Fatal(err)
 	}
 
 	tests := []struct {
@@ -93,6 +105,23 @@ func TestShowFromTrustedKeys(t *testing.T) {
 		})
 	}
 
+	// Dave signs with both keys: he counts once.
+	dave.git("fetch", "--quiet")
+	dave.mustSign(commit)
+	dave.mustSign("--ssh", "--key", daveSSH, commit)
+	r := alice.tool("show", "--trusted", trusted, "--required", "5", commit)
+	for _, w := range []string{
+		"  note    OpenPGP " + daveFP + ": trusted signer dave",
+		": trusted signer dave\n  note",
+		"verified: 4 of 5 required (alice, bob, carol, dave)",
+		"missing: 1 more trusted signer(s)\n",
+		"verdict: commit " + commit + " has 4 of 5 required verified signatures, 1 more needed (signed by: ",
+	} {
+		if !strings.Contains(r.stdout+"\n  note", w) {
+			t.Errorf("show after dave signed with two keys lacks %q:\n%s", w, r.stdout)
+		}
+	}
+
 	for _, tt := range []struct {
 		name string
 		args []string
@@ -100,6 +129,7 @@ func TestShowFromTrustedKeys(t *testing.T) {
 	}{
 		{"no trust given", []string{"show"}, "show needs to know whom to trust"},
 		{"a file that is not a key", []string{"show", "--trusted", alice.dir}, "is neither NAME.asc"},
+		{"a directory in a signer's directory", []string{"show", "--trusted", filepath.Dir(trusted)}, "holds key files, not directories"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if r := alice.tool(tt.args...); r.code != exitUsage || !strings.Contains(r.stderr, tt.want) {

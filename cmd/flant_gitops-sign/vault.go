@@ -133,13 +133,16 @@ func (c *vaultClient) read(ctx context.Context, method, path string, out any) er
 // pluginCheck is the answer of <mount>/signatures/COMMIT: the watch's own
 // check of a commit, in the words status uses.
 type pluginCheck struct {
-	Commit     string   `json:"commit"`
-	OK         bool     `json:"ok"`
-	Verdict    string   `json:"verdict"`
-	Required   int      `json:"required"`
-	Verified   int      `json:"verified"`
-	Missing    int      `json:"missing"`
-	Signers    []string `json:"signers"`
+	Commit   string   `json:"commit"`
+	OK       bool     `json:"ok"`
+	Verdict  string   `json:"verdict"`
+	Required int      `json:"required"`
+	Verified int      `json:"verified"`
+	Missing  int      `json:"missing"`
+	Signers  []string `json:"signers"`
+	SignedBy []struct {
+		Name string `json:"name"`
+	} `json:"signed_by"`
 	NotCounted []string `json:"not_counted"`
 	Rules      []struct {
 		Name      string   `json:"name"`
