@@ -19,7 +19,7 @@ FUZZTIME ?= 5s
 
 all: build
 
-build: bin/$(PLUGIN) bin/$(PLUGIN)-patch
+build: bin/$(PLUGIN) bin/$(PLUGIN)-patch bin/$(PLUGIN)-sign bin/git-flant-sign
 
 # Always handed to `go build`, which knows best whether anything changed.
 # Static (no cgo): the same binary is the init of every run's container,
@@ -35,7 +35,17 @@ bin/$(PLUGIN)-patch:
 	@mkdir -p bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/$(PLUGIN)-patch
 
-# The release into dist/: both commands for linux and darwin on amd64 and
+# The signer's tool: static (no cgo), stripped, like the CI client; as
+# git-flant-sign on PATH it is also `git flant-sign` (README "Signing").
+.PHONY: bin/$(PLUGIN)-sign
+bin/$(PLUGIN)-sign:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $@ ./cmd/$(PLUGIN)-sign
+
+bin/git-flant-sign: bin/$(PLUGIN)-sign
+	cp -f $< $@
+
+# The release into dist/: the three commands for linux and darwin on amd64 and
 # arm64, plain and zipped, SHA256SUMS and, with SIGNING_KEY=<gpg key id>, its
 # detached signature SHA256SUMS.sig. Reproducible: README "Install" says how
 # to check a release against its tag. VERSION must be given (vX.Y.Z).
@@ -90,4 +100,4 @@ bench:
 	else $(GO) test ./... -run '^$$' -bench . -benchtime 1x; fi
 
 clean:
-	rm -rf bin/$(PLUGIN) bin/$(PLUGIN)-patch .cache dist
+	rm -rf bin/$(PLUGIN) bin/$(PLUGIN)-patch bin/$(PLUGIN)-sign bin/git-flant-sign .cache dist

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make release VERSION=vX.Y.Z: the release of the current tree into dist/
 # (README "Install"). For linux and darwin on amd64 and arm64, each command
-# (the plugin flant_gitops and the CI client flant_gitops-patch) as a plain
+# (the plugin flant_gitops, the CI client flant_gitops-patch and the
+# signer's tool flant_gitops-sign) as a plain
 # binary NAME_VERSION_OS_ARCH and as NAME_VERSION_OS_ARCH.zip holding it,
 # then SHA256SUMS over all of them and, with SIGNING_KEY set, its detached
 # gpg signature SHA256SUMS.sig.
@@ -23,7 +24,7 @@ VERSION=${VERSION:-}
 	die "VERSION=${VERSION@Q} is not a version like v1.2.3 (Vault registers plugins by semantic version); run: make release VERSION=v1.2.3"
 
 PLATFORMS=${PLATFORMS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}
-COMMANDS="flant_gitops flant_gitops-patch"
+COMMANDS="flant_gitops flant_gitops-patch flant_gitops-sign"
 DIST=${DIST:-dist}
 
 # build_one OS ARCH CMD OUT. Nothing of the builder may reach the bytes:
@@ -36,7 +37,7 @@ build_one() {
 	local goos=$1 goarch=$2 cmd=$3 out=$4 x
 	case $cmd in
 	flant_gitops) x="-X github.com/flant/flant_gitops/backend.Version=$VERSION" ;;
-	flant_gitops-patch) x="-X main.version=$VERSION" ;;
+	flant_gitops-patch | flant_gitops-sign) x="-X main.version=$VERSION" ;;
 	*) die "unknown command $cmd (one of: $COMMANDS)" ;;
 	esac
 	CGO_ENABLED=0 GOOS=$goos GOARCH=$goarch GOFLAGS= GOAMD64=v1 GOARM64=v8.0 GOEXPERIMENT= \

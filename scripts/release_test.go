@@ -158,6 +158,7 @@ func TestReleaseSignsItsSums(t *testing.T) {
 	for _, name := range []string{
 		"flant_gitops_" + version + "_linux_amd64", "flant_gitops_" + version + "_linux_amd64.zip",
 		"flant_gitops-patch_" + version + "_linux_amd64", "flant_gitops-patch_" + version + "_linux_amd64.zip",
+		"flant_gitops-sign_" + version + "_linux_amd64", "flant_gitops-sign_" + version + "_linux_amd64.zip",
 	} {
 		if !strings.Contains(sums, "  "+name+"\n") {
 			t.Errorf("SHA256SUMS does not list %s:\n%s", name, sums)
@@ -167,9 +168,11 @@ func TestReleaseSignsItsSums(t *testing.T) {
 		}
 	}
 	if runtime.GOOS == "linux" && runtime.GOARCH == "amd64" {
-		v, err := exec.Command(filepath.Join(dist, "flant_gitops-patch_"+version+"_linux_amd64"), "--version").Output()
-		if err != nil || string(v) != "flant_gitops-patch "+version+"\n" {
-			t.Errorf("flant_gitops-patch --version: %q, %v", v, err)
+		for _, cmd := range []string{"flant_gitops-patch", "flant_gitops-sign"} {
+			v, err := exec.Command(filepath.Join(dist, cmd+"_"+version+"_linux_amd64"), "--version").Output()
+			if err != nil || string(v) != cmd+" "+version+"\n" {
+				t.Errorf("%s --version: %q, %v", cmd, v, err)
+			}
 		}
 	}
 }
