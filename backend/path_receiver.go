@@ -212,7 +212,7 @@ func pathReceiver(b *backend) []*framework.Path {
 				},
 				"events": {
 					Type:        framework.TypeCommaStringSlice,
-					Description: "The forge's event names that wake the poll. Default: the provider's push event (github, gitea, generic: push; gitlab: Push Hook; bitbucket: repo:push; bitbucket_server: repo:refs_changed). Pushes to other branches than the watched one never wake it.",
+					Description: "The forge's event names that wake the poll. Default: the provider's push event (github, gitea, generic: push; gitlab: Push Hook; bitbucket: repo:push; bitbucket_server: repo:refs_changed). Pushes to other branches than the watched one never wake it; a push of the signature refs (refs/tags/latest-signature, refs/notes/signatures) does, as a new signature may make HEAD runnable (on gitlab add Tag Push Hook for it).",
 				},
 			},
 			ExistenceCheck: b.receiverExists,

@@ -76,7 +76,7 @@ func (g *chainGraph) setNotes(notes map[string]string) {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	if err := g.git.Storer.SetReference(plumbing.NewHashReference(notesRef, ch)); err != nil {
+	if err := g.git.Storer.SetReference(plumbing.NewHashReference(NotesRef, ch)); err != nil {
 		g.t.Fatal(err)
 	}
 }

@@ -182,8 +182,8 @@ func (m *Mirror) branchSpec() config.RefSpec {
 func (m *Mirror) mirrored() [][2]plumbing.ReferenceName {
 	return [][2]plumbing.ReferenceName{
 		{plumbing.NewBranchReferenceName(m.branch), m.branchRef()},
-		{signatureTag, signatureTag},
-		{notesRef, notesRef},
+		{SignatureTag, SignatureTag},
+		{NotesRef, NotesRef},
 	}
 }
 
@@ -322,8 +322,8 @@ func (m *Mirror) SignaturesState() string {
 }
 
 func (m *Mirror) signaturesState() string {
-	tag, _ := m.localRef(signatureTag)
-	notes, _ := m.localRef(notesRef)
+	tag, _ := m.localRef(SignatureTag)
+	notes, _ := m.localRef(NotesRef)
 	return "tag " + hashString(tag) + " notes " + hashString(notes)
 }
 
@@ -536,7 +536,7 @@ func (m *Mirror) signatureBlobs(h plumbing.Hash) ([]signedBlob, []string, error)
 	id := h.String()
 	payload := []byte(id) // what a notes signature signs: the commit id, no newline
 	seenNotes := make(map[plumbing.Hash]bool)
-	for _, ref := range []plumbing.ReferenceName{signatureTag, notesRef} {
+	for _, ref := range []plumbing.ReferenceName{SignatureTag, NotesRef} {
 		tree, err := m.notesTree(ref)
 		if err != nil {
 			ignored = append(ignored, fmt.Sprintf("%s is unusable: %v", ref, err))

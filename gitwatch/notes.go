@@ -12,9 +12,10 @@ import (
 
 // Where trdl and `git signatures` keep detached signatures: a notes ref
 // whose notes commit is also tagged, so that a plain tag fetch brings it.
+// A push to either may make a refused HEAD runnable.
 const (
-	notesRef     = "refs/notes/signatures"
-	signatureTag = "refs/tags/latest-signature"
+	NotesRef     = "refs/notes/signatures"
+	SignatureTag = "refs/tags/latest-signature"
 )
 
 // maxNoteSize bounds the bytes read from one notes blob. A note holds a

@@ -22,6 +22,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 // Provider names a forge's delivery format.
@@ -339,19 +341,28 @@ func bitbucketServerChanges(data map[string]any) ([]Change, error) {
 	return out, nil
 }
 
-// ForBranch says whether the delivery concerns the watched branch and, if
-// so, which commit it names for it ("" when none). why explains a no.
+// ForBranch says whether the delivery concerns the watched branch (a push to
+// it, or to the signature refs, which may change what its HEAD carries)
+// and, if so, which commit it names for it ("" when none). why explains a
+// no.
 func (d Delivery) ForBranch(branch string) (commit string, ok bool, why string) {
 	if d.AnyRef {
 		return "", true, ""
 	}
 	want := "refs/heads/" + branch
 	var refs []string
+	signatures := false
 	for _, c := range d.Changes {
 		if c.Ref == want {
 			return c.Commit, true, ""
 		}
+		// A signer's note (flant_gitops-sign, trdl) may make a refused
+		// HEAD runnable; the commit it names is a notes commit, not HEAD.
+		signatures = signatures || c.Ref == gitwatch.NotesRef || c.Ref == gitwatch.SignatureTag
 		refs = append(refs, c.Ref)
+	}
+	if signatures {
+		return "", true, ""
 	}
 	if len(refs) == 0 {
 		return "", false, "the payload names no ref"

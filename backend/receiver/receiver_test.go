@@ -9,6 +9,7 @@ import (
 
 	"github.com/flant/flant_gitops/backend/receiver"
 	"github.com/flant/flant_gitops/backend/receiver/receivertest"
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 const commit = "9fceb02d0ae598e95dc970b74767f19372d61af8"
@@ -37,7 +38,12 @@ func vaultData(t *testing.T, d receivertest.Delivery) map[string]any {
 
 func TestParseEachProvidersPush(t *testing.T) {
 	for _, p := range receiver.Providers() {
-		for _, ref := range []string{"refs/heads/main", "refs/heads/staging", "refs/tags/v1.2.3"} {
+		refs := []string{"refs/heads/main", "refs/heads/staging", "refs/tags/v1.2.3", gitwatch.SignatureTag, gitwatch.NotesRef}
+		if p == receiver.Bitbucket {
+			// Its payload names branches and tags only, never other refs.
+			refs = refs[:4]
+		}
+		for _, ref := range refs {
 			d := receivertest.Push(t, p, ref, commit, "tok")
 			deliveries := []receivertest.Delivery{d}
 			if p == receiver.GitHub {
@@ -53,7 +59,11 @@ func TestParseEachProvidersPush(t *testing.T) {
 						t.Errorf("event %q, want one of %v", got.Event, p.DefaultEvents())
 					}
 					c, ok, why := got.ForBranch("main")
+					signatures := ref == gitwatch.SignatureTag || ref == gitwatch.NotesRef
 					switch {
+					case signatures && (!ok || c != ""):
+						t.Errorf("a push to %s: ForBranch(main) = %q, %v (%s); want a wake naming no commit (a new signature may make HEAD runnable)", ref, c, ok, why)
+					case signatures:
 					case ref == "refs/heads/main" && (!ok || c != commit):
 						t.Errorf("ForBranch(main) = %q, %v (%s); want %s", c, ok, why, commit)
 					case ref != "refs/heads/main" && ok:

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,8 +14,11 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/flant/flant_gitops/backend/receiver"
+	"github.com/flant/flant_gitops/backend/receiver/receivertest"
 	"github.com/flant/flant_gitops/backend/vaulttest"
 	"github.com/flant/flant_gitops/container/dockertest"
+	"github.com/flant/flant_gitops/gitwatch"
 	"github.com/flant/flant_gitops/gitwatch/gittest"
 	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
@@ -121,7 +126,7 @@ func (e *e2eVault) run(commit string) (map[string]any, string) {
 // TestE2ESecondSignerThroughVault: the quorum is 2; Alice signs her commit
 // (git commit -S), the plugin refuses it; Bob runs flant_gitops-sign sign;
 // `show` asks the plugin and says what is missing before and nothing
-// after; `vault write flant_gitops/poll` starts the run.
+// after; the forge's delivery of the signature tag's push starts the run.
 func TestE2ESecondSignerThroughVault(t *testing.T) {
 	docker := dockertest.Runner(t)
 	image := dockertest.Image(t, docker)
@@ -151,6 +156,15 @@ func TestE2ESecondSignerThroughVault(t *testing.T) {
 		"run_timeout":                                      "120s",
 		"network_mode":                                     "none",
 	})
+
+	// A webhook receiver, with the forge's headers passed to the mount as
+	// the README's "Push to run" says.
+	if err := v.Client.Sys().TuneMountWithContext(t.Context(), vaulttest.MountPath,
+		api.MountConfigInput{PassthroughRequestHeaders: receiver.PassthroughHeaders()}); err != nil {
+		t.Fatalf("tuning the mount's passthrough_request_headers: %v", err)
+	}
+	hook := e.write("configure/receiver/github", map[string]any{"provider": "github"})
+	hookURL, _ := hook.Data["url_path"].(string)
 
 	// A signer's token that may only read what show needs.
 	if _, errOut, code := v.CLIStdin(t, signerPolicy, "policy", "write", "signer", "-"); code != 0 {
@@ -201,11 +215,26 @@ func TestE2ESecondSignerThroughVault(t *testing.T) {
 		!strings.Contains(r.stdout, "counts once it polls again") {
 		t.Fatalf("show right after bob signed: %s", r)
 	}
-	if st := e.poll(); st["last_poll_outcome"] != "ran" {
-		t.Fatalf("two signatures should run the commit: %v", st)
+	// The forge announces the push of the signature tag (GitHub sends a
+	// push event for it): that wakes the poll, which counts Bob's note and
+	// runs the commit, with git_poll_period at an hour.
+	notes := bob.git("rev-parse", "refs/notes/signatures")
+	d := receivertest.Push(t, receiver.GitHub, gitwatch.SignatureTag, notes, "")
+	req, err := d.Request(v.Addr + hookURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"accepted":true`) {
+		t.Fatalf("the delivery of the signature tag's push: %d %s", resp.StatusCode, body)
 	}
 	run, log := e.run(commit)
-	if run["status"] != "succeeded" || !strings.Contains(log, "release 1") {
+	if run["status"] != "succeeded" || run["trigger"] != "webhook" || !strings.Contains(log, "release 1") {
 		t.Fatalf("the run of %s: %v\n%s", commit, run, log)
 	}
 	r = alice.tool("show", "--check", commit)

@@ -11,13 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flant/flant_gitops/gitwatch"
 )
 
 // Where the watcher and trdl look for note signatures: the notes ref, and
 // the tag on its notes commit through which a plain tag fetch brings them.
 const (
-	notesRef = "refs/notes/signatures"
-	tagRef   = "refs/tags/latest-signature"
+	notesRef = gitwatch.NotesRef
+	tagRef   = gitwatch.SignatureTag
 )
 
 // signatureRefs is where the remote's signature refs stood when fetched.
