@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/flant/flant_gitops/internal/tokenredirect"
 )
 
 // maxAnswerBytes bounds what is read of an answer: a dry run's diff of the
@@ -91,7 +93,7 @@ func newClient(inv *invocation, getenv func(string) string) (*client, error) {
 		addr:      addr,
 		namespace: getenv("VAULT_NAMESPACE"),
 		token:     getenv("VAULT_TOKEN"),
-		http:      &http.Client{Transport: tr, CheckRedirect: checkRedirect},
+		http:      &http.Client{Transport: tr, CheckRedirect: tokenredirect.Check},
 		backoff:   defaultBackoff,
 		attempt:   attemptTimeout,
 	}, nil
@@ -275,40 +277,7 @@ func cleanError(s string) string {
 var errBadAddr = errors.New("VAULT_ADDR")
 
 // errRedirect is a redirect refused: it would carry the token away.
-var errRedirect = errors.New("redirect refused")
-
-// checkRedirect follows a redirect only to the host of the first request and
-// never from https to anything else: every request carries the Vault token
-// (a header) or the id_token (the login body), which a redirect would hand
-// to the other place, in clear after leaving https. Vault's own client
-// refuses the downgrade too.
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	first := via[0].URL
-	switch {
-	case len(via) >= 10:
-		return fmt.Errorf("%w: stopped after 10 redirects", errRedirect)
-	case via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https", first.Scheme == "https" && req.URL.Scheme != "https":
-		return fmt.Errorf("%w: %s redirects from https to %s://%s, which would send the Vault token or id_token in clear: set VAULT_ADDR to Vault's https address", errRedirect, first.Host, req.URL.Scheme, req.URL.Host)
-	case !sameHost(first, req.URL):
-		return fmt.Errorf("%w: %s redirects to another host, %s, which would receive the Vault token or id_token: set VAULT_ADDR to the address that answers (the active node or its load balancer)", errRedirect, first.Host, req.URL.Host)
-	}
-	return nil
-}
-
-// sameHost compares host and port, the port defaulted by the scheme and the
-// host name case-insensitively.
-func sameHost(a, b *url.URL) bool {
-	port := func(u *url.URL) string {
-		if p := u.Port(); p != "" {
-			return p
-		}
-		if u.Scheme == "https" {
-			return "443"
-		}
-		return "80"
-	}
-	return strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
-}
+var errRedirect = tokenredirect.ErrRefused
 
 // errGaveUp ends the retries: the deadline (or a signal) came first.
 var errGaveUp = errors.New("gave up")

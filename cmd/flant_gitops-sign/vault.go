@@ -13,6 +13,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/flant/flant_gitops/internal/tokenredirect"
 )
 
 // vaultClient reads the plugin's paths with the signer's Vault token, with
@@ -53,26 +55,8 @@ func newVaultClient(getenv func(string) string, mount string) (*vaultClient, err
 	}
 	return &vaultClient{
 		addr: addr, token: token, namespace: getenv("VAULT_NAMESPACE"), mount: mount,
-		http: &http.Client{Transport: tr, CheckRedirect: checkRedirect, Timeout: 2 * time.Minute},
+		http: &http.Client{Transport: tr, CheckRedirect: tokenredirect.Check, Timeout: 2 * time.Minute},
 	}, nil
-}
-
-// errRedirect is a redirect refused: it would carry the token away.
-var errRedirect = errors.New("redirect refused")
-
-// checkRedirect follows a redirect only to the host of the first request
-// and never from https to http.
-func checkRedirect(req *http.Request, via []*http.Request) error {
-	first := via[0].URL
-	switch {
-	case len(via) >= 10:
-		return fmt.Errorf("%w: stopped after 10 redirects", errRedirect)
-	case first.Scheme == "https" && req.URL.Scheme != "https":
-		return fmt.Errorf("%w: %s redirects from https to %s://%s, which would send the Vault token in clear: set VAULT_ADDR to Vault's https address", errRedirect, first.Host, req.URL.Scheme, req.URL.Host)
-	case !strings.EqualFold(first.Host, req.URL.Host):
-		return fmt.Errorf("%w: %s redirects to another host, %s, which would receive the Vault token: set VAULT_ADDR to the address that answers", errRedirect, first.Host, req.URL.Host)
-	}
-	return nil
 }
 
 // vaultError is an answer of Vault's that is not a success.
