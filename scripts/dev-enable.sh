@@ -142,6 +142,8 @@ if [ ! -d "$REPO" ]; then
 		-c user.signingkey="$FPR" -c gpg.program=gpg commit -q -S -m "Initial signed commit"
 	git -C "$WORK" push -q "$REPO" main
 fi
+# origin, so flant_gitops-sign (sign, show) works in the work tree as in a signer's clone.
+git -C "$WORK" remote get-url origin >/dev/null 2>&1 || git -C "$WORK" remote add origin "$REPO"
 git -C "$WORK" verify-commit HEAD 2>/dev/null || die "the dev commit's signature does not verify with .dev/gnupg"
 
 if [ ! -s "$DEV/git-password" ]; then

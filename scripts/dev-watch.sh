@@ -83,4 +83,8 @@ git_poll_period) and read the new run:
   $VAULT write -f flant_gitops/poll
   $VAULT list flant_gitops/runs
   $VAULT read flant_gitops/runs/<id>/log
+
+Who signed a commit, and what is missing (README "Signing"; sign adds a note):
+
+  (cd .dev/work && VAULT_ADDR=$VAULT_ADDR VAULT_TOKEN=$VAULT_TOKEN GNUPGHOME=$PWD/.dev/gnupg $PWD/bin/flant_gitops-sign show)
 MSG
