@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -20,6 +21,18 @@ import (
 // when an older version would misread what a newer one writes; a new field
 // that older versions may ignore needs no new format.
 const storageFormat = 1
+
+// storageFormatReadable is the newest format this build reads. Format 2 is
+// format 1 plus trust entries that builds reading only format 1 would
+// ignore, and so judge commits more loosely than configured: signature
+// rules per path and revoked keys. A mount holding any of them is marked
+// format 2 (syncStorageFormat), so those builds refuse it instead, and back
+// to 1 once none is left, so a roll-back works again.
+const storageFormatReadable = 2
+
+// formatTrustRules is the format of a mount with signature rules or
+// revoked keys.
+const formatTrustRules = 2
 
 // storageKeyFormat holds the storageFormatEntry. A mount written before the
 // marker existed has none and is format 1.
@@ -78,7 +91,10 @@ func newerFormatError(stored storageFormatEntry, running string, readable int) e
 // so a crash repeats at most the last step; newer, it changes nothing and
 // returns the refusal. write is false where storage is read-only to this
 // node (standbys, performance secondaries): the active node migrates.
-func checkStorageFormat(ctx context.Context, s logical.Storage, current int, migrations map[int]storageMigration, running string, write bool, log hclog.Logger) (int, error) {
+//
+// current is the format a start brings the storage to; readable (at least
+// current) the newest it serves as it is.
+func checkStorageFormat(ctx context.Context, s logical.Storage, current, readable int, migrations map[int]storageMigration, running string, write bool, log hclog.Logger) (int, error) {
 	stored, err := getEntry[storageFormatEntry](ctx, s, storageKeyFormat)
 	if err != nil {
 		return 0, fmt.Errorf("reading the storage format: %w", err)
@@ -97,10 +113,10 @@ func checkStorageFormat(ctx context.Context, s logical.Storage, current int, mig
 		// Written by hand, or a field this version does not know.
 		stored.Format = 1
 	}
-	if stored.Format > current {
-		return stored.Format, newerFormatError(*stored, running, current)
+	if stored.Format > readable {
+		return stored.Format, newerFormatError(*stored, running, readable)
 	}
-	if !write {
+	if !write || stored.Format >= current {
 		return stored.Format, nil
 	}
 	for f := stored.Format; f < current; f++ {
@@ -123,7 +139,7 @@ func checkStorageFormat(ctx context.Context, s logical.Storage, current int, mig
 // initStorageFormat is the first step of Initialize: nothing else starts on
 // storage this build cannot read.
 func (b *backend) initStorageFormat(ctx context.Context, s logical.Storage) error {
-	format, err := checkStorageFormat(ctx, s, storageFormat, storageMigrations, Version, b.WriteSafeReplicationState(), b.Logger())
+	format, err := checkStorageFormat(ctx, s, storageFormat, storageFormatReadable, storageMigrations, Version, b.WriteSafeReplicationState(), b.Logger())
 	if errors.Is(err, errNewerFormat) {
 		b.Logger().Error("refusing to serve this mount", "error", err)
 		b.format.set(format, err)
@@ -150,4 +166,67 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 		}
 	}
 	return b.Backend.HandleRequest(ctx, req)
+}
+
+// syncStorageFormat marks the mount format 2 while it holds signature rules
+// or revoked keys, and format 1 again when none is left (a marker above 2,
+// or one this build did not write for these reasons, is left alone). It
+// runs after each successful write or delete of a signer or a rule.
+func (b *backend) syncStorageFormat(ctx context.Context, s logical.Storage) error {
+	stored, err := getEntry[storageFormatEntry](ctx, s, storageKeyFormat)
+	if err != nil {
+		return fmt.Errorf("reading the storage format: %w", err)
+	}
+	have := 1
+	if stored != nil && stored.Format > 0 {
+		have = stored.Format
+	}
+	if have > formatTrustRules {
+		return nil
+	}
+	want := storageFormat
+	rules, err := s.List(ctx, storagePrefixSignatureRule)
+	if err != nil {
+		return fmt.Errorf("listing the signature rules: %w", err)
+	}
+	if len(rules) > 0 {
+		want = formatTrustRules
+	} else {
+		signers, err := listSigners(ctx, s)
+		if err != nil {
+			return err
+		}
+		for _, e := range signers {
+			if len(e.RevokedKeys) > 0 {
+				want = formatTrustRules
+				break
+			}
+		}
+	}
+	if want == have && stored != nil {
+		return nil
+	}
+	if err := putEntry(ctx, s, storageKeyFormat, &storageFormatEntry{Format: want, WrittenBy: Version}); err != nil {
+		return fmt.Errorf("marking the storage format %d: %w", want, err)
+	}
+	b.format.set(want, nil)
+	if want != have {
+		b.Logger().Info("storage format changed with the trust entries", "from_format", have, "to_format", want,
+			"why", "versions that read only format 1 ignore signature rules and revoked keys, so they refuse a mount that holds any")
+	}
+	return nil
+}
+
+// keepsFormat runs syncStorageFormat after a successful write or delete.
+func (b *backend) keepsFormat(h framework.OperationFunc) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		resp, err := h(ctx, req, d)
+		if err != nil || resp.IsError() {
+			return resp, err
+		}
+		if ferr := b.syncStorageFormat(ctx, req.Storage); ferr != nil {
+			return nil, fmt.Errorf("the change was stored, but %w: write it again", ferr)
+		}
+		return resp, nil
+	}
 }

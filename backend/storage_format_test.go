@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/flant/flant_gitops/gitwatch/pgptest"
 )
 
 // TestStorageFormat: an absent marker is format 1 and gets marked; a newer
@@ -22,6 +24,7 @@ func TestStorageFormat(t *testing.T) {
 		name       string
 		stored     string // raw marker, "" for none
 		current    int
+		readable   int // 0: current
 		failStep   int // the migration from this format fails once
 		write      bool
 		wantFormat int
@@ -44,6 +47,10 @@ func TestStorageFormat(t *testing.T) {
 			wantFormat: 3, wantMarker: `{"format":3,"written_by":"v1.0.0"}`, wantCalls: []int{1, 2}, wantLog: "upgraded this mount's storage"},
 		{name: "a failed step leaves the marker at the last done", stored: `{"format":1,"written_by":"v0.9.0"}`, current: 3, failStep: 2, write: true,
 			wantFormat: 2, wantErr: []string{"from format 2 to 3", "stays in format 2"}, wantMarker: `{"format":2,"written_by":"v1.0.0"}`, wantCalls: []int{1, 2}},
+		{name: "a format this build reads but does not start at is served as it is", stored: `{"format":2,"written_by":"v1.1.0"}`, current: 1, readable: 2, write: true,
+			wantFormat: 2},
+		{name: "a build reading only format 1 refuses format 2", stored: `{"format":2,"written_by":"v1.1.0"}`, current: 1, write: true,
+			wantFormat: 2, wantErr: []string{"stored by flant_gitops v1.1.0 in format 2", "reads up to format 1"}},
 		{name: "a read-only node does not migrate", stored: `{"format":1,"written_by":"v0.9.0"}`, current: 3,
 			wantFormat: 1},
 	}
@@ -68,7 +75,7 @@ func TestStorageFormat(t *testing.T) {
 			}
 			var logBuf bytes.Buffer
 			log := hclog.New(&hclog.LoggerOptions{Output: &logBuf})
-			got, err := checkStorageFormat(ctx, s, tt.current, migrations, "v1.0.0", tt.write, log)
+			got, err := checkStorageFormat(ctx, s, tt.current, max(tt.current, tt.readable), migrations, "v1.0.0", tt.write, log)
 			if got != tt.wantFormat {
 				t.Errorf("format = %d, want %d", got, tt.wantFormat)
 			}
@@ -146,6 +153,51 @@ func TestNewerFormatRefusesEveryRequest(t *testing.T) {
 		raw, _ := s.Get(ctx, key)
 		if raw == nil || string(raw.Value) != want {
 			t.Errorf("%s is %v after the refusal, want it unchanged", key, raw)
+		}
+	}
+}
+
+// TestTrustEntriesRaiseTheStorageFormat: a signature rule or a revoked key
+// marks the mount format 2, which a build reading only format 1 refuses
+// (it would ignore them and accept what they refuse); with none left the
+// mount is format 1 again, so a roll-back works once the operator removed
+// them.
+func TestTrustEntriesRaiseTheStorageFormat(t *testing.T) {
+	b, s := newTestBackend(t, nil, nil)
+	ctx := t.Context()
+	mustOK(t, configReq(t, b, s, logical.UpdateOperation, "configure", minimalConfig()), "configure")
+	key := pgptest.NewKey(t, "Alice")
+	oldBuild := func() error {
+		_, err := checkStorageFormat(ctx, s, 1, 1, nil, "v0.1.0", true, hclog.NewNullLogger())
+		return err
+	}
+	format := func() any { return configReq(t, b, s, logical.ReadOperation, "status", nil).Data["storage_format"] }
+	steps := []struct {
+		name        string
+		op          logical.Operation
+		path        string
+		data        map[string]any
+		wantFormat  int
+		oldRefuses  bool
+		refusalSays string
+	}{
+		{"a signer without revocations", logical.UpdateOperation, "configure/signer/alice", map[string]any{"pgp_public_keys": key.PublicArmored(t)}, 1, false, ""},
+		{"a signature rule", logical.UpdateOperation, "configure/signature_rule/prod", map[string]any{"paths": "prod/**", "required_signers": 1}, 2, true, "reads up to format 1"},
+		{"a revoked key too", logical.UpdateOperation, "configure/signer/alice", map[string]any{"revoked_keys": key.Fingerprint()}, 2, true, "in format 2"},
+		{"the rule deleted, the revocation left", logical.DeleteOperation, "configure/signature_rule/prod", nil, 2, true, "in format 2"},
+		{"the revocation cleared", logical.UpdateOperation, "configure/signer/alice", map[string]any{"revoked_keys": []any{}}, 1, false, ""},
+	}
+	for _, st := range steps {
+		resp := configReq(t, b, s, st.op, st.path, st.data)
+		if resp != nil && resp.IsError() {
+			t.Fatalf("%s: %v", st.name, resp.Error())
+		}
+		if got := format(); got != st.wantFormat {
+			t.Errorf("%s: status storage_format = %v, want %d", st.name, got, st.wantFormat)
+		}
+		err := oldBuild()
+		if st.oldRefuses != (err != nil) || (err != nil && !strings.Contains(err.Error(), st.refusalSays)) {
+			t.Errorf("%s: a build reading only format 1 answered %v, want refused=%v saying %q", st.name, err, st.oldRefuses, st.refusalSays)
 		}
 	}
 }
