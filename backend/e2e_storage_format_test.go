@@ -58,7 +58,7 @@ func TestE2ENewerStorageFormatIsRefused(t *testing.T) {
 	if _, err := c.Sys().ReloadPlugin(&api.ReloadPluginInput{Plugin: vaulttest.PluginName}); err != nil {
 		t.Fatal(err)
 	}
-	want := "stored by flant_gitops v9.9.9 in format 3; this is " + vaulttest.PluginVersion + ", which reads up to format 1: upgrade the plugin again"
+	want := "stored by flant_gitops v9.9.9 in format 3; this is " + vaulttest.PluginVersion + ", which reads up to format 2: upgrade the plugin again"
 	deadline := time.Now().Add(time.Minute)
 	for {
 		_, err := c.Logical().Read(vaulttest.MountPath + "/status")
