@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/flant/flant_gitops/backend/events"
 	"github.com/flant/flant_gitops/backend/events/forge"
 	"github.com/flant/flant_gitops/backend/events/metrics"
 )
@@ -59,7 +60,7 @@ func (b *backend) setupCommitStatus() {
 			return nil
 		},
 	})
-	b.events.Subscribe("commit_status", 0, b.statuses.Handle)
+	b.events.Subscribe("commit_status", 0, b.statuses.Handle, events.RunStarted, events.RunFinished, events.CommitRefused)
 	b.onInit = append(b.onInit, func(_ context.Context, req *logical.InitializationRequest) error {
 		if b.WriteSafeReplicationState() {
 			store.set(req.Storage)

@@ -47,7 +47,7 @@ func (b *backend) setupNotify() {
 			b.metrics.DeliveryFailed(metrics.DeliveryNotification)
 		},
 	})
-	b.events.Subscribe("notifications", 0, b.notify.Handle)
+	b.events.Subscribe("notifications", 0, b.notify.Handle, notify.Kinds()...)
 	b.onInit = append(b.onInit, b.initNotify)
 	b.onClean = append(b.onClean, b.notify.Stop)
 }

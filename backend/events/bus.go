@@ -27,6 +27,9 @@ type sub struct {
 	name    string
 	queue   chan Event
 	handler Handler
+	// kinds it takes; nil: all. Others never take a place in its queue,
+	// so a flood of events it ignores cannot push out one it needs.
+	kinds map[Kind]bool
 
 	mu      sync.Mutex
 	dropped uint64
@@ -39,12 +42,19 @@ func NewBus() *Bus {
 }
 
 // Subscribe adds a subscriber with a queue of queueLen events
-// (DefaultQueue when zero or less). Names identify it in Dropped.
-func (b *Bus) Subscribe(name string, queueLen int, h Handler) {
+// (DefaultQueue when zero or less), taking the events of kinds (every kind
+// when none is named). Names identify it in Dropped.
+func (b *Bus) Subscribe(name string, queueLen int, h Handler, kinds ...Kind) {
 	if queueLen <= 0 {
 		queueLen = DefaultQueue
 	}
 	s := &sub{name: name, queue: make(chan Event, queueLen), handler: h}
+	if len(kinds) > 0 {
+		s.kinds = make(map[Kind]bool, len(kinds))
+		for _, k := range kinds {
+			s.kinds[k] = true
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -81,6 +91,9 @@ func (b *Bus) Publish(e Event) {
 		return
 	}
 	for _, s := range b.subs {
+		if s.kinds != nil && !s.kinds[e.Kind] {
+			continue
+		}
 		select {
 		case s.queue <- e:
 		default:

@@ -79,3 +79,39 @@ func TestCloseCancelsHandlers(t *testing.T) {
 	}
 	bus.Publish(Event{Kind: PollFinished}) // after Close: dropped silently, no panic
 }
+
+// TestKindsKeepAFloodOut: a subscriber of some kinds never loses one of
+// them to a flood of events it does not take.
+func TestKindsKeepAFloodOut(t *testing.T) {
+	bus := NewBus()
+	defer bus.Close(context.Background())
+	release := make(chan struct{})
+	got := make(chan Event, 8)
+	bus.Subscribe("runs", 2, func(ctx context.Context, e Event) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		got <- e
+	}, RunStarted, RunFinished)
+
+	bus.Publish(Event{Kind: RunStarted, Run: "r"})
+	for range 1000 {
+		bus.Publish(Event{Kind: PatchFinished})
+	}
+	bus.Publish(Event{Kind: RunFinished, Run: "r"})
+	close(release)
+	for _, want := range []Kind{RunStarted, RunFinished} {
+		select {
+		case e := <-got:
+			if e.Kind != want {
+				t.Fatalf("got %s, want %s", e.Kind, want)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s never reached the subscriber", want)
+		}
+	}
+	if d := bus.Dropped()["runs"]; d != 0 {
+		t.Fatalf("%d events dropped, want none: the patches were never its to take", d)
+	}
+}

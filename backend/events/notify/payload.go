@@ -28,6 +28,12 @@ var Types = []string{TypeRunStarted, TypeRunFinished, TypeCommitRefused, TypePat
 var DefaultTypes = []string{TypeRunStarted, TypeRunFinished, TypeCommitRefused}
 
 // typeOf is the notification type of an event kind, "" when none is sent.
+// Kinds are the events a notification can be made of: the notifier
+// subscribes to these only.
+func Kinds() []events.Kind {
+	return []events.Kind{events.RunStarted, events.RunFinished, events.CommitRefused, events.PatchFinished}
+}
+
 func typeOf(k events.Kind) string {
 	switch k {
 	case events.RunStarted:
